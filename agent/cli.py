@@ -1,0 +1,163 @@
+"""perfagent's command line: optimize, profile, demo."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import ConfigError, load_settings
+from agent.llm import ModelError
+from agent.localize import ProfileError, profile_workload
+from agent.loop import BaselineError, Optimizer
+from agent.workload import Workload, WorkloadError
+from sandbox.run import Limits
+from sandbox.workspace import WorkspaceError, Workspaces, open_repo
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="An LLM-driven performance engineer: profile, patch, verify, keep only real speedups.")
+console = Console(highlight=False)
+EXAMPLE = Path(__file__).resolve().parent.parent / "workloads"
+USER_ERRORS = (ConfigError, WorkloadError, WorkspaceError, ModelError, BaselineError, ProfileError)
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so worktrees are removed and child process groups killed."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
+def _fail(message: str, code: int = 2):
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _summary_table(summary: dict) -> Table:
+    table = Table(title=f"perfagent run {summary['run_id']}")
+    for column in ("#", "candidate", "files", "verdict", "speedup"):
+        table.add_column(column)
+    for c in summary["candidates"]:
+        speed = c["verdict"].get("speed")
+        speedup = f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else ""
+        style = "green" if c["verdict"]["reason"] == "accepted" else "red"
+        table.add_row(str(c["n"]), c["summary"][:50], ", ".join(c["files"]),
+                      f"[{style}]{c['verdict']['reason']}[/]", speedup)
+    return table
+
+
+def _report(summary: dict, out: Path) -> None:
+    console.print(_summary_table(summary))
+    final, llm = summary.get("final"), summary.get("llm") or {}
+    if final:
+        s = final["speed"]
+        console.print(f"[bold green]overall: {s['speedup']:.2f}x faster[/] (95% CI {s['ci_low']:.2f}-"
+                      f"{s['ci_high']:.2f}, p={s['p_value']:.2g}; {s['base_median'] * 1000:.1f} ms -> "
+                      f"{s['cand_median'] * 1000:.1f} ms) on branch [bold]{summary['branch']}[/]")
+    else:
+        console.print("no candidate was accepted; no branch was left behind")
+    cost = llm.get("cost_usd")
+    console.print(f"model: {llm.get('calls', 0)} calls, {llm.get('prompt_tokens', 0)}+"
+                  f"{llm.get('completion_tokens', 0)} tokens, cost "
+                  f"{'unknown' if cost is None else f'${cost:.4f}'}; stop: {summary.get('stop_reason')}")
+    console.print(f"run directory: {out}")
+
+
+@app.command()
+def optimize(
+    repo: Path = typer.Argument(..., help="the git repository to optimize (its top folder)"),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", help=".py file with setup()/workload(), "
+                                           "or a shell command"),
+    tests: Optional[list[str]] = typer.Option(None, "--tests", "-t", help="pytest paths or node ids (repeatable); "
+                                              "default: the test files that cover the hotspots"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="litellm model name, or scripted:FILE"),
+    api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (vLLM, Ollama, ...)"),
+    max_iterations: Optional[int] = typer.Option(None, help="candidates to try at most"),
+    budget_usd: Optional[float] = typer.Option(None, help="hard limit on model spend in USD"),
+    allow_failing_tests: Optional[bool] = typer.Option(None, "--allow-failing-tests",
+                                                       help="leave out tests that fail at baseline"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default ./perfagent-runs/RUN_ID)"),
+):
+    """Make a workload faster: a new branch perfagent/RUN_ID gets one commit per verified speedup."""
+    _terminate_on_sigterm()
+    try:
+        settings = load_settings(repo, dict(workload=workload, tests=tests, model=model, api_base=api_base,
+                                            max_iterations=max_iterations, budget_usd=budget_usd,
+                                            allow_failing_tests=allow_failing_tests))
+        optimizer = Optimizer(repo, settings, out, say=console.print)
+        summary = optimizer.run()
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: worktrees removed; commits made so far stay on the branch[/]")
+        raise typer.Exit(130)
+    _report(summary, optimizer.out)
+
+
+@app.command()
+def profile(
+    repo: Path = typer.Argument(..., help="the git repository (its top folder)"),
+    workload: str = typer.Option(..., "--workload", "-w", help=".py file with setup()/workload(), or a command"),
+    seconds: float = typer.Option(3.0, help="how long to sample the workload"),
+    top: int = typer.Option(15, help="how many functions to show"),
+    as_json: bool = typer.Option(False, "--json", help="print the ranking as JSON"),
+):
+    """Profile a workload on the committed code and rank the repository's own functions."""
+    _terminate_on_sigterm()
+    try:
+        git_repo = open_repo(repo)
+        spec = Workload.parse(workload, repo)
+        ws = Workspaces(git_repo, "profile")
+        try:
+            worktree = ws.scratch(git_repo.head.commit.hexsha)
+            result = profile_workload(worktree, spec, python=sys.executable, tmp=ws.tmpdir("profile"),
+                                      seconds=seconds, limits=Limits())
+        finally:
+            ws.close()
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return
+    table = Table(title=f"{result.profiler}: {result.samples} samples")
+    for column in ("rank", "function", "file:lines", "self", "cumulative", "hottest lines"):
+        table.add_column(column)
+    for i, h in enumerate(result.top(top), 1):
+        table.add_row(str(i), h.qualname, f"{h.file}:{h.start}-{h.end}", f"{h.self_share:.1%}",
+                      f"{h.cum_share:.1%}", ", ".join(f"{line} ({share:.0%})" for line, share in h.lines[:3]))
+    console.print(table)
+    if result.note:
+        console.print(f"[yellow]{result.note}[/]")
+
+
+@app.command()
+def demo(
+    target: Path = typer.Option(Path("perfagent-demo"), help="where to create the example repository"),
+    max_iterations: int = typer.Option(8, help="candidates to try"),
+):
+    """Optimize the bundled textstats example with recorded model responses (offline, no API key)."""
+    if target.exists():
+        _fail(f"{target} already exists: remove it or pass --target")
+    shutil.copytree(EXAMPLE / "textstats", target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    git = ["git", "-C", str(target), "-c", "user.name=perfagent demo", "-c", "user.email=demo@localhost"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "textstats: initial import"], check=True)
+    session = EXAMPLE / "textstats.session.json"
+    console.print(f"created the example repository {target}; optimizing it with the recorded responses in "
+                  f"{session.name} (a scripted model, not a live one)")
+    optimize(target, workload="workload.py", tests=None, model=f"scripted:{session}", api_base=None,
+             max_iterations=max_iterations, budget_usd=None, allow_failing_tests=None,
+             out=target.parent / f"{target.name}-run")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,65 @@
+"""Run settings: command-line flags over `[tool.perfagent]` in the target's pyproject.toml over defaults."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workload: str = Field(description="a .py file defining setup() and workload(), or a shell command")
+    model: str = Field(description="litellm model name, or scripted:PATH for recorded responses")
+    tests: list[str] = Field(default_factory=list, description="pytest paths / node ids; empty: chosen by coverage")
+    api_base: str | None = None
+    max_iterations: int = Field(8, ge=1, description="candidates to try at most")
+    budget_usd: float | None = Field(None, gt=0, description="hard limit on model spend")
+    patience: int = Field(5, ge=1, description="stop after this many rejected candidates in a row")
+    python: str = Field(sys.executable, description="interpreter that runs the target's code and tests")
+    top_k: int = Field(3, ge=1, description="hotspots shown to the model in detail")
+    prompt_chars: int = Field(24000, ge=2000, description="budget for the code context in one prompt")
+    profile_seconds: float = Field(3.0, gt=0)
+    sample_seconds: float = Field(0.1, gt=0, description="target duration of one timing value (loop calibration)")
+    min_effect: float = Field(0.03, ge=0, description="smallest speedup worth keeping (0.03 = 3% faster)")
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
+    min_samples: int = Field(10, ge=3)
+    max_samples: int = Field(40, ge=3)
+    edit_retries: int = Field(2, ge=0, description="times a non-applying edit is sent back to the model")
+    timeout_s: float = Field(600.0, gt=0, description="wall-clock limit for baseline runs")
+    memory_mb: int = Field(4096, ge=64, description="address-space limit of every child process")
+    allow_failing_tests: bool = Field(False, description="exclude tests failing at baseline instead of stopping")
+
+
+def pyproject_settings(repo: Path) -> dict:
+    path = Path(repo) / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    section = data.get("tool", {}).get("perfagent", {})
+    return {key.replace("-", "_"): value for key, value in section.items()}
+
+
+def load_settings(repo: Path, overrides: dict) -> Settings:
+    """Settings for `repo`: non-None `overrides` (the CLI flags) win over its [tool.perfagent] table."""
+    values = pyproject_settings(repo)
+    values.update({k: v for k, v in overrides.items() if v is not None and v != []})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings (flags or [tool.perfagent] in {repo}/pyproject.toml): "
+                          f"{problems}") from None

@@ -1,0 +1,322 @@
+"""The optimization loop: baseline -> (profile -> prompt -> candidate -> verdict -> commit) x N -> final measurement."""
+from __future__ import annotations
+
+import difflib
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import git
+
+from agent.config import Settings
+from agent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
+from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptExhausted, Session, Trajectory, \
+    make_model
+from agent.localize import Profile, profile_workload
+from agent.prompts import Attempt, fix_edit_message, optimize_messages
+from agent.record import RunRecord
+from agent.source import SourceIndex
+from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits
+from agent.workload import Workload, WorkloadFailed, WorkloadRunner
+from sandbox.compare import compare_results
+from sandbox.measure import Sampling, compare_speed
+from sandbox.run import Limits
+from sandbox.tests import run_pytest, tests_by_line
+from sandbox.workspace import Workspaces, commit_all, head, open_repo
+
+EDIT_FAILED = "edit did not apply"
+NO_EDIT = "no edit"
+
+
+class BaselineError(RuntimeError):
+    """The unmodified code does not pass its tests or run its workload: nothing can be judged against it."""
+
+
+@dataclass
+class TestPlan:
+    """Which tests guard which code, from one coverage run of the suite at baseline."""
+    explicit: list[str]
+    by_function: dict[str, set[str]] = field(default_factory=dict)  # function key -> test files
+    by_file: dict[str, set[str]] = field(default_factory=dict)  # source file -> test files
+
+    def for_code(self, keys: list[str], files: list[str]) -> list[str]:
+        """Test files covering these functions (else their files); [] means the whole suite."""
+        if self.explicit:
+            return self.explicit
+        chosen = set().union(*(self.by_function.get(k, set()) for k in keys))
+        chosen |= set().union(*(self.by_file.get(f, set()) for f in files if not any(
+            k.startswith(f[:-3].replace("/", ".") + ":") and k in self.by_function for k in keys)))
+        return sorted(chosen)
+
+
+def _test_file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def build_test_plan(coverage_file: Path, worktree: Path) -> TestPlan:
+    index = SourceIndex(worktree)
+    plan = TestPlan([])
+    for file, lines in tests_by_line(coverage_file, worktree.resolve()).items():
+        for line, nodeids in lines.items():
+            files = {_test_file(n) for n in nodeids}
+            plan.by_file.setdefault(file, set()).update(files)
+            plan.by_function.setdefault(index.function_at(file, line).key, set()).update(files)
+    return plan
+
+
+def explanation(reply: str) -> str:
+    """The first line of prose in a model reply, as a one-line summary of the candidate."""
+    for line in reply.splitlines():
+        line = line.strip().strip("#*").strip()
+        if line and not line.startswith(("```", "<<<<<<<")) and not line.endswith(".py"):
+            return line[:100]
+    return "(no explanation)"
+
+
+def touched_functions(index: SourceIndex, before: dict[str, str], after: dict[str, str]) -> list[str]:
+    keys = []
+    for path, text in after.items():
+        old = before.get(path, "").splitlines()
+        matcher = difflib.SequenceMatcher(None, old, text.splitlines(), autojunk=False)
+        for tag, i1, i2, _, _ in matcher.get_opcodes():
+            if tag != "equal":
+                for line in range(i1 + 1, max(i1, i2 - 1) + 2):
+                    keys.append(index.function_at(path, line).key)
+    return list(dict.fromkeys(keys))
+
+
+class Optimizer:
+    def __init__(self, repo_path: Path, settings: Settings, out: Path | None = None,
+                 say: Callable[[str], None] = print):
+        self.settings, self.say = settings, say
+        self.repo = open_repo(repo_path)
+        self.repo_path = Path(self.repo.working_tree_dir)
+        self.workload = Workload.parse(settings.workload, self.repo_path)
+        self.model = make_model(settings.model, api_base=settings.api_base)
+        if isinstance(self.model, LiteLLMModel):
+            self.model.check_environment()
+        self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        self.branch = f"perfagent/{self.run_id}"
+        self.out = Path(out or Path.cwd() / "perfagent-runs" / self.run_id)
+        self.sampling = Sampling(min_samples=settings.min_samples, max_samples=settings.max_samples,
+                                 alpha=settings.alpha, min_effect=settings.min_effect)
+
+    # -- baseline ---------------------------------------------------------------------------------------------
+    def _baseline_tests(self, worktree: Path, tmp: Path) -> tuple[TestPlan, set[str], list[str], float]:
+        limits = Limits(timeout_s=self.settings.timeout_s, memory_mb=self.settings.memory_mb)
+        explicit = self.settings.tests
+        coverage_file = None if explicit else tmp / "coverage.db"
+        first = run_pytest(worktree, explicit, python=self.settings.python, tmp=tmp, limits=limits,
+                           coverage_file=coverage_file)
+        second = run_pytest(worktree, explicit, python=self.settings.python, tmp=tmp, limits=limits)
+        flaky = sorted(t for t in first.outcomes.keys() | second.outcomes.keys()
+                       if first.outcomes.get(t) != second.outcomes.get(t))
+        failing = sorted(set(first.failing()) & set(second.failing()))
+        if failing and not self.settings.allow_failing_tests:
+            raise BaselineError(
+                f"{len(failing)} test(s) fail on the unmodified code: {', '.join(failing[:10])}\n"
+                f"{second.process.tail(20)}\nFix them, choose passing tests with --tests, or pass "
+                f"--allow-failing-tests to leave them out.")
+        if not first.outcomes and first.process.returncode == 5:
+            self.say("[yellow]no tests were found: correctness rests on the workload's result alone[/]")
+        passing = first.passing() & second.passing()
+        plan = build_test_plan(coverage_file, worktree) if coverage_file else TestPlan(explicit)
+        return plan, passing, flaky, max(first.process.seconds, second.process.seconds)
+
+    def _baseline_workload(self, runner: WorkloadRunner, worktree: Path) -> tuple[object, float]:
+        try:
+            result, seconds = runner.result(worktree)
+            again, _ = runner.result(worktree)
+        except WorkloadFailed as exc:
+            raise BaselineError(f"the workload fails on the unmodified code: {exc}") from None
+        same = compare_results(result, again)
+        if not same.equal:
+            raise BaselineError("the workload's result differs between two runs of the unmodified code "
+                                f"({same.detail}); make it deterministic (seed random generators)")
+        return result, seconds
+
+    # -- one candidate ----------------------------------------------------------------------------------------
+    def _ask_for_edits(self, session: Session, messages: list[dict], worktree: Path):
+        """Ask, and send non-applying edits back with the closest real lines; (reply, edits, apply result)."""
+        reply = session.ask(messages, purpose="optimize")
+        for attempt in range(self.settings.edit_retries + 1):
+            problem = details = ""
+            try:
+                edits = parse_edits(reply.text)
+            except EditFormatError as exc:
+                edits, problem, details = None, "the edit blocks are malformed", str(exc)
+            if edits == []:
+                return reply, [], None
+            if edits:
+                applied = apply_edits(worktree, edits, write=False)
+                if applied.ok:
+                    return reply, edits, applied
+                problem, details = "some SEARCH blocks do not match the files", describe_failures(applied)
+            if attempt == self.settings.edit_retries:
+                return reply, edits or [], None
+            self.say(f"  edit did not apply ({problem}); asking the model to correct it")
+            messages = messages + [{"role": "assistant", "content": reply.text}, fix_edit_message(problem, details)]
+            reply = session.ask(messages, purpose="fix edit")
+        raise AssertionError("unreachable")
+
+    def _candidate(self, n: int, session, judge: Judge, ref: Reference, profile: Profile, plan: TestPlan,
+                   attempts: list[Attempt], ws: Workspaces, branch_wt: Path) -> Verdict:
+        index = SourceIndex(branch_wt)
+        messages = optimize_messages(workload=self.workload, seconds=ref.seconds, profile=profile, index=index,
+                                     attempts=attempts, top_k=self.settings.top_k,
+                                     prompt_chars=self.settings.prompt_chars)
+        reply, edits, applied = self._ask_for_edits(session, messages, branch_wt)
+        summary = explanation(reply.text)
+        entry = {"n": n, "summary": summary, "files": [], "functions": [], "diff": "", "commit": None}
+        if applied is None:
+            verdict = Verdict(NO_EDIT if not edits else EDIT_FAILED,
+                              "the reply contains no edit" if not edits else "the edits did not apply after retries")
+        else:
+            before = {p: (branch_wt / p).read_text() if (branch_wt / p).exists() else "" for p in applied.changed}
+            entry["files"] = sorted(applied.changed)
+            entry["functions"] = touched_functions(index, before, applied.changed)
+            entry["diff"] = "".join(
+                "".join(difflib.unified_diff(before[p].splitlines(True), applied.changed[p].splitlines(True),
+                                             f"a/{p}", f"b/{p}")) for p in sorted(applied.changed))
+            self.say(f"  candidate {n}: {summary} [{', '.join(entry['files'])}]")
+            verdict = judge.static_checks(before, applied.changed)
+            if verdict is None:
+                verdict = self._validate(judge, ref, plan, entry, applied.changed, ws)
+            if verdict.accepted:
+                for path, text in applied.changed.items():
+                    (branch_wt / path).parent.mkdir(parents=True, exist_ok=True)
+                    (branch_wt / path).write_text(text)
+                entry["commit"] = commit_all(branch_wt, f"perfagent: {summary}\n\n{verdict.detail}\n\n"
+                                                        f"Functions: {', '.join(entry['functions'])}\n"
+                                                        f"Run {self.run_id}, candidate {n}.")
+        entry["verdict"] = verdict.as_dict()
+        self.record.add_candidate(entry)
+        attempts.append(Attempt(summary, entry["files"], verdict.reason, verdict.detail.splitlines()[0][:300]
+                                if verdict.detail else ""))
+        colour = "green" if verdict.accepted else "red"
+        self.say(f"  [{colour}]{verdict.reason}[/]: {verdict.detail.splitlines()[0] if verdict.detail else ''}")
+        return verdict
+
+    def _validate(self, judge: Judge, ref: Reference, plan: TestPlan, entry: dict, changed: dict[str, str],
+                  ws: Workspaces) -> Verdict:
+        scratch = ws.scratch(head(ref.worktree))
+        try:
+            for path, text in changed.items():
+                (scratch / path).parent.mkdir(parents=True, exist_ok=True)
+                (scratch / path).write_text(text)
+            tests = plan.for_code(entry["functions"], entry["files"])
+            entry["tests"] = tests or ["(whole suite)"]
+            return judge.judge(scratch, ref, tests)
+        finally:
+            ws.discard(scratch)
+
+    # -- the run ----------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        s = self.settings
+        base_commit = self.repo.head.commit.hexsha
+        if self.repo.is_dirty(untracked_files=True):
+            self.say(f"[yellow]the repository has uncommitted changes: they are ignored; working from HEAD "
+                     f"{base_commit[:10]}[/]")
+        self.record = RunRecord(self.out, run_id=self.run_id, repo=str(self.repo_path), branch=self.branch,
+                                base_commit=base_commit, workload=self.workload.describe(), model=s.model,
+                                settings=s.model_dump(), isolation="rlimits + process group")
+        session = Session(self.model, Budget(max_usd=s.budget_usd), Trajectory(self.record.trajectory_path))
+        ws = Workspaces(self.repo, self.run_id)
+        try:
+            return self._run(session, ws, base_commit)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.record.update(status=status, error=f"{type(exc).__name__}: {exc}", llm=self._llm(session))
+            raise
+        finally:
+            ws.close()
+
+    def _llm(self, session: Session) -> dict:
+        b = session.budget
+        records = session.trajectory.records
+        return {"calls": b.calls, "cost_usd": None if b.cost_unknown else round(b.spent_usd, 6),
+                "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in records),
+                "completion_tokens": sum(r.get("completion_tokens") or 0 for r in records)}
+
+    def _run(self, session: Session, ws: Workspaces, base_commit: str) -> dict:
+        s = self.settings
+        branch_wt = ws.branch(self.branch, base_commit)
+        tmp = ws.tmpdir("baseline")
+        self.say(f"working on branch [bold]{self.branch}[/] (run {self.run_id})")
+        self.say("baseline: running the tests twice (the first time under coverage)")
+        plan, passing, flaky, test_seconds = self._baseline_tests(branch_wt, tmp)
+        if flaky:
+            self.say(f"[yellow]{len(flaky)} flaky test(s) ignored for verdicts: {', '.join(flaky[:5])}[/]")
+        runner = WorkloadRunner(self.workload, s.python, tmp, Limits(timeout_s=s.timeout_s, memory_mb=s.memory_mb))
+        result, seconds = self._baseline_workload(runner, branch_wt)
+        loops = runner.calibrate(branch_wt, s.sample_seconds)
+        self.say(f"baseline: {len(passing)} tests pass, workload {seconds * 1000:.1f} ms, {loops} call(s) per "
+                 f"timing sample")
+        ref = Reference(branch_wt, passing, result, seconds, test_seconds)
+        self.record.update(baseline={"tests_passing": len(passing), "flaky": flaky, "test_seconds": test_seconds,
+                                     "workload_seconds": seconds, "loops": loops})
+        judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
+                                     candidate_limits(seconds * loops, s.memory_mb)),
+                      s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative, s.memory_mb)
+        attempts: list[Attempt] = []
+        accepted, rejected_in_row, stop = 0, 0, "iteration limit reached"
+        profile = None
+        for n in range(1, s.max_iterations + 1):
+            if profile is None:
+                self.say(f"profiling ({'after ' + str(accepted) + ' accepted' if accepted else 'baseline'})")
+                profile = profile_workload(branch_wt, self.workload, python=s.python, tmp=ws.tmpdir("profile"),
+                                           seconds=s.profile_seconds, limits=runner.limits)
+                self.record.save_profile("profile-before" if not accepted else f"profile-{accepted}", profile)
+                top = profile.top(s.top_k)
+                self.say("hotspots: " + ", ".join(f"{h.qualname} {h.self_share:.0%}" for h in top))
+                tests = plan.for_code([h.key for h in top], [h.file for h in top])
+                self.say(f"tests guarding them: {', '.join(tests) if tests else 'the whole suite'}")
+            try:
+                verdict = self._candidate(n, session, judge, ref, profile, plan, attempts, ws, branch_wt)
+            except ScriptExhausted:
+                stop = "the scripted model has no more responses"
+                break
+            except BudgetExceeded as exc:
+                stop = f"budget spent ({exc})"
+                break
+            except ModelError as exc:
+                stop = f"model error: {exc}"
+                break
+            finally:
+                self.record.update(llm=self._llm(session))
+            if verdict.accepted:
+                accepted, rejected_in_row, profile = accepted + 1, 0, None
+            else:
+                rejected_in_row += 1
+                if rejected_in_row >= s.patience:
+                    stop = f"{s.patience} candidates in a row were rejected"
+                    break
+        self.say(f"stopping: {stop}")
+        final = self._final(ws, branch_wt, base_commit, runner, loops, accepted) if accepted else None
+        self.record.update(status="finished", stop_reason=stop, final=final, accepted=accepted,
+                           final_commit=head(branch_wt), llm=self._llm(session),
+                           tests_run=sorted(passing))
+        if not accepted:
+            self.repo.git.worktree("remove", "--force", str(branch_wt))
+            self.repo.delete_head(self.branch, force=True)
+            self.record.update(branch=None)
+        return self.record.summary
+
+    def _final(self, ws: Workspaces, branch_wt: Path, base_commit: str, runner: WorkloadRunner, loops: int,
+               accepted: int) -> dict:
+        self.say("measuring the final code against the original")
+        profile = profile_workload(branch_wt, self.workload, python=self.settings.python, tmp=ws.tmpdir("profile"),
+                                   seconds=self.settings.profile_seconds, limits=runner.limits)
+        self.record.save_profile("profile-after", profile)
+        original = ws.scratch(base_commit)
+        try:
+            sampling = Sampling(min_samples=self.settings.min_samples, max_samples=self.settings.min_samples,
+                                alpha=self.settings.alpha, min_effect=0.0)
+            speed, base, final = compare_speed(lambda: runner.sample(original, loops),
+                                               lambda: runner.sample(branch_wt, loops), sampling)
+        finally:
+            ws.discard(original)
+        return {"speed": speed.as_dict(), "baseline_samples": base, "final_samples": final,
+                "accepted": accepted}

@@ -1,0 +1,125 @@
+"""Decide on one candidate: guards, syntax, tests, result equivalence, then speed. Cheap checks first; every
+rejection carries a named reason and the evidence."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agent.guards import protected_reason, suspicious_reason
+from agent.workload import WorkloadFailed, WorkloadRunner
+from sandbox.compare import compare_results
+from sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed
+from sandbox.run import Limits
+from sandbox.tests import run_pytest
+
+ACCEPTED = "accepted"
+PROTECTED_FILE = "edits a protected file"
+SUSPICIOUS_CODE = "games the benchmark"
+SYNTAX_ERROR = "syntax error"
+TESTS_FAILED = "tests failed"
+WORKLOAD_FAILED = "workload failed"
+RESULT_CHANGED = "result changed"
+NOT_FASTER_REASON = "not faster"
+TOO_NOISY = "too noisy to decide"
+
+
+def candidate_limits(baseline_seconds: float, memory_mb: int) -> Limits:
+    """Candidates get a generous multiple of the baseline's time, then are killed."""
+    return Limits(timeout_s=max(30.0, 10 * baseline_seconds), memory_mb=memory_mb)
+
+
+@dataclass
+class Verdict:
+    reason: str
+    detail: str = ""
+    tests_run: list[str] = field(default_factory=list)
+    tests_failed: list[str] = field(default_factory=list)
+    result_check: str = ""
+    speed: SpeedStats | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason == ACCEPTED
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["speed"] = self.speed.as_dict() if self.speed else None
+        return data
+
+
+@dataclass
+class Reference:
+    """What a candidate is judged against: the current branch head's state."""
+    worktree: Path
+    passing_tests: set[str]  # stable passes at baseline
+    result: object
+    seconds: float  # one workload run at baseline
+    test_seconds: float
+
+
+@dataclass
+class Judge:
+    runner: WorkloadRunner  # with the candidates' limits
+    python: str
+    tmp: Path
+    sampling: Sampling
+    loops: int
+    workload_path: str | None  # repository-relative, when the workload lives in the repository
+    memory_mb: int
+    allowed_edits: list[str] = field(default_factory=list)
+
+    def test_limits(self, ref: "Reference") -> Limits:
+        return candidate_limits(ref.test_seconds, self.memory_mb)
+
+    def static_checks(self, before: dict[str, str], after: dict[str, str]) -> Verdict | None:
+        """Reject on the diff alone: protected files, benchmark-gaming code, syntax errors."""
+        for path in after:
+            why = protected_reason(path, self.workload_path, self.allowed_edits)
+            if why:
+                return Verdict(PROTECTED_FILE, f"{path} is {why}")
+        for path, text in after.items():
+            added = "\n".join(line[1:] for line in difflib.unified_diff(
+                before.get(path, "").splitlines(), text.splitlines(), lineterm="", n=0)
+                if line.startswith("+") and not line.startswith("+++"))
+            why = suspicious_reason(added)
+            if why:
+                return Verdict(SUSPICIOUS_CODE, f"{path}: {why}")
+            if path.endswith(".py"):
+                try:
+                    compile(text, path, "exec", dont_inherit=True)
+                except SyntaxError as exc:
+                    return Verdict(SYNTAX_ERROR, f"{path}:{exc.lineno}: {exc.msg}")
+        return None
+
+    def judge(self, candidate: Path, ref: Reference, tests: list[str]) -> Verdict:
+        tmp = self.tmp / candidate.name
+        tmp.mkdir(parents=True, exist_ok=True)
+        run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref))
+        checked = sorted(t for t in ref.passing_tests if not tests or any(t.startswith(s) for s in tests))
+        failed = [t for t in checked if run.outcomes.get(t) != "passed"] + [
+            t for t in run.failing() if t.startswith("<")]
+        if failed or (run.process.timed_out or run.process.returncode < 0):
+            detail = f"{len(failed)} of {len(checked)} tests no longer pass: {', '.join(failed[:5])}"
+            if not failed:
+                detail = f"the test run {run.process.failure()}"
+            return Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, failed)
+        try:
+            result, _ = self.runner.result(candidate)
+        except WorkloadFailed as exc:
+            return Verdict(WORKLOAD_FAILED, str(exc), checked)
+        comparison = compare_results(ref.result, result)
+        if not comparison.equal:
+            return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
+        try:
+            speed, _, _ = compare_speed(lambda: self.runner.sample(ref.worktree, self.loops),
+                                        lambda: self.runner.sample(candidate, self.loops), self.sampling)
+        except WorkloadFailed as exc:
+            return Verdict(WORKLOAD_FAILED, str(exc), checked, result_check="identical")
+        reason = {FASTER: ACCEPTED, NOT_FASTER: NOT_FASTER_REASON}.get(speed.decision, TOO_NOISY)
+        detail = speed.describe()
+        if reason == TOO_NOISY:
+            detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
+                       f"{self.sampling.max_samples} samples per side")
+        return Verdict(reason, detail, checked, result_check="identical", speed=speed)
+

@@ -1,0 +1,122 @@
+"""What to make faster: a Python file with `setup()` and `workload()` (SWE-fficiency's convention; `workload()`'s
+return value is the workload's result), or a shell command (its stdout is the result)."""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class WorkloadError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Workload:
+    kind: str  # "python" or "command"
+    spec: str  # as the user gave it
+    path: Path | None = None  # the workload file (python kind)
+    repo_relative: str | None = None  # its path inside the repository, when it lives there
+
+    @classmethod
+    def parse(cls, spec: str, repo: Path) -> "Workload":
+        repo = Path(repo).resolve()
+        candidate = Path(spec) if Path(spec).is_absolute() else repo / spec
+        if not spec.endswith(".py"):
+            if not spec.strip():
+                raise WorkloadError("the workload is empty: give a .py file with setup()/workload() or a command")
+            return cls("command", spec)
+        if not candidate.is_file():
+            candidate = Path(spec).resolve()
+        if not candidate.is_file():
+            raise WorkloadError(f"workload file {spec} not found (looked in {repo} and the current folder)")
+        candidate = candidate.resolve()
+        try:
+            tree = ast.parse(candidate.read_text(encoding="utf-8"), filename=str(candidate))
+        except SyntaxError as exc:
+            raise WorkloadError(f"workload file {candidate} is not valid Python: {exc}") from None
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        missing = [name for name in ("setup", "workload") if name not in defined]
+        if missing:
+            raise WorkloadError(
+                f"workload file {candidate} must define top-level functions setup() and workload(); "
+                f"missing: {', '.join(m + '()' for m in missing)}. For a shell command, pass the command instead.")
+        relative = candidate.relative_to(repo).as_posix() if candidate.is_relative_to(repo) else None
+        return cls("python", spec, candidate, relative)
+
+    def describe(self) -> str:
+        return f"{self.path} (setup/workload)" if self.kind == "python" else f"command: {self.spec}"
+
+    def harness_argv(self, python: str, harness: Path, mode: str, out: Path, arg: object = None) -> list[str]:
+        argv = [python, str(harness), mode, str(self.path), str(out)]
+        return argv + [str(arg)] if arg is not None else argv
+
+    def profile_argv(self, python: str, harness: Path, out: Path, seconds: float) -> list[str]:
+        if self.kind == "python":
+            return self.harness_argv(python, harness, "profile", out, seconds)
+        return self.command_argv()
+
+    def command_argv(self) -> list[str]:
+        return ["/bin/sh", "-c", self.spec]
+
+
+class WorkloadFailed(RuntimeError):
+    """The workload crashed or timed out; `run` holds the process result for the message."""
+
+    def __init__(self, what: str, run):
+        super().__init__(f"{what} {run.failure()}:\n{run.tail()}")
+        self.run = run
+
+
+@dataclass
+class WorkloadRunner:
+    """Runs one workload on the code in a worktree, each time in a fresh sandboxed process."""
+    workload: Workload
+    python: str
+    tmp: Path
+    limits: object  # sandbox.run.Limits
+
+    def _run(self, worktree: Path, argv: list[str]):
+        from sandbox.run import child_env, run
+
+        return run(argv, cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=self.limits)
+
+    def _harness(self, worktree: Path, mode: str, arg: object = None) -> dict:
+        import json
+
+        from sandbox import HARNESS
+
+        out = self.tmp / f"{mode}.json"
+        out.unlink(missing_ok=True)
+        result = self._run(worktree, self.workload.harness_argv(self.python, HARNESS, mode, out, arg))
+        if not result.ok or not out.exists():
+            raise WorkloadFailed(f"the workload ({mode})", result)
+        return json.loads(out.read_text())
+
+    def result(self, worktree: Path) -> tuple[object, float]:
+        """The workload's result (normal form, or stdout for a command) and how long the run took."""
+        if self.workload.kind == "command":
+            result = self._run(worktree, self.workload.command_argv())
+            if not result.ok:
+                raise WorkloadFailed("the workload command", result)
+            return result.stdout, result.seconds
+        value = self._harness(worktree, "result")
+        return value["result"], value["seconds"]
+
+    def calibrate(self, worktree: Path, target_s: float) -> int:
+        """Inner loop count so one timing value takes about `target_s` (always 1 for a command)."""
+        if self.workload.kind == "command":
+            return 1
+        calls = self._harness(worktree, "calibrate", target_s)["wall"]
+        per_call = sorted(calls)[len(calls) // 2]
+        return max(1, min(1000, round(target_s / max(per_call, 1e-6))))
+
+    def sample(self, worktree: Path, loops: int) -> float:
+        """One timing value from a fresh process: mean wall seconds per workload() call."""
+        if self.workload.kind == "command":
+            result = self._run(worktree, self.workload.command_argv())
+            if not result.ok:
+                raise WorkloadFailed("the workload command", result)
+            return result.seconds
+        wall = self._harness(worktree, "time", loops)["wall"]
+        return sum(wall) / len(wall)

@@ -1,0 +1,101 @@
+"""Speed measurement: interleaved samples from fresh processes, and the statistical decision.
+
+Decision rule (also in the README): a candidate is faster when a one-sided Mann-Whitney U test rejects "no
+difference" at level `alpha` AND the whole bootstrap confidence interval of speedup = median(baseline) /
+median(candidate) lies at or above 1 + `min_effect`. It is "not faster" as soon as the interval's upper end is below
+1 + `min_effect`; otherwise more samples are taken, up to a cap, and a still-open question is reported as too noisy.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+FASTER, NOT_FASTER, UNDECIDED = "faster", "not faster", "undecided"
+
+
+@dataclass(frozen=True)
+class SpeedStats:
+    speedup: float  # median(baseline) / median(candidate); > 1 means the candidate is faster
+    ci_low: float
+    ci_high: float
+    confidence: float
+    p_value: float  # one-sided Mann-Whitney U: candidate times are smaller
+    n_base: int
+    n_cand: int
+    base_median: float
+    cand_median: float
+    base_spread: float  # interquartile range / median of the baseline samples
+    decision: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (f"{self.speedup:.3f}x [{self.ci_low:.3f}, {self.ci_high:.3f}] at {self.confidence:.0%}, "
+                f"p={self.p_value:.2g}, n={self.n_base}+{self.n_cand}, baseline spread {self.base_spread:.1%}")
+
+
+def relative_spread(samples) -> float:
+    q1, med, q3 = np.percentile(samples, [25, 50, 75])
+    return float((q3 - q1) / med) if med > 0 else 0.0
+
+
+def speed_stats(base, cand, *, alpha: float = 0.01, min_effect: float = 0.03, confidence: float = 0.95,
+                n_resamples: int = 2000, seed: int = 0) -> SpeedStats:
+    base, cand = np.asarray(base, float), np.asarray(cand, float)
+    p_value = float(stats.mannwhitneyu(cand, base, alternative="less").pvalue)
+    ci = stats.bootstrap(
+        (base, cand), lambda b, c, axis: np.median(b, axis=axis) / np.median(c, axis=axis),
+        vectorized=True, paired=False, confidence_level=confidence, n_resamples=n_resamples,
+        method="percentile", random_state=np.random.default_rng(seed),
+    ).confidence_interval
+    threshold = 1.0 + min_effect
+    if p_value < alpha and ci.low >= threshold:
+        decision = FASTER
+    elif ci.high < threshold:
+        decision = NOT_FASTER
+    else:
+        decision = UNDECIDED
+    return SpeedStats(
+        speedup=float(np.median(base) / np.median(cand)), ci_low=float(ci.low), ci_high=float(ci.high),
+        confidence=confidence, p_value=p_value, n_base=len(base), n_cand=len(cand),
+        base_median=float(np.median(base)), cand_median=float(np.median(cand)),
+        base_spread=relative_spread(base), decision=decision,
+    )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    min_samples: int = 10  # per side, before the first decision
+    max_samples: int = 40  # per side; beyond this the machine is called too noisy
+    step: int = 5  # samples added per side between decisions
+    warmup: int = 1  # pairs discarded at the start
+    alpha: float = 0.01
+    min_effect: float = 0.03
+    confidence: float = 0.95
+
+
+def compare_speed(sample_base: Callable[[], float], sample_cand: Callable[[], float],
+                  sampling: Sampling = Sampling()) -> tuple[SpeedStats, list[float], list[float]]:
+    """Alternate baseline and candidate samples (ABBA order, so linear drift hits both alike) until decided."""
+    for i in range(sampling.warmup):
+        sample_base(), sample_cand()
+    base: list[float] = []
+    cand: list[float] = []
+    target = sampling.min_samples
+    while True:
+        while len(base) < target:
+            if len(base) % 2:
+                cand.append(sample_cand())
+                base.append(sample_base())
+            else:
+                base.append(sample_base())
+                cand.append(sample_cand())
+        result = speed_stats(base, cand, alpha=sampling.alpha, min_effect=sampling.min_effect,
+                             confidence=sampling.confidence)
+        if result.decision != UNDECIDED or target >= sampling.max_samples:
+            return result, base, cand
+        target = min(target + sampling.step, sampling.max_samples)

@@ -1,0 +1,116 @@
+"""perfagent's own git worktrees of the user's repository.
+
+The user's working tree, index, stash and branches are never touched: the run's branch is created by
+`git worktree add -b`, candidates get detached scratch worktrees, and everything lives under one temporary folder that
+is removed on close. A run killed with SIGKILL leaves that folder behind; the next run on the repository removes it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import git
+
+_PREFIX = "perfagent-"
+_OWNER = "owner.pid"
+
+
+class WorkspaceError(RuntimeError):
+    pass
+
+
+def open_repo(path: Path) -> git.Repo:
+    """The git repository at `path` (its top level), or a WorkspaceError saying what is wrong."""
+    path = Path(path).resolve()
+    if not path.is_dir():
+        raise WorkspaceError(f"{path} is not a directory")
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+    except git.InvalidGitRepositoryError:
+        raise WorkspaceError(f"{path} is not a git repository: run `git init` and commit your code first") from None
+    top = Path(repo.working_tree_dir).resolve()
+    if top != path:
+        raise WorkspaceError(f"{path} is inside the git repository {top}: pass the repository's top folder")
+    if not repo.head.is_valid():
+        raise WorkspaceError(f"{path} has no commits yet: commit your code first")
+    return repo
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(repo: git.Repo) -> list[Path]:
+    """Remove worktrees left by perfagent runs that died without cleaning up; return their folders."""
+    removed = []
+    for line in repo.git.worktree("list", "--porcelain").splitlines():
+        if not line.startswith("worktree "):
+            continue
+        root = Path(line.split(" ", 1)[1]).parent
+        owner = root / _OWNER
+        if not root.name.startswith(_PREFIX) or not owner.exists() or _alive(int(owner.read_text() or 0)):
+            continue
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    repo.git.worktree("prune")
+    return removed
+
+
+class Workspaces:
+    """All worktrees of one run, under one temporary folder."""
+
+    def __init__(self, repo: git.Repo, run_id: str):
+        self.repo = repo
+        remove_stale(repo)
+        self.root = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{run_id}-"))
+        (self.root / _OWNER).write_text(str(os.getpid()))
+        self._count = 0
+
+    def branch(self, name: str, start: str) -> Path:
+        """A worktree on a new branch `name` starting at commit `start`."""
+        if name in self.repo.heads:
+            raise WorkspaceError(f"branch {name} already exists")
+        path = self.root / "branch"
+        self.repo.git.worktree("add", "--quiet", "-b", name, str(path), start)
+        return path
+
+    def scratch(self, commit: str) -> Path:
+        """A fresh detached worktree at `commit` (one per candidate)."""
+        self._count += 1
+        path = self.root / f"scratch-{self._count}"
+        self.repo.git.worktree("add", "--quiet", "--detach", str(path), commit)
+        return path
+
+    def tmpdir(self, name: str) -> Path:
+        path = self.root / "tmp" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def discard(self, path: Path) -> None:
+        self.repo.git.worktree("remove", "--force", str(path))
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.repo.git.worktree("prune")
+
+
+def commit_all(worktree: Path, message: str) -> str:
+    """Commit every change in `worktree` (user hooks skipped) and return the new commit's sha."""
+    wt = git.Repo(worktree)
+    wt.git.add("--all")
+    wt.git.commit("--quiet", "--no-verify", "-m", message,
+                  env={"GIT_AUTHOR_NAME": "perfagent", "GIT_AUTHOR_EMAIL": "perfagent@localhost",
+                       "GIT_COMMITTER_NAME": "perfagent", "GIT_COMMITTER_EMAIL": "perfagent@localhost"})
+    return wt.head.commit.hexsha
+
+
+def head(worktree: Path) -> str:
+    return git.Repo(worktree).head.commit.hexsha
