@@ -146,8 +146,8 @@ def tally_pyspy(raw: str, index: SourceIndex, workload: Workload, *, below_harne
 
 
 def tally_cprofile(stats: dict, index: SourceIndex, workload: Workload) -> tuple[_Tally, dict[str, int]]:
-    """cProfile has no stacks: self time of non-repository functions goes to their repository callers (by edge
-    time), cumulative time is cProfile's own (which handles recursion)."""
+    """cProfile has no stacks: self time of non-repository functions goes to their repository callers, split by the
+    cumulative time of each call edge; cumulative time is cProfile's own (which handles recursion)."""
     tally = _Tally(index, workload)
     functions = {(f["file"], f["line"], f["name"]): f for f in stats["functions"]}
     root = next((f for f in functions.values() if f["name"] == _WORKLOAD_FRAME), None)
@@ -158,7 +158,7 @@ def tally_cprofile(stats: dict, index: SourceIndex, workload: Workload) -> tuple
         span = tally.repo_span(fn["file"], fn["line"])
         if span is not None:
             return [(span.key, 1.0)]
-        edges = [(functions.get((cf, cl, cn)), t) for cf, cl, cn, t in fn["callers"]]
+        edges = [(functions.get((cf, cl, cn)), ct) for cf, cl, cn, _tt, ct in fn["callers"]]
         edges = [(c, t) for c, t in edges if c is not None and c["name"] != _WORKLOAD_FRAME]
         total = sum(t for _, t in edges)
         if depth > 20 or total <= 0:
@@ -172,10 +172,12 @@ def tally_cprofile(stats: dict, index: SourceIndex, workload: Workload) -> tuple
         if span is not None:
             tally.cum[span.key] = max(tally.cum[span.key], int(fn["cumtime"] * 1e6))
             calls[span.key] = calls.get(span.key, 0) + fn["ncalls"]
-            for cf, cl, _cn, t in fn["callers"]:
+            for cf, cl, _cn, _tt, ct in fn["callers"]:
                 caller = tally.repo_span(cf, cl)
                 if caller is not None and caller.key != span.key:
-                    tally.edges[(caller.key, span.key)] += int(t * 1e6)
+                    tally.edges[(caller.key, span.key)] += int(ct * 1e6)
+    for key, own in tally.self.items():  # the split is an estimate: keep it within the function's total
+        tally.cum[key] = max(tally.cum[key], own)
     return tally, calls
 
 

@@ -34,7 +34,9 @@ class _Collector(cst.CSTVisitor):
         self.scope.append(node.name.value)
         if isinstance(node, cst.FunctionDef):
             pos = self.get_metadata(PositionProvider, node)
-            self.spans.append(FunctionSpan(self.file, ".".join(self.scope), pos.start.line, pos.end.line))
+            start = min([pos.start.line] + [self.get_metadata(PositionProvider, d).start.line
+                                            for d in node.decorators])
+            self.spans.append(FunctionSpan(self.file, ".".join(self.scope), start, pos.end.line))
 
     def visit_ClassDef(self, node):
         self._enter(node)

@@ -134,7 +134,7 @@ def mode_cprofile(setup, workload, seconds):
     stats = pstats.Stats(profiler).stats
     functions = [
         {"file": f, "line": line, "name": name, "ncalls": nc, "tottime": tt, "cumtime": ct,
-         "callers": [[cf, cl, cn, ctt] for (cf, cl, cn), (_pc, _nc, ctt, _ct) in callers.items()]}
+         "callers": [[cf, cl, cn, ctt, cct] for (cf, cl, cn), (_pc, _nc, ctt, cct) in callers.items()]}
         for (f, line, name), (_pc, nc, tt, ct, callers) in stats.items()
     ]
     return {"calls": calls, "seconds": time.perf_counter() - start, "functions": functions}

@@ -31,7 +31,7 @@ class Limits:
     def apply(self) -> None:
         """Set the rlimits; runs in the child between fork and exec."""
         cpu = self.cpu_s or int(self.timeout_s * 2) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU first, SIGKILL a second later
         if self.memory_mb:
             resource.setrlimit(resource.RLIMIT_AS, (self.memory_mb << 20,) * 2)
         if self.file_mb:
@@ -63,6 +63,8 @@ class RunResult:
             return f"killed by {name}{hint}"
         if "MemoryError" in self.stderr[-4000:]:
             return f"ran out of memory (limit {self.limits.memory_mb} MB)"
+        if "File too large" in self.stderr[-4000:]:
+            return f"exceeded the file size limit ({self.limits.file_mb} MB)"
         return f"exited with status {self.returncode}"
 
     def tail(self, lines: int = 25) -> str:

@@ -1,0 +1,343 @@
+"""perfagent's only door to language models.
+
+Real calls go through `litellm.completion`, so any provider works (OpenAI, Anthropic, a local vLLM or Ollama via
+`api_base`). `ScriptedModel` replays recorded answers for tests and demos. `Session` ties a model to a `Budget` and a
+`Trajectory` file that records every exchange.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+# Sent to key-less local servers because the provider SDKs refuse to run without some key.
+LOCAL_PLACEHOLDER_KEY = "no-key-needed"
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None when the model's price is unknown
+    model: str
+    seconds: float
+
+
+class ModelError(RuntimeError):
+    """A model call failed (after retries); the message says why."""
+
+
+class ModelConfigError(ModelError):
+    """The model cannot be called as configured (missing or rejected API key, unknown provider, bad script file)."""
+
+
+class BudgetExceeded(RuntimeError):
+    pass
+
+
+class ScriptExhausted(RuntimeError):
+    pass
+
+
+class Model(Protocol):
+    name: str
+
+    def complete(self, messages: list[dict]) -> Reply: ...
+
+
+@functools.cache
+def _litellm():
+    """Import litellm on first use (it is slow to import), offline and quiet."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    return litellm
+
+
+def _is_local(api_base: str | None) -> bool:
+    """True when api_base is on this machine or a private network (a self-hosted server needing no key)."""
+    host = urlsplit(api_base).hostname if api_base else None
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_private  # includes loopback
+    except ValueError:
+        return False
+
+
+def _is_transient(exc: Exception) -> bool:
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
+        return True
+    return (getattr(exc, "status_code", None) or 0) >= 500
+
+
+def _failure_reason(exc: Exception, timeout: float) -> str:
+    import openai
+
+    detail = getattr(exc, "message", None) or str(exc)
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, openai.APITimeoutError):
+        return f"no reply within {timeout:g} s"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"cannot reach the server: {detail}"
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return f"the API key was rejected (HTTP {status}), check it: {detail}"
+    if isinstance(exc, openai.RateLimitError):
+        return f"rate limited (HTTP {status}): {detail}"
+    if isinstance(exc, openai.NotFoundError):
+        return f"model or endpoint not found (HTTP {status}): {detail}"
+    if isinstance(exc, openai.BadRequestError):
+        return f"request rejected (HTTP {status}): {detail}"
+    return f"server error (HTTP {status}): {detail}"
+
+
+class LiteLLMModel:
+    """A real model behind litellm. Transient failures (timeouts, connection errors, rate limits, HTTP 5xx) are
+    retried `num_retries` times with exponential back-off starting at `retry_delay` seconds."""
+
+    retry_delay = 0.5
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        num_retries: int = 3,
+        temperature: float | None = None,
+    ):
+        self.name = model
+        self.api_base = api_base
+        self.api_key = api_key
+        self.timeout = timeout
+        self.num_retries = num_retries
+        self.temperature = temperature
+
+    def _environment(self) -> tuple[list[str], bool]:
+        """The environment variables litellm misses for this model, and whether its server is local."""
+        litellm = _litellm()
+        try:
+            *_, provider_base = litellm.get_llm_provider(self.name, api_base=self.api_base)
+        except litellm.exceptions.BadRequestError as exc:
+            raise ModelConfigError(
+                f"unknown provider for model {self.name!r}: name it as 'provider/model', e.g. 'openai/gpt-4o-mini' "
+                f"or 'anthropic/claude-3-5-sonnet-20240620'"
+            ) from exc
+        missing = litellm.validate_environment(model=self.name, api_base=self.api_base)["missing_keys"]
+        return missing, _is_local(self.api_base or provider_base)
+
+    def check_environment(self) -> None:
+        """Raise ModelConfigError naming the environment variables to set if the model cannot be called."""
+        missing, local = self._environment()
+        if missing and not self.api_key and not local:
+            raise ModelConfigError(
+                f"model {self.name!r} needs {' and '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} "
+                f"in the environment (or pass the API key explicitly)"
+            )
+
+    def _request(self, messages: list[dict]) -> dict:
+        api_key = self.api_key
+        if api_key is None:
+            missing, local = self._environment()
+            if missing and local:
+                api_key = LOCAL_PLACEHOLDER_KEY
+        request = dict(
+            model=self.name,
+            messages=messages,
+            api_base=self.api_base,
+            api_key=api_key,
+            timeout=self.timeout,
+            num_retries=0,  # retries happen in complete(): litellm's own retry needs tenacity and retries 4xx too
+            max_retries=0,  # ...and the provider SDK must not retry underneath either
+        )
+        if self.temperature is not None:
+            request["temperature"] = self.temperature
+        return request
+
+    def complete(self, messages: list[dict]) -> Reply:
+        import openai
+
+        self.check_environment()
+        request = self._request(messages)
+        start = time.perf_counter()
+        for attempt in range(self.num_retries + 1):
+            try:
+                response = _litellm().completion(**request)
+                break
+            except openai.OpenAIError as exc:
+                if attempt == self.num_retries or not _is_transient(exc):
+                    raise self._error(exc, attempts=attempt + 1) from exc
+                time.sleep(self.retry_delay * 2**attempt)
+        return self._reply(response, seconds=time.perf_counter() - start)
+
+    def _error(self, exc: Exception, attempts: int) -> ModelError:
+        import openai
+
+        where = f" at {self.api_base}" if self.api_base else ""
+        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        message = f"model {self.name!r}{where}: {_failure_reason(exc, self.timeout)}{tries}"
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            return ModelConfigError(message)
+        return ModelError(message)
+
+    def _reply(self, response, seconds: float) -> Reply:
+        usage = getattr(response, "usage", None)
+        return Reply(
+            text=response.choices[0].message.content or "",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cost_usd=self._cost(response),
+            model=self.name,
+            seconds=seconds,
+        )
+
+    @staticmethod
+    def _cost(response) -> float | None:
+        try:
+            return float(_litellm().completion_cost(completion_response=response))
+        except Exception:  # litellm raises assorted errors for models missing from its price map
+            return None
+
+
+class ScriptedModel:
+    """Replays recorded responses from a JSON file: {"label": "...", "responses": ["...", ...]}.
+    Responses are returned in order, one per call, whatever the prompt; raises ScriptExhausted when none are left."""
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ModelConfigError(f"scripted model file not found: {path}") from exc
+        except OSError as exc:
+            raise ModelConfigError(f"cannot read scripted model file {path}: {exc}") from exc
+        except ValueError as exc:
+            raise ModelConfigError(f"scripted model file {path} is not valid JSON: {exc}") from exc
+        responses = data.get("responses") if isinstance(data, dict) else None
+        if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+            raise ModelConfigError(f'scripted model file {path} must hold {{"responses": ["...", ...]}}')
+        self.name = f"scripted:{path.name}"
+        self.label = str(data.get("label", ""))
+        self._responses = list(responses)
+        self._used = 0
+
+    def complete(self, messages: list[dict]) -> Reply:
+        if self._used == len(self._responses):
+            raise ScriptExhausted(f"{self.name}: all {len(self._responses)} scripted responses have been used")
+        text = self._responses[self._used]
+        self._used += 1
+        prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+        return Reply(text, prompt_chars // 4, len(text) // 4, cost_usd=0.0, model=self.name, seconds=0.0)
+
+
+def make_model(
+    spec: str,
+    *,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 120.0,
+    num_retries: int = 3,
+) -> Model:
+    """"scripted:PATH" replays a script file; anything else is a litellm model name such as "openai/gpt-4o-mini"."""
+    if spec.startswith("scripted:"):
+        return ScriptedModel(Path(spec.removeprefix("scripted:")))
+    return LiteLLMModel(spec, api_base=api_base, api_key=api_key, timeout=timeout, num_retries=num_retries)
+
+
+@dataclass
+class Budget:
+    max_usd: float | None = None
+    max_calls: int | None = None
+    spent_usd: float = 0.0
+    calls: int = 0
+    cost_unknown: bool = False  # some reply had no known price, so spent_usd is a lower bound
+
+    def check(self) -> None:
+        """Raise BudgetExceeded if another call is not allowed."""
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            raise BudgetExceeded(f"call budget used up: {self.calls} of {self.max_calls} calls made")
+        if self.max_usd is not None and self.spent_usd >= self.max_usd:
+            raise BudgetExceeded(f"cost budget used up: ${self.spent_usd:.4f} spent of ${self.max_usd:.4f}")
+
+    def charge(self, reply: Reply) -> None:
+        self.calls += 1
+        if reply.cost_usd is None:
+            self.cost_unknown = True
+        else:
+            self.spent_usd += reply.cost_usd
+
+
+class Trajectory:
+    """Every model exchange, written to a JSON file (a list of records) atomically after each record, so a crash
+    loses nothing already recorded. An existing file is loaded and appended to."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._records: list[dict] = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else []
+
+    def record(self, **fields) -> None:
+        """Append a record; values JSON cannot hold (paths...) are stored as strings."""
+        record = {"timestamp": datetime.now(timezone.utc).isoformat(), **fields}
+        self._records.append(json.loads(json.dumps(record, default=str)))  # also a deep copy
+        self._write()
+
+    @property
+    def records(self) -> list[dict]:
+        return list(self._records)
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self._records, f, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class Session:
+    """A model plus its budget and trajectory: the one way the agent talks to a model."""
+
+    def __init__(self, model: Model, budget: Budget, trajectory: Trajectory):
+        self.model = model
+        self.budget = budget
+        self.trajectory = trajectory
+
+    def ask(self, messages: list[dict], *, purpose: str, meta: dict | None = None) -> Reply:
+        self.budget.check()
+        base = {"purpose": purpose, "model": self.model.name, "messages": messages, "meta": meta or {}}
+        try:
+            reply = self.model.complete(messages)
+        except Exception as exc:
+            self.trajectory.record(**base, error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.budget.charge(reply)
+        self.trajectory.record(
+            **base,
+            reply=reply.text,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            cost_usd=reply.cost_usd,
+            seconds=reply.seconds,
+        )
+        return reply

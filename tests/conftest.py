@@ -1,0 +1,128 @@
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "workloads" / "textstats"
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run([*GIT, "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def make_repo(path: Path, files: dict[str, str]) -> Path:
+    """A real git repository at `path` with `files` committed on branch main."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(textwrap.dedent(text))
+    git(path, "init", "-q", "-b", "main")
+    git(path, "add", ".")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+def repo_state(repo: Path) -> dict:
+    """Everything perfagent must leave alone in a user's repository."""
+    return {
+        "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
+        "head": git(repo, "rev-parse", "HEAD"),
+        "branches": git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads"),
+        "stash": git(repo, "stash", "list"),
+        "index": git(repo, "ls-files", "--stage"),
+        "files": {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted(repo.rglob("*"))
+                  if p.is_file() and ".git" not in p.parts},
+    }
+
+
+def perfagent_branches(repo: Path) -> list[str]:
+    return [b for b in git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads").split() if
+            b.startswith("perfagent/")]
+
+
+# A tiny library with two clear hotspots (quadratic membership test, per-call regex split) and its tests.
+SMALL_LIB = {
+    "mylib/__init__.py": "",
+    "mylib/core.py": '''\
+        import re
+
+
+        def tokens(text):
+            return [w for w in re.split(r"\\W+", text.lower()) if w]
+
+
+        class Counter:
+            def count(self, docs):
+                out = {}
+                for d in docs:
+                    for t in tokens(d):
+                        out[t] = out.get(t, 0) + 1
+                return out
+
+
+        def unique_sorted(items):
+            seen = []
+            for x in items:
+                if x not in seen:
+                    seen.append(x)
+            return sorted(seen)
+        ''',
+    "tests/test_core.py": '''\
+        from mylib.core import Counter, tokens, unique_sorted
+
+
+        def test_tokens():
+            assert tokens("Hello, World") == ["hello", "world"]
+
+
+        def test_unique():
+            assert unique_sorted([3, 1, 3, 2]) == [1, 2, 3]
+
+
+        def test_count():
+            assert Counter().count(["a b a"]) == {"a": 2, "b": 1}
+        ''',
+    "bench.py": '''\
+        from mylib.core import Counter, unique_sorted
+
+
+        def setup():
+            global docs
+            docs = [f"hello world item{i % 700} foo bar" for i in range(3000)]
+
+
+        def workload():
+            counts = Counter().count(docs)
+            return unique_sorted([w for d in docs for w in d.split()]), counts["foo"]
+        ''',
+}
+
+
+@pytest.fixture
+def small_repo(tmp_path) -> Path:
+    return make_repo(tmp_path / "small", SMALL_LIB)
+
+
+@pytest.fixture
+def example_repo(tmp_path) -> Path:
+    """The bundled textstats example as a fresh git repository."""
+    target = tmp_path / "textstats"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return make_repo(target, {})
+
+
+def scripted_session(path: Path, responses: list[str]) -> str:
+    import json
+
+    path.write_text(json.dumps({"label": "test responses", "responses": responses}))
+    return f"scripted:{path}"
+
+
+def search_replace(file: str, search: str, replace: str, prose: str = "A change.") -> str:
+    return f"{prose}\n\n{file}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
