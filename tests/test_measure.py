@@ -1,0 +1,69 @@
+"""The speed decision on synthetic samples with known answers, and the interleaved sampler."""
+import numpy as np
+import pytest
+
+from sandbox.measure import FASTER, NOT_FASTER, UNDECIDED, Sampling, compare_speed, relative_spread, speed_stats
+
+
+def _samples(median, rel_noise, n, seed):
+    rng = np.random.default_rng(seed)
+    return list(median * (1 + rel_noise * rng.standard_normal(n)))
+
+
+def test_clear_speedup_is_accepted_with_interval_around_truth():
+    base, cand = _samples(1.0, 0.02, 20, 1), _samples(0.5, 0.02, 20, 2)
+    s = speed_stats(base, cand)
+    assert s.decision == FASTER and s.p_value < 1e-6
+    assert s.ci_low <= 2.0 <= s.ci_high and 1.9 < s.speedup < 2.1
+
+
+def test_identical_code_is_not_accepted():
+    accepted = sum(speed_stats(_samples(1.0, 0.03, 15, i), _samples(1.0, 0.03, 15, 1000 + i)).decision == FASTER
+                   for i in range(50))
+    assert accepted == 0
+
+
+def test_slower_candidate_is_not_faster():
+    s = speed_stats(_samples(1.0, 0.01, 15, 3), _samples(1.3, 0.01, 15, 4))
+    assert s.decision == NOT_FASTER and s.speedup < 0.8 and s.p_value > 0.5
+
+
+def test_real_but_tiny_gain_is_below_the_minimum_effect():
+    """1% faster with 0.1% noise: significant, but below the 3% minimum effect -> rejected, not accepted."""
+    s = speed_stats(_samples(1.0, 0.001, 20, 5), _samples(0.99, 0.001, 20, 6), min_effect=0.03)
+    assert s.p_value < 0.01 and s.decision == NOT_FASTER
+
+
+def test_noise_leaves_the_question_open():
+    s = speed_stats(_samples(1.0, 0.3, 10, 7), _samples(0.9, 0.3, 10, 8))
+    assert s.decision == UNDECIDED
+    assert s.base_spread > 0.2
+
+
+def test_relative_spread():
+    assert relative_spread([1, 1, 1, 1]) == 0
+    assert relative_spread([1, 2, 3, 4, 5]) == pytest.approx(2 / 3)
+
+
+def test_sampler_interleaves_and_stops_early_when_clear():
+    order = []
+
+    def base():
+        order.append("A")
+        return 1.0 + 0.001 * len(order)
+
+    def cand():
+        order.append("B")
+        return 0.5 + 0.001 * len(order)
+
+    stats, b, c = compare_speed(base, cand, Sampling(min_samples=6, max_samples=30, warmup=1))
+    assert stats.decision == FASTER and len(b) == len(c) == 6
+    body = "".join(order[2:])  # after the warm-up pair
+    assert body == "ABBAABBAABBA"  # alternating order cancels linear drift
+
+
+def test_sampler_collects_more_when_undecided_up_to_the_cap():
+    rng = np.random.default_rng(0)
+    stats, b, c = compare_speed(lambda: 1 + 0.3 * rng.standard_normal(), lambda: 0.97 + 0.3 * rng.standard_normal(),
+                                Sampling(min_samples=6, max_samples=16, step=5))
+    assert len(b) == len(c) == 16 and stats.decision == UNDECIDED
