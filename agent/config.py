@@ -37,6 +37,8 @@ class Settings(BaseModel):
     max_samples: int = Field(40, ge=3)
     edit_retries: int = Field(2, ge=0, description="times a non-applying edit is sent back to the model")
     timeout_s: float = Field(600.0, gt=0, description="wall-clock limit for baseline runs")
+    candidate_timeout_s: float = Field(30.0, gt=0, description="floor of a candidate's time limit, which is "
+                                       "otherwise 10x the baseline's time")
     memory_mb: int = Field(4096, ge=64, description="address-space limit of every child process")
     allow_failing_tests: bool = Field(False, description="exclude tests failing at baseline instead of stopping")
 

@@ -23,7 +23,7 @@ from agent.workload import Workload, WorkloadFailed, WorkloadRunner
 from sandbox.compare import compare_results
 from sandbox.measure import Sampling, compare_speed
 from sandbox.run import Limits
-from sandbox.tests import run_pytest, tests_by_line
+from sandbox.testrun import run_pytest, coverage_by_line
 from sandbox.workspace import Workspaces, commit_all, head, open_repo
 
 EDIT_FAILED = "edit did not apply"
@@ -58,7 +58,7 @@ def _test_file(nodeid: str) -> str:
 def build_test_plan(coverage_file: Path, worktree: Path) -> TestPlan:
     index = SourceIndex(worktree)
     plan = TestPlan([])
-    for file, lines in tests_by_line(coverage_file, worktree.resolve()).items():
+    for file, lines in coverage_by_line(coverage_file, worktree.resolve()).items():
         for line, nodeids in lines.items():
             files = {_test_file(n) for n in nodeids}
             plan.by_file.setdefault(file, set()).update(files)
@@ -123,7 +123,7 @@ class Optimizer:
             self.say("[yellow]no tests were found: correctness rests on the workload's result alone[/]")
         passing = first.passing() & second.passing()
         plan = build_test_plan(coverage_file, worktree) if coverage_file else TestPlan(explicit)
-        return plan, passing, flaky, max(first.process.seconds, second.process.seconds)
+        return plan, passing, flaky, second.process.seconds  # the plain run: coverage slows the first
 
     def _baseline_workload(self, runner: WorkloadRunner, worktree: Path) -> tuple[object, float]:
         try:
@@ -139,24 +139,24 @@ class Optimizer:
 
     # -- one candidate ----------------------------------------------------------------------------------------
     def _ask_for_edits(self, session: Session, messages: list[dict], worktree: Path):
-        """Ask, and send non-applying edits back with the closest real lines; (reply, edits, apply result)."""
+        """Ask, and send unusable edits back with the reason and the closest real lines.
+        Returns (reply, apply result or None, problem): no result and no problem means the reply had no edit."""
         reply = session.ask(messages, purpose="optimize")
         for attempt in range(self.settings.edit_retries + 1):
-            problem = details = ""
             try:
                 edits = parse_edits(reply.text)
             except EditFormatError as exc:
-                edits, problem, details = None, "the edit blocks are malformed", str(exc)
-            if edits == []:
-                return reply, [], None
-            if edits:
+                problem, details = "the edit blocks are malformed", str(exc)
+            else:
+                if not edits:
+                    return reply, None, None
                 applied = apply_edits(worktree, edits, write=False)
                 if applied.ok:
-                    return reply, edits, applied
-                problem, details = "some SEARCH blocks do not match the files", describe_failures(applied)
+                    return reply, applied, None
+                problem, details = "some edits do not apply", describe_failures(applied)
             if attempt == self.settings.edit_retries:
-                return reply, edits or [], None
-            self.say(f"  edit did not apply ({problem}); asking the model to correct it")
+                return reply, None, f"{problem} (after {attempt} correction(s)): {details.splitlines()[0]}"
+            self.say(f"  edit not usable ({problem}); asking the model to correct it")
             messages = messages + [{"role": "assistant", "content": reply.text}, fix_edit_message(problem, details)]
             reply = session.ask(messages, purpose="fix edit")
         raise AssertionError("unreachable")
@@ -167,12 +167,11 @@ class Optimizer:
         messages = optimize_messages(workload=self.workload, seconds=ref.seconds, profile=profile, index=index,
                                      attempts=attempts, top_k=self.settings.top_k,
                                      prompt_chars=self.settings.prompt_chars)
-        reply, edits, applied = self._ask_for_edits(session, messages, branch_wt)
+        reply, applied, problem = self._ask_for_edits(session, messages, branch_wt)
         summary = explanation(reply.text)
         entry = {"n": n, "summary": summary, "files": [], "functions": [], "diff": "", "commit": None}
         if applied is None:
-            verdict = Verdict(NO_EDIT if not edits else EDIT_FAILED,
-                              "the reply contains no edit" if not edits else "the edits did not apply after retries")
+            verdict = Verdict(EDIT_FAILED, problem) if problem else Verdict(NO_EDIT, "the reply contains no edit")
         else:
             before = {p: (branch_wt / p).read_text() if (branch_wt / p).exists() else "" for p in applied.changed}
             entry["files"] = sorted(applied.changed)
@@ -258,8 +257,9 @@ class Optimizer:
         self.record.update(baseline={"tests_passing": len(passing), "flaky": flaky, "test_seconds": test_seconds,
                                      "workload_seconds": seconds, "loops": loops})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
-                                     candidate_limits(seconds * loops, s.memory_mb)),
-                      s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative, s.memory_mb)
+                                     candidate_limits(seconds * loops, s.candidate_timeout_s, s.memory_mb)),
+                      s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative, s.memory_mb,
+                      s.candidate_timeout_s)
         attempts: list[Attempt] = []
         accepted, rejected_in_row, stop = 0, 0, "iteration limit reached"
         profile = None

@@ -11,7 +11,7 @@ from agent.workload import WorkloadFailed, WorkloadRunner
 from sandbox.compare import compare_results
 from sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed
 from sandbox.run import Limits
-from sandbox.tests import run_pytest
+from sandbox.testrun import run_pytest
 
 ACCEPTED = "accepted"
 PROTECTED_FILE = "edits a protected file"
@@ -24,9 +24,9 @@ NOT_FASTER_REASON = "not faster"
 TOO_NOISY = "too noisy to decide"
 
 
-def candidate_limits(baseline_seconds: float, memory_mb: int) -> Limits:
+def candidate_limits(baseline_seconds: float, floor_s: float, memory_mb: int) -> Limits:
     """Candidates get a generous multiple of the baseline's time, then are killed."""
-    return Limits(timeout_s=max(30.0, 10 * baseline_seconds), memory_mb=memory_mb)
+    return Limits(timeout_s=max(floor_s, 10 * baseline_seconds), memory_mb=memory_mb)
 
 
 @dataclass
@@ -67,10 +67,11 @@ class Judge:
     loops: int
     workload_path: str | None  # repository-relative, when the workload lives in the repository
     memory_mb: int
+    timeout_floor_s: float
     allowed_edits: list[str] = field(default_factory=list)
 
     def test_limits(self, ref: "Reference") -> Limits:
-        return candidate_limits(ref.test_seconds, self.memory_mb)
+        return candidate_limits(ref.test_seconds, self.timeout_floor_s, self.memory_mb)
 
     def static_checks(self, before: dict[str, str], after: dict[str, str]) -> Verdict | None:
         """Reject on the diff alone: protected files, benchmark-gaming code, syntax errors."""
@@ -97,13 +98,16 @@ class Judge:
         tmp.mkdir(parents=True, exist_ok=True)
         run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref))
         checked = sorted(t for t in ref.passing_tests if not tests or any(t.startswith(s) for s in tests))
-        failed = [t for t in checked if run.outcomes.get(t) != "passed"] + [
-            t for t in run.failing() if t.startswith("<")]
-        if failed or (run.process.timed_out or run.process.returncode < 0):
-            detail = f"{len(failed)} of {len(checked)} tests no longer pass: {', '.join(failed[:5])}"
-            if not failed:
-                detail = f"the test run {run.process.failure()}"
-            return Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, failed)
+        failed = [t for t in checked if run.outcomes.get(t) != "passed"]
+        broken = [t for t in run.failing() if t.startswith("<")]  # collection errors, pytest itself
+        if run.process.timed_out or run.process.returncode < 0:
+            detail = f"the test run {run.process.failure()}"
+        elif failed or broken:
+            detail = f"{len(failed)} of {len(checked)} tests no longer pass: {', '.join((broken + failed)[:5])}"
+        else:
+            detail = ""
+        if detail:
+            return Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
         try:
             result, _ = self.runner.result(candidate)
         except WorkloadFailed as exc:

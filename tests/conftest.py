@@ -88,6 +88,15 @@ SMALL_LIB = {
         def test_count():
             assert Counter().count(["a b a"]) == {"a": 2, "b": 1}
         ''',
+    "pyproject.toml": '''\
+        [tool.perfagent]
+        profile-seconds = 1.0
+        min-samples = 6
+        max-samples = 20
+        candidate-timeout-s = 8
+        patience = 20
+        max-iterations = 20
+        ''',
     "bench.py": '''\
         from mylib.core import Counter, unique_sorted
 

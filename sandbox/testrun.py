@@ -13,7 +13,7 @@ _PLUGIN_MODULE = "perfagent_pytest_plugin"
 
 
 @dataclass(frozen=True)
-class TestRun:
+class SuiteRun:
     outcomes: dict[str, str]  # node id -> passed / failed / error / skipped
     process: RunResult
 
@@ -25,7 +25,7 @@ class TestRun:
 
 
 def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, limits: Limits,
-               coverage_file: Path | None = None) -> TestRun:
+               coverage_file: Path | None = None) -> SuiteRun:
     """Run pytest on `targets` (all of the suite when empty); with `coverage_file`, record per-test coverage."""
     plugin_dir = tmp / "plugin"
     plugin_dir.mkdir(parents=True, exist_ok=True)
@@ -45,10 +45,10 @@ def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, li
     outcomes = json.loads(report.read_text()) if report.exists() else {}
     if not outcomes and not process.ok:
         outcomes = {"<pytest>": "error"}  # pytest itself could not run or collect anything
-    return TestRun(outcomes, process)
+    return SuiteRun(outcomes, process)
 
 
-def tests_by_line(coverage_file: Path, worktree: Path) -> dict[str, dict[int, set[str]]]:
+def coverage_by_line(coverage_file: Path, worktree: Path) -> dict[str, dict[int, set[str]]]:
     """{repo-relative file: {line: node ids of the tests that executed it}} from a run_pytest coverage file."""
     import coverage
 

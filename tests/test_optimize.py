@@ -1,0 +1,104 @@
+"""perfagent optimize end to end on real repositories: real git, pytest, py-spy and sandboxed processes; only the
+model is scripted."""
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli import app
+from tests.conftest import git, perfagent_branches, repo_state, scripted_session, search_replace
+from tests.fake_openai import serve
+
+CORE = "mylib/core.py"
+UNIQUE_BODY = "    seen = []\n    for x in items:\n        if x not in seen:\n            seen.append(x)\n    return sorted(seen)"
+GOOD = search_replace(CORE, UNIQUE_BODY, "    return sorted(set(items))", "Use a set to deduplicate.")
+
+
+def _body(replacement: str, prose: str) -> str:
+    return search_replace(CORE, UNIQUE_BODY, replacement, prose)
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_repo, tmp_path):
+    missing_file = search_replace("mylib/nope.py", "x = 1", "x = 2", "Edit a file that does not exist.")
+    responses = [
+        missing_file, missing_file, missing_file,  # first try + two corrections that still fail
+        "I think the code is already optimal.",
+        *["Broken block.\n\nmylib/core.py\n<<<<<<< SEARCH\nimport re\n"] * 3,  # malformed, corrections too
+        search_replace("tests/test_core.py", "def test_unique():", "def test_unique_disabled():", "Skip a test."),
+        search_replace(CORE, '    return [w for w in re.split(r"\\W+", text.lower()) if w]',
+                       "    return text.lower().split()", "Split on whitespace."),
+        _body("    unique = set(items)\n    return sorted(unique) if len(items) < 100 else list(unique)",
+              "Skip sorting large inputs."),
+        _body("    while True:\n        pass", "Spin."),
+        _body("    hog = bytearray(1 << 40)\n    return sorted(set(items))", "Preallocate."),
+        _body("    seen = []\n    for x in items:\n        if x not in list(seen):\n            seen.append(x)\n"
+              "    return sorted(seen)", "Copy for safety."),
+        _body("    import sys\n    caller = sys._getframe(1)\n    return sorted(set(items))", "Peek at caller."),
+        GOOD,
+    ]
+    (small_repo / "mylib" / "core.py").write_text("# uncommitted user edit\n")  # must survive untouched
+    before = repo_state(small_repo)
+    out = tmp_path / "run"
+    code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m",
+                          scripted_session(tmp_path / "s.json", responses), "--out", out)
+    assert code == 0, output
+    assert "uncommitted changes" in output
+    summary = json.loads((out / "summary.json").read_text())
+    reasons = [c["verdict"]["reason"] for c in summary["candidates"]]
+    assert reasons == ["edit did not apply", "no edit", "edit did not apply", "edits a protected file",
+                       "tests failed", "result changed", "tests failed", "tests failed", "not faster",
+                       "games the benchmark", "accepted"]
+    details = [c["verdict"]["detail"] for c in summary["candidates"]]
+    assert "test_tokens" in details[4]
+    assert "timed out" in details[6] and "MemoryError" in details[7]
+    assert details[5].startswith("result[0]")
+    assert summary["candidates"][8]["verdict"]["speed"]["speedup"] < 1.0
+    good = summary["candidates"][-1]
+    assert good["functions"] == ["mylib.core:unique_sorted"] and good["verdict"]["speed"]["speedup"] > 1.2
+    assert good["verdict"]["speed"]["p_value"] < 0.01
+
+    # the user's checkout is as it was; the new branch has exactly the accepted commit
+    assert repo_state(small_repo)["files"] == before["files"]
+    assert repo_state(small_repo)["status"] == before["status"]
+    [branch] = perfagent_branches(small_repo)
+    assert branch == summary["branch"]
+    assert git(small_repo, "rev-list", "--count", f"main..{branch}").strip() == "1"
+    assert git(small_repo, "diff", "--name-only", "main", branch).split() == [CORE]
+    assert "perfagent: Use a set to deduplicate." in git(small_repo, "log", "-1", "--format=%B", branch)
+    assert git(small_repo, "worktree", "list").count("\n") == 1, "worktrees are cleaned up"
+
+    # the committed code passes the tests, checked out fresh
+    check = tmp_path / "check"
+    git(small_repo, "worktree", "add", "-q", str(check), branch)
+    assert subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=check).returncode == 0
+    git(small_repo, "worktree", "remove", "--force", str(check))
+
+    # the run directory: summary, trajectory of every exchange, profiles before and after
+    assert summary["status"] == "finished" and summary["final"]["speed"]["speedup"] > 1.0
+    assert summary["llm"]["calls"] == len(responses)
+    trajectory = json.loads((out / "trajectory.json").read_text())
+    assert [r["purpose"] for r in trajectory][:3] == ["optimize", "fix edit", "fix edit"]
+    assert "does not exist" in trajectory[1]["messages"][-1]["content"]
+    assert (out / "profile-before.json").exists() and (out / "profile-after.json").exists()
+    assert (out / "profile-before.raw").exists()
+
+
+def test_litellm_path_against_a_local_openai_compatible_server(small_repo, tmp_path):
+    with serve([GOOD]) as server:
+        code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m", "openai/test-model",
+                              "--api-base", server.base_url, "--max-iterations", "1", "--out", tmp_path / "run")
+        prompt = server.requests[0].body["messages"]
+    assert code == 0, output
+    user = prompt[-1]["content"]
+    assert "unique_sorted" in user and "if x not in seen:" in user and "SEARCH" in prompt[0]["content"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["accepted"]
+    assert summary["llm"]["calls"] == 1 and summary["llm"]["prompt_tokens"] > 0
+    assert perfagent_branches(small_repo) == [summary["branch"]]

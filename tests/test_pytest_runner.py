@@ -1,0 +1,73 @@
+"""sandbox.tests: exact node ids and outcomes from real pytest runs, and per-test coverage."""
+import sys
+
+from sandbox.run import Limits
+from sandbox.testrun import run_pytest, coverage_by_line
+from tests.conftest import make_repo
+
+FILES = {
+    "lib/__init__.py": "",
+    "lib/m.py": "def double(x):\n    return 2 * x\n\n\ndef half(x):\n    return x / 2\n",
+    "tests/test_m.py": '''\
+        import pytest
+        from lib.m import double, half
+
+
+        @pytest.mark.parametrize("x", [1, "a b", 3])
+        def test_double(x):
+            assert double(x) == x + x
+
+
+        def test_half():
+            assert half(4) == 3
+
+
+        @pytest.mark.skip
+        def test_skipped():
+            pass
+
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("fixture")
+
+
+        def test_error(broken):
+            pass
+        ''',
+    "tests/test_other.py": "from lib.m import half\n\n\ndef test_half_again():\n    assert half(2) == 1\n",
+}
+
+
+def test_outcomes_with_exact_ids(tmp_path):
+    repo = make_repo(tmp_path / "r", FILES)
+    run = run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=Limits(timeout_s=120))
+    assert run.outcomes == {
+        "tests/test_m.py::test_double[1]": "passed",
+        "tests/test_m.py::test_double[a b]": "passed",
+        "tests/test_m.py::test_double[3]": "passed",
+        "tests/test_m.py::test_half": "failed",
+        "tests/test_m.py::test_skipped": "skipped",
+        "tests/test_m.py::test_error": "error",
+        "tests/test_other.py::test_half_again": "passed",
+    }
+    assert run.failing() == ["tests/test_m.py::test_error", "tests/test_m.py::test_half"]
+
+
+def test_selected_targets_and_collection_errors(tmp_path):
+    repo = make_repo(tmp_path / "r", {**FILES, "tests/test_broken.py": "import does_not_exist\n"})
+    run = run_pytest(repo, ["tests/test_other.py"], python=sys.executable, tmp=tmp_path / "t",
+                     limits=Limits(timeout_s=120))
+    assert run.outcomes == {"tests/test_other.py::test_half_again": "passed"}
+    run = run_pytest(repo, ["tests/test_broken.py"], python=sys.executable, tmp=tmp_path / "t",
+                     limits=Limits(timeout_s=120))
+    assert run.failing() == ["<collect> tests/test_broken.py"]
+
+
+def test_coverage_maps_lines_to_tests(tmp_path):
+    repo = make_repo(tmp_path / "r", FILES)
+    cov = tmp_path / "cov.db"
+    run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=Limits(timeout_s=120), coverage_file=cov)
+    by_line = coverage_by_line(cov, repo.resolve())
+    assert by_line["lib/m.py"][2] == {f"tests/test_m.py::test_double[{p}]" for p in ("1", "a b", "3")}
+    assert by_line["lib/m.py"][6] == {"tests/test_m.py::test_half", "tests/test_other.py::test_half_again"}
