@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -67,11 +68,12 @@ def build_test_plan(coverage_file: Path, worktree: Path) -> TestPlan:
 
 
 def explanation(reply: str) -> str:
-    """The first line of prose in a model reply, as a one-line summary of the candidate."""
+    """The first sentence of prose in a model reply, as a one-line summary of the candidate."""
     for line in reply.splitlines():
         line = line.strip().strip("#*").strip()
         if line and not line.startswith(("```", "<<<<<<<")) and not line.endswith(".py"):
-            return line[:100]
+            sentence = re.split(r"(?<=[.!?:])\s", line, maxsplit=1)[0]
+            return sentence if len(sentence) <= 90 else sentence[:89] + "…"
     return "(no explanation)"
 
 

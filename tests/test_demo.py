@@ -1,0 +1,37 @@
+"""The bundled example, optimized with its recorded session: the acceptance scenario of the README's first command."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import EXAMPLE, git, perfagent_branches
+from tests.test_optimize import invoke
+
+
+def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, tmp_path):
+    out = tmp_path / "run"
+    code, output = invoke("optimize", example_repo, "-w", "workload.py", "-m",
+                          f"scripted:{EXAMPLE.parent / 'textstats.session.json'}", "--out", out)
+    assert code == 0, output
+    summary = json.loads((out / "summary.json").read_text())
+    verdicts = [(c["verdict"]["reason"], c["files"]) for c in summary["candidates"]]
+    assert [v[0] for v in verdicts] == ["accepted", "accepted", "edits a protected file", "tests failed",
+                                        "result changed", "not faster", "accepted"]
+    assert "tests/test_tokenize.py" in verdicts[2][1]
+    assert "tests/test_tokenize.py is a test file" in summary["candidates"][2]["verdict"]["detail"]
+    assert summary["candidates"][5]["verdict"]["speed"]["ci_high"] < 1.0
+    # the misquoted SEARCH was sent back and corrected within the second candidate
+    trajectory = json.loads((out / "trajectory.json").read_text())
+    assert [r["purpose"] for r in trajectory].count("fix edit") == 1
+
+    branch = summary["branch"]
+    assert perfagent_branches(example_repo) == [branch]
+    log = git(example_repo, "log", "--format=%s", f"main..{branch}").splitlines()
+    assert len(log) == 3 and all(s.startswith("perfagent: ") for s in log)
+    final = summary["final"]["speed"]
+    assert final["decision"] == "faster" and final["ci_low"] > 1.5
+
+    check = tmp_path / "check"
+    git(example_repo, "worktree", "add", "-q", str(check), branch)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=check,
+                           capture_output=True, text=True)
+    assert tests.returncode == 0, tests.stdout
