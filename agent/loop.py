@@ -233,6 +233,13 @@ class Optimizer:
             raise
         finally:
             ws.close()
+            self._drop_branch_if_empty(base_commit)
+
+    def _drop_branch_if_empty(self, base_commit: str) -> None:
+        """A branch without accepted commits is not left behind."""
+        if self.branch in self.repo.heads and self.repo.heads[self.branch].commit.hexsha == base_commit:
+            self.repo.delete_head(self.branch, force=True)
+            self.record.update(branch=None)
 
     def _llm(self, session: Session) -> dict:
         b = session.budget
@@ -300,10 +307,6 @@ class Optimizer:
         self.record.update(status="finished", stop_reason=stop, final=final, accepted=accepted,
                            final_commit=head(branch_wt), llm=self._llm(session),
                            tests_run=sorted(passing))
-        if not accepted:
-            self.repo.git.worktree("remove", "--force", str(branch_wt))
-            self.repo.delete_head(self.branch, force=True)
-            self.record.update(branch=None)
         return self.record.summary
 
     def _final(self, ws: Workspaces, branch_wt: Path, base_commit: str, runner: WorkloadRunner, loops: int,

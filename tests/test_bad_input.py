@@ -1,0 +1,90 @@
+"""Bad input gets a clear, actionable error, exit code 2, and leaves the user's repository exactly as it was."""
+import pytest
+
+from tests.conftest import SMALL_LIB, make_repo, perfagent_branches, repo_state, scripted_session
+from tests.test_optimize import invoke
+
+
+def _run(repo, tmp_path, *extra, model=None):
+    model = model or scripted_session(tmp_path / "s.json", ["no edit"])
+    return invoke("optimize", repo, "--model", model, "--out", tmp_path / "run", *extra)
+
+
+def _assert_error(repo, before, code, output, *needles):
+    assert code == 2, output
+    assert "error:" in output
+    flat = " ".join(output.split())
+    for needle in needles:
+        assert needle in flat, output
+    assert repo_state(repo) == before
+    assert perfagent_branches(repo) == []
+
+
+def test_not_a_git_repository(tmp_path):
+    (tmp_path / "plain").mkdir()
+    code, output = _run(tmp_path / "plain", tmp_path, "-w", "bench.py")
+    assert code == 2 and "not a git repository: run `git init`" in " ".join(output.split())
+
+
+def test_workload_without_setup_and_workload(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "bad.py": "def run():\n    pass\n"})
+    before = repo_state(repo)
+    code, output = _run(repo, tmp_path, "-w", "bad.py")
+    _assert_error(repo, before, code, output, "must define top-level functions setup() and workload()",
+                  "missing: setup(), workload()")
+
+
+def test_missing_workload_file(small_repo, tmp_path):
+    before = repo_state(small_repo)
+    code, output = _run(small_repo, tmp_path, "-w", "nope.py")
+    _assert_error(small_repo, before, code, output, "workload file nope.py not found")
+
+
+def test_workload_that_fails_at_baseline(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "crash.py": "def setup():\n    pass\n\n\ndef workload():\n"
+                                      "    raise SystemExit('boom: input file missing')\n"})
+    before = repo_state(repo)
+    code, output = _run(repo, tmp_path, "-w", "crash.py")
+    _assert_error(repo, before, code, output, "the workload fails on the unmodified code",
+                  "boom: input file missing")
+
+
+def test_workload_that_times_out_at_baseline(tmp_path):
+    files = {**SMALL_LIB, "hang.py": "import time\n\n\ndef setup():\n    pass\n\n\ndef workload():\n"
+                                      "    time.sleep(600)\n"}
+    files["pyproject.toml"] += "timeout-s = 3\n"
+    repo = make_repo(tmp_path / "r", files)
+    before = repo_state(repo)
+    code, output = _run(repo, tmp_path, "-w", "hang.py")
+    _assert_error(repo, before, code, output, "the workload fails on the unmodified code", "timed out after 3 s")
+
+
+def test_failing_baseline_tests(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "tests/test_broken.py": "def test_broken():\n    assert 1 == 2\n"})
+    before = repo_state(repo)
+    code, output = _run(repo, tmp_path, "-w", "bench.py")
+    _assert_error(repo, before, code, output, "1 test(s) fail on the unmodified code",
+                  "tests/test_broken.py::test_broken", "--allow-failing-tests")
+
+
+def test_missing_api_key_names_the_variable(small_repo, tmp_path, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    before = repo_state(small_repo)
+    code, output = _run(small_repo, tmp_path, "-w", "bench.py", model="anthropic/claude-3-5-sonnet-20240620")
+    _assert_error(small_repo, before, code, output, "ANTHROPIC_API_KEY")
+
+
+def test_invalid_settings_in_pyproject(tmp_path):
+    files = {**SMALL_LIB}
+    files["pyproject.toml"] += "max-iteration = 3\n"  # misspelt
+    repo = make_repo(tmp_path / "r", files)
+    code, output = _run(repo, tmp_path, "-w", "bench.py")
+    assert code == 2 and "max_iteration: Extra inputs are not permitted" in " ".join(output.split())
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("scripted:/nonexistent/session.json", "/nonexistent/session.json"),
+])
+def test_bad_scripted_session(small_repo, tmp_path, spec, message):
+    code, output = _run(small_repo, tmp_path, "-w", "bench.py", model=spec)
+    assert code == 2 and message in " ".join(output.split())

@@ -1,0 +1,118 @@
+"""Workload specs and running them in fresh sandboxed processes: python files (SWE-fficiency style) and commands."""
+import sys
+
+import pytest
+
+from agent.config import ConfigError, load_settings
+from agent.localize import profile_workload
+from agent.workload import Workload, WorkloadError, WorkloadFailed, WorkloadRunner
+from sandbox.run import Limits
+from tests.conftest import SMALL_LIB, make_repo
+
+SWEFFICIENCY_STYLE = r'''
+import timeit
+import statistics
+from mylib.core import unique_sorted
+
+data = None
+
+
+def setup():
+    global data
+    data = list(range(300)) * 3
+
+
+def workload():
+    with open("calls.log", "a") as log:
+        log.write("call\n")
+    return unique_sorted(data)[:5]
+
+
+runtimes = timeit.repeat(workload, number=1, repeat=25, setup=setup)
+print("Mean:", statistics.mean(runtimes))
+print("Std Dev:", statistics.stdev(runtimes))
+'''
+
+
+def _runner(workload, tmp_path, **limits):
+    return WorkloadRunner(workload, sys.executable, tmp_path, Limits(**{"timeout_s": 60, **limits}))
+
+
+def test_swefficiency_workload_runs_without_its_timing_loop(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "wl.py": SWEFFICIENCY_STYLE})
+    workload = Workload.parse("wl.py", repo)
+    assert workload.kind == "python" and workload.repo_relative == "wl.py"
+    runner = _runner(workload, tmp_path)
+    result, seconds = runner.result(repo)
+    assert result["items"] == [0, 1, 2, 3, 4] and seconds > 0
+    assert (repo / "calls.log").read_text() == "call\n", "the top-level timeit loop is not run"
+    loops = runner.calibrate(repo, 0.05)
+    assert 1 <= loops <= 1000
+    assert 0 < runner.sample(repo, loops) < 1
+
+
+def test_workload_outside_the_repository(tmp_path):
+    repo = make_repo(tmp_path / "r", SMALL_LIB)
+    (tmp_path / "outside.py").write_text(SWEFFICIENCY_STYLE)
+    workload = Workload.parse(str(tmp_path / "outside.py"), repo)
+    assert workload.repo_relative is None
+    assert _runner(workload, tmp_path).result(repo)[0]["items"] == [0, 1, 2, 3, 4]
+
+
+def test_workload_exception_is_its_result(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "wl.py": "def setup():\n    pass\n\n\ndef workload():\n"
+                                      "    raise ValueError('bad input')\n"})
+    result, _ = _runner(Workload.parse("wl.py", repo), tmp_path).result(repo)
+    assert result["$"] == "exception" and "ValueError" in str(result) and "bad input" in str(result)
+
+
+def test_command_workload(tmp_path):
+    repo = make_repo(tmp_path / "r", SMALL_LIB)
+    command = f"{sys.executable} -c 'from mylib.core import unique_sorted; print(unique_sorted([3, 1, 3]))'"
+    workload = Workload.parse(command, repo)
+    assert workload.kind == "command"
+    runner = _runner(workload, tmp_path)
+    assert runner.result(repo)[0] == "[1, 3]\n"
+    assert runner.calibrate(repo, 0.1) == 1 and runner.sample(repo, 1) > 0
+    failing = _runner(Workload.parse("exit 3", repo), tmp_path)
+    with pytest.raises(WorkloadFailed, match="exited with status 3"):
+        failing.result(repo)
+
+
+def test_command_workload_is_profiled_with_pyspy(tmp_path):
+    repo = make_repo(tmp_path / "r", SMALL_LIB)
+    command = (f"{sys.executable} -c 'from mylib.core import unique_sorted; "
+               f"[unique_sorted(list(range(400)) * 3) for _ in range(60)]'")
+    profile = profile_workload(repo, Workload.parse(command, repo), python=sys.executable, tmp=tmp_path,
+                               seconds=1, limits=Limits(timeout_s=120))
+    assert profile.profiler == "py-spy" and profile.hotspots[0].qualname == "unique_sorted"
+
+
+def test_workload_timeout(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "wl.py": "import time\n\n\ndef setup():\n    pass\n\n\n"
+                                      "def workload():\n    time.sleep(60)\n"})
+    with pytest.raises(WorkloadFailed, match="timed out after 2 s"):
+        _runner(Workload.parse("wl.py", repo), tmp_path, timeout_s=2).result(repo)
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def workload():\n    pass\n", "missing: setup()"),
+    ("def setup(:\n", "not valid Python"),
+])
+def test_invalid_workload_files(tmp_path, source, message):
+    (tmp_path / "wl.py").write_text(source)
+    with pytest.raises(WorkloadError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Workload.parse("wl.py", tmp_path)
+
+
+def test_settings_from_pyproject_with_flags_winning(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.perfagent]\nworkload = "bench.py"\nmodel = "openai/x"\n'
+                                             "max-iterations = 3\nmin-effect = 0.05\n")
+    settings = load_settings(tmp_path, {"model": "scripted:s.json", "tests": [], "budget_usd": None})
+    assert (settings.workload, settings.model, settings.max_iterations, settings.min_effect) == \
+        ("bench.py", "scripted:s.json", 3, 0.05)
+    with pytest.raises(ConfigError, match="workload: Field required"):
+        load_settings(tmp_path / "missing", {"model": "x"})
+    (tmp_path / "pyproject.toml").write_text("[tool.perfagent\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(tmp_path, {})
