@@ -23,7 +23,7 @@ from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
 from sandbox.compare import compare_results
 from sandbox.measure import Sampling, compare_speed
-from sandbox.run import Limits
+from sandbox.run import USAGE, Limits
 from sandbox.testrun import run_pytest, coverage_by_line
 from sandbox.workspace import Workspaces, commit_all, head, open_repo
 
@@ -241,6 +241,14 @@ class Optimizer:
             self.repo.delete_head(self.branch, force=True)
             self.record.update(branch=None)
 
+    def _record_iteration_time(self, start: float, child_start: float, exchanges: list[dict]) -> None:
+        """Where an iteration's time went: child processes, the model, and perfagent itself (the rest)."""
+        wall, child = time.perf_counter() - start, USAGE.seconds - child_start
+        model = sum(r.get("seconds") or 0 for r in exchanges)
+        self.record.summary["candidates"][-1]["seconds"] = {
+            "wall": wall, "child_processes": child, "model": model, "perfagent": max(0.0, wall - child - model)}
+        self.record.save()
+
     def _llm(self, session: Session) -> dict:
         b = session.budget
         records = session.trajectory.records
@@ -273,6 +281,7 @@ class Optimizer:
         accepted, rejected_in_row, stop = 0, 0, "iteration limit reached"
         profile = None
         for n in range(1, s.max_iterations + 1):
+            start, child_start, exchanges = time.perf_counter(), USAGE.seconds, len(session.trajectory.records)
             if profile is None:
                 self.say(f"profiling ({'after ' + str(accepted) + ' accepted' if accepted else 'baseline'})")
                 profile = profile_workload(branch_wt, self.workload, python=s.python, tmp=ws.tmpdir("profile"),
@@ -295,6 +304,7 @@ class Optimizer:
                 break
             finally:
                 self.record.update(llm=self._llm(session))
+            self._record_iteration_time(start, child_start, session.trajectory.records[exchanges:])
             if verdict.accepted:
                 accepted, rejected_in_row, profile = accepted + 1, 0, None
             else:

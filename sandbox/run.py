@@ -21,6 +21,16 @@ _OUTPUT_LIMIT = 1 << 20  # keep at most the last 1 MiB of stdout / stderr
 _live_groups: set[int] = set()
 
 
+@dataclass
+class Usage:
+    """Child processes run so far and their wall-clock seconds: the measure of perfagent's own overhead."""
+    processes: int = 0
+    seconds: float = 0.0
+
+
+USAGE = Usage()
+
+
 @dataclass(frozen=True)
 class Limits:
     timeout_s: float = 600.0
@@ -122,5 +132,7 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
             proc.wait()
             _live_groups.discard(proc.pid)
         seconds = time.perf_counter() - start
+        USAGE.processes += 1
+        USAGE.seconds += seconds
         return RunResult(list(map(str, argv)), proc.returncode, _read_tail(out), _read_tail(err), seconds,
                          timed_out, limits)

@@ -88,3 +88,8 @@ def test_invalid_settings_in_pyproject(tmp_path):
 def test_bad_scripted_session(small_repo, tmp_path, spec, message):
     code, output = _run(small_repo, tmp_path, "-w", "bench.py", model=spec)
     assert code == 2 and message in " ".join(output.split())
+
+
+def test_missing_model(small_repo, tmp_path):
+    code, output = invoke("optimize", small_repo, "-w", "bench.py", "--out", tmp_path / "run")
+    assert code == 2 and "model: Field required" in " ".join(output.split())

@@ -102,3 +102,16 @@ def test_litellm_path_against_a_local_openai_compatible_server(small_repo, tmp_p
     assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["accepted"]
     assert summary["llm"]["calls"] == 1 and summary["llm"]["prompt_tokens"] > 0
     assert perfagent_branches(small_repo) == [summary["branch"]]
+
+
+def test_budget_is_a_hard_limit(small_repo, tmp_path):
+    with serve(["Nothing to change here.", GOOD]) as server:
+        code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m", "openai/gpt-4o-mini",
+                              "--api-base", server.base_url, "--budget-usd", "0.000001", "--out", tmp_path / "run")
+        requests = len(server.requests)
+    assert code == 0, output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert requests == 1 and summary["llm"]["calls"] == 1 and summary["llm"]["cost_usd"] > 0.000001
+    assert summary["stop_reason"].startswith("budget spent")
+    assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["no edit"]
+    assert perfagent_branches(small_repo) == [], "no accepted commit, no branch"

@@ -1,0 +1,73 @@
+"""A run stopped by a signal mid-candidate kills its children, removes its worktrees and keeps its commits."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, git, perfagent_branches, scripted_session
+from tests.test_optimize import GOOD, UNIQUE_BODY, search_replace
+
+
+def _processes_under(root_prefix: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if root_prefix in os.readlink(entry / "cwd"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for init to reap it."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def _wait_for(predicate, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_run(small_repo, tmp_path, sig):
+    slow = search_replace("mylib/core.py", "    return [w for w in re.split(r\"\\W+\", text.lower()) if w]",
+                          "    import time\n    time.sleep(300)\n    return []", "Sleep.")
+    model = scripted_session(tmp_path / "s.json", [GOOD, slow])
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "optimize", str(small_repo), "-w", "bench.py",
+                             "-m", model, "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (out / "summary.json").exists() and
+                  len(json.loads((out / "summary.json").read_text())["candidates"]) == 1)
+        run_id = json.loads((out / "summary.json").read_text())["run_id"]
+        children = _wait_for(lambda: _processes_under(f"perfagent-{run_id}-"))  # the sleeping candidate's tests
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    time.sleep(0.3)
+    assert not [pid for pid in children if _running(pid)], "child processes were killed"
+    assert git(small_repo, "worktree", "list").count("\n") == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    [branch] = perfagent_branches(small_repo)
+    assert git(small_repo, "rev-list", "--count", f"main..{branch}").strip() == "1", "the accepted commit stays"
+    assert git(small_repo, "status", "--porcelain") == ""
