@@ -18,7 +18,7 @@ from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptEx
 from agent.localize import Profile, profile_workload
 from agent.prompts import Attempt, fix_edit_message, optimize_messages
 from agent.record import RunRecord
-from agent.source import SourceIndex
+from agent.source import FunctionSpan, SourceIndex
 from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
 from sandbox.compare import compare_results
@@ -42,13 +42,14 @@ class TestPlan:
     by_function: dict[str, set[str]] = field(default_factory=dict)  # function key -> test files
     by_file: dict[str, set[str]] = field(default_factory=dict)  # source file -> test files
 
-    def for_code(self, keys: list[str], files: list[str]) -> list[str]:
-        """Test files covering these functions (else their files); [] means the whole suite."""
+    def for_code(self, functions: list[tuple[str, str]]) -> list[str]:
+        """Test files covering these (function key, file) pairs; for a function no test reached, the tests of its
+        file. [] means the whole suite."""
         if self.explicit:
             return self.explicit
-        chosen = set().union(*(self.by_function.get(k, set()) for k in keys))
-        chosen |= set().union(*(self.by_file.get(f, set()) for f in files if not any(
-            k.startswith(f[:-3].replace("/", ".") + ":") and k in self.by_function for k in keys)))
+        chosen: set[str] = set()
+        for key, file in functions:
+            chosen |= self.by_function.get(key) or self.by_file.get(file, set())
         return sorted(chosen)
 
 
@@ -77,16 +78,18 @@ def explanation(reply: str) -> str:
     return "(no explanation)"
 
 
-def touched_functions(index: SourceIndex, before: dict[str, str], after: dict[str, str]) -> list[str]:
-    keys = []
+def touched_functions(index: SourceIndex, before: dict[str, str], after: dict[str, str]) -> list[FunctionSpan]:
+    """The functions (as they were before) whose lines an edit changes."""
+    spans = {}
     for path, text in after.items():
         old = before.get(path, "").splitlines()
         matcher = difflib.SequenceMatcher(None, old, text.splitlines(), autojunk=False)
         for tag, i1, i2, _, _ in matcher.get_opcodes():
             if tag != "equal":
                 for line in range(i1 + 1, max(i1, i2 - 1) + 2):
-                    keys.append(index.function_at(path, line).key)
-    return list(dict.fromkeys(keys))
+                    span = index.function_at(path, line)
+                    spans.setdefault(span.key, span)
+    return list(spans.values())
 
 
 class Optimizer:
@@ -177,14 +180,17 @@ class Optimizer:
         else:
             before = {p: (branch_wt / p).read_text() if (branch_wt / p).exists() else "" for p in applied.changed}
             entry["files"] = sorted(applied.changed)
-            entry["functions"] = touched_functions(index, before, applied.changed)
+            touched = touched_functions(index, before, applied.changed)
+            entry["functions"] = [span.key for span in touched]
             entry["diff"] = "".join(
                 "".join(difflib.unified_diff(before[p].splitlines(True), applied.changed[p].splitlines(True),
                                              f"a/{p}", f"b/{p}")) for p in sorted(applied.changed))
             self.say(f"  candidate {n}: {summary} [{', '.join(entry['files'])}]")
             verdict = judge.static_checks(before, applied.changed)
             if verdict is None:
-                verdict = self._validate(judge, ref, plan, entry, applied.changed, ws)
+                tests = plan.for_code([(span.key, span.file) for span in touched])
+                entry["tests"] = tests or ["(whole suite)"]
+                verdict = self._validate(judge, ref, tests, applied.changed, ws)
             if verdict.accepted:
                 for path, text in applied.changed.items():
                     (branch_wt / path).parent.mkdir(parents=True, exist_ok=True)
@@ -200,15 +206,13 @@ class Optimizer:
         self.say(f"  [{colour}]{verdict.reason}[/]: {verdict.detail.splitlines()[0] if verdict.detail else ''}")
         return verdict
 
-    def _validate(self, judge: Judge, ref: Reference, plan: TestPlan, entry: dict, changed: dict[str, str],
+    def _validate(self, judge: Judge, ref: Reference, tests: list[str], changed: dict[str, str],
                   ws: Workspaces) -> Verdict:
         scratch = ws.scratch(head(ref.worktree))
         try:
             for path, text in changed.items():
                 (scratch / path).parent.mkdir(parents=True, exist_ok=True)
                 (scratch / path).write_text(text)
-            tests = plan.for_code(entry["functions"], entry["files"])
-            entry["tests"] = tests or ["(whole suite)"]
             return judge.judge(scratch, ref, tests)
         finally:
             ws.discard(scratch)
@@ -289,7 +293,7 @@ class Optimizer:
                 self.record.save_profile("profile-before" if not accepted else f"profile-{accepted}", profile)
                 top = profile.top(s.top_k)
                 self.say("hotspots: " + ", ".join(f"{h.qualname} {h.self_share:.0%}" for h in top))
-                tests = plan.for_code([h.key for h in top], [h.file for h in top])
+                tests = plan.for_code([(h.key, h.file) for h in top])
                 self.say(f"tests guarding them: {', '.join(tests) if tests else 'the whole suite'}")
             try:
                 verdict = self._candidate(n, session, judge, ref, profile, plan, attempts, ws, branch_wt)

@@ -3,8 +3,12 @@ return value is the workload's result), or a shell command (its stdout is the re
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox import HARNESS
+from sandbox.run import Limits, RunResult, child_env, run
 
 
 class WorkloadError(ValueError):
@@ -63,9 +67,9 @@ class Workload:
 class WorkloadFailed(RuntimeError):
     """The workload crashed or timed out; `run` holds the process result for the message."""
 
-    def __init__(self, what: str, run):
-        super().__init__(f"{what} {run.failure()}:\n{run.tail()}")
-        self.run = run
+    def __init__(self, what: str, result: RunResult):
+        super().__init__(f"{what} {result.failure()}:\n{result.tail()}")
+        self.run = result
 
 
 @dataclass
@@ -74,18 +78,12 @@ class WorkloadRunner:
     workload: Workload
     python: str
     tmp: Path
-    limits: object  # sandbox.run.Limits
+    limits: Limits
 
-    def _run(self, worktree: Path, argv: list[str]):
-        from sandbox.run import child_env, run
-
+    def _run(self, worktree: Path, argv: list[str]) -> RunResult:
         return run(argv, cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=self.limits)
 
     def _harness(self, worktree: Path, mode: str, arg: object = None) -> dict:
-        import json
-
-        from sandbox import HARNESS
-
         out = self.tmp / f"{mode}.json"
         out.unlink(missing_ok=True)
         result = self._run(worktree, self.workload.harness_argv(self.python, HARNESS, mode, out, arg))

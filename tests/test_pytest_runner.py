@@ -71,3 +71,17 @@ def test_coverage_maps_lines_to_tests(tmp_path):
     by_line = coverage_by_line(cov, repo.resolve())
     assert by_line["lib/m.py"][2] == {f"tests/test_m.py::test_double[{p}]" for p in ("1", "a b", "3")}
     assert by_line["lib/m.py"][6] == {"tests/test_m.py::test_half", "tests/test_other.py::test_half_again"}
+
+
+def test_test_plan_picks_the_tests_that_reach_a_function(tmp_path):
+    from agent.loop import build_test_plan
+
+    repo = make_repo(tmp_path / "r", {**FILES, "lib/unused.py": "def lonely():\n    return 1\n"})
+    cov = tmp_path / "cov.db"
+    run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=Limits(timeout_s=120), coverage_file=cov)
+    plan = build_test_plan(cov, repo)
+    assert plan.for_code([("lib.m:double", "lib/m.py")]) == ["tests/test_m.py"]
+    assert plan.for_code([("lib.m:half", "lib/m.py")]) == ["tests/test_m.py", "tests/test_other.py"]
+    # a function no test reached: the tests of its file; nothing at all: [] (the whole suite)
+    assert plan.for_code([("lib.m:new_helper", "lib/m.py")]) == ["tests/test_m.py", "tests/test_other.py"]
+    assert plan.for_code([("lib.unused:lonely", "lib/unused.py")]) == []
