@@ -42,15 +42,16 @@ def _fail(message: str, code: int = 2):
 
 
 def _summary_table(summary: dict) -> Table:
-    table = Table(title=f"perfagent run {summary['run_id']}")
-    for column in ("#", "candidate", "files", "verdict", "speedup"):
-        table.add_column(column)
+    table = Table(title=f"perfagent run {summary['run_id']}", expand=True)
+    table.add_column("#", justify="right", min_width=2, no_wrap=True)
+    table.add_column("verdict", no_wrap=True, min_width=22)
+    table.add_column("speedup [95% CI]", no_wrap=True, min_width=18)
+    table.add_column("change", overflow="ellipsis", no_wrap=True, ratio=1)
     for c in summary["candidates"]:
         speed = c["verdict"].get("speed")
         speedup = f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else ""
         style = "green" if c["verdict"]["reason"] == "accepted" else "red"
-        table.add_row(str(c["n"]), c["summary"][:50], ", ".join(c["files"]),
-                      f"[{style}]{c['verdict']['reason']}[/]", speedup)
+        table.add_row(str(c["n"]), f"[{style}]{c['verdict']['reason']}[/]", speedup, c["summary"])
     return table
 
 
@@ -62,6 +63,8 @@ def _report(summary: dict, out: Path) -> None:
         console.print(f"[bold green]overall: {s['speedup']:.2f}x faster[/] (95% CI {s['ci_low']:.2f}-"
                       f"{s['ci_high']:.2f}, p={s['p_value']:.2g}; {s['base_median'] * 1000:.1f} ms -> "
                       f"{s['cand_median'] * 1000:.1f} ms) on branch [bold]{summary['branch']}[/]")
+        console.print(f"see the commits: git -C {summary['repo']} log --stat "
+                      f"{summary['base_commit'][:10]}..{summary['branch']}")
     else:
         console.print("no candidate was accepted; no branch was left behind")
     cost = llm.get("cost_usd")
