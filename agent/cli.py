@@ -85,6 +85,8 @@ def optimize(
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (vLLM, Ollama, ...)"),
     max_iterations: Optional[int] = typer.Option(None, help="candidates to try at most"),
     budget_usd: Optional[float] = typer.Option(None, help="hard limit on model spend in USD"),
+    python: Optional[str] = typer.Option(None, help="interpreter that runs the target's code and tests "
+                                         "(default: the one running perfagent)"),
     allow_failing_tests: Optional[bool] = typer.Option(None, "--allow-failing-tests",
                                                        help="leave out tests that fail at baseline"),
     out: Optional[Path] = typer.Option(None, help="run directory (default ./perfagent-runs/RUN_ID)"),
@@ -93,7 +95,7 @@ def optimize(
     _terminate_on_sigterm()
     try:
         settings = load_settings(repo, dict(workload=workload, tests=tests, model=model, api_base=api_base,
-                                            max_iterations=max_iterations, budget_usd=budget_usd,
+                                            max_iterations=max_iterations, budget_usd=budget_usd, python=python,
                                             allow_failing_tests=allow_failing_tests))
         optimizer = Optimizer(repo, settings, out, say=console.print)
         summary = optimizer.run()
@@ -158,7 +160,7 @@ def demo(
     console.print(f"created the example repository {target}; optimizing it with the recorded responses in "
                   f"{session.name} (a scripted model, not a live one)")
     optimize(target, workload="workload.py", tests=None, model=f"scripted:{session}", api_base=None,
-             max_iterations=max_iterations, budget_usd=None, allow_failing_tests=None,
+             max_iterations=max_iterations, budget_usd=None, python=None, allow_failing_tests=None,
              out=target.parent / f"{target.name}-run")
 
 

@@ -62,9 +62,10 @@ class ProfileError(RuntimeError):
 
 
 def _excluded(file: str, workload: Workload) -> bool:
-    name = Path(file).name
-    return (file.startswith("tests/") or "/tests/" in file or name.startswith("test_") or name == "conftest.py"
-            or (workload.repo_relative is not None and file == workload.repo_relative))
+    """Tests, the workload itself and installed packages are not the repository's code to optimize."""
+    name, parts = Path(file).name, Path(file).parts
+    return ("tests" in parts[:-1] or name.startswith("test_") or name == "conftest.py"
+            or "site-packages" in parts or file == workload.repo_relative)
 
 
 class _Tally:

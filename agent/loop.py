@@ -124,7 +124,7 @@ class Optimizer:
                 f"{len(failing)} test(s) fail on the unmodified code: {', '.join(failing[:10])}\n"
                 f"{second.process.tail(20)}\nFix them, choose passing tests with --tests, or pass "
                 f"--allow-failing-tests to leave them out.")
-        if not first.outcomes and first.process.returncode == 5:
+        if not first.outcomes:
             self.say("[yellow]no tests were found: correctness rests on the workload's result alone[/]")
         passing = first.passing() & second.passing()
         plan = build_test_plan(coverage_file, worktree) if coverage_file else TestPlan(explicit)

@@ -14,6 +14,7 @@ PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(PROMPTS), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=False)
 _env.globals["pct"] = lambda share: f"{share:.1%}"
+_WORKLOAD_CHARS = 8000  # a workload file longer than this is cut in the prompt
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def optimize_messages(*, workload: Workload, seconds: float, profile: Profile, i
     focus = [_focus(index, h, per_function) for h in focus_spots]
     files = list(dict.fromkeys(h.file for h in focus_spots))
     headers = [(f, _module_header(index, f)) for f in files]
-    source = workload.path.read_text(encoding="utf-8") if workload.kind == "python" else ""
+    source = workload.path.read_text(encoding="utf-8")[:_WORKLOAD_CHARS] if workload.kind == "python" else ""
     user = render("optimize.j2", workload=workload, workload_name=workload.repo_relative or workload.path,
                   workload_source=source.strip(), seconds=seconds, profile=profile,
                   table=profile.hotspots[:10], focus=focus, context_files=[h for h in headers if h[1]],

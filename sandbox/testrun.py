@@ -10,6 +10,7 @@ from sandbox.run import Limits, RunResult, child_env, run
 
 _PLUGIN = Path(__file__).with_name("pytest_plugin.py")
 _PLUGIN_MODULE = "perfagent_pytest_plugin"
+NO_TESTS_COLLECTED = 5  # pytest's exit code
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, li
                 *pytest_args]
     process = run(argv, cwd=worktree, env=env, limits=limits)
     outcomes = json.loads(report.read_text()) if report.exists() else {}
-    if not outcomes and not process.ok:
-        outcomes = {"<pytest>": "error"}  # pytest itself could not run or collect anything
+    if not outcomes and process.returncode not in (0, NO_TESTS_COLLECTED):
+        outcomes = {"<pytest>": "error"}  # pytest itself could not run (bad arguments, internal error, timeout)
     return SuiteRun(outcomes, process)
 
 

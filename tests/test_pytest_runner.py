@@ -85,3 +85,12 @@ def test_test_plan_picks_the_tests_that_reach_a_function(tmp_path):
     # a function no test reached: the tests of its file; nothing at all: [] (the whole suite)
     assert plan.for_code([("lib.m:new_helper", "lib/m.py")]) == ["tests/test_m.py", "tests/test_other.py"]
     assert plan.for_code([("lib.unused:lonely", "lib/unused.py")]) == []
+
+
+def test_a_repository_without_tests(tmp_path):
+    repo = make_repo(tmp_path / "r", {"lib/m.py": "x = 1\n"})
+    run = run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=Limits(timeout_s=120))
+    assert run.outcomes == {} and run.failing() == []
+    run = run_pytest(repo, ["tests/missing.py"], python=sys.executable, tmp=tmp_path / "t",
+                     limits=Limits(timeout_s=120))
+    assert run.failing() == ["<pytest>"] and "not found" in run.process.tail()
