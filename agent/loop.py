@@ -280,7 +280,7 @@ class Optimizer:
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
                                      candidate_limits(seconds * loops, s.candidate_timeout_s, s.memory_mb)),
                       s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative, s.memory_mb,
-                      s.candidate_timeout_s)
+                      s.candidate_timeout_s, s.allow_edits)
         attempts: list[Attempt] = []
         accepted, rejected_in_row, stop = 0, 0, "iteration limit reached"
         profile = None

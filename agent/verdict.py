@@ -37,6 +37,7 @@ class Verdict:
     tests_failed: list[str] = field(default_factory=list)
     result_check: str = ""
     speed: SpeedStats | None = None
+    samples: dict[str, list[float]] | None = None  # timing values (seconds per call): baseline, candidate
 
     @property
     def accepted(self) -> bool:
@@ -116,7 +117,7 @@ class Judge:
         if not comparison.equal:
             return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
         try:
-            speed, _, _ = compare_speed(lambda: self.runner.sample(ref.worktree, self.loops),
+            speed, base, cand = compare_speed(lambda: self.runner.sample(ref.worktree, self.loops),
                                         lambda: self.runner.sample(candidate, self.loops), self.sampling)
         except WorkloadFailed as exc:
             return Verdict(WORKLOAD_FAILED, str(exc), checked, result_check="identical")
@@ -125,5 +126,6 @@ class Judge:
         if reason == TOO_NOISY:
             detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
                        f"{self.sampling.max_samples} samples per side")
-        return Verdict(reason, detail, checked, result_check="identical", speed=speed)
+        return Verdict(reason, detail, checked, result_check="identical", speed=speed,
+                       samples={"baseline": base, "candidate": cand})
 

@@ -115,3 +115,35 @@ def test_budget_is_a_hard_limit(small_repo, tmp_path):
     assert summary["stop_reason"].startswith("budget spent")
     assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["no edit"]
     assert perfagent_branches(small_repo) == [], "no accepted commit, no branch"
+
+
+def test_guards_on_the_diff_alone():
+    """Protected files, benchmark gaming and syntax errors are caught before anything runs."""
+    from agent.verdict import Judge
+
+    judge = Judge(None, sys.executable, None, None, 1, "bench/workload.py", 1024, 5.0, ["docs/conftest.py"])
+    before = {"pkg/m.py": "def f():\n    return 1\n"}
+    cases = {
+        "tests/test_m.py": ("edits a protected file", "a test file"),
+        "pkg/tests/helpers.py": ("edits a protected file", "a test file"),
+        "conftest.py": ("edits a protected file", "conftest"),
+        "bench/workload.py": ("edits a protected file", "the workload file"),
+        ".github/workflows/ci.yml": ("edits a protected file", "CI configuration"),
+        "pyproject.toml": ("edits a protected file", "packaging"),
+    }
+    for path, (reason, why) in cases.items():
+        verdict = judge.static_checks({}, {path: "x = 1\n"})
+        assert (verdict.reason, why in verdict.detail) == (reason, True), path
+    assert judge.static_checks({}, {"docs/conftest.py": "x = 1\n"}) is None, "allowed by the user"
+    gaming = {
+        "import sys\ndef f():\n    if sys._getframe(1).f_code.co_name == 'workload':\n        return 1\n": "caller",
+        "import inspect\ndef f():\n    return len(inspect.stack())\n": "caller",
+        "import os\ndef f():\n    os.environ['CACHE'] = '1'\n    return 1\n": "environment",
+        "import pickle\ndef f():\n    pickle.dump(1, open('/tmp/c', 'wb'))\n    return 1\n": "files",
+    }
+    for text, why in gaming.items():
+        verdict = judge.static_checks(before, {"pkg/m.py": text})
+        assert verdict.reason == "games the benchmark" and why in verdict.detail, text
+    verdict = judge.static_checks(before, {"pkg/m.py": "def f(:\n"})
+    assert verdict.reason == "syntax error" and verdict.detail.startswith("pkg/m.py:1")
+    assert judge.static_checks(before, {"pkg/m.py": "def f():\n    return 2\n"}) is None
