@@ -33,8 +33,9 @@ class Settings(BaseModel):
     sample_seconds: float = Field(0.1, gt=0, description="target duration of one timing value (loop calibration)")
     min_effect: float = Field(0.03, ge=0, description="smallest speedup worth keeping (0.03 = 3% faster)")
     alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
-    min_samples: int = Field(10, ge=3)
-    max_samples: int = Field(40, ge=3)
+    min_samples: int = Field(10, ge=8, description="timing pairs before the first decision (a signed-rank test "
+                             "on n pairs cannot go below p = 2**-n)")
+    max_samples: int = Field(40, ge=8)
     edit_retries: int = Field(2, ge=0, description="times a non-applying edit is sent back to the model")
     timeout_s: float = Field(600.0, gt=0, description="wall-clock limit for baseline runs")
     candidate_timeout_s: float = Field(30.0, gt=0, description="floor of a candidate's time limit, which is "

@@ -1,9 +1,14 @@
 """Speed measurement: interleaved samples from fresh processes, and the statistical decision.
 
-Decision rule (also in the README): a candidate is faster when a one-sided Mann-Whitney U test rejects "no
-difference" at level `alpha` AND the whole bootstrap confidence interval of speedup = median(baseline) /
-median(candidate) lies at or above 1 + `min_effect`. It is "not faster" as soon as the interval's upper end is below
-1 + `min_effect`; otherwise more samples are taken, up to a cap, and a still-open question is reported as too noisy.
+Samples come in pairs taken back to back (baseline and candidate, in ABBA order). Two decision rules:
+- "paired" (default): per-pair speedups r_i = baseline_i / candidate_i; a one-sided Wilcoxon signed-rank test on
+  log r_i, and a bootstrap confidence interval of median(r_i). Pairing cancels the machine's slow swings in speed,
+  which hit both members of a pair alike.
+- "mannwhitney": the two groups as independent samples; a one-sided Mann-Whitney U test, and a bootstrap interval
+  of median(baseline) / median(candidate).
+Either way a candidate is faster when the test rejects "no difference" at level `alpha` AND the whole interval lies
+at or above 1 + `min_effect`; it is "not faster" as soon as the interval's upper end is below 1 + `min_effect`;
+otherwise more samples are taken, up to a cap, and a still-open question is reported as too noisy.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ class SpeedStats:
     ci_low: float
     ci_high: float
     confidence: float
-    p_value: float  # one-sided Mann-Whitney U: candidate times are smaller
+    p_value: float  # one-sided: the candidate is faster (Wilcoxon signed-rank on pairs, or Mann-Whitney U)
     n_base: int
     n_cand: int
     base_median: float
@@ -43,15 +48,28 @@ def relative_spread(samples) -> float:
     return float((q3 - q1) / med) if med > 0 else 0.0
 
 
+def _interval(data: tuple, statistic, confidence: float, n_resamples: int, seed: int, paired: bool):
+    return stats.bootstrap(data, statistic, vectorized=True, paired=paired, confidence_level=confidence,
+                           n_resamples=n_resamples, method="percentile",
+                           random_state=np.random.default_rng(seed)).confidence_interval
+
+
 def speed_stats(base, cand, *, alpha: float = 0.01, min_effect: float = 0.03, confidence: float = 0.95,
-                n_resamples: int = 2000, seed: int = 0) -> SpeedStats:
+                test: str = "paired", n_resamples: int = 2000, seed: int = 0) -> SpeedStats:
     base, cand = np.asarray(base, float), np.asarray(cand, float)
-    p_value = float(stats.mannwhitneyu(cand, base, alternative="less").pvalue)
-    ci = stats.bootstrap(
-        (base, cand), lambda b, c, axis: np.median(b, axis=axis) / np.median(c, axis=axis),
-        vectorized=True, paired=False, confidence_level=confidence, n_resamples=n_resamples,
-        method="percentile", random_state=np.random.default_rng(seed),
-    ).confidence_interval
+    if test == "paired":
+        ratios = base / cand
+        speedup = float(np.median(ratios))
+        p_value = float(stats.wilcoxon(np.log(ratios), alternative="greater").pvalue) if np.any(ratios != 1) \
+            else 1.0
+        ci = _interval((ratios,), lambda r, axis: np.median(r, axis=axis), confidence, n_resamples, seed, False)
+    elif test == "mannwhitney":
+        speedup = float(np.median(base) / np.median(cand))
+        p_value = float(stats.mannwhitneyu(cand, base, alternative="less").pvalue)
+        ci = _interval((base, cand), lambda b, c, axis: np.median(b, axis=axis) / np.median(c, axis=axis),
+                       confidence, n_resamples, seed, False)
+    else:
+        raise ValueError(f"unknown test {test!r}: use 'paired' or 'mannwhitney'")
     threshold = 1.0 + min_effect
     if p_value < alpha and ci.low >= threshold:
         decision = FASTER
@@ -60,9 +78,8 @@ def speed_stats(base, cand, *, alpha: float = 0.01, min_effect: float = 0.03, co
     else:
         decision = UNDECIDED
     return SpeedStats(
-        speedup=float(np.median(base) / np.median(cand)), ci_low=float(ci.low), ci_high=float(ci.high),
-        confidence=confidence, p_value=p_value, n_base=len(base), n_cand=len(cand),
-        base_median=float(np.median(base)), cand_median=float(np.median(cand)),
+        speedup=speedup, ci_low=float(ci.low), ci_high=float(ci.high), confidence=confidence, p_value=p_value,
+        n_base=len(base), n_cand=len(cand), base_median=float(np.median(base)), cand_median=float(np.median(cand)),
         base_spread=relative_spread(base), decision=decision,
     )
 
@@ -76,6 +93,11 @@ class Sampling:
     alpha: float = 0.01
     min_effect: float = 0.03
     confidence: float = 0.95
+    test: str = "paired"
+
+    def decide(self, base, cand) -> SpeedStats:
+        return speed_stats(base, cand, alpha=self.alpha, min_effect=self.min_effect, confidence=self.confidence,
+                           test=self.test)
 
 
 def compare_speed(sample_base: Callable[[], float], sample_cand: Callable[[], float],
@@ -94,8 +116,7 @@ def compare_speed(sample_base: Callable[[], float], sample_cand: Callable[[], fl
             else:
                 base.append(sample_base())
                 cand.append(sample_cand())
-        result = speed_stats(base, cand, alpha=sampling.alpha, min_effect=sampling.min_effect,
-                             confidence=sampling.confidence)
+        result = sampling.decide(base, cand)
         if result.decision != UNDECIDED or target >= sampling.max_samples:
             return result, base, cand
         target = min(target + sampling.step, sampling.max_samples)

@@ -91,7 +91,7 @@ SMALL_LIB = {
     "pyproject.toml": '''\
         [tool.perfagent]
         profile-seconds = 1.0
-        min-samples = 6
+        min-samples = 8
         max-samples = 20
         candidate-timeout-s = 8
         patience = 20
