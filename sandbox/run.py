@@ -113,8 +113,10 @@ def _read_tail(f) -> str:
     return f.read().decode("utf-8", "replace")
 
 
-def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits: Limits = Limits()) -> RunResult:
-    """Run argv to completion (or timeout) in its own process group; never raises for the child's failures."""
+def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits: Limits = Limits(),
+        writable: tuple[Path, ...] | list[Path] = ()) -> RunResult:
+    """Run argv to completion (or timeout) in its own process group; never raises for the child's failures.
+    `cwd` and `writable` are the only places the child may write to (besides a private temporary folder)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
