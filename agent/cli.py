@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent.config import ConfigError, load_settings
@@ -18,6 +19,8 @@ from agent.llm import ModelError
 from agent.localize import ProfileError, profile_workload
 from agent.loop import BaselineError, Optimizer
 from agent.workload import Workload, WorkloadError
+from sandbox import isolation
+from sandbox.isolation import IsolationError
 from sandbox.run import Limits
 from sandbox.workspace import WorkspaceError, Workspaces, open_repo
 
@@ -25,7 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="An LLM-driven performance engineer: profile, patch, verify, keep only real speedups.")
 console = Console(highlight=False)
 EXAMPLE = Path(__file__).resolve().parent.parent / "workloads"
-USER_ERRORS = (ConfigError, WorkloadError, WorkspaceError, ModelError, BaselineError, ProfileError)
+USER_ERRORS = (ConfigError, WorkloadError, WorkspaceError, ModelError, BaselineError, ProfileError, IsolationError)
 
 
 def _terminate_on_sigterm() -> None:
@@ -37,7 +40,7 @@ def _terminate_on_sigterm() -> None:
 
 
 def _fail(message: str, code: int = 2):
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -120,6 +123,7 @@ def profile(
     try:
         git_repo = open_repo(repo)
         spec = Workload.parse(workload, repo)
+        isolation.configure("auto")
         ws = Workspaces(git_repo, "profile")
         try:
             worktree = ws.scratch(git_repo.head.commit.hexsha)

@@ -41,6 +41,8 @@ class Settings(BaseModel):
     candidate_timeout_s: float = Field(30.0, gt=0, description="floor of a candidate's time limit, which is "
                                        "otherwise 10x the baseline's time")
     memory_mb: int = Field(4096, ge=64, description="address-space limit of every child process")
+    max_processes: int = Field(256, ge=8, description="processes and threads a child may have alive at once")
+    isolation: str = Field("auto", description="auto, bubblewrap, unshare or rlimits (see sandbox/isolation.py)")
     allow_edits: list[str] = Field(default_factory=list, description="globs of protected files (tests, CI, "
                                    "packaging) that candidates may edit all the same")
     allow_failing_tests: bool = Field(False, description="exclude tests failing at baseline instead of stopping")

@@ -197,7 +197,8 @@ def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Pa
         argv = [pyspy, "record", "-f", "raw", "--full-filenames", "--rate", "200", "-o", str(raw_path)]
         if workload.kind == "command":
             argv.append("--subprocesses")
-        result = run([*argv, "--", *target], cwd=worktree, env=env, limits=limits)
+        result = run([*argv, "--", *target], cwd=worktree, env=env, limits=limits, writable=[tmp],
+                     readable=workload.files)
         if result.ok and raw_path.exists():
             tally = tally_pyspy(raw_path.read_text(), index, workload, below_harness=workload.kind == "python")
             if tally.total:
@@ -207,7 +208,7 @@ def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Pa
         raise ProfileError(note or "py-spy is not installed, and cProfile needs a setup()/workload() workload")
     out = tmp / "cprofile.json"
     result = run(workload.harness_argv(python, HARNESS, "cprofile", out, seconds), cwd=worktree, env=env,
-                 limits=limits)
+                 limits=limits, writable=[tmp], readable=workload.files)
     if not result.ok:
         raise ProfileError(f"the workload failed under cProfile ({result.failure()}):\n{result.tail()}")
     tally, calls = tally_cprofile(json.loads(out.read_text()), index, workload)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import git
+from rich.markup import escape
 
 from agent.config import Settings
 from agent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
@@ -23,6 +24,7 @@ from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
 from sandbox.compare import compare_results
 from sandbox.measure import Sampling, compare_speed
+from sandbox import isolation
 from sandbox.run import USAGE, Limits
 from sandbox.testrun import run_pytest, coverage_by_line
 from sandbox.workspace import Workspaces, commit_all, head, open_repo
@@ -105,12 +107,15 @@ class Optimizer:
         self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         self.branch = f"perfagent/{self.run_id}"
         self.out = Path(out or Path.cwd() / "perfagent-runs" / self.run_id)
+        self.isolation = isolation.configure(settings.isolation)
+        self.limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
+                             processes=settings.max_processes)
         self.sampling = Sampling(min_samples=settings.min_samples, max_samples=settings.max_samples,
                                  alpha=settings.alpha, min_effect=settings.min_effect)
 
     # -- baseline ---------------------------------------------------------------------------------------------
     def _baseline_tests(self, worktree: Path, tmp: Path) -> tuple[TestPlan, set[str], list[str], float]:
-        limits = Limits(timeout_s=self.settings.timeout_s, memory_mb=self.settings.memory_mb)
+        limits = self.limits
         explicit = self.settings.tests
         coverage_file = None if explicit else tmp / "coverage.db"
         first = run_pytest(worktree, explicit, python=self.settings.python, tmp=tmp, limits=limits,
@@ -161,7 +166,7 @@ class Optimizer:
                 problem, details = "some edits do not apply", describe_failures(applied)
             if attempt == self.settings.edit_retries:
                 return reply, None, f"{problem} (after {attempt} correction(s)): {details.splitlines()[0]}"
-            self.say(f"  edit not usable ({problem}); asking the model to correct it")
+            self.say(escape(f"  edit not usable ({problem}); asking the model to correct it"))
             messages = messages + [{"role": "assistant", "content": reply.text}, fix_edit_message(problem, details)]
             reply = session.ask(messages, purpose="fix edit")
         raise AssertionError("unreachable")
@@ -185,7 +190,7 @@ class Optimizer:
             entry["diff"] = "".join(
                 "".join(difflib.unified_diff(before[p].splitlines(True), applied.changed[p].splitlines(True),
                                              f"a/{p}", f"b/{p}")) for p in sorted(applied.changed))
-            self.say(f"  candidate {n}: {summary} [{', '.join(entry['files'])}]")
+            self.say(escape(f"  candidate {n}: {summary} [{', '.join(entry['files'])}]"))
             verdict = judge.static_checks(before, applied.changed)
             if verdict is None:
                 tests = plan.for_code([(span.key, span.file) for span in touched])
@@ -203,7 +208,7 @@ class Optimizer:
         attempts.append(Attempt(summary, entry["files"], verdict.reason, verdict.detail.splitlines()[0][:300]
                                 if verdict.detail else ""))
         colour = "green" if verdict.accepted else "red"
-        self.say(f"  [{colour}]{verdict.reason}[/]: {verdict.detail.splitlines()[0] if verdict.detail else ''}")
+        self.say(f"  [{colour}]{verdict.reason}[/]: {escape(verdict.detail.splitlines()[0] if verdict.detail else '')}")
         return verdict
 
     def _validate(self, judge: Judge, ref: Reference, tests: list[str], changed: dict[str, str],
@@ -226,7 +231,7 @@ class Optimizer:
                      f"{base_commit[:10]}[/]")
         self.record = RunRecord(self.out, run_id=self.run_id, repo=str(self.repo_path), branch=self.branch,
                                 base_commit=base_commit, workload=self.workload.describe(), model=s.model,
-                                settings=s.model_dump(), isolation="rlimits + process group")
+                                settings=s.model_dump(), isolation=self.isolation.describe())
         session = Session(self.model, Budget(max_usd=s.budget_usd), Trajectory(self.record.trajectory_path))
         ws = Workspaces(self.repo, self.run_id)
         try:
@@ -265,11 +270,12 @@ class Optimizer:
         branch_wt = ws.branch(self.branch, base_commit)
         tmp = ws.tmpdir("baseline")
         self.say(f"working on branch [bold]{self.branch}[/] (run {self.run_id})")
+        self.say(f"sandbox: {self.isolation.describe()}")
         self.say("baseline: running the tests twice (the first time under coverage)")
         plan, passing, flaky, test_seconds = self._baseline_tests(branch_wt, tmp)
         if flaky:
-            self.say(f"[yellow]{len(flaky)} flaky test(s) ignored for verdicts: {', '.join(flaky[:5])}[/]")
-        runner = WorkloadRunner(self.workload, s.python, tmp, Limits(timeout_s=s.timeout_s, memory_mb=s.memory_mb))
+            self.say(f"[yellow]{len(flaky)} flaky test(s) ignored for verdicts: {escape(', '.join(flaky[:5]))}[/]")
+        runner = WorkloadRunner(self.workload, s.python, tmp, self.limits)
         result, seconds = self._baseline_workload(runner, branch_wt)
         loops = runner.calibrate(branch_wt, s.sample_seconds)
         self.say(f"baseline: {len(passing)} tests pass, workload {seconds * 1000:.1f} ms, {loops} call(s) per "
@@ -278,7 +284,7 @@ class Optimizer:
         self.record.update(baseline={"tests_passing": len(passing), "flaky": flaky, "test_seconds": test_seconds,
                                      "workload_seconds": seconds, "loops": loops})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
-                                     candidate_limits(seconds * loops, s.candidate_timeout_s, s.memory_mb)),
+                                     candidate_limits(self.limits, seconds * loops, s.candidate_timeout_s)),
                       s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative, s.memory_mb,
                       s.candidate_timeout_s, s.allow_edits)
         attempts: list[Attempt] = []
@@ -292,9 +298,9 @@ class Optimizer:
                                            seconds=s.profile_seconds, limits=runner.limits)
                 self.record.save_profile("profile-before" if not accepted else f"profile-{accepted}", profile)
                 top = profile.top(s.top_k)
-                self.say("hotspots: " + ", ".join(f"{h.qualname} {h.self_share:.0%}" for h in top))
+                self.say(escape("hotspots: " + ", ".join(f"{h.qualname} {h.self_share:.0%}" for h in top)))
                 tests = plan.for_code([(h.key, h.file) for h in top])
-                self.say(f"tests guarding them: {', '.join(tests) if tests else 'the whole suite'}")
+                self.say(escape(f"tests guarding them: {', '.join(tests) if tests else 'the whole suite'}"))
             try:
                 verdict = self._candidate(n, session, judge, ref, profile, plan, attempts, ws, branch_wt)
             except ScriptExhausted:
@@ -316,7 +322,7 @@ class Optimizer:
                 if rejected_in_row >= s.patience:
                     stop = f"{s.patience} candidates in a row were rejected"
                     break
-        self.say(f"stopping: {stop}")
+        self.say(escape(f"stopping: {stop}"))
         final = self._final(ws, branch_wt, base_commit, runner, loops, accepted) if accepted else None
         self.record.update(status="finished", stop_reason=stop, final=final, accepted=accepted,
                            final_commit=head(branch_wt), llm=self._llm(session),

@@ -3,7 +3,7 @@ rejection carries a named reason and the evidence."""
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from agent.guards import protected_reason, suspicious_reason
@@ -24,9 +24,9 @@ NOT_FASTER_REASON = "not faster"
 TOO_NOISY = "too noisy to decide"
 
 
-def candidate_limits(baseline_seconds: float, floor_s: float, memory_mb: int) -> Limits:
+def candidate_limits(limits: Limits, baseline_seconds: float, floor_s: float) -> Limits:
     """Candidates get a generous multiple of the baseline's time, then are killed."""
-    return Limits(timeout_s=max(floor_s, 10 * baseline_seconds), memory_mb=memory_mb)
+    return replace(limits, timeout_s=max(floor_s, 10 * baseline_seconds))
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Judge:
     allowed_edits: list[str] = field(default_factory=list)
 
     def test_limits(self, ref: "Reference") -> Limits:
-        return candidate_limits(ref.test_seconds, self.timeout_floor_s, self.memory_mb)
+        return candidate_limits(self.runner.limits, ref.test_seconds, self.timeout_floor_s)
 
     def static_checks(self, before: dict[str, str], after: dict[str, str]) -> Verdict | None:
         """Reject on the diff alone: protected files, benchmark-gaming code, syntax errors."""

@@ -48,6 +48,11 @@ class Workload:
         relative = candidate.relative_to(repo).as_posix() if candidate.is_relative_to(repo) else None
         return cls("python", spec, candidate, relative)
 
+    @property
+    def files(self) -> list[Path]:
+        """What the sandbox must let the workload's processes read."""
+        return [self.path] if self.path else []
+
     def describe(self) -> str:
         return f"{self.path} (setup/workload)" if self.kind == "python" else f"command: {self.spec}"
 
@@ -81,7 +86,8 @@ class WorkloadRunner:
     limits: Limits
 
     def _run(self, worktree: Path, argv: list[str]) -> RunResult:
-        return run(argv, cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=self.limits)
+        return run(argv, cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=self.limits,
+                   writable=[self.tmp], readable=self.workload.files)
 
     def _harness(self, worktree: Path, mode: str, arg: object = None) -> dict:
         out = self.tmp / f"{mode}.json"

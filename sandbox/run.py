@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox.isolation import ProcessCap, current
+
 _SECRET = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PASSWORD|^AWS_|^AZURE_|^GOOGLE_APPLICATION_CREDENTIALS$)", re.I)
 _OUTPUT_LIMIT = 1 << 20  # keep at most the last 1 MiB of stdout / stderr
 _live_groups: set[int] = set()
@@ -37,6 +39,7 @@ class Limits:
     memory_mb: int | None = 4096  # address space (RLIMIT_AS)
     file_mb: int | None = 1024  # largest file the process may write (RLIMIT_FSIZE)
     cpu_s: int | None = None  # CPU seconds (RLIMIT_CPU); defaults to twice the timeout
+    processes: int = 256  # processes and threads alive at once (pids cgroup, else RLIMIT_NPROC)
 
     def apply(self) -> None:
         """Set the rlimits; runs in the child between fork and exec."""
@@ -114,25 +117,37 @@ def _read_tail(f) -> str:
 
 
 def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits: Limits = Limits(),
-        writable: tuple[Path, ...] | list[Path] = ()) -> RunResult:
+        writable: tuple[Path, ...] | list[Path] = (), readable: tuple[Path, ...] | list[Path] = ()) -> RunResult:
     """Run argv to completion (or timeout) in its own process group; never raises for the child's failures.
-    `cwd` and `writable` are the only places the child may write to (besides a private temporary folder)."""
+    `cwd` and `writable` are the only places the child may write to (besides a private temporary folder);
+    `readable` are files it must see even where the sandbox hides their folder (/tmp, home)."""
+    cap = ProcessCap(limits.processes)
+
+    def in_child() -> None:
+        limits.apply()
+        cap.enter()
+
+    wrapped = current().wrap([str(a) for a in argv], Path(cwd), list(map(Path, writable)), list(map(Path, readable)))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env if env is not None else child_env(), stdin=subprocess.DEVNULL,
-            stdout=out, stderr=err, start_new_session=True, preexec_fn=limits.apply,
-        )
+        try:
+            proc = subprocess.Popen(wrapped, cwd=cwd, env=env if env is not None else child_env(),
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                                    preexec_fn=in_child)
+        except BaseException:
+            cap.close()
+            raise
         _live_groups.add(proc.pid)
         timed_out = False
         try:
             proc.wait(timeout=limits.timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-        finally:  # also on KeyboardInterrupt: the group dies with us
+        finally:  # also on KeyboardInterrupt: the group, and anything that left it, dies with us
             _kill_group(proc.pid)
             proc.wait()
             _live_groups.discard(proc.pid)
+            cap.close()
         seconds = time.perf_counter() - start
         USAGE.processes += 1
         USAGE.seconds += seconds

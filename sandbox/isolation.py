@@ -1,0 +1,186 @@
+"""How strongly untrusted processes are shut in, from strongest to weakest:
+
+- "bubblewrap": `bwrap` with every namespace unshared (no network, own PID namespace), the whole file system
+  read-only, a private /tmp, the home folder hidden, and only the workspace and declared output folders writable;
+- "unshare": `unshare` with user, network and PID namespaces (no network; the file system is not protected);
+- "rlimits": resource limits and a process group only.
+
+Independently, a pids cgroup (v2, or v1's pids hierarchy) caps the number of processes when the cgroup file system is
+writable; otherwise RLIMIT_NPROC does, except for root, whom the kernel exempts from it.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+LEVELS = ("bubblewrap", "unshare", "rlimits")
+_PERFAGENT_SOURCE = Path(__file__).resolve().parent.parent
+_counter = itertools.count()
+
+
+class IsolationError(RuntimeError):
+    pass
+
+
+def _works(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@lru_cache(maxsize=None)
+def available(level: str) -> bool:
+    if level == "bubblewrap":
+        return bool(shutil.which("bwrap")) and _works(
+            ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"])
+    if level == "unshare":
+        return bool(shutil.which("unshare")) and _works(
+            ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "true"])
+    return level == "rlimits"
+
+
+@lru_cache(maxsize=None)
+def _interpreter_paths(python: str) -> tuple[str, ...]:
+    """Folders a Python interpreter needs to run: its prefixes and its executable's folder."""
+    out = subprocess.run([python, "-c", "import sys; print(sys.prefix); print(sys.base_prefix); "
+                                        "print(sys.exec_prefix); print(sys.executable)"],
+                         capture_output=True, text=True, timeout=60)
+    paths = [line for line in out.stdout.splitlines() if line]
+    return tuple(dict.fromkeys([*paths[:3], *(str(Path(p).parent) for p in paths[3:])]))
+
+
+@dataclass(frozen=True)
+class Isolation:
+    level: str
+
+    def describe(self) -> str:
+        limit = "processes capped by a pids cgroup" if cgroup_root() else (
+            "processes capped by RLIMIT_NPROC" if os.geteuid() != 0 else "NO process cap (root, no writable cgroup)")
+        what = {"bubblewrap": "no network, read-only file system except the workspace, private /tmp, hidden home",
+                "unshare": "no network, own PID namespace; the file system is NOT protected",
+                "rlimits": "resource limits only: network and file system are NOT protected"}[self.level]
+        return f"{self.level} ({what}; {limit})"
+
+    def wrap(self, argv: list[str], cwd: Path, writable: list[Path], readable: list[Path] = ()) -> list[str]:
+        if self.level == "bubblewrap":
+            return self._bwrap(argv, cwd, writable, readable)
+        if self.level == "unshare":
+            return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--", *argv]
+        return argv
+
+    @staticmethod
+    def _bwrap(argv: list[str], cwd: Path, writable: list[Path], readable: list[Path]) -> list[str]:
+        home = Path.home().resolve()
+        args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--hostname", "sandbox",
+                "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        if home != Path("/"):
+            args += ["--tmpfs", str(home)]
+            keep = [Path(argv[0]).resolve().parent, _PERFAGENT_SOURCE]
+            if Path(argv[0]).name.startswith("python"):
+                keep += map(Path, _interpreter_paths(argv[0]))
+            for path in dict.fromkeys(p.resolve() for p in keep):
+                if path.is_relative_to(home) and path.exists():
+                    args += ["--ro-bind", str(path), str(path)]
+        for path in dict.fromkeys(p.resolve() for p in readable):
+            args += ["--ro-bind", str(path), str(path)]
+        for path in dict.fromkeys(p.resolve() for p in [cwd, *writable]):
+            args += ["--bind", str(path), str(path)]
+        return [*args, "--chdir", str(Path(cwd).resolve()), "--", *argv]
+
+
+_current = Isolation("rlimits")
+
+
+def configure(requested: str = "auto") -> Isolation:
+    """Choose the isolation level for every later run(); "auto" takes the strongest one that works here."""
+    global _current
+    if requested == "auto":
+        _current = Isolation(next(level for level in LEVELS if available(level)))
+    elif requested not in LEVELS:
+        raise IsolationError(f"unknown isolation level {requested!r}: use auto, {', '.join(LEVELS)}")
+    elif not available(requested):
+        hint = " (install the bubblewrap package)" if requested == "bubblewrap" else ""
+        raise IsolationError(f"isolation level {requested!r} does not work on this machine{hint}")
+    else:
+        _current = Isolation(requested)
+    return _current
+
+
+def current() -> Isolation:
+    return _current
+
+
+# -- process count ------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def cgroup_root() -> Path | None:
+    """A writable pids cgroup below our own (v2, or the v1 pids hierarchy), or None."""
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        own[controllers] = path
+    candidates = []
+    if "pids" in own:
+        candidates.append(Path("/sys/fs/cgroup/pids") / own["pids"].lstrip("/"))
+    if "" in own:
+        candidates += [Path("/sys/fs/cgroup") / own[""].lstrip("/"), Path("/sys/fs/cgroup/unified") / own[""].lstrip("/")]
+    for base in candidates:
+        probe = base / f"perfagent-probe-{os.getpid()}"
+        try:
+            probe.mkdir()
+        except OSError:
+            continue
+        ok = (probe / "pids.max").exists()
+        probe.rmdir()
+        if ok:
+            return base
+    return None
+
+
+class ProcessCap:
+    """A pids cgroup for one child and all its descendants: caps their number, and finds them all to kill."""
+
+    def __init__(self, max_processes: int):
+        root = cgroup_root()
+        self.path = root / f"perfagent-{os.getpid()}-{next(_counter)}" if root else None
+        self.max_processes = max_processes
+        if self.path:
+            self.path.mkdir()
+            (self.path / "pids.max").write_text(str(max_processes))
+
+    def enter(self) -> None:
+        """In the child, before exec: join the cgroup, or fall back to RLIMIT_NPROC."""
+        if self.path:
+            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+        elif os.geteuid() != 0:
+            running = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
+            resource.setrlimit(resource.RLIMIT_NPROC, (running + self.max_processes,) * 2)
+
+    def close(self) -> None:
+        """Kill whatever is still in the cgroup (daemons that left the process group too) and remove it."""
+        if not self.path:
+            return
+        procs = self.path / "cgroup.procs"
+        for _ in range(100):
+            pids = [int(p) for p in procs.read_text().split()]
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+        try:
+            self.path.rmdir()
+        except OSError as exc:
+            print(f"perfagent: could not remove {self.path}: {exc}", file=sys.stderr)

@@ -1,0 +1,178 @@
+"""Hostile code is contained: each case runs for real inside the sandbox, bounded (a few hundred processes at most,
+small memory and file limits), and the test checks that nothing outside the workspace changed."""
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sandbox import isolation
+from sandbox.run import Limits, child_env, run
+from tests.conftest import git, make_repo
+
+PY = sys.executable
+needs_bwrap = pytest.mark.skipif(not isolation.available("bubblewrap"), reason="bubblewrap is not installed")
+
+
+@pytest.fixture
+def bwrap():
+    previous = isolation.current().level
+    yield isolation.configure("bubblewrap")
+    isolation.configure(previous)
+
+
+def _sandboxed(code: str, workspace: Path, **limits) -> "RunResult":  # noqa: F821
+    return run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=child_env(),
+               limits=Limits(**{"timeout_s": 20, **limits}))
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                state = (entry / "status").read_text()
+                if "State:\tZ" not in state:
+                    found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_levels_are_detected_and_described():
+    assert isolation.available("rlimits")
+    level = isolation.configure("auto")
+    assert level.level in isolation.LEVELS and level.level in level.describe()
+    with pytest.raises(isolation.IsolationError, match="unknown isolation level"):
+        isolation.configure("docker")
+
+
+@needs_bwrap
+def test_fork_bomb_is_capped_and_cleaned_up(bwrap, tmp_path):
+    marker = f"forkbomb-{uuid.uuid4().hex}"  # in the code, so on every process's command line
+    code = f"""
+        import os, time
+        # {marker}
+        children = 0
+        for _ in range(10000):
+            try:
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                children += 1
+            except OSError:
+                break
+        print("forked", children, flush=True)
+        time.sleep(60)
+    """
+    result = _sandboxed(code, tmp_path, timeout_s=10, processes=64)
+    assert result.timed_out
+    forked = int(result.stdout.split()[1])
+    assert 10 <= forked < 64, result.stdout
+    time.sleep(0.3)
+    assert _processes_with(marker) == []
+
+
+@needs_bwrap
+def test_endless_allocation_file_and_sleep(bwrap, tmp_path):
+    memory = _sandboxed("x = []\nwhile True: x.append(bytearray(50 << 20))", tmp_path, memory_mb=512)
+    assert "out of memory" in memory.failure()
+    big = _sandboxed("f = open('big', 'wb')\nwhile True: f.write(b'x' * (1 << 20))", tmp_path, file_mb=16)
+    assert "file size limit" in big.failure() and (tmp_path / "big").stat().st_size <= 16 << 20
+    sleeper = _sandboxed("import time\ntime.sleep(600)", tmp_path, timeout_s=2)
+    assert sleeper.timed_out
+
+
+@needs_bwrap
+def test_no_network_even_to_loopback_outside(bwrap, tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(3)
+    port = server.getsockname()[1]
+    accepted = []
+    thread = threading.Thread(target=lambda: _accept(server, accepted))
+    thread.start()
+    code = f"""
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=2)
+            print("connected")
+        except OSError as exc:
+            print("refused", exc)
+    """
+    result = _sandboxed(code, tmp_path)
+    thread.join()
+    server.close()
+    assert "refused" in result.stdout and accepted == []
+
+
+def _accept(server, accepted):
+    try:
+        accepted.append(server.accept())
+    except OSError:
+        pass
+
+
+@needs_bwrap
+def test_writes_outside_the_workspace_do_not_land(bwrap, tmp_path):
+    name = f"perfagent-escape-{uuid.uuid4().hex}"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    code = f"""
+        from pathlib import Path
+        for target in [Path.home() / {name!r}, Path("/tmp") / {name!r}, Path({str(outside)!r}) / "x",
+                       Path("/usr/local") / {name!r}]:
+            try:
+                target.write_text("escaped")
+                print("wrote", target)
+            except OSError as exc:
+                print("blocked", target, exc.strerror)
+        Path("inside.txt").write_text("ok")
+    """
+    result = _sandboxed(code, workspace)
+    assert result.ok, result.tail()
+    assert not (Path.home() / name).exists() and not (Path("/tmp") / name).exists()
+    assert not (outside / "x").exists() and not (Path("/usr/local") / name).exists()
+    assert (workspace / "inside.txt").read_text() == "ok"
+
+
+@needs_bwrap
+def test_cannot_delete_the_users_git_or_kill_its_parent(bwrap, tmp_path):
+    repo = make_repo(tmp_path / "user", {"a.py": "x = 1\n"})
+    worktree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "--detach", str(worktree))
+    code = """
+        import os, shutil, signal
+        gitdir = open(".git").read().split(":", 1)[1].strip()
+        user_git = gitdir.split("/.git/")[0] + "/.git"
+        shutil.rmtree(user_git, ignore_errors=True)
+        print("visible pids", sorted(int(p) for p in os.listdir("/proc") if p.isdigit())[:5])
+        os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(-1, signal.SIGKILL)
+    """
+    result = _sandboxed(code, worktree)
+    assert not result.ok
+    assert str(os.getpid()) not in result.stdout.split("visible pids")[-1].split("]")[0].split(", ")
+    assert git(repo, "log", "--oneline").strip().endswith("initial")
+    assert git(repo, "fsck", "--no-progress") == ""
+
+
+@pytest.mark.skipif(not isolation.available("unshare"), reason="unshare cannot create namespaces here")
+def test_unshare_level_has_no_network(tmp_path):
+    previous = isolation.current().level
+    isolation.configure("unshare")
+    try:
+        result = _sandboxed("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=2)\n"
+                            "except OSError as exc:\n    print(exc.errno)", tmp_path)
+    finally:
+        isolation.configure(previous)
+    assert result.ok and result.stdout.strip() in {"101", "111"}  # network unreachable / refused, own namespace
