@@ -4,6 +4,7 @@ Runs inside the sandbox, in the target's own interpreter, so it uses the stdlib 
 It writes one JSON document to the output path; the parent never unpickles anything from here.
 
     python harness.py result    WORKLOAD OUT           # setup(); workload() -> normal form of its result
+    python harness.py result-perturbed WORKLOAD OUT    # same with the file's optional perturbed_setup() instead
     python harness.py time      WORKLOAD OUT LOOPS     # LOOPS x (setup(); timed workload()) -> wall/cpu per call
     python harness.py calibrate WORKLOAD OUT SECONDS   # time single calls until SECONDS have passed
     python harness.py profile   WORKLOAD OUT SECONDS   # run workload() for SECONDS under an outside sampler (py-spy)
@@ -54,7 +55,8 @@ def strip_timing_loop(tree):
     return tree
 
 
-def load_workload(path):
+def load_workload(path, setup_name="setup"):
+    """The workload file's `setup_name` and `workload` functions."""
     path = os.path.abspath(path)
     with open(path, encoding="utf-8") as f:
         tree = strip_timing_loop(ast.parse(f.read(), filename=path))
@@ -62,10 +64,10 @@ def load_workload(path):
     module.__file__ = path
     sys.modules[module.__name__] = module
     exec(compile(tree, path, "exec"), module.__dict__)
-    for name in ("setup", "workload"):
+    for name in (setup_name, "workload"):
         if not callable(module.__dict__.get(name)):
             raise SystemExit(f"{path} does not define a `{name}()` function")
-    return module.setup, module.workload
+    return module.__dict__[setup_name], module.workload
 
 
 def _normalize(obj):
@@ -140,14 +142,14 @@ def mode_cprofile(setup, workload, seconds):
     return {"calls": calls, "seconds": time.perf_counter() - start, "functions": functions}
 
 
-MODES = {"result": mode_result, "time": mode_time, "calibrate": mode_calibrate,
+MODES = {"result": mode_result, "result-perturbed": mode_result, "time": mode_time, "calibrate": mode_calibrate,
          "profile": mode_profile, "cprofile": mode_cprofile}
 
 
 def main(argv):
     mode, workload_path, out_path = argv[1], argv[2], argv[3]
     arg = argv[4] if len(argv) > 4 else None
-    setup, workload = load_workload(workload_path)
+    setup, workload = load_workload(workload_path, "perturbed_setup" if mode == "result-perturbed" else "setup")
     value = MODES[mode](setup, workload, arg)
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(value, f)

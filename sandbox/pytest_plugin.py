@@ -38,5 +38,6 @@ def pytest_collectreport(report):
 def pytest_sessionfinish(session):
     path = os.environ.get("PERFAGENT_TEST_REPORT")
     if path:
-        with open(path, "w", encoding="utf-8") as f:
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(_outcomes, f)
+        os.replace(path + ".tmp", path)

@@ -43,7 +43,10 @@ def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, li
         argv = [python, "-m", "coverage", "run", f"--data-file={coverage_file}", f"--source={worktree}",
                 *pytest_args]
     process = run(argv, cwd=worktree, env=env, limits=limits, writable=[tmp])
-    outcomes = json.loads(report.read_text()) if report.exists() else {}
+    try:
+        outcomes = json.loads(report.read_text())
+    except (OSError, ValueError):  # never written, or cut short by a kill
+        outcomes = {}
     if not outcomes and process.returncode not in (0, NO_TESTS_COLLECTED):
         outcomes = {"<pytest>": "error"}  # pytest itself could not run (bad arguments, internal error, timeout)
     return SuiteRun(outcomes, process)

@@ -176,3 +176,36 @@ def test_unshare_level_has_no_network(tmp_path):
     finally:
         isolation.configure(previous)
     assert result.ok and result.stdout.strip() in {"101", "111"}  # network unreachable / refused, own namespace
+
+
+@needs_bwrap
+def test_hostile_candidates_in_a_real_run(small_repo, tmp_path):
+    """The run goes on past each hostile candidate, rejects it with a reason, and ends with the honest one."""
+    import json
+
+    from tests.conftest import perfagent_branches, repo_state, scripted_session
+    from tests.test_optimize import GOOD, _body, invoke
+
+    # spelled so that the static guards do not see them: the sandbox itself must contain them
+    hostile = [
+        _body("    import os\n    for _ in range(100000):\n        try:\n            getattr(os, 'fo' + 'rk')()\n"
+              "        except OSError:\n            break\n    return sorted(set(items))", "Parallelize."),
+        _body("    import shutil\n    gitdir = open('.git').read().split(':', 1)[1].strip()\n"
+              "    getattr(shutil, 'rm' + 'tree')(gitdir.split('/.git/')[0] + '/.git')\n    return sorted(set(items))",
+              "Clean up."),
+        _body("    import os\n    getattr(os, 'ki' + 'll')(-1, 9)\n    return sorted(set(items))", "Stop early."),
+    ]
+    before = repo_state(small_repo)
+    out = tmp_path / "run"
+    code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m",
+                          scripted_session(tmp_path / "s.json", [*hostile, GOOD]), "--out", out)
+    assert code == 0, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["isolation"].startswith("bubblewrap")
+    assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["tests failed"] * 3 + ["accepted"]
+    detail = summary["candidates"][1]["verdict"]["detail"]  # the user's .git is read-only or not even visible
+    assert "Read-only file system" in detail or "No such file or directory" in detail
+    after = repo_state(small_repo)
+    assert after["files"] == before["files"] and after["index"] == before["index"]
+    assert git(small_repo, "fsck", "--no-progress") == ""
+    assert len(perfagent_branches(small_repo)) == 1
