@@ -120,3 +120,30 @@ def compare_speed(sample_base: Callable[[], float], sample_cand: Callable[[], fl
         if result.decision != UNDECIDED or target >= sampling.max_samples:
             return result, base, cand
         target = min(target + sampling.step, sampling.max_samples)
+
+
+@dataclass(frozen=True)
+class Noise:
+    """How noisy timing is here, from A/A pairs of the unmodified code."""
+    pairs: int
+    sample_spread: float  # interquartile range / median of single samples
+    pair_spread: float  # robust standard deviation of log(pair ratio)
+    resolvable: float  # about the smallest speedup the paired rule can resolve within `max_samples` pairs
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (f"samples vary {self.sample_spread:.1%} (IQR/median), back-to-back pairs {self.pair_spread:.1%}; "
+                f"smallest resolvable speedup about {self.resolvable - 1:.1%}")
+
+
+def measure_noise(first, second, max_samples: int) -> Noise:
+    """From two sample lists of the same code taken as back-to-back pairs."""
+    first, second = np.asarray(first, float), np.asarray(second, float)
+    log_ratios = np.log(first / second)
+    q1, q3 = np.percentile(log_ratios, [25, 75])
+    sigma = float((q3 - q1) / 1.349)  # IQR of a normal distribution is 1.349 sigma
+    # the median's standard error is about 1.25 sigma / sqrt(n); a 95% interval must clear 1 by two of them
+    resolvable = float(np.exp(2 * 1.96 * 1.2533 * sigma / np.sqrt(max_samples)))
+    return Noise(len(first), relative_spread(np.concatenate([first, second])), sigma, resolvable)

@@ -85,3 +85,16 @@ def test_pairing_cancels_phase_swings():
 def test_unknown_test_is_an_error():
     with pytest.raises(ValueError, match="paired"):
         speed_stats([1, 2, 3], [1, 2, 3], test="t-test")
+
+
+def test_noise_estimate():
+    from sandbox.measure import measure_noise
+
+    rng = np.random.default_rng(3)
+    phase = np.repeat(rng.choice([1.0, 1.6], size=10), 4)
+    quiet = measure_noise(phase * (1 + 0.01 * rng.standard_normal(40)), phase * (1 + 0.01 * rng.standard_normal(40)),
+                          max_samples=40)
+    loud = measure_noise(1 + 0.2 * rng.standard_normal(40), 1 + 0.2 * rng.standard_normal(40), max_samples=40)
+    assert quiet.sample_spread > 0.3, "phases make single samples vary a lot"
+    assert quiet.pair_spread < 0.03 and quiet.resolvable < 1.02, "but pairs cancel them"
+    assert loud.pair_spread > 0.15 and loud.resolvable > 1.1
