@@ -42,7 +42,8 @@ def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, li
         env["PERFAGENT_COVERAGE_CONTEXT"] = "1"
         argv = [python, "-m", "coverage", "run", f"--data-file={coverage_file}", f"--source={worktree}",
                 *pytest_args]
-    process = run(argv, cwd=worktree, env=env, limits=limits, writable=[tmp])
+    process = run(argv, cwd=worktree, env=env, limits=limits,
+                  writable=[tmp] + ([coverage_file.parent] if coverage_file else []))
     try:
         outcomes = json.loads(report.read_text())
     except (OSError, ValueError):  # never written, or cut short by a kill
