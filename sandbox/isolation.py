@@ -1,7 +1,8 @@
 """How strongly untrusted processes are shut in, from strongest to weakest:
 
 - "bubblewrap": `bwrap` with every namespace unshared (no network, own PID namespace), the whole file system
-  read-only, a private /tmp, the home folder hidden, and only the workspace and declared output folders writable;
+  read-only, a private /tmp, credentials in the home folder hidden, and only the workspace and declared output
+  folders writable;
 - "unshare": `unshare` with user, network and PID namespaces (no network; the file system is not protected);
 - "rlimits": resource limits and a process group only.
 
@@ -10,6 +11,7 @@ writable; otherwise RLIMIT_NPROC does, except for root, whom the kernel exempts 
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import resource
@@ -17,13 +19,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 LEVELS = ("bubblewrap", "unshare", "rlimits")
-_PERFAGENT_SOURCE = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 
 
@@ -50,13 +52,18 @@ def available(level: str) -> bool:
 
 
 @lru_cache(maxsize=None)
-def _interpreter_paths(python: str) -> tuple[str, ...]:
-    """Folders a Python interpreter needs to run: its prefixes and its executable's folder."""
-    out = subprocess.run([python, "-c", "import sys; print(sys.prefix); print(sys.base_prefix); "
-                                        "print(sys.exec_prefix); print(sys.executable)"],
-                         capture_output=True, text=True, timeout=60)
-    paths = [line for line in out.stdout.splitlines() if line]
-    return tuple(dict.fromkeys([*paths[:3], *(str(Path(p).parent) for p in paths[3:])]))
+def _empty_file() -> Path:
+    """An empty file to mount over credential files (a device node would not open on the nodev mounts)."""
+    fd, path = tempfile.mkstemp(prefix="perfagent-empty-")
+    os.close(fd)
+    os.chmod(path, 0o444)
+    atexit.register(os.unlink, path)
+    return Path(path)
+
+
+# credentials under the home folder that sandboxed code has no business reading
+SECRETS = (".ssh", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".gnupg", ".netrc", ".git-credentials",
+           ".pypirc", ".npmrc", ".config/gh", ".local/share/keyrings")
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,8 @@ class Isolation:
     def describe(self) -> str:
         limit = "processes capped by a pids cgroup" if cgroup_root() else (
             "processes capped by RLIMIT_NPROC" if os.geteuid() != 0 else "NO process cap (root, no writable cgroup)")
-        what = {"bubblewrap": "no network, read-only file system except the workspace, private /tmp, hidden home",
+        what = {"bubblewrap": "no network, read-only file system except the workspace, private /tmp, "
+                              "credentials hidden",
                 "unshare": "no network, own PID namespace; the file system is NOT protected",
                 "rlimits": "resource limits only: network and file system are NOT protected"}[self.level]
         return f"{self.level} ({what}; {limit})"
@@ -80,17 +88,13 @@ class Isolation:
 
     @staticmethod
     def _bwrap(argv: list[str], cwd: Path, writable: list[Path], readable: list[Path]) -> list[str]:
-        home = Path.home().resolve()
         args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--hostname", "sandbox",
                 "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        if home != Path("/"):
-            args += ["--tmpfs", str(home)]
-            keep = [Path(argv[0]).resolve().parent, _PERFAGENT_SOURCE]
-            if Path(argv[0]).name.startswith("python"):
-                keep += map(Path, _interpreter_paths(argv[0]))
-            for path in dict.fromkeys(p.resolve() for p in keep):
-                if path.is_relative_to(home) and path.exists():
-                    args += ["--ro-bind", str(path), str(path)]
+        for secret in (Path.home() / name for name in SECRETS):
+            if secret.is_dir():
+                args += ["--tmpfs", str(secret)]
+            elif secret.exists():
+                args += ["--ro-bind", str(_empty_file()), str(secret)]
         for path in dict.fromkeys(p.resolve() for p in readable):
             args += ["--ro-bind", str(path), str(path)]
         for path in dict.fromkeys(p.resolve() for p in [cwd, *writable]):

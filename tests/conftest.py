@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import isolation
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+isolation.configure("auto")  # every test runs children at the strongest level this machine has, as users would
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "workloads" / "textstats"
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]

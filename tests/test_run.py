@@ -6,9 +6,21 @@ import sys
 import textwrap
 import time
 
+import pytest
+
+from sandbox import isolation
 from sandbox.run import Limits, child_env, run
 
 PY = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def rlimits_level():
+    """These tests check process-group handling by host pids, so they run without namespaces."""
+    previous = isolation.current().level
+    isolation.configure("rlimits")
+    yield
+    isolation.configure(previous)
 
 
 def _alive(pid: int) -> bool:

@@ -209,3 +209,26 @@ def test_hostile_candidates_in_a_real_run(small_repo, tmp_path):
     assert after["files"] == before["files"] and after["index"] == before["index"]
     assert git(small_repo, "fsck", "--no-progress") == ""
     assert len(perfagent_branches(small_repo)) == 1
+
+
+@needs_bwrap
+def test_credentials_in_home_are_hidden(bwrap, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
+    (home / ".netrc").write_text("machine x password hunter2")
+    (home / "notes.txt").write_text("not a secret")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "t0ken")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    code = f"""
+        import os
+        from pathlib import Path
+        home = Path({str(home)!r})
+        print(sorted(os.listdir(home / ".ssh")), repr((home / ".netrc").read_text()), (home / "notes.txt").read_text(),
+              os.environ.get("MY_SERVICE_TOKEN"))
+    """
+    result = run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=child_env(), limits=Limits(timeout_s=20),
+                 readable=[home / "notes.txt"])
+    assert result.stdout.split() == ["[]", "''", "not", "a", "secret", "None"], result.tail()
