@@ -22,6 +22,8 @@ class Settings(BaseModel):
     workload: str = Field(description="a .py file defining setup() and workload(), or a shell command")
     model: str = Field(description="litellm model name, or scripted:PATH for recorded responses")
     tests: list[str] = Field(default_factory=list, description="pytest paths / node ids; empty: chosen by coverage")
+    compare_output: bool = Field(True, description="a command workload's stdout must stay the same; false: only its "
+                                 "exit status counts")
     api_base: str | None = None
     max_iterations: int = Field(8, ge=1, description="candidates to try at most")
     budget_usd: float | None = Field(None, gt=0, description="hard limit on model spend")

@@ -1,9 +1,12 @@
-"""Checks on a candidate's edits before anything runs: files it may not touch, code that games a benchmark."""
+"""Checks against benchmark gaming: on a candidate's edits before anything runs (files it may not touch, code that
+games a benchmark), and on the files its runs leave in the repository."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
-from pathlib import PurePosixPath
+import subprocess
+from pathlib import Path, PurePosixPath
 
 # (glob, why): files whose change would let a candidate pass by moving the goalposts
 PROTECTED = [
@@ -16,14 +19,18 @@ PROTECTED = [
     ("requirements*.txt", "packaging"), ("MANIFEST.in", "packaging"),
 ]
 
+REFERS_TO_HARNESS = "refers to the workload or the harness"
+_CALL_ARGS = r"(?:[^()]|\((?:[^()]|\([^()]*\))*\))*"  # a call's arguments, up to two levels of nested parentheses
+
 # code patterns in added lines that let code notice it is being benchmarked, or carry results across processes
 SUSPICIOUS = [
     (re.compile(r"sys\._getframe|inspect\.(currentframe|stack|getouterframes)|\bf_back\b"),
      "inspects its caller (sys._getframe / inspect.stack)"),
-    (re.compile(r"\bworkload\.py\b|__perfagent|perfagent_|PERFAGENT"), "refers to the workload or the harness"),
+    (re.compile(r"\b(workload|harness)\.py\b|__perfagent|perfagent_|PERFAGENT"), REFERS_TO_HARNESS),
     (re.compile(r"os\.environ\[[^]]+\]\s*=|os\.environ\.(setdefault|update)|os\.putenv"),
      "writes environment variables (results carried between processes)"),
-    (re.compile(r"\bpickle\.dump|\bshelve\.open|\bmarshal\.dump|open\([^)]*['\"][wa]b?\+?['\"]"),
+    (re.compile(r"\bpickle\.dump|\bshelve\.open|\bmarshal\.dump|"
+                r"\bopen\(" + _CALL_ARGS + r"['\"]([wax]|r[bt]?\+)[bt+]*['\"]"),  # open(..., "w") and other write modes
      "writes files (results cached on disk between processes)"),
 ]
 
@@ -37,5 +44,28 @@ def protected_reason(path: str, workload_path: str | None, allowed: list[str] = 
     return next((why for pattern, why in PROTECTED if fnmatch.fnmatch(path, pattern)), None)
 
 
-def suspicious_reason(added_code: str) -> str | None:
+def suspicious_reason(added_code: str, workload_name: str | None = None) -> str | None:
+    """Why code a candidate adds looks like benchmark gaming, or None; `workload_name`: the workload file's name."""
+    if workload_name and re.search(rf"\b{re.escape(workload_name)}\b", added_code):
+        return REFERS_TO_HARNESS
     return next((why for pattern, why in SUSPICIOUS if pattern.search(added_code)), None)
+
+
+def repository_changes(worktree: Path) -> dict[str, str | None]:
+    """Files git sees as new, modified or deleted in `worktree` (ignored ones too, bytecode caches aside), each with
+    a digest of its content (None: deleted)."""
+    status = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=all", "--ignored"],
+                            cwd=worktree, check=True, capture_output=True, encoding="utf-8",
+                            errors="surrogateescape").stdout
+    paths = [entry[3:] for entry in status.split("\0") if entry]  # "XY path"; nothing is staged, so no renames
+    return {path: _digest(worktree / path) for path in paths if not PurePosixPath(path).match("__pycache__/*.pyc")}
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def files_written(worktree: Path, before: dict[str, str | None]) -> set[str]:
+    """Files created, modified or deleted in `worktree` since `before` (its repository_changes() then)."""
+    return {path for path, digest in repository_changes(worktree).items()
+            if path not in before or before[path] != digest}

@@ -14,15 +14,15 @@ from rich.markup import escape
 
 from agent.config import Settings
 from agent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
+from agent.guards import repository_changes
 from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptExhausted, Session, Trajectory, \
     make_model
 from agent.localize import Profile, profile_workload
 from agent.prompts import Attempt, fix_edit_message, optimize_messages
 from agent.record import RunRecord
 from agent.source import FunctionSpan, SourceIndex
-from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits
+from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
-from sandbox.compare import compare_results
 from sandbox.measure import Sampling, compare_speed
 from sandbox import isolation
 from sandbox.run import USAGE, Limits
@@ -135,17 +135,18 @@ class Optimizer:
         plan = build_test_plan(coverage_file, worktree) if coverage_file else TestPlan(explicit)
         return plan, passing, flaky, second.process.seconds  # the plain run: coverage slows the first
 
-    def _baseline_workload(self, runner: WorkloadRunner, worktree: Path) -> tuple[object, float]:
+    def _baseline_workload(self, runner: WorkloadRunner, worktree: Path,
+                           compare_output: bool) -> tuple[dict[str, object], float]:
         try:
-            result, seconds = runner.result(worktree)
-            again, _ = runner.result(worktree)
+            results, seconds = runner.results(worktree)
+            again, _ = runner.results(worktree)
         except WorkloadFailed as exc:
             raise BaselineError(f"the workload fails on the unmodified code: {exc}") from None
-        same = compare_results(result, again)
-        if not same.equal:
+        same = compare_inputs(results, again)
+        if compare_output and not same.equal:
             raise BaselineError("the workload's result differs between two runs of the unmodified code "
                                 f"({same.detail}); make it deterministic (seed random generators)")
-        return result, seconds
+        return results, seconds
 
     # -- one candidate ----------------------------------------------------------------------------------------
     def _ask_for_edits(self, session: Session, messages: list[dict], worktree: Path):
@@ -276,17 +277,18 @@ class Optimizer:
         if flaky:
             self.say(f"[yellow]{len(flaky)} flaky test(s) ignored for verdicts: {escape(', '.join(flaky[:5]))}[/]")
         runner = WorkloadRunner(self.workload, s.python, tmp, self.limits)
-        result, seconds = self._baseline_workload(runner, branch_wt)
+        compare_output = s.compare_output or self.workload.kind != "command"
+        results, seconds = self._baseline_workload(runner, branch_wt, compare_output)
         loops = runner.calibrate(branch_wt, s.sample_seconds)
         self.say(f"baseline: {len(passing)} tests pass, workload {seconds * 1000:.1f} ms, {loops} call(s) per "
                  f"timing sample")
-        ref = Reference(branch_wt, passing, result, seconds, test_seconds)
+        ref = Reference(branch_wt, passing, results, seconds, test_seconds, set(repository_changes(branch_wt)))
         self.record.update(baseline={"tests_passing": len(passing), "flaky": flaky, "test_seconds": test_seconds,
                                      "workload_seconds": seconds, "loops": loops})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
                                      candidate_limits(self.limits, seconds * loops, s.candidate_timeout_s)),
                       s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative, s.memory_mb,
-                      s.candidate_timeout_s, s.allow_edits)
+                      s.candidate_timeout_s, s.allow_edits, compare_output)
         attempts: list[Attempt] = []
         accepted, rejected_in_row, stop = 0, 0, "iteration limit reached"
         profile = None

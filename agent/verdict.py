@@ -1,14 +1,14 @@
-"""Decide on one candidate: guards, syntax, tests, result equivalence, then speed. Cheap checks first; every
-rejection carries a named reason and the evidence."""
+"""Decide on one candidate: guards, syntax, tests, files its runs leave in the repository, result equivalence (on the
+perturbed input too), then speed. Cheap checks first; every rejection carries a named reason and the evidence."""
 from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from agent.guards import protected_reason, suspicious_reason
-from agent.workload import WorkloadFailed, WorkloadRunner
-from sandbox.compare import compare_results
+from agent.guards import files_written, protected_reason, repository_changes, suspicious_reason
+from agent.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
+from sandbox.compare import Comparison, compare_results
 from sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed
 from sandbox.run import Limits
 from sandbox.testrun import run_pytest
@@ -22,11 +22,22 @@ WORKLOAD_FAILED = "workload failed"
 RESULT_CHANGED = "result changed"
 NOT_FASTER_REASON = "not faster"
 TOO_NOISY = "too noisy to decide"
+IDENTICAL = "identical"
+NOT_COMPARED = "not compared (compare-output = false)"
 
 
 def candidate_limits(limits: Limits, baseline_seconds: float, floor_s: float) -> Limits:
     """Candidates get a generous multiple of the baseline's time, then are killed."""
     return replace(limits, timeout_s=max(floor_s, 10 * baseline_seconds))
+
+
+def compare_inputs(expected: dict[str, object], actual: dict[str, object]) -> Comparison:
+    """The first difference between two runs' results, input by input; one on the perturbed input says so."""
+    for name, value in expected.items():
+        comparison = compare_results(value, actual[name])
+        if not comparison.equal:
+            return comparison if name == OWN_INPUT else Comparison(False, f"on the {name}: {comparison.detail}")
+    return Comparison(True, "")
 
 
 @dataclass
@@ -54,9 +65,10 @@ class Reference:
     """What a candidate is judged against: the current branch head's state."""
     worktree: Path
     passing_tests: set[str]  # stable passes at baseline
-    result: object
+    results: dict[str, object]  # per input: OWN_INPUT, and PERTURBED_INPUT when the workload has one
     seconds: float  # one workload run at baseline
     test_seconds: float
+    writes: set[str]  # files the baseline's tests and workload runs left in the repository
 
 
 @dataclass
@@ -70,6 +82,7 @@ class Judge:
     memory_mb: int
     timeout_floor_s: float
     allowed_edits: list[str] = field(default_factory=list)
+    compare_output: bool = True  # False: a command workload's stdout is not compared, only its exit status counts
 
     def test_limits(self, ref: "Reference") -> Limits:
         return candidate_limits(self.runner.limits, ref.test_seconds, self.timeout_floor_s)
@@ -84,7 +97,7 @@ class Judge:
             added = "\n".join(line[1:] for line in difflib.unified_diff(
                 before.get(path, "").splitlines(), text.splitlines(), lineterm="", n=0)
                 if line.startswith("+") and not line.startswith("+++"))
-            why = suspicious_reason(added)
+            why = suspicious_reason(added, PurePosixPath(self.workload_path).name if self.workload_path else None)
             if why:
                 return Verdict(SUSPICIOUS_CODE, f"{path}: {why}")
             if path.endswith(".py"):
@@ -95,6 +108,7 @@ class Judge:
         return None
 
     def judge(self, candidate: Path, ref: Reference, tests: list[str]) -> Verdict:
+        before = repository_changes(candidate)
         tmp = self.tmp / candidate.name
         tmp.mkdir(parents=True, exist_ok=True)
         run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref))
@@ -110,22 +124,28 @@ class Judge:
         if detail:
             return Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
         try:
-            result, _ = self.runner.result(candidate)
+            results, _ = self.runner.results(candidate)
         except WorkloadFailed as exc:
             return Verdict(WORKLOAD_FAILED, str(exc), checked)
-        comparison = compare_results(ref.result, result)
-        if not comparison.equal:
-            return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
+        written = sorted(files_written(candidate, before) - ref.writes)
+        if written:
+            return Verdict(SUSPICIOUS_CODE, f"writes files into the repository while running: {', '.join(written[:5])}",
+                           checked)
+        if self.compare_output:
+            comparison = compare_inputs(ref.results, results)
+            if not comparison.equal:
+                return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
+        result_check = IDENTICAL if self.compare_output else NOT_COMPARED
         try:
             speed, base, cand = compare_speed(lambda: self.runner.sample(ref.worktree, self.loops),
                                         lambda: self.runner.sample(candidate, self.loops), self.sampling)
         except WorkloadFailed as exc:
-            return Verdict(WORKLOAD_FAILED, str(exc), checked, result_check="identical")
+            return Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check)
         reason = {FASTER: ACCEPTED, NOT_FASTER: NOT_FASTER_REASON}.get(speed.decision, TOO_NOISY)
         detail = speed.describe()
         if reason == TOO_NOISY:
             detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
                        f"{self.sampling.max_samples} samples per side")
-        return Verdict(reason, detail, checked, result_check="identical", speed=speed,
+        return Verdict(reason, detail, checked, result_check=result_check, speed=speed,
                        samples={"baseline": base, "candidate": cand})
 

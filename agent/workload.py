@@ -1,14 +1,19 @@
 """What to make faster: a Python file with `setup()` and `workload()` (SWE-fficiency's convention; `workload()`'s
-return value is the workload's result), or a shell command (its stdout is the result)."""
+return value is the workload's result, and an optional `perturbed_setup()` gives a second input it must hold on), or a
+shell command (its stdout is the result)."""
 from __future__ import annotations
 
 import ast
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox import HARNESS
 from sandbox.run import Limits, RunResult, child_env, run
+
+OWN_INPUT, PERTURBED_INPUT = "input", "perturbed input"
 
 
 class WorkloadError(ValueError):
@@ -21,6 +26,7 @@ class Workload:
     spec: str  # as the user gave it
     path: Path | None = None  # the workload file (python kind)
     repo_relative: str | None = None  # its path inside the repository, when it lives there
+    perturbed: bool = False  # the file defines perturbed_setup(): a second input of the same kind
 
     @classmethod
     def parse(cls, spec: str, repo: Path) -> "Workload":
@@ -46,7 +52,7 @@ class Workload:
                 f"workload file {candidate} must define top-level functions setup() and workload(); "
                 f"missing: {', '.join(m + '()' for m in missing)}. For a shell command, pass the command instead.")
         relative = candidate.relative_to(repo).as_posix() if candidate.is_relative_to(repo) else None
-        return cls("python", spec, candidate, relative)
+        return cls("python", spec, candidate, relative, "perturbed_setup" in defined)
 
     @property
     def files(self) -> list[Path]:
@@ -85,27 +91,41 @@ class WorkloadRunner:
     tmp: Path
     limits: Limits
 
-    def _run(self, worktree: Path, argv: list[str]) -> RunResult:
+    def _run(self, worktree: Path, argv: list[str], writable: list[Path] = ()) -> RunResult:
         return run(argv, cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=self.limits,
-                   writable=[self.tmp], readable=self.workload.files)
+                   writable=writable, readable=self.workload.files)
 
     def _harness(self, worktree: Path, mode: str, arg: object = None) -> dict:
-        out = self.tmp / f"{mode}.json"
-        out.unlink(missing_ok=True)
-        result = self._run(worktree, self.workload.harness_argv(self.python, HARNESS, mode, out, arg))
-        if not result.ok or not out.exists():
-            raise WorkloadFailed(f"the workload ({mode})", result)
-        return json.loads(out.read_text())
+        """Run the harness with a fresh output folder, removed afterwards: nothing written there reaches a later run."""
+        folder = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=self.tmp))
+        try:
+            out = folder / "out.json"
+            result = self._run(worktree, self.workload.harness_argv(self.python, HARNESS, mode, out, arg), [folder])
+            if not result.ok or not out.exists():
+                raise WorkloadFailed(f"the workload ({mode})", result)
+            return json.loads(out.read_text())
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
-    def result(self, worktree: Path) -> tuple[object, float]:
-        """The workload's result (normal form, or stdout for a command) and how long the run took."""
+    def result(self, worktree: Path, perturbed: bool = False) -> tuple[object, float]:
+        """The workload's result (normal form, or stdout for a command) and how long the run took; with `perturbed`,
+        on the input of the file's perturbed_setup()."""
         if self.workload.kind == "command":
             result = self._run(worktree, self.workload.command_argv())
             if not result.ok:
                 raise WorkloadFailed("the workload command", result)
             return result.stdout, result.seconds
-        value = self._harness(worktree, "result")
+        value = self._harness(worktree, "result-perturbed" if perturbed else "result")
         return value["result"], value["seconds"]
+
+    def results(self, worktree: Path) -> tuple[dict[str, object], float]:
+        """The result on each input (OWN_INPUT, and PERTURBED_INPUT when the file defines perturbed_setup()) and the
+        seconds of the run on its own input."""
+        result, seconds = self.result(worktree)
+        results = {OWN_INPUT: result}
+        if self.workload.perturbed:
+            results[PERTURBED_INPUT] = self.result(worktree, perturbed=True)[0]
+        return results, seconds
 
     def calibrate(self, worktree: Path, target_s: float) -> int:
         """Inner loop count so one timing value takes about `target_s` (always 1 for a command)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -78,7 +79,8 @@ def make_variant(folder: Path, n: int) -> Path:
 
 
 def record_pairs(runner: WorkloadRunner, base: Path, cand: Path, loops: int, count: int, what: str) -> list:
-    """`count` back-to-back pairs in ABBA order, each [base value, base wall s, cand value, cand wall s]."""
+    """`count` back-to-back pairs in ABBA order, each [base value, base wall s, cand value, cand wall s, load]
+    (load: the 1-minute load average after the pair; other jobs on the machine add noise)."""
     def timed(worktree: Path) -> tuple[float, float]:
         start = time.perf_counter()
         value = runner.sample(worktree, loops)
@@ -92,7 +94,7 @@ def record_pairs(runner: WorkloadRunner, base: Path, cand: Path, loops: int, cou
         else:
             b = timed(base)
             c = timed(cand)
-        pairs.append([*b, *c])
+        pairs.append([*b, *c, os.getloadavg()[0]])
         if (k + 1) % 20 == 0 or k + 1 == count:
             print(f"  {what}: {k + 1}/{count} pairs", file=sys.stderr, flush=True)
     return pairs
@@ -137,7 +139,7 @@ def replay(pairs: list, start: int, sampling: Sampling) -> tuple[str, int, float
 def describe_sequences(data: dict) -> None:
     print("recorded runs (ratio = baseline / candidate; spread = interquartile range / median)")
     print(f"{'workload':>8}  {'effect':>6}  {'loops':>5}  {'pairs':>5}  {'cand/call':>9}  {'pair ratio':>10}  "
-          f"{'ratio spread':>12}  {'cand spread':>11}")
+          f"{'ratio spread':>12}  {'cand spread':>11}  {'load':>4}")
     for seq in data["sequences"]:
         p = np.array(seq["pairs"])
         ratios = p[:, 0] / p[:, 2]
@@ -145,16 +147,19 @@ def describe_sequences(data: dict) -> None:
         cq1, cmed, cq3 = np.percentile(p[:, 2], [25, 50, 75])
         print(f"{label(seq['seconds']):>8}  {seq['effect']:>6}  {seq['loops']:>5}  {len(p):>5}  "
               f"{cmed * 1000:>7.1f}ms  {np.median(ratios):>10.3f}  {(q3 - q1) / np.median(ratios):>12.1%}  "
-              f"{(cq3 - cq1) / cmed:>11.1%}")
+              f"{(cq3 - cq1) / cmed:>11.1%}  {np.median(p[:, 4]):>4.1f}")
 
 
 def analyse(data: dict, stride: int) -> dict:
     """Per (workload, effect, rule): the trials' decisions, pairs used and seconds; prints the table."""
-    results = {}
-    print(f"\ndecisions (compare_speed with Sampling() defaults, one trial starting at every {stride}. recorded "
-          f"pair)")
-    print(f"{'workload':>8}  {'effect':>6}  {'rule':<11}  {'trials':>6}  {'accepted':>8}  {'not faster':>10}  "
-          f"{'undecided':>9}  {'pairs':>5}  {'seconds':>7}")
+    results, defaults = {}, Sampling()
+    print(f"\ndecisions: compare_speed with Sampling() defaults (first look after {defaults.min_samples} pairs, then "
+          f"every {defaults.step}, at most {defaults.max_samples}, {defaults.warmup} warm-up pair); in each recorded "
+          f"run,\ntrials start {stride} pair(s) apart (while {defaults.warmup + defaults.max_samples} pairs remain). "
+          f"Overlapping trials are not independent: ~indep = recorded pairs / pairs per trial.\n"
+          f"pairs and seconds are medians; seconds = wall time of the samples used, warm-up included.")
+    print(f"{'workload':>8}  {'effect':>6}  {'rule':<11}  {'trials':>6}  {'~indep':>6}  {'accepted':>8}  "
+          f"{'not faster':>10}  {'undecided':>9}  {'pairs':>5}  {'seconds':>7}")
     for seq in data["sequences"]:
         for rule in RULES:
             sampling = Sampling(test=rule)
@@ -165,11 +170,11 @@ def analyse(data: dict, stride: int) -> dict:
                 print(f"{label(seq['seconds']):>8}  {seq['effect']:>6}  {rule:<11}  too few pairs recorded")
                 continue
             decisions = [t[0] for t in trials]
-            share = {d: decisions.count(d) / len(trials) for d in (FASTER, NOT_FASTER)}
+            accepted, rejected = decisions.count(FASTER) / len(trials), decisions.count(NOT_FASTER) / len(trials)
+            pairs = np.median([t[1] for t in trials])
             print(f"{label(seq['seconds']):>8}  {seq['effect']:>6}  {rule:<11}  {len(trials):>6}  "
-                  f"{share[FASTER]:>8.1%}  {share[NOT_FASTER]:>10.1%}  "
-                  f"{1 - share[FASTER] - share[NOT_FASTER]:>9.1%}  {np.median([t[1] for t in trials]):>5.0f}  "
-                  f"{np.median([t[2] for t in trials]):>7.1f}")
+                  f"{len(seq['pairs']) / (pairs + sampling.warmup):>6.1f}  {accepted:>8.1%}  {rejected:>10.1%}  "
+                  f"{1 - accepted - rejected:>9.1%}  {pairs:>5.0f}  {np.median([t[2] for t in trials]):>7.1f}")
     return results
 
 
@@ -194,9 +199,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--durations", type=float, nargs="+", default=[0.005, 0.05, 1.0],
                         help="seconds per workload() call")
-    parser.add_argument("--pairs", type=int, default=200, help="pairs recorded per case, workloads under 0.5 s")
-    parser.add_argument("--long-pairs", type=int, default=60, help="pairs recorded per case, workloads of 0.5 s+")
-    parser.add_argument("--stride", type=int, default=3, help="pairs between the starts of two replayed trials")
+    parser.add_argument("--pairs", type=int, default=150, help="pairs recorded per case, workloads under 0.5 s")
+    parser.add_argument("--long-pairs", type=int, default=55, help="pairs recorded per case, workloads of 0.5 s+")
+    parser.add_argument("--stride", type=int, default=1, help="pairs between the starts of two replayed trials")
     parser.add_argument("--data", default="/tmp/perfagent-measurement.json", help="recorded samples (JSON)")
     parser.add_argument("--replay", action="store_true", help="analyse --data instead of recording")
     args = parser.parse_args()
