@@ -27,7 +27,7 @@ from sandbox.measure import Sampling, compare_speed
 from sandbox import isolation
 from sandbox.run import USAGE, Limits
 from sandbox.testrun import run_pytest, coverage_by_line
-from sandbox.workspace import Workspaces, commit_all, head, open_repo
+from sandbox.workspace import Workspaces, commit_files, head, open_repo
 
 EDIT_FAILED = "edit did not apply"
 NO_EDIT = "no edit"
@@ -201,7 +201,7 @@ class Optimizer:
                 for path, text in applied.changed.items():
                     (branch_wt / path).parent.mkdir(parents=True, exist_ok=True)
                     (branch_wt / path).write_text(text)
-                entry["commit"] = commit_all(branch_wt, f"perfagent: {summary}\n\n{verdict.detail}\n\n"
+                entry["commit"] = commit_files(branch_wt, sorted(applied.changed), f"perfagent: {summary}\n\n{verdict.detail}\n\n"
                                                         f"Functions: {', '.join(entry['functions'])}\n"
                                                         f"Run {self.run_id}, candidate {n}.")
         entry["verdict"] = verdict.as_dict()

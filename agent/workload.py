@@ -31,13 +31,13 @@ class Workload:
     @classmethod
     def parse(cls, spec: str, repo: Path) -> "Workload":
         repo = Path(repo).resolve()
+        if not spec.strip():
+            raise WorkloadError("the workload is empty: give a .py file with setup()/workload() or a command")
         candidate = Path(spec) if Path(spec).is_absolute() else repo / spec
-        if not spec.endswith(".py"):
-            if not spec.strip():
-                raise WorkloadError("the workload is empty: give a .py file with setup()/workload() or a command")
-            return cls("command", spec)
         if not candidate.is_file():
             candidate = Path(spec).resolve()
+        if not candidate.is_file() and (not spec.endswith(".py") or len(spec.split()) > 1):
+            return cls("command", spec)  # e.g. "python tool.py --size 3"
         if not candidate.is_file():
             raise WorkloadError(f"workload file {spec} not found (looked in {repo} and the current folder)")
         candidate = candidate.resolve()

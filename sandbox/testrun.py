@@ -34,7 +34,8 @@ def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, li
     report = tmp / "outcomes.json"
     report.unlink(missing_ok=True)
     env = child_env({"PYTHONPATH": f"{worktree}:{plugin_dir}", "PERFAGENT_TEST_REPORT": str(report),
-                     "PYTHONDONTWRITEBYTECODE": "1"})
+                     "PYTHONDONTWRITEBYTECODE": "1",
+                     "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp / "hypothesis")})  # not in the worktree
     pytest_args = ["-m", "pytest", "-q", "-p", _PLUGIN_MODULE, "-p", "no:cacheprovider", "--color=no", *targets]
     if coverage_file is None:
         argv = [python, *pytest_args]

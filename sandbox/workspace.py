@@ -102,11 +102,12 @@ class Workspaces:
         self.repo.git.worktree("prune")
 
 
-def commit_all(worktree: Path, message: str) -> str:
-    """Commit every change in `worktree` (user hooks skipped) and return the new commit's sha."""
+def commit_files(worktree: Path, paths: list[str], message: str) -> str:
+    """Commit exactly `paths` in `worktree` (user hooks skipped; nothing else the runs left behind) and return the
+    new commit's sha."""
     wt = git.Repo(worktree)
-    wt.git.add("--all")
-    wt.git.commit("--quiet", "--no-verify", "-m", message,
+    wt.git.add("--all", "--", *paths)
+    wt.git.commit("--quiet", "--no-verify", "-m", message, "--", *paths,
                   env={"GIT_AUTHOR_NAME": "perfagent", "GIT_AUTHOR_EMAIL": "perfagent@localhost",
                        "GIT_COMMITTER_NAME": "perfagent", "GIT_COMMITTER_EMAIL": "perfagent@localhost"})
     return wt.head.commit.hexsha

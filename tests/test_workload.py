@@ -70,7 +70,7 @@ def test_command_workload(tmp_path):
     repo = make_repo(tmp_path / "r", SMALL_LIB)
     command = f"{sys.executable} -c 'from mylib.core import unique_sorted; print(unique_sorted([3, 1, 3]))'"
     workload = Workload.parse(command, repo)
-    assert workload.kind == "command"
+    assert workload.kind == "command" and Workload.parse("python tool.py --n 3", repo).kind == "command"
     runner = _runner(workload, tmp_path)
     assert runner.result(repo)[0] == "[1, 3]\n"
     assert runner.calibrate(repo, 0.1) == 1 and runner.sample(repo, 1) > 0

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sandbox.workspace import Workspaces, WorkspaceError, commit_all, open_repo
+from sandbox.workspace import Workspaces, WorkspaceError, commit_files, open_repo
 from tests.conftest import git, make_repo, repo_state
 
 
@@ -36,7 +36,9 @@ def test_worktrees_leave_the_users_checkout_alone(tmp_path):
     assert (branch / "a.py").read_text() == "x = 1\n", "works from HEAD, not from the dirty tree"
     assert not (branch / "new.py").exists()
     (branch / "a.py").write_text("x = 2\n")
-    sha = commit_all(branch, "perfagent: change")
+    (branch / "calls.log").write_text("left behind by a run\n")
+    sha = commit_files(branch, ["a.py"], "perfagent: change")
+    assert git(branch, "show", "--name-only", "--format=", sha).split() == ["a.py"], "only the candidate's files"
     scratch = ws.scratch(sha)
     assert (scratch / "a.py").read_text() == "x = 2\n"
     ws.discard(scratch)
