@@ -35,6 +35,23 @@ SUSPICIOUS = [
 ]
 
 
+# code patterns in added lines that are dangerous outside the sandbox: the branch is merged into real code later
+UNSAFE = [
+    (re.compile(r"\bos\.(kill|killpg|fork|forkpty|system|popen|exec\w*|spawn\w*)\b|\bsignal\.pthread_kill\b"),
+     "starts or kills processes"),
+    (re.compile(r"\bsubprocess\b|\bctypes\b"), "runs external programs or native calls"),
+    (re.compile(r"\bshutil\.rmtree\b|\bos\.(remove|unlink|rmdir|removedirs)\b|\.unlink\(|\.rmdir\("),
+     "deletes files"),
+    (re.compile(r"\bsocket\b|\burllib\b|\bhttp\.client\b|\brequests\.|\bhttpx\b|\bftplib\b"),
+     "opens network connections"),
+]
+
+
+def unsafe_reason(added_code: str) -> str | None:
+    """Why code a candidate adds is unsafe to keep, or None. A speedup needs none of these."""
+    return next((why for pattern, why in UNSAFE if pattern.search(added_code)), None)
+
+
 def protected_reason(path: str, workload_path: str | None, allowed: list[str] = ()) -> str | None:
     """Why `path` may not be edited, or None when it may."""
     if workload_path and PurePosixPath(path) == PurePosixPath(workload_path):

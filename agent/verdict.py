@@ -6,7 +6,7 @@ import difflib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from agent.guards import files_written, protected_reason, repository_changes, suspicious_reason
+from agent.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
 from agent.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
 from sandbox.compare import Comparison, compare_results
 from sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed
@@ -16,6 +16,7 @@ from sandbox.testrun import run_pytest
 ACCEPTED = "accepted"
 PROTECTED_FILE = "edits a protected file"
 SUSPICIOUS_CODE = "games the benchmark"
+UNSAFE_CODE = "unsafe code"
 SYNTAX_ERROR = "syntax error"
 TESTS_FAILED = "tests failed"
 WORKLOAD_FAILED = "workload failed"
@@ -100,6 +101,9 @@ class Judge:
             why = suspicious_reason(added, PurePosixPath(self.workload_path).name if self.workload_path else None)
             if why:
                 return Verdict(SUSPICIOUS_CODE, f"{path}: {why}")
+            why = unsafe_reason(added)
+            if why:
+                return Verdict(UNSAFE_CODE, f"{path}: {why}")
             if path.endswith(".py"):
                 try:
                     compile(text, path, "exec", dont_inherit=True)
