@@ -23,7 +23,7 @@ from agent.record import RunRecord
 from agent.source import FunctionSpan, SourceIndex
 from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
-from sandbox.measure import Sampling, compare_speed
+from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, walls
 from sandbox import isolation
 from sandbox.run import USAGE, Limits
 from sandbox.testrun import run_pytest, coverage_by_line
@@ -282,9 +282,10 @@ class Optimizer:
         loops = runner.calibrate(branch_wt, s.sample_seconds)
         self.say(f"baseline: {len(passing)} tests pass, workload {seconds * 1000:.1f} ms, {loops} call(s) per "
                  f"timing sample")
+        noise = self._noise(runner, branch_wt, loops)
         ref = Reference(branch_wt, passing, results, seconds, test_seconds, set(repository_changes(branch_wt)))
         self.record.update(baseline={"tests_passing": len(passing), "flaky": flaky, "test_seconds": test_seconds,
-                                     "workload_seconds": seconds, "loops": loops})
+                                     "workload_seconds": seconds, "loops": loops, "noise": noise.as_dict()})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
                                      candidate_limits(self.limits, seconds * loops, s.candidate_timeout_s)),
                       s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative, s.memory_mb,
@@ -331,6 +332,17 @@ class Optimizer:
                            tests_run=sorted(passing))
         return self.record.summary
 
+    def _noise(self, runner: WorkloadRunner, worktree: Path, loops: int):
+        """Time the unmodified code against itself in back-to-back pairs: how small a gain can be resolved here."""
+        pairs = [(runner.sample(worktree, loops), runner.sample(worktree, loops))
+                 for _ in range(self.settings.min_samples)]
+        noise = measure_noise(walls(p[0] for p in pairs), walls(p[1] for p in pairs), self.settings.max_samples)
+        self.say(f"timing noise: {noise.describe()}")
+        if noise.resolvable > 1 + self.settings.min_effect:
+            self.say(f"[yellow]this machine is too noisy to resolve the minimum effect of "
+                     f"{self.settings.min_effect:.0%} reliably: expect 'too noisy' verdicts for small gains[/]")
+        return noise
+
     def _final(self, ws: Workspaces, branch_wt: Path, base_commit: str, runner: WorkloadRunner, loops: int,
                accepted: int) -> dict:
         self.say("measuring the final code against the original")
@@ -345,5 +357,4 @@ class Optimizer:
                                                lambda: runner.sample(branch_wt, loops), sampling)
         finally:
             ws.discard(original)
-        return {"speed": speed.as_dict(), "baseline_samples": base, "final_samples": final,
-                "accepted": accepted}
+        return {"speed": speed.as_dict(), "samples": samples_record(base, final), "accepted": accepted}

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from agent.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
 from agent.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
 from sandbox.compare import Comparison, compare_results
-from sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed
+from sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
 from sandbox.run import Limits
 from sandbox.testrun import run_pytest
 
@@ -49,7 +49,7 @@ class Verdict:
     tests_failed: list[str] = field(default_factory=list)
     result_check: str = ""
     speed: SpeedStats | None = None
-    samples: dict[str, list[float]] | None = None  # timing values (seconds per call): baseline, candidate
+    samples: dict | None = None  # timing values (seconds per call, wall and CPU) of baseline and candidate
 
     @property
     def accepted(self) -> bool:
@@ -142,7 +142,7 @@ class Judge:
         result_check = IDENTICAL if self.compare_output else NOT_COMPARED
         try:
             speed, base, cand = compare_speed(lambda: self.runner.sample(ref.worktree, self.loops),
-                                        lambda: self.runner.sample(candidate, self.loops), self.sampling)
+                                              lambda: self.runner.sample(candidate, self.loops), self.sampling)
         except WorkloadFailed as exc:
             return Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check)
         reason = {FASTER: ACCEPTED, NOT_FASTER: NOT_FASTER_REASON}.get(speed.decision, TOO_NOISY)
@@ -151,5 +151,5 @@ class Judge:
             detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
                        f"{self.sampling.max_samples} samples per side")
         return Verdict(reason, detail, checked, result_check=result_check, speed=speed,
-                       samples={"baseline": base, "candidate": cand})
+                       samples=samples_record(base, cand))
 

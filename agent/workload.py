@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import ast
 import json
+import resource
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox import HARNESS
+from sandbox.measure import Timing
 from sandbox.run import Limits, RunResult, child_env, run
 
 OWN_INPUT, PERTURBED_INPUT = "input", "perturbed input"
@@ -135,12 +137,14 @@ class WorkloadRunner:
         per_call = sorted(calls)[len(calls) // 2]
         return max(1, min(1000, round(target_s / max(per_call, 1e-6))))
 
-    def sample(self, worktree: Path, loops: int) -> float:
-        """One timing value from a fresh process: mean wall seconds per workload() call."""
+    def sample(self, worktree: Path, loops: int) -> Timing:
+        """One timing value from a fresh process: mean wall and CPU seconds per workload() call."""
         if self.workload.kind == "command":
+            cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
             result = self._run(worktree, self.workload.command_argv())
             if not result.ok:
                 raise WorkloadFailed("the workload command", result)
-            return result.seconds
-        wall = self._harness(worktree, "time", loops)["wall"]
-        return sum(wall) / len(wall)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return Timing(result.seconds, after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime)
+        timed = self._harness(worktree, "time", loops)
+        return Timing(sum(timed["wall"]) / loops, sum(timed["cpu"]) / loops)

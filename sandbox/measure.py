@@ -13,12 +13,22 @@ otherwise more samples are taken, up to a cap, and a still-open question is repo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from scipy import stats
 
 FASTER, NOT_FASTER, UNDECIDED = "faster", "not faster", "undecided"
+
+
+class Timing(NamedTuple):
+    """One timing value: wall-clock and CPU seconds per workload call. Decisions use wall time."""
+    wall: float
+    cpu: float
+
+
+def walls(samples) -> list[float]:
+    return [s.wall if isinstance(s, Timing) else s for s in samples]
 
 
 @dataclass(frozen=True)
@@ -100,13 +110,14 @@ class Sampling:
                            test=self.test)
 
 
-def compare_speed(sample_base: Callable[[], float], sample_cand: Callable[[], float],
-                  sampling: Sampling = Sampling()) -> tuple[SpeedStats, list[float], list[float]]:
-    """Alternate baseline and candidate samples (ABBA order, so linear drift hits both alike) until decided."""
+def compare_speed(sample_base: Callable[[], Timing | float], sample_cand: Callable[[], Timing | float],
+                  sampling: Sampling = Sampling()) -> tuple[SpeedStats, list, list]:
+    """Alternate baseline and candidate samples (ABBA order, so drift hits both alike) until decided; returns the
+    decision on wall time and the samples as the sample functions gave them."""
     for i in range(sampling.warmup):
         sample_base(), sample_cand()
-    base: list[float] = []
-    cand: list[float] = []
+    base: list = []
+    cand: list = []
     target = sampling.min_samples
     while True:
         while len(base) < target:
@@ -116,7 +127,7 @@ def compare_speed(sample_base: Callable[[], float], sample_cand: Callable[[], fl
             else:
                 base.append(sample_base())
                 cand.append(sample_cand())
-        result = sampling.decide(base, cand)
+        result = sampling.decide(walls(base), walls(cand))
         if result.decision != UNDECIDED or target >= sampling.max_samples:
             return result, base, cand
         target = min(target + sampling.step, sampling.max_samples)
@@ -147,3 +158,13 @@ def measure_noise(first, second, max_samples: int) -> Noise:
     # the median's standard error is about 1.25 sigma / sqrt(n); a 95% interval must clear 1 by two of them
     resolvable = float(np.exp(2 * 1.96 * 1.2533 * sigma / np.sqrt(max_samples)))
     return Noise(len(first), relative_spread(np.concatenate([first, second])), sigma, resolvable)
+
+
+def samples_record(base: list, cand: list) -> dict:
+    """The samples of a comparison for the run record: wall and CPU seconds per call, and the CPU-time speedup."""
+    record = {"baseline": walls(base), "candidate": walls(cand)}
+    if base and isinstance(base[0], Timing):
+        record["baseline_cpu"] = [t.cpu for t in base]
+        record["candidate_cpu"] = [t.cpu for t in cand]
+        record["cpu_speedup"] = float(np.median(np.divide(record["baseline_cpu"], record["candidate_cpu"])))
+    return record

@@ -63,6 +63,11 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
     good = summary["candidates"][-1]
     assert good["functions"] == ["mylib.core:unique_sorted"] and good["verdict"]["speed"]["speedup"] > 1.2
     assert good["verdict"]["speed"]["p_value"] < 0.01
+    samples = good["verdict"]["samples"]  # wall and CPU time per call, pair by pair
+    assert len(samples["baseline"]) == len(samples["candidate_cpu"]) == good["verdict"]["speed"]["n_base"] >= 8
+    assert samples["cpu_speedup"] > 1.2
+    noise = summary["baseline"]["noise"]
+    assert noise["pairs"] == 8 and noise["resolvable"] > 1.0 and noise["sample_spread"] >= 0
 
     # the user's checkout is as it was; the new branch has exactly the accepted commit
     assert repo_state(small_repo)["files"] == before["files"]
