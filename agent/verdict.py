@@ -111,8 +111,8 @@ class Judge:
                     return Verdict(SYNTAX_ERROR, f"{path}:{exc.lineno}: {exc.msg}")
         return None
 
-    def judge(self, candidate: Path, ref: Reference, tests: list[str]) -> Verdict:
-        before = repository_changes(candidate)
+    def _tests(self, candidate: Path, ref: Reference, tests: list[str]) -> tuple[list[str], Verdict | None]:
+        """Run the selected tests; (the baseline-passing tests checked, a rejection or None)."""
         tmp = self.tmp / candidate.name
         tmp.mkdir(parents=True, exist_ok=True)
         run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref))
@@ -124,9 +124,14 @@ class Judge:
         elif failed or broken:
             detail = f"{len(failed)} of {len(checked)} tests no longer pass: {', '.join((broken + failed)[:5])}"
         else:
-            detail = ""
-        if detail:
-            return Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
+            return checked, None
+        return checked, Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
+
+    def judge(self, candidate: Path, ref: Reference, tests: list[str]) -> Verdict:
+        before = repository_changes(candidate)
+        checked, rejection = self._tests(candidate, ref, tests)
+        if rejection:
+            return rejection
         try:
             results, _ = self.runner.results(candidate)
         except WorkloadFailed as exc:
