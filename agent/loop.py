@@ -288,7 +288,7 @@ class Optimizer:
                                      "workload_seconds": seconds, "loops": loops, "noise": noise.as_dict()})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
                                      candidate_limits(self.limits, seconds * loops, s.candidate_timeout_s)),
-                      s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative, s.memory_mb,
+                      s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative,
                       s.candidate_timeout_s, s.allow_edits, compare_output)
         attempts: list[Attempt] = []
         accepted, rejected_in_row, stop = 0, 0, "iteration limit reached"

@@ -80,7 +80,6 @@ class Judge:
     sampling: Sampling
     loops: int
     workload_path: str | None  # repository-relative, when the workload lives in the repository
-    memory_mb: int
     timeout_floor_s: float
     allowed_edits: list[str] = field(default_factory=list)
     compare_output: bool = True  # False: a command workload's stdout is not compared, only its exit status counts

@@ -68,7 +68,7 @@ STATIC = [
 @pytest.mark.parametrize("path, text, reason, why", STATIC, ids=[f"{i}-{row[3] or 'honest'}" for i, row in
                                                                  enumerate(STATIC)])
 def test_static_cheats(path, text, reason, why):
-    judge = Judge(None, sys.executable, None, None, 1, "bench.py", 1024, 5.0)
+    judge = Judge(None, sys.executable, None, None, 1, "bench.py", 5.0)
     verdict = judge.static_checks({CORE: ORIGINAL}, {path: text})
     if reason is None:
         assert verdict is None
@@ -122,7 +122,7 @@ def test_command_output_and_files_left_behind(tmp_path):
     def judge(name: str, code: str, compare_output: bool = True):
         candidate = make_repo(tmp_path / name, {"tool.sh": "echo done > report.txt\n" + code})
         return Judge(runner, sys.executable, tmp_path / "tests", Sampling(min_samples=8, max_samples=8), 1, None,
-                     1024, 30.0, compare_output=compare_output).judge(candidate, ref, [])
+                     30.0, compare_output=compare_output).judge(candidate, ref, [])
 
     changed = judge("changed", "echo '[0, 1, 2, 3]'\n")
     assert (changed.reason, changed.result_check) == ("result changed", r"result: '[1, 2, 3]\n' != '[0, 1, 2, 3]\n'")

@@ -126,7 +126,7 @@ def test_guards_on_the_diff_alone():
     """Protected files, benchmark gaming and syntax errors are caught before anything runs."""
     from agent.verdict import Judge
 
-    judge = Judge(None, sys.executable, None, None, 1, "bench/workload.py", 1024, 5.0, ["docs/conftest.py"])
+    judge = Judge(None, sys.executable, None, None, 1, "bench/workload.py", 5.0, ["docs/conftest.py"])
     before = {"pkg/m.py": "def f():\n    return 1\n"}
     cases = {
         "tests/test_m.py": ("edits a protected file", "a test file"),
