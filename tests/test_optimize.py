@@ -140,25 +140,22 @@ def test_guards_on_the_diff_alone():
         verdict = judge.static_checks({}, {path: "x = 1\n"})
         assert (verdict.reason, why in verdict.detail) == (reason, True), path
     assert judge.static_checks({}, {"docs/conftest.py": "x = 1\n"}) is None, "allowed by the user"
-    gaming = {
-        "import sys\ndef f():\n    if sys._getframe(1).f_code.co_name == 'workload':\n        return 1\n": "caller",
-        "import inspect\ndef f():\n    return len(inspect.stack())\n": "caller",
-        "import os\ndef f():\n    os.environ['CACHE'] = '1'\n    return 1\n": "environment",
-        "import pickle\ndef f():\n    pickle.dump(1, open('/tmp/c', 'wb'))\n    return 1\n": "files",
+    code_cases = {
+        "import sys\ndef f():\n    if sys._getframe(1).f_code.co_name == 'workload':\n        return 1\n":
+            ("games the benchmark", "caller"),
+        "import inspect\ndef f():\n    return len(inspect.stack())\n": ("games the benchmark", "caller"),
+        "import os\ndef f():\n    os.environ['CACHE'] = '1'\n    return 1\n": ("games the benchmark", "environment"),
+        "import pickle\ndef f():\n    pickle.dump(1, open('/tmp/c', 'wb'))\n    return 1\n":
+            ("games the benchmark", "files"),
+        "import os\ndef f():\n    os.kill(os.getppid(), 9)\n": ("unsafe code", "processes"),
+        "import os\ndef f():\n    if os.fork() == 0:\n        return 1\n": ("unsafe code", "processes"),
+        "import subprocess\ndef f():\n    return subprocess.check_output(['ls'])\n": ("unsafe code", "programs"),
+        "import shutil\ndef f():\n    shutil.rmtree('.git')\n": ("unsafe code", "deletes files"),
+        "import socket\ndef f():\n    socket.create_connection(('example.org', 80))\n": ("unsafe code", "network"),
     }
-    for text, why in gaming.items():
+    for text, (reason, why) in code_cases.items():
         verdict = judge.static_checks(before, {"pkg/m.py": text})
-        assert verdict.reason == "games the benchmark" and why in verdict.detail, text
-    unsafe = {
-        "import os\ndef f():\n    os.kill(os.getppid(), 9)\n": "processes",
-        "import os\ndef f():\n    if os.fork() == 0:\n        return 1\n": "processes",
-        "import subprocess\ndef f():\n    return subprocess.check_output(['ls'])\n": "external programs",
-        "import shutil\ndef f():\n    shutil.rmtree('.git')\n": "deletes files",
-        "import socket\ndef f():\n    socket.create_connection(('example.org', 80))\n": "network",
-    }
-    for text, why in unsafe.items():
-        verdict = judge.static_checks(before, {"pkg/m.py": text})
-        assert verdict.reason == "unsafe code" and why in verdict.detail, text
+        assert verdict.reason == reason and why in verdict.detail, text
     verdict = judge.static_checks(before, {"pkg/m.py": "def f(:\n"})
     assert verdict.reason == "syntax error" and verdict.detail.startswith("pkg/m.py:1")
     assert judge.static_checks(before, {"pkg/m.py": "def f():\n    return 2\n"}) is None
