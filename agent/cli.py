@@ -49,12 +49,14 @@ def _summary_table(summary: dict) -> Table:
     table.add_column("#", justify="right", min_width=2, no_wrap=True)
     table.add_column("verdict", no_wrap=True, min_width=22)
     table.add_column("speedup [95% CI]", no_wrap=True, min_width=18)
+    table.add_column("p", no_wrap=True)
     table.add_column("change", overflow="ellipsis", no_wrap=True, ratio=1)
     for c in summary["candidates"]:
         speed = c["verdict"].get("speed")
         speedup = f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else ""
         style = "green" if c["verdict"]["reason"] == "accepted" else "red"
-        table.add_row(str(c["n"]), f"[{style}]{c['verdict']['reason']}[/]", speedup, c["summary"])
+        table.add_row(str(c["n"]), f"[{style}]{c['verdict']['reason']}[/]", speedup,
+                      f"{speed['p_value']:.0e}" if speed else "", c["summary"])
     return table
 
 
@@ -70,6 +72,10 @@ def _report(summary: dict, out: Path) -> None:
                       f"{summary['base_commit'][:10]}..{summary['branch']}")
     else:
         console.print("no candidate was accepted; no branch was left behind")
+    noise = (summary.get("baseline") or {}).get("noise")
+    if noise:
+        console.print(f"baseline timing noise: pairs of the unmodified code vary {noise['pair_spread']:.1%}; "
+                      f"smallest resolvable speedup about {noise['resolvable'] - 1:.1%}")
     cost = llm.get("cost_usd")
     console.print(f"model: {llm.get('calls', 0)} calls, {llm.get('prompt_tokens', 0)}+"
                   f"{llm.get('completion_tokens', 0)} tokens, cost "

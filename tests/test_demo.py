@@ -12,7 +12,13 @@ def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, t
     code, output = invoke("optimize", example_repo, "-w", "workload.py", "-m",
                           f"scripted:{EXAMPLE.parent / 'textstats.session.json'}", "--out", out)
     assert code == 0, output
+    assert "baseline timing noise:" in output and "timing noise: samples vary" in output
     summary = json.loads((out / "summary.json").read_text())
+    for c in summary["candidates"]:
+        if c["verdict"]["reason"] == "accepted":  # each kept patch: speedup, interval and p-value, in the table too
+            speed = c["verdict"]["speed"]
+            assert speed["ci_low"] > 1.03 and speed["p_value"] < 0.01
+            assert f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" in output
     verdicts = [(c["verdict"]["reason"], c["files"]) for c in summary["candidates"]]
     assert [v[0] for v in verdicts] == ["accepted", "accepted", "edits a protected file", "tests failed",
                                         "result changed", "not faster", "accepted"]
