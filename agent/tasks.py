@@ -1,0 +1,89 @@
+"""Task files for batch runs: JSON lines in SWE-fficiency's format, validated record by record.
+
+A bad record is reported with its line and id and left out; it never stops the others.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    instance_id: str = Field(min_length=1)
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="owner/name")
+    base_commit: str = Field(pattern=r"^[0-9a-f]{7,40}$")
+    workload: str = Field(description="Python source defining setup() and workload()")
+    patch: str = Field("", description="the expert patch")
+    test_patch: str = ""
+    pass_to_pass: list[str] = Field(default_factory=list, alias="PASS_TO_PASS")
+    covering_tests: list[str] = Field(default_factory=list)
+    test_cmd: str | None = None
+    rebuild_cmd: str | None = None
+    setup_cmd: str | None = None
+
+    @field_validator("pass_to_pass", "covering_tests", mode="before")
+    @classmethod
+    def _json_list(cls, value):
+        """SWE-bench style files store lists as JSON text."""
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("workload")
+    @classmethod
+    def _defines_setup_and_workload(cls, source: str) -> str:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as exc:
+            raise ValueError(f"is not valid Python: {exc.msg} (line {exc.lineno})") from None
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        missing = [f"{name}()" for name in ("setup", "workload") if name not in defined]
+        if missing:
+            raise ValueError(f"does not define {' and '.join(missing)}")
+        return source
+
+    @property
+    def tests(self) -> list[str]:
+        """The tests that guard this task: PASS_TO_PASS when given, else the covering test files."""
+        return self.pass_to_pass or self.covering_tests
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    line: int
+    instance_id: str | None
+    problem: str
+
+    def __str__(self) -> str:
+        return f"line {self.line} ({self.instance_id or 'no instance_id'}): {self.problem}"
+
+
+def load_tasks(path: Path) -> tuple[list[Task], list[BadRecord]]:
+    tasks: list[Task] = []
+    bad: list[BadRecord] = []
+    seen: set[str] = set()
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append(BadRecord(number, None, f"not JSON: {exc.msg}"))
+            continue
+        instance_id = record.get("instance_id") if isinstance(record, dict) else None
+        try:
+            task = Task.model_validate(record)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
+            bad.append(BadRecord(number, instance_id, problems))
+            continue
+        if task.instance_id in seen:
+            bad.append(BadRecord(number, task.instance_id, "duplicate instance_id"))
+            continue
+        seen.add(task.instance_id)
+        tasks.append(task)
+    return tasks, bad
