@@ -194,6 +194,10 @@ def test_hostile_candidates_in_a_real_run(small_repo, tmp_path):
               "    getattr(shutil, 'rm' + 'tree')(gitdir.split('/.git/')[0] + '/.git')\n    return sorted(set(items))",
               "Clean up."),
         _body("    import os\n    getattr(os, 'ki' + 'll')(-1, 9)\n    return sorted(set(items))", "Stop early."),
+        _body("    from pathlib import Path\n    (Path.home() / 'perfagent-memo').write_text(repr(items))\n"
+              "    return sorted(set(items))", "Memoize in home."),
+        _body("    import socket\n    socket.create_connection(('127.0.0.1', 9))\n    return sorted(set(items))",
+              "Ask a server."),
     ]
     before = repo_state(small_repo)
     out = tmp_path / "run"
@@ -202,7 +206,10 @@ def test_hostile_candidates_in_a_real_run(small_repo, tmp_path):
     assert code == 0, output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["isolation"].startswith("bubblewrap")
-    assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["tests failed"] * 3 + ["accepted"]
+    assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["tests failed"] * 4 + ["unsafe code",
+                                                                                            "accepted"]
+    assert "Read-only file system" in summary["candidates"][3]["verdict"]["detail"]
+    assert not (Path.home() / "perfagent-memo").exists()
     detail = summary["candidates"][1]["verdict"]["detail"]  # the user's .git is read-only or not even visible
     assert "Read-only file system" in detail or "No such file or directory" in detail
     after = repo_state(small_repo)
