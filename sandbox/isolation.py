@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 LEVELS = ("bubblewrap", "unshare", "rlimits")
+_PERFAGENT_SOURCE = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 
 
@@ -95,11 +96,24 @@ class Isolation:
                 args += ["--tmpfs", str(secret)]
             elif secret.exists():
                 args += ["--ro-bind", str(_empty_file()), str(secret)]
-        for path in dict.fromkeys(p.resolve() for p in readable):
+        for path in dict.fromkeys(p.resolve() for p in [*readable, *_programs_in_tmp(argv)]):
             args += ["--ro-bind", str(path), str(path)]
         for path in dict.fromkeys(p.resolve() for p in [cwd, *writable]):
             args += ["--bind", str(path), str(path)]
         return [*args, "--chdir", str(Path(cwd).resolve()), "--", *argv]
+
+
+def _programs_in_tmp(argv: list[str]) -> list[Path]:
+    """What the sandbox's private /tmp would hide but the child needs: perfagent itself, its interpreter, and the
+    programs (and their virtual environments) named on the command line, when they live under /tmp."""
+    tmp = Path("/tmp")
+    paths = [Path(sys.prefix), Path(sys.base_prefix), _PERFAGENT_SOURCE]
+    for arg in argv:
+        program = Path(arg)
+        if program.is_absolute() and program.exists():
+            folder = program.parent
+            paths.append(folder.parent if folder.name == "bin" else folder)  # a virtual environment's root
+    return [p for p in paths if p.resolve().is_relative_to(tmp) and p.exists()]
 
 
 _current = Isolation("rlimits")
