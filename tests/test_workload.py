@@ -48,7 +48,8 @@ def test_swefficiency_workload_runs_without_its_timing_loop(tmp_path):
     assert (repo / "calls.log").read_text() == "call\n", "the top-level timeit loop is not run"
     loops = runner.calibrate(repo, 0.05)
     assert 1 <= loops <= 1000
-    assert 0 < runner.sample(repo, loops) < 1
+    timing = runner.sample(repo, loops)
+    assert 0 < timing.wall < 1 and 0 < timing.cpu < 1
 
 
 def test_workload_outside_the_repository(tmp_path):
@@ -73,7 +74,7 @@ def test_command_workload(tmp_path):
     assert workload.kind == "command" and Workload.parse("python tool.py --n 3", repo).kind == "command"
     runner = _runner(workload, tmp_path)
     assert runner.result(repo)[0] == "[1, 3]\n"
-    assert runner.calibrate(repo, 0.1) == 1 and runner.sample(repo, 1) > 0
+    assert runner.calibrate(repo, 0.1) == 1 and runner.sample(repo, 1).wall > 0
     failing = _runner(Workload.parse("exit 3", repo), tmp_path)
     with pytest.raises(WorkloadFailed, match="exited with status 3"):
         failing.result(repo)
