@@ -1,18 +1,21 @@
 """Benchmark: how often perfagent's speed decision is right, and how long it takes.
 
-    python benchmarks/measurement.py [--pairs 200] [--long-pairs 60] [--data PATH] [--replay]
+    python benchmarks/measurement.py [--pairs 150] [--long-pairs 55] [--data PATH] [--replay]   (~25 min)
 
 Code variants differ only in the iteration count of one pure-Python loop: the candidate A, an identical copy of it
 (the A/A case) and baselines with 3, 5, 10 and 30% more iterations (A is then that much faster), on workloads of
 about 5 ms, 50 ms and 1 s per call.
 1. Record: for each workload and baseline, a long run of back-to-back (baseline, candidate) samples in ABBA order,
    each from a fresh sandboxed process exactly as perfagent takes them (WorkloadRunner.sample, loops calibrated to
-   0.1 s per sample). Saved to --data; --replay re-analyses a saved file without recording.
-2. Replay: sandbox.measure.compare_speed itself, with perfagent's default Sampling, fed from the recorded run
-   starting at every --stride-th pair, for the "paired" and the "mannwhitney" rules on the same data.
+   --sample-seconds, 0.1 s as in perfagent). Saved to --data; --replay re-analyses a saved file without recording.
+2. Replay: sandbox.measure.compare_speed itself, with perfagent's default Sampling, for the "paired" and the
+   "mannwhitney" rules on the same data: fed from the recorded run starting at every --stride-th pair (real order,
+   but overlapping trials), and fed the run's pairs in --shuffled random orders (many more trials, assuming pairs
+   are exchangeable).
 Prints, per case, the share of trials accepted as faster, rejected and left undecided, the pairs used and the
 measurement seconds (wall time of the samples consumed, warm-up included). Targets: A/A acceptance (the false
-acceptance rate) under 1%; detection of a 10% effect at least 95%.
+acceptance rate) under 1%; detection of a 10% effect at least 95%. A 3% effect equals the minimum effect, so it is
+accepted only when its interval happens to clear 3%.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 import timeit
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +36,9 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from agent.workload import Workload, WorkloadRunner  # noqa: E402
-from sandbox.measure import FASTER, NOT_FASTER, Sampling, compare_speed  # noqa: E402
+from sandbox.measure import FASTER, NOT_FASTER, Sampling, Timing, compare_speed, relative_spread  # noqa: E402
 from sandbox.run import Limits  # noqa: E402
 
-SAMPLE_SECONDS = 0.1  # perfagent's default sample_seconds
 EFFECTS = {"A/A": 0.0, "3%": 0.03, "5%": 0.05, "10%": 0.10, "30%": 0.30}  # baseline's extra work
 RULES = ("paired", "mannwhitney")
 WORK = """N = {n}
@@ -64,11 +67,11 @@ def label(seconds: float) -> str:
 
 
 def iterations_for(seconds: float) -> int:
-    """Loop count for which spin() takes about `seconds` here (fastest of a few timings, as the CPU swings)."""
-    n, namespace = 200_000, {}
+    """Loop count for which spin() takes about `seconds` here (median of a few timings, as the CPU swings)."""
+    n, namespace = 500_000, {}
     exec(WORK.format(n=n), namespace)
-    best = min(timeit.repeat(namespace["spin"], number=1, repeat=5))
-    return max(1, round(n * seconds / best))
+    typical = float(np.median(timeit.repeat(namespace["spin"], number=1, repeat=7)))
+    return max(1, round(n * seconds / typical))
 
 
 def make_variant(folder: Path, n: int) -> Path:
@@ -79,29 +82,29 @@ def make_variant(folder: Path, n: int) -> Path:
 
 
 def record_pairs(runner: WorkloadRunner, base: Path, cand: Path, loops: int, count: int, what: str) -> list:
-    """`count` back-to-back pairs in ABBA order, each [base value, base wall s, cand value, cand wall s, load]
-    (load: the 1-minute load average after the pair; other jobs on the machine add noise)."""
-    def timed(worktree: Path) -> tuple[float, float]:
+    """`count` back-to-back pairs in ABBA order, each [base wall/call, base process s, cand wall/call, cand
+    process s, load, base cpu/call, cand cpu/call] (load: 1-minute load average; other jobs add noise)."""
+    def timed(worktree: Path) -> tuple[Timing, float]:
         start = time.perf_counter()
-        value = runner.sample(worktree, loops)
-        return value, time.perf_counter() - start
+        timing = runner.sample(worktree, loops)
+        return timing, time.perf_counter() - start
 
     pairs = []
     for k in range(count):
         if k % 2:
-            c = timed(cand)
-            b = timed(base)
+            c, c_s = timed(cand)
+            b, b_s = timed(base)
         else:
-            b = timed(base)
-            c = timed(cand)
-        pairs.append([*b, *c, os.getloadavg()[0]])
+            b, b_s = timed(base)
+            c, c_s = timed(cand)
+        pairs.append([b.wall, b_s, c.wall, c_s, os.getloadavg()[0], b.cpu, c.cpu])
         if (k + 1) % 20 == 0 or k + 1 == count:
             print(f"  {what}: {k + 1}/{count} pairs", file=sys.stderr, flush=True)
     return pairs
 
 
 def record(args) -> dict:
-    data = {"python": sys.version, "sample_seconds": SAMPLE_SECONDS, "sequences": []}
+    data = {"python": sys.version, "sample_seconds": args.sample_seconds, "sequences": []}
     with tempfile.TemporaryDirectory(prefix="perfagent-measurement-") as tmp:
         tmp = Path(tmp)
         (tmp / "workload.py").write_text(WORKLOAD)
@@ -114,7 +117,7 @@ def record(args) -> dict:
             count = args.long_pairs if seconds >= 0.5 else args.pairs
             for v, (name, effect) in enumerate(EFFECTS.items()):
                 base = make_variant(tmp / f"d{d}-base{v}", round(n * (1 + effect)))
-                loops = runner.calibrate(base, SAMPLE_SECONDS)
+                loops = runner.calibrate(base, args.sample_seconds)
                 what = f"{label(seconds)} {name} ({loops} loops)"
                 print(f"recording {what}", file=sys.stderr, flush=True)
                 data["sequences"].append({"seconds": seconds, "effect": name, "n": n, "loops": loops,
@@ -136,78 +139,106 @@ def replay(pairs: list, start: int, sampling: Sampling) -> tuple[str, int, float
     return speed.decision, len(base), sum(walls)
 
 
+def shuffled(pairs: list, sampling: Sampling, count: int, rng) -> list:
+    """`count` trials on the recorded pairs in random order: many more trials than the offsets give, valid as far
+    as the pairs are exchangeable (see the autocorrelation column)."""
+    return [replay([pairs[i] for i in rng.permutation(len(pairs))], 0, sampling) for _ in range(count)]
+
+
 def describe_sequences(data: dict) -> None:
-    print("recorded runs (ratio = baseline / candidate; spread = interquartile range / median)")
-    print(f"{'workload':>8}  {'effect':>6}  {'loops':>5}  {'pairs':>5}  {'cand/call':>9}  {'pair ratio':>10}  "
-          f"{'ratio spread':>12}  {'cand spread':>11}  {'load':>4}")
+    print("recorded runs (ratio = baseline / candidate wall time per call; spread = interquartile range / median; "
+          "cpu = the same for\nCPU time; autocorr = lag-1 autocorrelation of log ratios; load = 1-minute load "
+          "average)")
+    print(f"{'workload':>8}  {'effect':>6}  {'loops':>5}  {'pairs':>5}  {'cand/call':>9}  {'ratio':>5}  "
+          f"{'ratio spread':>12}  {'cand spread':>11}  {'cpu ratio spread':>16}  {'autocorr':>8}  {'load':>5}")
     for seq in data["sequences"]:
         p = np.array(seq["pairs"])
         ratios = p[:, 0] / p[:, 2]
-        q1, q3 = np.percentile(ratios, [25, 75])
-        cq1, cmed, cq3 = np.percentile(p[:, 2], [25, 50, 75])
+        cmed = np.median(p[:, 2])
+        autocorr = np.corrcoef(np.log(ratios[:-1]), np.log(ratios[1:]))[0, 1]
         print(f"{label(seq['seconds']):>8}  {seq['effect']:>6}  {seq['loops']:>5}  {len(p):>5}  "
-              f"{cmed * 1000:>7.1f}ms  {np.median(ratios):>10.3f}  {(q3 - q1) / np.median(ratios):>12.1%}  "
-              f"{(cq3 - cq1) / cmed:>11.1%}  {np.median(p[:, 4]):>4.1f}")
+              f"{cmed * 1000:>7.1f}ms  {np.median(ratios):>5.3f}  {relative_spread(ratios):>12.1%}  "
+              f"{relative_spread(p[:, 2]):>11.1%}  {relative_spread(p[:, 5] / p[:, 6]):>16.1%}  {autocorr:>8.2f}  "
+              f"{np.median(p[:, 4]):>5.1f}")
 
 
-def analyse(data: dict, stride: int) -> dict:
-    """Per (workload, effect, rule): the trials' decisions, pairs used and seconds; prints the table."""
+def trials(pairs: list, rule: str, stride: int, count: int) -> tuple[list, list] | None:
+    """Trials from every `stride`-th offset and `count` shuffled trials; None when the run is too short."""
+    sampling = Sampling(test=rule)
+    last = len(pairs) - sampling.warmup - sampling.max_samples
+    if last < 0:
+        return None
+    return ([replay(pairs, s, sampling) for s in range(0, last + 1, stride)],
+            shuffled(pairs, sampling, count, np.random.default_rng(0)))
+
+
+def rate(trials: list, decision: str = FASTER) -> float:
+    return sum(t[0] == decision for t in trials) / len(trials)
+
+
+def analyse(data: dict, stride: int, count: int) -> dict:
+    """Per (workload, effect, rule): (offset trials, shuffled trials), each trial (decision, pairs, seconds)."""
     results, defaults = {}, Sampling()
     print(f"\ndecisions: compare_speed with Sampling() defaults (first look after {defaults.min_samples} pairs, then "
-          f"every {defaults.step}, at most {defaults.max_samples}, {defaults.warmup} warm-up pair); in each recorded "
-          f"run,\ntrials start {stride} pair(s) apart (while {defaults.warmup + defaults.max_samples} pairs remain). "
-          f"Overlapping trials are not independent: ~indep = recorded pairs / pairs per trial.\n"
-          f"pairs and seconds are medians; seconds = wall time of the samples used, warm-up included.")
+          f"every {defaults.step}, at most {defaults.max_samples}, {defaults.warmup} warm-up pair). In each recorded "
+          f"run, trials\nstart {stride} pair(s) apart (while {defaults.warmup + defaults.max_samples} pairs remain); "
+          f"overlapping trials are not independent: ~indep = recorded pairs / pairs per trial.\n"
+          f"pairs and seconds are medians; seconds = wall time of the samples used, warm-up included. shuffled = "
+          f"accepted in {count} trials on the run's pairs in random order.")
     print(f"{'workload':>8}  {'effect':>6}  {'rule':<11}  {'trials':>6}  {'~indep':>6}  {'accepted':>8}  "
-          f"{'not faster':>10}  {'undecided':>9}  {'pairs':>5}  {'seconds':>7}")
-    for seq in data["sequences"]:
-        for rule in RULES:
-            sampling = Sampling(test=rule)
-            last = len(seq["pairs"]) - sampling.warmup - sampling.max_samples
-            trials = [replay(seq["pairs"], s, sampling) for s in range(0, last + 1, stride)]
-            results[seq["seconds"], seq["effect"], rule] = trials
-            if not trials:
-                print(f"{label(seq['seconds']):>8}  {seq['effect']:>6}  {rule:<11}  too few pairs recorded")
+          f"{'not faster':>10}  {'undecided':>9}  {'pairs':>5}  {'seconds':>7}  {'shuffled':>8}")
+    with ProcessPoolExecutor() as pool:  # the replay takes minutes: use every core
+        jobs = [(seq, rule, pool.submit(trials, seq["pairs"], rule, stride, count))
+                for seq in data["sequences"] for rule in RULES]
+        for seq, rule, job in jobs:
+            what = f"{label(seq['seconds']):>8}  {seq['effect']:>6}  {rule:<11}"
+            if job.result() is None:
+                print(f"{what}  too few pairs recorded")
                 continue
-            decisions = [t[0] for t in trials]
-            accepted, rejected = decisions.count(FASTER) / len(trials), decisions.count(NOT_FASTER) / len(trials)
-            pairs = np.median([t[1] for t in trials])
-            print(f"{label(seq['seconds']):>8}  {seq['effect']:>6}  {rule:<11}  {len(trials):>6}  "
-                  f"{len(seq['pairs']) / (pairs + sampling.warmup):>6.1f}  {accepted:>8.1%}  {rejected:>10.1%}  "
-                  f"{1 - accepted - rejected:>9.1%}  {pairs:>5.0f}  {np.median([t[2] for t in trials]):>7.1f}")
+            offsets, mixed = results[seq["seconds"], seq["effect"], rule] = job.result()
+            accepted, rejected = rate(offsets), rate(offsets, NOT_FASTER)
+            used = np.median([t[1] for t in offsets])
+            print(f"{what}  {len(offsets):>6}  {len(seq['pairs']) / (used + defaults.warmup):>6.1f}  "
+                  f"{accepted:>8.1%}  {rejected:>10.1%}  {1 - accepted - rejected:>9.1%}  {used:>5.0f}  "
+                  f"{np.median([t[2] for t in offsets]):>7.1f}  {rate(mixed):>8.1%}")
     return results
 
 
 def verdicts(results: dict) -> None:
+    """One line per rule and target; a target is met when both the offset and the shuffled trials meet it."""
     print()
     for rule in RULES:
-        aa = [t for (_, effect, r), ts in results.items() if r == rule and effect == "A/A" for t in ts]
+        aa = [v for (_, effect, r), v in results.items() if r == rule and effect == "A/A"]
         if aa:
-            k = sum(t[0] == FASTER for t in aa)
-            high = stats.binomtest(k, len(aa)).proportion_ci(0.95).high
-            print(f"{rule}: false acceptance {k}/{len(aa)} A/A trials = {k / len(aa):.1%} (target < 1%: "
-                  f"{'MET' if k / len(aa) < 0.01 else 'NOT MET'}; 95% upper bound {high:.1%} if the overlapping "
-                  f"trials were independent)")
-        tens = {s: ts for (s, effect, r), ts in results.items() if r == rule and effect == "10%" and ts}
+            trials, mixed = (sum((v[i] for v in aa), []) for i in (0, 1))
+            high = stats.binomtest(round(rate(mixed) * len(mixed)), len(mixed)).proportion_ci(0.95).high
+            met = max(rate(trials), rate(mixed)) < 0.01
+            print(f"{rule}: false acceptance {rate(trials):.1%} of {len(trials)} offset trials, {rate(mixed):.1%} of "
+                  f"{len(mixed)} shuffled (95% upper bound {high:.1%}); target < 1%: {'MET' if met else 'NOT MET'}")
+        tens = {s: v for (s, effect, r), v in results.items() if r == rule and effect == "10%"}
         if tens:
-            rates = {s: sum(t[0] == FASTER for t in ts) / len(ts) for s, ts in tens.items()}
-            print(f"{rule}: detection of a 10% speedup " + ", ".join(f"{label(s)} {r:.0%}" for s, r in rates.items())
-                  + f" (target >= 95%: {'MET' if min(rates.values()) >= 0.95 else 'NOT MET'})")
+            met = min(min(rate(v[0]), rate(v[1])) for v in tens.values()) >= 0.95
+            print(f"{rule}: detection of a 10% speedup (offset / shuffled trials) "
+                  + ", ".join(f"{label(s)} {rate(v[0]):.0%} / {rate(v[1]):.0%}" for s, v in tens.items())
+                  + f"; target >= 95%: {'MET' if met else 'NOT MET'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--durations", type=float, nargs="+", default=[0.005, 0.05, 1.0],
                         help="seconds per workload() call")
+    parser.add_argument("--sample-seconds", type=float, default=0.1,
+                        help="target duration of one timing sample (perfagent's sample_seconds)")
     parser.add_argument("--pairs", type=int, default=150, help="pairs recorded per case, workloads under 0.5 s")
     parser.add_argument("--long-pairs", type=int, default=55, help="pairs recorded per case, workloads of 0.5 s+")
     parser.add_argument("--stride", type=int, default=1, help="pairs between the starts of two replayed trials")
+    parser.add_argument("--shuffled", type=int, default=150, help="shuffled-order trials per case")
     parser.add_argument("--data", default="/tmp/perfagent-measurement.json", help="recorded samples (JSON)")
     parser.add_argument("--replay", action="store_true", help="analyse --data instead of recording")
     args = parser.parse_args()
     data = json.loads(Path(args.data).read_text()) if args.replay else record(args)
     describe_sequences(data)
-    verdicts(analyse(data, args.stride))
+    verdicts(analyse(data, args.stride, args.shuffled))
 
 
 if __name__ == "__main__":
