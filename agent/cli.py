@@ -1,4 +1,4 @@
-"""perfagent's command line: optimize, profile, demo."""
+"""perfagent's command line: optimize, profile, demo, batch, evaluate."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agent.batch import BatchJob, run_batch
 from agent.config import ConfigError, load_settings
+from agent.evaluate import EvalJob, read_predictions, run_evaluation
+from agent.executors import make_executor
 from agent.llm import ModelError
 from agent.localize import ProfileError, profile_workload
 from agent.loop import BaselineError, Optimizer
@@ -172,6 +175,147 @@ def demo(
     optimize(target, workload="workload.py", tests=None, model=f"scripted:{session}", api_base=None,
              max_iterations=max_iterations, budget_usd=None, python=None, allow_failing_tests=None,
              out=target.parent / f"{target.name}-run")
+
+
+CACHE = Path("~/.cache/perfagent")
+REPO_CACHE_HELP = ("folder of git clones or mirrors, one per repository (owner__name, owner__name.git, owner+name/repo, "
+                   "owner/name); bundled example repositories are built into it")
+
+
+def _executor(kind: str, workers: int, ray_address: str | None):
+    try:
+        executor = make_executor(kind, workers, ray_address)
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    if executor.warning:
+        console.print(f"[yellow]{executor.warning}[/]")
+    console.print(f"executor: {executor.describe()}")
+    return executor
+
+
+def _check_task_file(tasks: Path) -> None:
+    if not tasks.is_file():
+        _fail(f"task file {tasks} not found")
+
+
+def _progress_table(state: dict) -> Table:
+    table = Table(title="batch progress")
+    for column in ("tasks", "done", "running", "failed", "bad records", "model calls", "spend"):
+        table.add_column(column, justify="right")
+    spent = state["spend"]
+    table.add_row(str(state["total"]), str(state["done"]), str(state["running"]), str(state["failed"]),
+                  str(state["bad"]), str(spent.get("calls", 0)),
+                  f"${spent.get('usd', 0.0):.4f}" + ("+" if spent.get("cost_unknown") else ""))
+    return table
+
+
+@app.command()
+def batch(
+    tasks: Path = typer.Argument(..., help="JSONL task file (SWE-fficiency format)"),
+    model: str = typer.Option(..., "--model", "-m", help="litellm model name, scripted:FILE, or scripted:FOLDER "
+                              "with one recorded session per task (FOLDER/INSTANCE_ID.json)"),
+    out: Path = typer.Option(..., help="output folder; rerunning with the same folder resumes"),
+    workers: int = typer.Option(1, help="tasks solved at once; each worker gets cores of its own"),
+    repo_cache: Path = typer.Option(CACHE / "repos", help=REPO_CACHE_HELP),
+    env_cache: Path = typer.Option(CACHE / "envs", help="where per-task Python environments are kept"),
+    api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (vLLM, Ollama, ...)"),
+    budget_usd: Optional[float] = typer.Option(None, help="model spend limit for the whole batch (USD)"),
+    max_calls: Optional[int] = typer.Option(None, help="model call limit for the whole batch"),
+    task_budget_usd: Optional[float] = typer.Option(None, help="model spend limit per task (USD)"),
+    max_iterations: int = typer.Option(8, help="candidates per task at most"),
+    executor: str = typer.Option("local", help="local, or ray"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
+):
+    """Run the optimize loop on every task of a task file; writes predictions.jsonl for `perfagent evaluate`."""
+    from rich.live import Live
+
+    _terminate_on_sigterm()
+    _check_task_file(tasks)
+    job = BatchJob(model=model, out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(),
+                   api_base=api_base, budget_usd=budget_usd, max_calls=max_calls, task_budget_usd=task_budget_usd,
+                   settings={"max_iterations": max_iterations})
+    pool = _executor(executor, workers, ray_address)
+    try:
+        with Live(console=console, auto_refresh=False, transient=not console.is_terminal) as live:
+            def say(message: str) -> None:
+                live.console.print(message)
+
+            state = run_batch(tasks, job, pool, say=say,
+                              progress=lambda st: live.update(_progress_table(st), refresh=True))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: finished tasks are kept in {out}; rerun the same command to do the "
+                      f"rest[/]")
+        raise typer.Exit(130)
+    console.print(_progress_table(state))
+    console.print(f"predictions: {out / 'predictions.jsonl'}; score them with: perfagent evaluate {tasks} "
+                  f"--predictions {out / 'predictions.jsonl'} --out {out / 'evaluation'}")
+    if state["failed"]:
+        raise typer.Exit(1)
+
+
+def _evaluation_table(report: dict) -> Table:
+    table = Table(title="evaluation (speedup = base time / patched time; ratio = speedup / expert speedup)")
+    for column in ("task", "applied", "tests", "speedup [95% CI]", "expert [95% CI]", "ratio [95% CI]", "recorded"):
+        table.add_column(column, no_wrap=column != "task")
+    for row in report["tasks"]:
+        if row.get("error"):
+            table.add_row(row["instance_id"], "", "", f"[red]error: {escape(row['error'].splitlines()[0][:60])}[/]",
+                          "", "", "")
+            continue
+        speed, expert = row.get("speedup"), row["expert"]
+        interval = (lambda s: f"{s['speedup']:.2f}x [{s['ci_low']:.2f}, {s['ci_high']:.2f}]")
+        ratio = f"{row['ratio']:.2f}" + (f" [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}]"
+                                         if row.get("ratio_ci_low") else "")
+        recorded = row.get("recorded_expert_speedup")
+        table.add_row(row["instance_id"], "yes" if row["applied"] else "[red]no[/]",
+                      "pass" if row["tests_passed"] else "[red]fail[/]" if row["applied"] else "",
+                      interval(speed) if speed else "1.00x (not scored)", interval(expert), ratio,
+                      f"{recorded:.2f}x" if recorded else "")
+    return table
+
+
+@app.command()
+def evaluate(
+    tasks: Path = typer.Argument(..., help="JSONL task file (SWE-fficiency format)"),
+    out: Path = typer.Option(..., help="output folder (report.json, evaluation.jsonl); rerunning resumes"),
+    predictions: Optional[Path] = typer.Option(None, help="predictions.jsonl (instance_id, model_patch)"),
+    gold: bool = typer.Option(False, "--gold", help="score the tasks' expert patches themselves"),
+    repo_cache: Path = typer.Option(CACHE / "repos", help=REPO_CACHE_HELP),
+    env_cache: Path = typer.Option(CACHE / "envs", help="where per-task Python environments are kept"),
+    mode: str = typer.Option("harness", help="harness: time setup()/workload() with perfagent's rules; script: run "
+                             "the workload script as written and parse its 'Mean:'"),
+    pairs: int = typer.Option(10, help="timing pairs per comparison"),
+    sample_seconds: float = typer.Option(0.1, help="target duration of one timing value"),
+    workers: int = typer.Option(1, help="tasks evaluated at once; each worker gets cores of its own"),
+    executor: str = typer.Option("local", help="local, or ray"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
+):
+    """Score patches as SWE-fficiency does: tests, speedup against the expert patch, harmonic mean of the ratios."""
+    _terminate_on_sigterm()
+    _check_task_file(tasks)
+    if gold == (predictions is not None):
+        _fail("give either --predictions FILE or --gold")
+    if predictions is not None and not predictions.is_file():
+        _fail(f"predictions file {predictions} not found")
+    if mode not in ("harness", "script"):
+        _fail(f"unknown --mode {mode}: use harness or script")
+    job = EvalJob(out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(), mode=mode,
+                  pairs=pairs, sample_seconds=sample_seconds)
+    patches = None if gold else read_predictions(predictions)
+    pool = _executor(executor, workers, ray_address)
+    try:
+        report = run_evaluation(tasks, patches, job, pool, say=console.print)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: evaluated tasks are kept in {out}; rerun the same command to go on[/]")
+        raise typer.Exit(130)
+    console.print(_evaluation_table(report))
+    s = report["summary"]
+    hmean, reach = s["harmonic_mean_ratio"], s["at_or_above_expert"]
+    console.print(f"{s['scored']} of {s['tasks']} tasks scored ({s['errors']} errors); patches applied {s['applied']}, "
+                  f"tests passed {s['tests_passed']}; harmonic mean speedup ratio "
+                  f"{'n/a' if hmean is None else f'{hmean:.3f}'}; at or above expert speedup (within the interval): "
+                  f"{'n/a' if reach is None else f'{reach:.0%}'}")
+    console.print(f"report: {out / 'report.json'}")
 
 
 if __name__ == "__main__":

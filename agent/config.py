@@ -32,7 +32,8 @@ class Settings(BaseModel):
     top_k: int = Field(3, ge=1, description="hotspots shown to the model in detail")
     prompt_chars: int = Field(24000, ge=2000, description="budget for the code context in one prompt")
     profile_seconds: float = Field(3.0, gt=0)
-    sample_seconds: float = Field(0.1, gt=0, description="target duration of one timing value (loop calibration)")
+    sample_seconds: float = Field(1.0, gt=0, description="target duration of the workload calls behind one timing "
+                                  "value (loop calibration); shorter values are cheaper but noisier")
     min_effect: float = Field(0.03, ge=0, description="smallest speedup worth keeping (0.03 = 3% faster)")
     alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
     min_samples: int = Field(10, ge=8, description="timing pairs before the first decision (a signed-rank test "

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from agent.record import file_lock
+
 # Sent to key-less local servers because the provider SDKs refuse to run without some key.
 LOCAL_PLACEHOLDER_KEY = "no-key-needed"
 
@@ -283,6 +285,41 @@ class Budget:
             self.cost_unknown = True
         else:
             self.spent_usd += reply.cost_usd
+
+
+@dataclass
+class SharedBudget(Budget):
+    """A task's budget that also draws on a limit shared by processes (a batch's workers), kept in a JSON ledger
+    under a file lock. The ledger outlives the batch, so a resumed batch goes on with what is left."""
+    ledger: Path | None = None
+    total_usd: float | None = None
+    total_calls: int | None = None
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.ledger.read_text())
+        except (OSError, ValueError):
+            return {"calls": 0, "usd": 0.0}
+
+    def check(self) -> None:
+        super().check()
+        with file_lock(self.ledger.with_name(self.ledger.name + ".lock")):
+            spent = self._read()
+        if self.total_calls is not None and spent["calls"] >= self.total_calls:
+            raise BudgetExceeded(f"batch call budget used up: {spent['calls']} of {self.total_calls} calls made")
+        if self.total_usd is not None and spent["usd"] >= self.total_usd:
+            raise BudgetExceeded(f"batch cost budget used up: ${spent['usd']:.4f} spent of ${self.total_usd:.4f}")
+
+    def charge(self, reply: Reply) -> None:
+        super().charge(reply)
+        with file_lock(self.ledger.with_name(self.ledger.name + ".lock")):
+            spent = self._read()
+            spent["calls"] += 1
+            spent["usd"] += reply.cost_usd or 0.0
+            spent["cost_unknown"] = spent.get("cost_unknown", False) or reply.cost_usd is None
+            tmp = self.ledger.with_name(self.ledger.name + ".tmp")
+            tmp.write_text(json.dumps(spent))
+            os.replace(tmp, self.ledger)
 
 
 class Trajectory:

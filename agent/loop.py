@@ -96,8 +96,9 @@ def touched_functions(index: SourceIndex, before: dict[str, str], after: dict[st
 
 class Optimizer:
     def __init__(self, repo_path: Path, settings: Settings, out: Path | None = None,
-                 say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, budget: Budget | None = None):
         self.settings, self.say = settings, say
+        self.budget = budget or Budget(max_usd=settings.budget_usd)
         self.repo = open_repo(repo_path)
         self.repo_path = Path(self.repo.working_tree_dir)
         self.workload = Workload.parse(settings.workload, self.repo_path)
@@ -233,7 +234,7 @@ class Optimizer:
         self.record = RunRecord(self.out, run_id=self.run_id, repo=str(self.repo_path), branch=self.branch,
                                 base_commit=base_commit, workload=self.workload.describe(), model=s.model,
                                 settings=s.model_dump(), isolation=self.isolation.describe())
-        session = Session(self.model, Budget(max_usd=s.budget_usd), Trajectory(self.record.trajectory_path))
+        session = Session(self.model, self.budget, Trajectory(self.record.trajectory_path))
         ws = Workspaces(self.repo, self.run_id)
         try:
             return self._run(session, ws, base_commit)

@@ -1,10 +1,46 @@
-"""The run directory: summary.json rewritten after every step, so a crash loses nothing already decided."""
+"""Run records on disk: summary.json rewritten after every step, JSON-lines logs appended line by line, so a crash
+loses nothing already decided."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive lock across processes (batch workers share caches, a budget ledger and output files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON line and force it to disk: a line once written survives a crash."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a last line cut short by a crash is ignored."""
+    if not Path(path).exists():
+        return []
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 def write_json(path: Path, data) -> None:

@@ -26,6 +26,7 @@ class Task(BaseModel):
     test_cmd: str | None = None
     rebuild_cmd: str | None = None
     setup_cmd: str | None = None
+    gold_speedup: float | None = Field(None, description="the expert speedup the benchmark reported")
 
     @field_validator("pass_to_pass", "covering_tests", mode="before")
     @classmethod
@@ -50,6 +51,30 @@ class Task(BaseModel):
     def tests(self) -> list[str]:
         """The tests that guard this task: PASS_TO_PASS when given, else the covering test files."""
         return self.pass_to_pass or self.covering_tests
+
+    def test_targets(self, worktree: Path) -> list[str]:
+        """What pytest runs for this task in `worktree`: its tests, else the nearest `tests/` folder above each file
+        the expert patch edits (as SWE-fficiency falls back to a package's tests when no test module covers it)."""
+        if self.tests:
+            return self.tests
+        folders: dict[str, None] = {}
+        for path in patched_files(self.patch):
+            for parent in Path(path).parents:
+                if (worktree / parent / "tests").is_dir():
+                    folders[(parent / "tests").as_posix()] = None
+                    break
+        return list(folders)
+
+
+def patched_files(patch: str) -> list[str]:
+    """The files a unified diff changes (new names; deleted files by their old name)."""
+    files: dict[str, None] = {}
+    for line in patch.splitlines():
+        if line.startswith("+++ ") or line.startswith("--- "):
+            name = line[4:].split("\t")[0].strip()
+            if name != "/dev/null":
+                files[name[2:] if name[:2] in ("a/", "b/") else name] = None
+    return list(files)
 
 
 @dataclass(frozen=True)

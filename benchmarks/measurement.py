@@ -7,7 +7,8 @@ Code variants differ only in the iteration count of one pure-Python loop: the ca
 about 5 ms, 50 ms and 1 s per call.
 1. Record: for each workload and baseline, a long run of back-to-back (baseline, candidate) samples in ABBA order,
    each from a fresh sandboxed process exactly as perfagent takes them (WorkloadRunner.sample, loops calibrated to
-   --sample-seconds, 0.1 s as in perfagent). Saved to --data; --replay re-analyses a saved file without recording.
+   --sample-seconds, perfagent's sample_seconds by default). Saved to --data; --replay re-analyses a saved
+   file without recording.
 2. Replay: sandbox.measure.compare_speed itself, with perfagent's default Sampling, for the "paired" and the
    "mannwhitney" rules on the same data: fed from the recorded run starting at every --stride-th pair (real order,
    but overlapping trials), and fed the run's pairs in --shuffled random orders (many more trials, assuming pairs
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from agent.config import Settings  # noqa: E402
 from agent.workload import Workload, WorkloadRunner  # noqa: E402
 from sandbox.measure import FASTER, NOT_FASTER, Sampling, Timing, compare_speed, relative_spread  # noqa: E402
 from sandbox.run import Limits  # noqa: E402
@@ -227,7 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--durations", type=float, nargs="+", default=[0.005, 0.05, 1.0],
                         help="seconds per workload() call")
-    parser.add_argument("--sample-seconds", type=float, default=0.1,
+    parser.add_argument("--sample-seconds", type=float, default=Settings.model_fields["sample_seconds"].default,
                         help="target duration of one timing sample (perfagent's sample_seconds)")
     parser.add_argument("--pairs", type=int, default=150, help="pairs recorded per case, workloads under 0.5 s")
     parser.add_argument("--long-pairs", type=int, default=55, help="pairs recorded per case, workloads of 0.5 s+")

@@ -163,8 +163,21 @@ def measure_noise(first, second, max_samples: int) -> Noise:
 def samples_record(base: list, cand: list) -> dict:
     """The samples of a comparison for the run record: wall and CPU seconds per call, and the CPU-time speedup."""
     record = {"baseline": walls(base), "candidate": walls(cand)}
-    if base and isinstance(base[0], Timing):
+    if base and isinstance(base[0], Timing) and all(t.cpu > 0 for t in [*base, *cand]):
         record["baseline_cpu"] = [t.cpu for t in base]
         record["candidate_cpu"] = [t.cpu for t in cand]
         record["cpu_speedup"] = float(np.median(np.divide(record["baseline_cpu"], record["candidate_cpu"])))
     return record
+
+
+
+def ratio_of_speedups(first, second, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """How two independent sets of per-pair speedups compare (e.g. a model's and an expert's patch, each timed against
+    the same baseline): the ratio of their 20%-trimmed geometric means, with the interval of Yuen's trimmed t-test on
+    the log speedups (at 10 pairs a side a bootstrap interval of medians covers the truth too rarely)."""
+    a, b = np.log(np.asarray(first, float)), np.log(np.asarray(second, float))
+    estimate = stats.trim_mean(a, 0.2) - stats.trim_mean(b, 0.2)
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return float(np.exp(estimate)), float(np.exp(estimate)), float(np.exp(estimate))
+    ci = stats.ttest_ind(a, b, equal_var=False, trim=0.2).confidence_interval(confidence)
+    return float(np.exp(estimate)), float(np.exp(ci.low)), float(np.exp(ci.high))

@@ -51,7 +51,10 @@ def _alive(pid: int) -> bool:
 def remove_stale(repo: git.Repo) -> list[Path]:
     """Remove worktrees left by perfagent runs that died without cleaning up; return their folders."""
     removed = []
-    for line in repo.git.worktree("list", "--porcelain").splitlines():
+    def worktree(*args: str) -> str:  # by --git-dir: also right for a bare mirror
+        return repo.git.execute(["git", f"--git-dir={repo.git_dir}", "worktree", *args])
+
+    for line in worktree("list", "--porcelain").splitlines():
         if not line.startswith("worktree "):
             continue
         root = Path(line.split(" ", 1)[1]).parent
@@ -60,7 +63,7 @@ def remove_stale(repo: git.Repo) -> list[Path]:
             continue
         shutil.rmtree(root, ignore_errors=True)
         removed.append(root)
-    repo.git.worktree("prune")
+    worktree("prune")
     return removed
 
 

@@ -1,0 +1,222 @@
+"""perfagent evaluate: score patches the way SWE-fficiency does, measured with perfagent's own rules.
+
+Per task, three detached worktrees at the base commit: the base, the patch under evaluation, and the expert patch.
+The patch is applied with `git apply`; test files it touches are reset (and the task's test_patch applied) so a
+patch cannot pass by editing tests. The task's tests run on the base and on the patch: a patch passes when every test
+passing on the base still passes. The workload is then timed in fresh sandboxed processes, base and patched
+alternately (ABBA pairs; see sandbox/measure.py), once for the patch and once for the expert patch:
+  speedup = median over pairs of base time / patched time, with its interval;
+  speedup ratio = patch speedup / expert speedup (a patch that does not apply or breaks a test has speedup 1.0);
+and over tasks the harmonic mean of the ratios, as SWE-fficiency reports it.
+
+`mode="script"` instead runs each workload script as written (its own timeit loop) and parses the `Mean:` it prints,
+as the benchmark's harness does, alternating base, patch and expert `script_runs` times.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import stats
+
+from agent.envs import Environments
+from agent.guards import protected_reason
+from agent.record import append_jsonl, read_jsonl, write_json
+from agent.repos import RepoCache, apply_patch
+from agent.tasks import Task, load_tasks, patched_files
+from agent.verdict import compare_inputs
+from agent.workload import Workload, WorkloadRunner
+from sandbox import isolation
+from sandbox.measure import Sampling, compare_speed, ratio_of_speedups, speed_stats, walls
+from sandbox.run import Limits, child_env, run
+from sandbox.testrun import run_pytest
+
+RESULTS = "evaluation.jsonl"
+_TEST_FILE = ("a test file", "a pytest conftest.py")
+
+
+class EvalJob(BaseModel):
+    out: Path
+    repo_cache: Path
+    env_cache: Path
+    mode: str = "harness"  # or "script"
+    sample_seconds: float = 0.1
+    pairs: int = 10
+    script_runs: int = 3
+    timeout_s: float = 1800
+    memory_mb: int = 4096
+    isolation: str = "auto"
+
+
+def read_predictions(path: Path) -> dict[str, str]:
+    """instance_id -> model_patch (the last line wins)."""
+    return {r["instance_id"]: r.get("model_patch") or "" for r in read_jsonl(path) if "instance_id" in r}
+
+
+def _prepare(worktree: Path, patch: str | None, task: Task) -> tuple[bool, str]:
+    """Apply `patch` (None: leave the base), reset test files it touched, apply the task's test_patch."""
+    applied, problem = True, ""
+    if patch is not None:
+        problem = apply_patch(worktree, patch) or ""
+        applied = not problem
+        touched_tests = [p for p in patched_files(patch) if protected_reason(p, None) in _TEST_FILE]
+        if applied and touched_tests:
+            subprocess.run(["git", "checkout", "HEAD", "--", *touched_tests], cwd=worktree, capture_output=True)
+            subprocess.run(["git", "clean", "-fdq", "--", *touched_tests], cwd=worktree, capture_output=True)
+    if task.test_patch.strip():
+        failed = apply_patch(worktree, task.test_patch)
+        if failed:
+            return False, f"the task's test_patch does not apply: {failed}"
+    return applied, problem
+
+
+def _script_mean(python: str, script: Path, worktree: Path, limits: Limits) -> float:
+    result = run([python, str(script)], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=limits,
+                 readable=[script])
+    match = re.search(r"^Mean:\s*([0-9.eE+-]+)", result.stdout, re.MULTILINE)
+    if not result.ok or not match:
+        raise RuntimeError(f"the workload script {result.failure() if not result.ok else 'printed no Mean:'}:\n"
+                           f"{result.tail()}")
+    return float(match.group(1))
+
+
+def _speed(pairs: list[tuple[float, float]]) -> dict:
+    base, patched = [p[0] for p in pairs], [p[1] for p in pairs]
+    s = speed_stats(base, patched, min_effect=0.0)
+    return {"speedup": s.speedup, "ci_low": s.ci_low, "ci_high": s.ci_high, "p_value": s.p_value,
+            "pairs": len(pairs), "ratios": list(np.divide(base, patched))}
+
+
+def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dict:
+    """Score one patch (None: no prediction) on one task; never raises for the task's own failure."""
+    task, job = Task.model_validate(task_record), EvalJob.model_validate(job_record)
+    isolation.configure(job.isolation)
+    folder = job.out / "tasks" / task.instance_id
+    folder.mkdir(parents=True, exist_ok=True)
+    row = {"instance_id": task.instance_id, "predicted": patch is not None, "applied": False, "tests_passed": False,
+           "speedup": None, "expert": None, "ratio": None, "recorded_expert_speedup": task.gold_speedup}
+    limits = Limits(timeout_s=job.timeout_s, memory_mb=job.memory_mb)
+    cache = RepoCache(job.repo_cache)
+    try:
+        with ExitStack() as stack:
+            base, model, expert = (stack.enter_context(cache.checkout(task.repo, task.base_commit)) for _ in range(3))
+            _prepare(base, None, task)
+            row["applied"], row["apply_error"] = _prepare(model, patch, task) if patch else (False, "no patch")
+            expert_ok, expert_problem = _prepare(expert, task.patch, task)
+            if not expert_ok:
+                raise RuntimeError(f"the expert patch does not apply: {expert_problem}")
+            python = Environments(job.env_cache).python_for(task, base)
+            targets = task.test_targets(base)
+            row["tests"] = targets
+            tmp = folder / "tmp"
+            tmp.mkdir(exist_ok=True)
+            base_tests = run_pytest(base, targets, python=python, tmp=tmp, limits=limits)
+            passing = base_tests.passing()
+            row["tests_passing_at_base"] = len(passing)
+            if row["applied"]:
+                after = run_pytest(model, targets, python=python, tmp=tmp, limits=limits)
+                broken = sorted(passing - after.passing())
+                row["tests_passed"], row["tests_broken"] = not broken, broken[:20]
+            script = folder / "workload.py"
+            script.write_text(task.workload, encoding="utf-8")
+            runner = WorkloadRunner(Workload.parse(str(script), base), python, tmp, limits)
+            scored = row["applied"] and row["tests_passed"]
+            if scored and job.mode == "harness":
+                row["result_unchanged"] = compare_inputs(runner.results(base)[0], runner.results(model)[0]).equal
+            timings = _measure(job, runner, base, [model, expert] if scored else [expert], python, script, limits)
+            row["expert"] = _speed(timings[-1])
+            row["speedup"] = _speed(timings[0]) if scored else None
+    except Exception as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        return row
+    expert_ratios = row["expert"]["ratios"]
+    if row["speedup"]:
+        row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"] = ratio_of_speedups(row["speedup"]["ratios"],
+                                                                                    expert_ratios)
+    else:  # SWE-fficiency: a patch that fails to apply or breaks tests counts as no speedup
+        row["ratio"] = 1.0 / row["expert"]["speedup"]
+    return row
+
+
+def _measure(job: EvalJob, runner: WorkloadRunner, base: Path, trees: list[Path], python: str, script: Path,
+             limits: Limits) -> list[list[tuple[float, float]]]:
+    """(base seconds, patched seconds) pairs for each of `trees` against `base`."""
+    if job.mode == "script":
+        out = []
+        for tree in trees:
+            pairs = []
+            for k in range(job.script_runs):
+                order = (base, tree) if k % 2 == 0 else (tree, base)
+                seconds = {t: _script_mean(python, script, t, limits) for t in order}
+                pairs.append((seconds[base], seconds[tree]))
+            out.append(pairs)
+        return out
+    loops = runner.calibrate(base, job.sample_seconds)
+    sampling = Sampling(min_samples=job.pairs, max_samples=job.pairs, min_effect=0.0)
+    out = []
+    for tree in trees:
+        _, b, p = compare_speed(lambda: runner.sample(base, loops), lambda t=tree: runner.sample(t, loops), sampling)
+        out.append(list(zip(walls(b), walls(p))))
+    return out
+
+
+def summarize(rows: list[dict]) -> dict:
+    """SWE-fficiency's aggregate: the harmonic mean of speedup ratios over tasks (errors excluded, and counted)."""
+    scored = [r for r in rows if r.get("ratio")]
+    ratios = np.array([r["ratio"] for r in scored])
+    reaches = [r for r in scored if (r.get("ratio_ci_high") or r["ratio"]) >= 1.0]
+    return {"tasks": len(rows), "scored": len(scored), "errors": len(rows) - len(scored),
+            "applied": sum(r["applied"] for r in rows), "tests_passed": sum(r["tests_passed"] for r in rows),
+            "harmonic_mean_ratio": float(stats.hmean(ratios)) if len(ratios) else None,
+            "at_or_above_expert": len(reaches) / len(scored) if scored else None}
+
+
+def run_evaluation(tasks_file: Path, patches: dict[str, str] | None, job: EvalJob, executor, *,
+                   say: Callable[[str], None] = print) -> dict:
+    """Evaluate `patches` (instance_id -> patch; None: the expert patches themselves) on every task; tasks already
+    in the output's evaluation.jsonl are not redone. Writes report.json and returns it."""
+    tasks, bad = load_tasks(tasks_file)
+    for record in bad:
+        say(f"[yellow]skipping a bad task record: {record}[/]")
+    if patches is not None:
+        unknown = sorted(set(patches) - {t.instance_id for t in tasks})
+        if unknown:
+            say(f"[yellow]predictions for tasks not in the task file are ignored: {', '.join(unknown[:10])}[/]")
+    job.out.mkdir(parents=True, exist_ok=True)
+    rows = {r["instance_id"]: r for r in read_jsonl(job.out / RESULTS)}
+    pending = [t for t in tasks if t.instance_id not in rows]
+    jobs = [(t.model_dump(mode="json", by_alias=True), t.patch if patches is None else patches.get(t.instance_id),
+             job.model_dump(mode="json")) for t in pending]
+    interrupted = False
+    try:
+        for i, row in executor.map(evaluate_task, jobs):
+            if isinstance(row, BaseException):
+                row = {"instance_id": pending[i].instance_id, "applied": False, "tests_passed": False,
+                       "ratio": None, "error": f"{type(row).__name__}: {row}"}
+            append_jsonl(job.out / RESULTS, row)
+            rows[row["instance_id"]] = row
+            say(f"[{len(rows)}/{len(tasks)}] {describe_row(row)}")
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        executor.close(interrupted)
+    ordered = [rows[t.instance_id] for t in tasks if t.instance_id in rows]
+    report = {"gold": patches is None, "mode": job.mode, "summary": summarize(ordered), "tasks": ordered,
+              "bad_records": [str(b) for b in bad]}
+    write_json(job.out / "report.json", report)
+    return report
+
+
+def describe_row(row: dict) -> str:
+    if row.get("error"):
+        return f"{row['instance_id']}: error: {row['error'].splitlines()[0][:200]}"
+    speed = row.get("speedup")
+    return (f"{row['instance_id']}: applied={row['applied']} tests={'pass' if row['tests_passed'] else 'FAIL'} "
+            f"speedup={speed['speedup']:.2f}x " if speed else f"{row['instance_id']}: not scored (speedup 1.0) "
+            ) + f"expert={row['expert']['speedup']:.2f}x ratio={row['ratio']:.2f}"

@@ -1,0 +1,130 @@
+"""Where batch and evaluate jobs run: worker processes on this machine, or tasks on a Ray cluster.
+
+Timing is only meaningful on cores nothing else uses, so each local worker owns a disjoint set of cores: the worker
+pins itself (sched_setaffinity) and every process it starts inherits the pinning. With more workers than cores, cores
+are shared and a warning says that timings will be noisier. On Ray each job declares `num_cpus` = its share of cores,
+so Ray places at most (cores / share) jobs on a node at once (Ray itself does not pin processes to cores).
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Iterator
+
+_PR_SET_PDEATHSIG = 1
+
+
+def core_sets(workers: int) -> tuple[list[tuple[int, ...]], str | None]:
+    """Disjoint core sets for `workers` workers, and a warning when there are fewer cores than workers."""
+    cores = sorted(os.sched_getaffinity(0))
+    if workers > len(cores):
+        return ([(cores[i % len(cores)],) for i in range(workers)],
+                f"{workers} workers on {len(cores)} cores: workers share cores, so timings will be noisier")
+    share = len(cores) // workers
+    return [tuple(cores[i * share:(i + 1) * share]) for i in range(workers)], None
+
+
+def _worker_init(cores_queue) -> None:
+    """In each local worker: take a core set, and end (cleaning up, via KeyboardInterrupt) when the parent dies."""
+    os.sched_setaffinity(0, cores_queue.get())
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: a killed parent leaves the worker to finish its job
+        pass
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.cores, self.warning = core_sets(workers)
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        for cores in self.cores:
+            queue.put(cores)
+        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(queue,))
+
+    def describe(self) -> str:
+        return f"{self.workers} local worker(s), cores {', '.join(','.join(map(str, c)) for c in self.cores)}"
+
+    def map(self, fn: Callable, jobs: list[tuple]) -> Iterator[tuple[int, object]]:
+        """(index, result or the exception it raised) for each job, as they finish."""
+        futures = {self._pool.submit(fn, *args): i for i, args in enumerate(jobs)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                error = future.exception()
+                yield futures[future], error if error is not None else future.result()
+
+    def close(self, interrupted: bool = False) -> None:
+        if interrupted:  # stop running jobs now; they clean up their worktrees on SIGTERM
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                if process.is_alive():
+                    process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, workers: int, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("the Ray executor needs Ray: pip install 'perfagent[ray]'") from None
+        self.ray, self.workers = ray, workers
+        cores = len(os.sched_getaffinity(0))
+        self.cpus_per_job = max(1, cores // workers) if not address else 1
+        ray.init(address=address, num_cpus=None if address else max(cores, workers * self.cpus_per_job),
+                 include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 runtime_env={"env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+        self.warning = None if workers <= cores or address else (
+            f"{workers} workers on {cores} cores: workers share cores, so timings will be noisier")
+
+    def describe(self) -> str:
+        return f"Ray ({self.ray.get_runtime_context().gcs_address}), {self.cpus_per_job} CPU(s) per job"
+
+    def map(self, fn: Callable, jobs: list[tuple]) -> Iterator[tuple[int, object]]:
+        remote = self.ray.remote(num_cpus=self.cpus_per_job, max_retries=0)(fn)
+        waiting = list(range(len(jobs)))
+        running = self._running = {}
+        while waiting or running:
+            while waiting and len(running) < self.workers:
+                i = waiting.pop(0)
+                running[remote.remote(*jobs[i])] = i
+            done, _ = self.ray.wait(list(running), num_returns=1)
+            for ref in done:
+                i = running.pop(ref)
+                try:
+                    yield i, self.ray.get(ref)
+                except self.ray.exceptions.RayTaskError as exc:
+                    yield i, exc.as_instanceof_cause()
+                except self.ray.exceptions.RayError as exc:
+                    yield i, exc
+
+    def close(self, interrupted: bool = False) -> None:
+        if interrupted:  # a cancelled job gets KeyboardInterrupt and cleans up its worktrees
+            for ref in getattr(self, "_running", {}):
+                self.ray.cancel(ref)
+        self.ray.shutdown()
+
+
+def make_executor(kind: str, workers: int, ray_address: str | None = None):
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if kind == "local":
+        return LocalExecutor(workers)
+    if kind == "ray":
+        return RayExecutor(workers, ray_address)
+    raise ValueError(f"unknown executor {kind!r}: use local or ray")

@@ -1,0 +1,141 @@
+"""Regenerate workloads/tasks.jsonl, the bundled batch-mode tasks, from their sources.
+
+Every task has a folder workloads/task-sources/<instance_id>/ holding
+- workload.py: its SWE-fficiency-style benchmark (setup(), workload(), then the top-level timeit loop);
+- expert.txt: the expert optimisation, as SEARCH/REPLACE blocks against the bundled example repository.
+TASKS below names each task's repository, covering tests and edited functions. For every task this script builds the
+repository with agent.examples.build (fixed commit id), applies the expert edits and takes `git diff` as the patch,
+collects the covering tests' node ids (PASS_TO_PASS), checks that those tests pass with the patch and that workload()
+returns the same result with and without it, and times workload() at both states with perfagent's harness (median
+of --loops calls, each after its own setup()). Only the timings (gold_speedup, pre_edit_runtime) differ from one run
+to the next.
+
+    python workloads/make_tasks.py [--loops 15] [--output workloads/tasks.jsonl]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from agent import examples  # noqa: E402
+from agent.edits import apply_edits, parse_edits  # noqa: E402
+
+SOURCES = HERE / "task-sources"
+HARNESS = ROOT / "sandbox" / "harness.py"
+# git without the user's configuration (diff prefixes, context size, algorithm...), so patches are reproducible
+GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+DIFF = ["diff", "--no-color", "--no-ext-diff", "--no-renames", "-U3", "--diff-algorithm=myers", "--abbrev=10",
+        "--src-prefix=a/", "--dst-prefix=b/"]
+
+TASKS = {
+    "perfagent-examples__inventory-1": {
+        "repo": "inventory", "covering_tests": ["tests/test_catalog.py", "tests/test_orders.py"],
+        "edited_functions": ["inventory/catalog.py::Catalog.__init__", "inventory/catalog.py::Catalog.add",
+                             "inventory/catalog.py::Catalog.get"]},
+    "perfagent-examples__inventory-2": {
+        "repo": "inventory", "covering_tests": ["tests/test_orders.py"],
+        "edited_functions": ["inventory/orders.py::unique_customers", "inventory/orders.py::repeat_customers"]},
+    "perfagent-examples__inventory-3": {
+        "repo": "inventory", "covering_tests": ["tests/test_forecast.py"],
+        "edited_functions": ["inventory/forecast.py::rolling_demand"]},
+    "perfagent-examples__graphkit-1": {
+        "repo": "graphkit", "covering_tests": ["tests/test_paths.py"],
+        "edited_functions": ["graphkit/paths.py::shortest_distances"]},
+    "perfagent-examples__graphkit-2": {
+        "repo": "graphkit", "covering_tests": ["tests/test_components.py"],
+        "edited_functions": ["graphkit/components.py::connected_components"]},
+    "perfagent-examples__graphkit-3": {
+        "repo": "graphkit", "covering_tests": ["tests/test_ordering.py"],
+        "edited_functions": ["graphkit/ordering.py::topological_order"]},
+}
+
+
+def run(cmd: list[str], cwd: Path, **env: str) -> str:
+    """stdout of `cmd`; the repository is importable and pytest loads no plugins of the surrounding environment."""
+    full_env = {**os.environ, "PYTHONPATH": str(cwd), "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **GIT_ENV, **env}
+    done = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def expert_patch(instance_id: str, repo: Path) -> str:
+    """Apply the task's expert edits to the built repository `repo` and return them as a `git diff`."""
+    result = apply_edits(repo, parse_edits((SOURCES / instance_id / "expert.txt").read_text(encoding="utf-8")))
+    if not result.ok:
+        raise SystemExit(f"{instance_id}: expert edits do not apply: {[f.reason for f in result.failures]}")
+    return run(["git", *DIFF], repo)
+
+
+def collect(repo: Path, test_files: list[str]) -> list[str]:
+    out = run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *test_files], repo)
+    return [line for line in out.splitlines() if "::" in line]
+
+
+def harness(mode: str, repo: Path, workload: Path, tmp: Path, *args: str) -> dict:
+    """Run sandbox/harness.py in `repo` (it drops the workload's own timeit loop) and return what it wrote."""
+    out = tmp / f"{mode}.json"
+    run([sys.executable, str(HARNESS), mode, str(workload), str(out), *args], repo)
+    return json.loads(out.read_text())
+
+
+def runtime(repo: Path, workload: Path, tmp: Path, loops: int) -> float:
+    """The median wall time of `loops` workload() calls."""
+    return statistics.median(harness("time", repo, workload, tmp, str(loops))["wall"])
+
+
+def make_task(instance_id: str, spec: dict, tmp: Path, loops: int) -> dict:
+    base, patched = tmp / "base", tmp / "patched"
+    base_commit = examples.build(spec["repo"], base)
+    examples.build(spec["repo"], patched)
+    patch = expert_patch(instance_id, patched)
+    workload = SOURCES / instance_id / "workload.py"
+    tests = collect(base, spec["covering_tests"])
+    run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], patched)
+    before, after = harness("result", base, workload, tmp), harness("result", patched, workload, tmp)
+    if before["raised"] or before["result"] != after["result"]:
+        raise SystemExit(f"{instance_id}: the expert patch changes the workload's result (or it raises)")
+    pre, post = runtime(base, workload, tmp, loops), runtime(patched, workload, tmp, loops)
+    print(f"{instance_id}: {pre * 1e3:.1f} ms -> {post * 1e3:.1f} ms ({pre / post:.1f}x)", file=sys.stderr)
+    return {
+        "instance_id": instance_id,
+        "repo": f"{examples.OWNER}/{spec['repo']}",
+        "base_commit": base_commit,
+        "patch": patch,
+        "test_patch": "",
+        "workload": workload.read_text(encoding="utf-8"),
+        "edited_files": run(["git", *DIFF, "--name-only"], patched).split(),
+        "edited_functions": spec["edited_functions"],
+        "covering_tests": spec["covering_tests"],
+        "PASS_TO_PASS": tests,
+        "gold_speedup": round(pre / post, 2),
+        "pre_edit_runtime": round(pre, 5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", type=Path, default=HERE / "tasks.jsonl")
+    parser.add_argument("--loops", type=int, default=15, help="timed workload() calls per state")
+    args = parser.parse_args()
+    records = []
+    for instance_id, spec in TASKS.items():
+        with tempfile.TemporaryDirectory(prefix="perfagent-task-") as tmp:
+            records.append(make_task(instance_id, spec, Path(tmp), args.loops))
+    args.output.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    print(f"wrote {len(records)} tasks to {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
