@@ -11,13 +11,13 @@ done tasks and redoes the rest (a task cut short starts over in a clean folder),
 """
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Callable
 
 from pydantic import BaseModel
+from rich.text import Text
 
 from agent.config import load_settings
 from agent.envs import Environments
@@ -50,7 +50,7 @@ class BatchJob(BaseModel):
 
 
 def _plain(message: str) -> str:
-    return re.sub(r"\[/?[a-z ]*\]", "", message)
+    return Text.from_markup(message).plain
 
 
 def solve(task_record: dict, job_record: dict) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -223,6 +224,8 @@ def batch(
     max_calls: Optional[int] = typer.Option(None, help="model call limit for the whole batch"),
     task_budget_usd: Optional[float] = typer.Option(None, help="model spend limit per task (USD)"),
     max_iterations: int = typer.Option(8, help="candidates per task at most"),
+    sample_seconds: Optional[float] = typer.Option(None, help="target duration of the calls behind one timing value "
+                                                   "(default: perfagent's, or the task repository's setting)"),
     executor: str = typer.Option("local", help="local, or ray"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
 ):
@@ -233,7 +236,7 @@ def batch(
     _check_task_file(tasks)
     job = BatchJob(model=model, out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(),
                    api_base=api_base, budget_usd=budget_usd, max_calls=max_calls, task_budget_usd=task_budget_usd,
-                   settings={"max_iterations": max_iterations})
+                   settings={"max_iterations": max_iterations, "sample_seconds": sample_seconds})
     pool = _executor(executor, workers, ray_address)
     try:
         with Live(console=console, auto_refresh=False, transient=not console.is_terminal) as live:
@@ -254,23 +257,28 @@ def batch(
 
 
 def _evaluation_table(report: dict) -> Table:
-    table = Table(title="evaluation (speedup = base time / patched time; ratio = speedup / expert speedup)")
-    for column in ("task", "applied", "tests", "speedup [95% CI]", "expert [95% CI]", "ratio [95% CI]", "recorded"):
-        table.add_column(column, no_wrap=column != "task")
+    table = Table(title="evaluation (95% intervals)", box=box.SIMPLE_HEAD, caption="speedup = base time / patched "
+                  "time; ratio = speedup / expert speedup; rec. = expert speedup the task file records")
+    table.add_column("task", min_width=16, overflow="fold")
+    table.add_column("patch", no_wrap=True)
+    for column in ("speedup", "expert", "ratio"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def interval(value: float, low: float | None, high: float | None, unit: str = "x") -> str:
+        return f"{value:.2f}{unit}" + (f"\n[{low:.2f}, {high:.2f}]" if low is not None else "")
+
     for row in report["tasks"]:
         if row.get("error"):
-            table.add_row(row["instance_id"], "", "", f"[red]error: {escape(row['error'].splitlines()[0][:60])}[/]",
-                          "", "", "")
+            table.add_row(row["instance_id"], "[red]error[/]", escape(row["error"].splitlines()[0][:80]))
             continue
-        speed, expert = row.get("speedup"), row["expert"]
-        interval = (lambda s: f"{s['speedup']:.2f}x [{s['ci_low']:.2f}, {s['ci_high']:.2f}]")
-        ratio = f"{row['ratio']:.2f}" + (f" [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}]"
-                                         if row.get("ratio_ci_low") else "")
-        recorded = row.get("recorded_expert_speedup")
-        table.add_row(row["instance_id"], "yes" if row["applied"] else "[red]no[/]",
-                      "pass" if row["tests_passed"] else "[red]fail[/]" if row["applied"] else "",
-                      interval(speed) if speed else "1.00x (not scored)", interval(expert), ratio,
-                      f"{recorded:.2f}x" if recorded else "")
+        speed, expert, recorded = row.get("speedup"), row["expert"], row.get("recorded_expert_speedup")
+        status = ("no patch" if not row.get("predicted") else "[red]no apply[/]" if not row["applied"]
+                  else "tests ok" if row["tests_passed"] else "[red]tests fail[/]")
+        table.add_row(row["instance_id"], status,
+                      interval(speed["speedup"], speed["ci_low"], speed["ci_high"]) if speed else "1.00x",
+                      interval(expert["speedup"], expert["ci_low"], expert["ci_high"])
+                      + (f"\nrec. {recorded:.2f}x" if recorded else ""),
+                      interval(row["ratio"], row.get("ratio_ci_low"), row.get("ratio_ci_high"), ""))
     return table
 
 
@@ -285,7 +293,7 @@ def evaluate(
     mode: str = typer.Option("harness", help="harness: time setup()/workload() with perfagent's rules; script: run "
                              "the workload script as written and parse its 'Mean:'"),
     pairs: int = typer.Option(10, help="timing pairs per comparison"),
-    sample_seconds: float = typer.Option(0.1, help="target duration of one timing value"),
+    sample_seconds: float = typer.Option(1.0, help="target duration of the calls behind one timing value"),
     workers: int = typer.Option(1, help="tasks evaluated at once; each worker gets cores of its own"),
     executor: str = typer.Option("local", help="local, or ray"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),

@@ -1,0 +1,164 @@
+"""Batch and evaluate end to end on the bundled example tasks, through the command line, with the local and the Ray
+executor: scripted sessions per task, real git, real environments, real sandboxed test and timing runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from agent.record import read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK_FILE = ROOT / "workloads" / "tasks.jsonl"
+SESSIONS = ROOT / "workloads" / "sessions"
+FAST = ["--sample-seconds", "0.05"]
+EXECUTORS = ["local", pytest.param("ray", marks=pytest.mark.ray)]
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory) -> list[str]:
+    """Shared by the tests here, as by batch runs: environments are built once."""
+    root = tmp_path_factory.mktemp("caches")
+    return ["--repo-cache", str(root / "repos"), "--env-cache", str(root / "envs")]
+
+
+def task_file(path: Path, ids: list[str]) -> Path:
+    lines = [line for line in TASK_FILE.read_text().splitlines() if json.loads(line)["instance_id"] in ids]
+    assert len(lines) == len(ids)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+    return done
+
+
+def leftovers(repo_cache: Path) -> tuple[list[str], list[str]]:
+    """Extra worktrees and perfagent branches left in the cached repositories."""
+    trees, branches = [], []
+    for repo in Path(repo_cache).iterdir():
+        if repo.name.startswith("."):
+            continue
+        listing = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True).stdout
+        trees += listing.splitlines()[1:]
+        branches += subprocess.run(["git", "-C", str(repo), "branch", "--list", "perfagent/*"], capture_output=True,
+                                   text=True).stdout.split()
+    return trees, branches
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_batch_writes_predictions_that_evaluate_scores(tmp_path, caches, executor):
+    ids = ["perfagent-examples__inventory-2", "perfagent-examples__graphkit-3"]
+    tasks = task_file(tmp_path / "tasks.jsonl", ids)
+    out = tmp_path / "batch"
+    done = cli("batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out", str(out), "--workers", "2",
+               "--executor", executor, *FAST, *caches)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    predictions = read_jsonl(out / "predictions.jsonl")
+    assert sorted(p["instance_id"] for p in predictions) == sorted(ids)
+    for p in predictions:
+        assert set(p) == {"instance_id", "model_patch", "model_name_or_path"}
+        assert p["model_patch"].startswith("diff --git") and p["model_name_or_path"] == f"scripted:{SESSIONS}"
+    results = {r["instance_id"]: r for r in read_jsonl(out / "results.jsonl")}
+    for task_id in ids:
+        # each session has one rejected and one correct reply: exactly one commit made it into the patch
+        assert results[task_id]["status"] == "finished" and results[task_id]["accepted"] == 1
+        trajectory = json.loads((out / "tasks" / task_id / "run" / "trajectory.json").read_text())
+        assert [r["purpose"] for r in trajectory if "reply" in r] == ["optimize", "optimize"]
+    repo_cache = Path(caches[1])
+    assert leftovers(repo_cache) == ([], [])
+
+    evaluation = tmp_path / "evaluation"
+    done = cli("evaluate", str(tasks), "--predictions", str(out / "predictions.jsonl"), "--out", str(evaluation),
+               "--pairs", "8", "--executor", executor, *FAST, *caches)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((evaluation / "report.json").read_text())
+    rows = {r["instance_id"]: r for r in report["tasks"]}
+    for task_id in ids:
+        row = rows[task_id]
+        assert row["applied"] and row["tests_passed"] and row["result_unchanged"], row
+        assert row["speedup"]["ci_low"] > 1.5 and row["expert"]["ci_low"] > 1.5
+        assert row["ratio"] == pytest.approx(row["speedup"]["speedup"] / row["expert"]["speedup"])
+    assert report["summary"]["harmonic_mean_ratio"] == pytest.approx(stats.hmean([r["ratio"] for r in rows.values()]))
+    assert "harmonic mean speedup ratio" in done.stdout
+    assert leftovers(repo_cache) == ([], [])
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_killed_batch_resumes_and_does_every_task_once(tmp_path, caches, executor):
+    ids = ["perfagent-examples__inventory-1", "perfagent-examples__graphkit-2", "perfagent-examples__inventory-3"]
+    tasks = task_file(tmp_path / "tasks.jsonl", ids)
+    out = tmp_path / "batch"
+    args = [sys.executable, "-m", "agent.cli", "batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out",
+            str(out), "--executor", executor, "--max-iterations", "1", *FAST, *caches]
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while len(read_jsonl(out / "predictions.jsonl")) < 1 and first.poll() is None:
+        assert time.monotonic() < deadline, "no task finished in time"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)  # no chance to clean up: the rerun must cope
+    first.wait(60)
+    killed_done = len(read_jsonl(out / "predictions.jsonl"))
+    assert 1 <= killed_done < len(ids)
+
+    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming: {killed_done} of {len(ids)} tasks already done" in second.stdout
+    predictions = [p["instance_id"] for p in read_jsonl(out / "predictions.jsonl")]
+    assert sorted(predictions) == sorted(ids)  # each exactly once
+    time.sleep(1)
+    assert leftovers(Path(caches[1])) == ([], [])
+
+
+def test_gold_evaluation_reproduces_the_expert_speedup(tmp_path, caches):
+    ids = ["perfagent-examples__inventory-3", "perfagent-examples__graphkit-1"]
+    tasks = task_file(tmp_path / "tasks.jsonl", ids)
+    done = cli("evaluate", str(tasks), "--gold", "--out", str(tmp_path / "gold"), "--pairs", "8", *FAST, *caches)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "gold" / "report.json").read_text())
+    assert report["gold"] and report["summary"]["scored"] == 2
+    for row in report["tasks"]:
+        assert row["applied"] and row["tests_passed"]
+        assert row["expert"]["ci_low"] > 2 and row["speedup"]["ci_low"] > 2
+        assert row["ratio_ci_low"] <= 1.0 <= row["ratio_ci_high"], row
+
+
+def test_bad_records_and_broken_patches_are_reported_without_stopping(tmp_path, caches):
+    records = {json.loads(line)["instance_id"]: json.loads(line) for line in TASK_FILE.read_text().splitlines()}
+    good, other = records["perfagent-examples__inventory-3"], records["perfagent-examples__graphkit-2"]
+    bad_workload = {**good, "instance_id": "bad-workload", "workload": "def setup(:\n"}
+    missing_repo = {**good, "instance_id": "missing-repo", "repo": "nobody/nothing"}
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("\n".join(json.dumps(r) for r in (good, bad_workload, missing_repo, other)) + "\nnot json\n")
+    # valid, but wrong: tests fail, and a conftest.py that stops pytest collecting them must not hide it
+    wrong = good["patch"].replace("total += daily_units[day] - daily_units[day - window]",
+                                  "total += daily_units[day]")
+    hide_tests = ("diff --git a/tests/conftest.py b/tests/conftest.py\nnew file mode 100644\n--- /dev/null\n"
+                  "+++ b/tests/conftest.py\n@@ -0,0 +1 @@\n+collect_ignore_glob = ['test_*.py']\n")
+    not_applying = other["patch"].replace("\n ", "\n changed context ", 1)
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"instance_id": i, "model_patch": p, "model_name_or_path": "m"}) + "\n"
+                                   for i, p in ((good["instance_id"], wrong + hide_tests),
+                                                (other["instance_id"], not_applying), ("unknown-task", ""))))
+    done = cli("evaluate", str(tasks), "--predictions", str(predictions), "--out", str(tmp_path / "ev"),
+               "--pairs", "8", *FAST, *caches)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "line 2 (bad-workload): workload: Value error, is not valid Python" in done.stdout
+    assert "line 5 (no instance_id): not JSON" in done.stdout
+    assert "predictions for tasks not in the task file are ignored: unknown-task" in done.stdout
+    rows = {r["instance_id"]: r for r in json.loads((tmp_path / "ev" / "report.json").read_text())["tasks"]}
+    assert "nobody/nothing is not in the repository cache" in rows["missing-repo"]["error"]
+    wrong_row, other_row = rows[good["instance_id"]], rows[other["instance_id"]]
+    assert wrong_row["applied"] and not wrong_row["tests_passed"]
+    assert "tests/test_forecast.py::test_rolling_demand_matches_direct_sums" in wrong_row["tests_broken"]
+    assert not other_row["applied"] and "patch" in other_row["apply_error"]
+    for row in (wrong_row, other_row):  # scored as no speedup: ratio = 1 / expert speedup
+        assert row["speedup"] is None and row["ratio"] == pytest.approx(1 / row["expert"]["speedup"])
