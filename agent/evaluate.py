@@ -65,9 +65,10 @@ def _prepare(worktree: Path, patch: str | None, task: Task) -> tuple[bool, str]:
         problem = apply_patch(worktree, patch) or ""
         applied = not problem
         touched_tests = [p for p in patched_files(patch) if protected_reason(p, None) in _TEST_FILE]
-        if applied and touched_tests:
-            subprocess.run(["git", "checkout", "HEAD", "--", *touched_tests], cwd=worktree, capture_output=True)
-            subprocess.run(["git", "clean", "-fdq", "--", *touched_tests], cwd=worktree, capture_output=True)
+        for path in touched_tests if applied else []:  # back to the base version; files the patch added go
+            restored = subprocess.run(["git", "checkout", "HEAD", "--", path], cwd=worktree, capture_output=True)
+            if restored.returncode:
+                (worktree / path).unlink(missing_ok=True)
     if task.test_patch.strip():
         failed = apply_patch(worktree, task.test_patch)
         if failed:

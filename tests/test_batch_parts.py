@@ -1,0 +1,158 @@
+"""The parts batch and evaluate are built from: the repository cache, per-task environments, the shared budget,
+task test selection, test-file resets and the aggregate score."""
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from agent import examples
+from agent.envs import EnvError, Environments
+from agent.evaluate import _prepare, summarize
+from agent.llm import BudgetExceeded, Reply, SharedBudget
+from agent.repos import RepoCache, RepoError
+from agent.tasks import Task, patched_files
+from conftest import git, make_repo
+
+WORKLOAD = "def setup():\n    pass\n\n\ndef workload():\n    return 1\n"
+
+
+def task(**fields) -> Task:
+    return Task(**{"instance_id": "t-1", "repo": "acme/lib", "base_commit": "0" * 40, "workload": WORKLOAD, **fields})
+
+
+def test_repo_cache_finds_a_bare_mirror_and_checks_out_detached_worktrees(tmp_path):
+    source = make_repo(tmp_path / "src", {"lib.py": "x = 1\n"})
+    first = git(source, "rev-parse", "HEAD").strip()
+    (source / "lib.py").write_text("x = 2\n")
+    git(source, "commit", "-qam", "two")
+    cache = tmp_path / "cache"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(source), str(cache / "acme+lib" / "repo")], check=True)
+    repos = RepoCache(cache)
+    with repos.checkout("acme/lib", first[:10]) as worktree:
+        assert (worktree / "lib.py").read_text() == "x = 1\n"
+        assert git(worktree, "rev-parse", "HEAD").strip() == first
+        listing = git(cache / "acme+lib" / "repo", "worktree", "list")
+        assert str(worktree) in listing
+    assert not worktree.exists()
+    assert git(cache / "acme+lib" / "repo", "worktree", "list").count("\n") == 1
+    with pytest.raises(RepoError, match=r"commit 1234567 is not in .*git -C .* fetch"):
+        with repos.checkout("acme/lib", "1234567"):
+            pass
+
+
+def test_missing_repository_says_how_to_add_it(tmp_path):
+    with pytest.raises(RepoError, match=r"acme/other is not in the repository cache .*git clone --mirror "
+                                        r"https://github.com/acme/other .*acme__other.git"):
+        RepoCache(tmp_path).locate("acme/other")
+
+
+def test_a_killed_runs_task_worktree_is_removed_by_the_next_checkout(tmp_path):
+    source = make_repo(tmp_path / "acme__lib", {"lib.py": "x = 1\n"})
+    repos = RepoCache(tmp_path)
+    head = git(source, "rev-parse", "HEAD").strip()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    with repos.checkout("acme/lib", head) as worktree:
+        (worktree.parent / "owner.pid").write_text(dead)  # as if its process had been killed
+        with repos.checkout("acme/lib", head) as second:
+            assert not worktree.exists() and second.exists()
+
+
+def test_bundled_examples_are_built_into_the_cache_with_fixed_commits(tmp_path):
+    records = [json.loads(line) for line in (examples.SOURCES.parent / "tasks.jsonl").read_text().splitlines()]
+    repos = RepoCache(tmp_path)
+    for record in records:
+        path = repos.locate(record["repo"])
+        assert git(path, "rev-parse", "HEAD").strip() == record["base_commit"]
+
+
+def test_environments_are_shared_by_setup_and_see_pytest(tmp_path):
+    envs = Environments(tmp_path / "envs")
+    a = task(setup_cmd="echo built >> built.txt")
+    b = task(instance_id="t-2", base_commit="1" * 40, setup_cmd="echo built >> built.txt")
+    assert envs.key(a) == envs.key(b)  # same setup command: one environment
+    assert envs.key(task()) != envs.key(task(base_commit="1" * 40))  # default setup installs the repository
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    python = envs.python_for(a, worktree)
+    assert envs.python_for(b, worktree) == python
+    assert (worktree / "built.txt").read_text() == "built\n"  # ran once, in the worktree
+    probe = subprocess.run([python, "-c", "import sys, pytest, coverage; print(sys.prefix)"], capture_output=True,
+                           text=True)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == str(Path(python).parent.parent)
+
+
+def test_a_failing_setup_command_is_reported_with_its_log_and_retried_next_time(tmp_path):
+    envs = Environments(tmp_path / "envs")
+    broken = task(setup_cmd="echo 'no such package: frobnicate' >&2; exit 3")
+    with pytest.raises(EnvError, match=r"(?s)exit code 3 .*no such package: frobnicate"):
+        envs.python_for(broken, tmp_path)
+    assert not (envs.root / envs.key(broken) / "perfagent-ready").exists()
+
+
+def _charge(ledger: str, times: int) -> None:
+    budget = SharedBudget(ledger=Path(ledger))
+    for _ in range(times):
+        budget.charge(Reply("x", 1, 1, cost_usd=0.01, model="m", seconds=0.0))
+
+
+def test_shared_budget_counts_every_process_and_stops_all_at_the_limit(tmp_path):
+    ledger = tmp_path / "spend.json"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_charge, args=(str(ledger), 25)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    spent = json.loads(ledger.read_text())
+    assert spent["calls"] == 100 and spent["usd"] == pytest.approx(1.0)
+    SharedBudget(ledger=ledger, total_calls=101).check()
+    with pytest.raises(BudgetExceeded, match="batch call budget used up: 100 of 100"):
+        SharedBudget(ledger=ledger, total_calls=100).check()
+    with pytest.raises(BudgetExceeded, match="batch cost budget"):
+        SharedBudget(ledger=ledger, total_usd=0.5).check()
+
+
+def test_task_tests_fall_back_to_the_tests_folder_nearest_the_expert_edit(tmp_path):
+    (tmp_path / "pkg" / "sub" / "tests").mkdir(parents=True)
+    (tmp_path / "pkg" / "tests").mkdir()
+    patch = ("diff --git a/pkg/sub/deep/mod.py b/pkg/sub/deep/mod.py\n--- a/pkg/sub/deep/mod.py\n"
+             "+++ b/pkg/sub/deep/mod.py\n@@ -1 +1 @@\n-a\n+b\n"
+             "diff --git a/pkg/new.py b/pkg/new.py\n--- /dev/null\n+++ b/pkg/new.py\n@@ -0,0 +1 @@\n+c\n")
+    assert patched_files(patch) == ["pkg/sub/deep/mod.py", "pkg/new.py"]
+    assert task(patch=patch).test_targets(tmp_path) == ["pkg/sub/tests", "pkg/tests"]
+    assert task(patch=patch, covering_tests=["pkg/tests/test_x.py"]).test_targets(tmp_path) == ["pkg/tests/test_x.py"]
+    assert task(patch=patch, PASS_TO_PASS='["pkg/tests/test_x.py::t"]').test_targets(tmp_path) == [
+        "pkg/tests/test_x.py::t"]
+
+
+def test_evaluation_resets_the_test_files_a_patch_touches(tmp_path):
+    repo = make_repo(tmp_path / "r", {"lib.py": "x = 1\n", "tests/test_lib.py": "def test_x():\n    assert True\n"})
+    patch = ("diff --git a/lib.py b/lib.py\n--- a/lib.py\n+++ b/lib.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"
+             "diff --git a/tests/test_lib.py b/tests/test_lib.py\n--- a/tests/test_lib.py\n+++ b/tests/test_lib.py\n"
+             "@@ -1,2 +1,2 @@\n def test_x():\n-    assert True\n+    assert 1\n"
+             "diff --git a/tests/conftest.py b/tests/conftest.py\nnew file mode 100644\n--- /dev/null\n"
+             "+++ b/tests/conftest.py\n@@ -0,0 +1 @@\n+collect_ignore = ['test_lib.py']\n")
+    assert _prepare(repo, patch, task()) == (True, "")
+    assert (repo / "lib.py").read_text() == "x = 2\n"
+    assert (repo / "tests" / "test_lib.py").read_text() == "def test_x():\n    assert True\n"
+    assert not (repo / "tests" / "conftest.py").exists()
+    applied, problem = _prepare(repo, patch, task())  # now it no longer applies
+    assert not applied and "patch does not apply" in problem
+
+
+def test_summary_is_the_harmonic_mean_of_ratios():
+    rows = [{"ratio": 2.0, "ratio_ci_high": 2.5, "applied": True, "tests_passed": True},
+            {"ratio": 0.5, "ratio_ci_high": 0.7, "applied": True, "tests_passed": True},
+            {"ratio": 0.25, "applied": False, "tests_passed": False},
+            {"ratio": None, "error": "x", "applied": False, "tests_passed": False}]
+    summary = summarize(rows)
+    assert summary["harmonic_mean_ratio"] == pytest.approx(stats.hmean([2.0, 0.5, 0.25]))
+    assert (summary["scored"], summary["errors"], summary["applied"]) == (3, 1, 2)
+    assert summary["at_or_above_expert"] == pytest.approx(1 / 3)
