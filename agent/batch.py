@@ -73,7 +73,8 @@ def solve(task_record: dict, job_record: dict) -> dict:
                 python = Environments(job.env_cache).python_for(task, worktree)
                 settings = load_settings(worktree, {
                     **job.settings, "workload": str(workload), "model": job.model_for(task), "api_base": job.api_base,
-                    "tests": task.test_targets(worktree), "python": python, "allow_failing_tests": True})
+                    "tests": task.test_targets(worktree), "python": python, "allow_failing_tests": True,
+                    "rebuild_cmd": task.rebuild_cmd})
                 budget = SharedBudget(max_usd=job.task_budget_usd, ledger=job.out / LEDGER,
                                       total_usd=job.budget_usd, total_calls=job.max_calls)
                 summary = Optimizer(worktree, settings, out=folder / "run", say=say, budget=budget).run()

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from agent.batch import BatchJob, run_batch
-from agent.config import ConfigError, load_settings
+from agent.config import ConfigError, Settings, load_settings
 from agent.evaluate import EvalJob, read_predictions, run_evaluation
 from agent.executors import make_executor
 from agent.llm import ModelError
@@ -226,6 +227,8 @@ def batch(
     max_iterations: int = typer.Option(8, help="candidates per task at most"),
     sample_seconds: Optional[float] = typer.Option(None, help="target duration of the calls behind one timing value "
                                                    "(default: perfagent's, or the task repository's setting)"),
+    setting: Optional[list[str]] = typer.Option(None, "--set", help="any optimize setting for every task, as "
+                                                "KEY=VALUE (e.g. --set min-samples=12; repeatable)"),
     executor: str = typer.Option("local", help="local, or ray"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
 ):
@@ -234,9 +237,22 @@ def batch(
 
     _terminate_on_sigterm()
     _check_task_file(tasks)
+    settings = {"max_iterations": max_iterations, **({"sample_seconds": sample_seconds} if sample_seconds else {})}
+    for item in setting or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set {item}: expected KEY=VALUE")
+        key = key.strip().replace("-", "_")
+        field = Settings.model_fields.get(key)
+        is_list = field is not None and getattr(field.annotation, "__origin__", None) is list
+        settings[key] = [v.strip() for v in value.split(",") if v.strip()] if is_list else value.strip()
+    try:
+        Settings.model_validate({**settings, "workload": "-", "model": model}, strict=False)
+    except ValidationError as exc:
+        _fail("invalid --set: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     job = BatchJob(model=model, out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(),
                    api_base=api_base, budget_usd=budget_usd, max_calls=max_calls, task_budget_usd=task_budget_usd,
-                   settings={"max_iterations": max_iterations, "sample_seconds": sample_seconds})
+                   settings=settings)
     pool = _executor(executor, workers, ray_address)
     try:
         with Live(console=console, auto_refresh=False, transient=not console.is_terminal) as live:

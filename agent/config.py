@@ -48,6 +48,8 @@ class Settings(BaseModel):
     isolation: str = Field("auto", description="auto, bubblewrap, unshare or rlimits (see sandbox/isolation.py)")
     allow_edits: list[str] = Field(default_factory=list, description="globs of protected files (tests, CI, "
                                    "packaging) that candidates may edit all the same")
+    rebuild_cmd: str | None = Field(None, description="shell command run in the sandbox after each code change, "
+                                    "e.g. to rebuild compiled extensions in place")
     allow_failing_tests: bool = Field(False, description="exclude tests failing at baseline instead of stopping")
 
 

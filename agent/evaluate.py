@@ -14,6 +14,7 @@ as the benchmark's harness does, alternating base, patch and expert `script_runs
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from contextlib import ExitStack
@@ -76,6 +77,15 @@ def _prepare(worktree: Path, patch: str | None, task: Task) -> tuple[bool, str]:
     return applied, problem
 
 
+def _shell(command: str, worktree: Path, python: str, limits: Limits) -> str | None:
+    """Run a task's shell command (rebuild, tests) in the sandbox with the task's interpreter first on PATH; None
+    when it succeeds, else what went wrong."""
+    path = f"{Path(python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    result = run(["/bin/sh", "-c", command], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree), "PATH": path}),
+                 limits=limits, writable=[worktree])
+    return None if result.ok else f"`{command}` {result.failure()}:\n{result.tail()}"
+
+
 def _script_mean(python: str, script: Path, worktree: Path, limits: Limits) -> float:
     result = run([python, str(script)], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=limits,
                  readable=[script])
@@ -112,17 +122,31 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
             if not expert_ok:
                 raise RuntimeError(f"the expert patch does not apply: {expert_problem}")
             python = Environments(job.env_cache).python_for(task, base)
-            targets = task.test_targets(base)
-            row["tests"] = targets
+            for tree in [base, expert] + ([model] if row["applied"] else []):
+                failed = _shell(task.rebuild_cmd, tree, python, limits) if task.rebuild_cmd else None
+                if failed and tree == model:
+                    row["applied"], row["apply_error"] = False, f"rebuild failed: {failed}"
+                elif failed:
+                    raise RuntimeError(f"the rebuild command fails on the {'base' if tree == base else 'expert'} "
+                                       f"code: {failed}")
             tmp = folder / "tmp"
             tmp.mkdir(exist_ok=True)
-            base_tests = run_pytest(base, targets, python=python, tmp=tmp, limits=limits)
-            passing = base_tests.passing()
-            row["tests_passing_at_base"] = len(passing)
-            if row["applied"]:
-                after = run_pytest(model, targets, python=python, tmp=tmp, limits=limits)
-                broken = sorted(passing - after.passing())
-                row["tests_passed"], row["tests_broken"] = not broken, broken[:20]
+            if task.test_cmd:  # the task's own test command: pass means exit status 0, as on the base
+                row["tests"] = task.test_cmd
+                failed = _shell(task.test_cmd, base, python, limits)
+                if failed:
+                    raise RuntimeError(f"the test command fails on the base code: {failed}")
+                if row["applied"]:
+                    failed = _shell(task.test_cmd, model, python, limits)
+                    row["tests_passed"], row["tests_broken"] = not failed, [failed] if failed else []
+            else:
+                targets = row["tests"] = task.test_targets(base)
+                passing = run_pytest(base, targets, python=python, tmp=tmp, limits=limits).passing()
+                row["tests_passing_at_base"] = len(passing)
+                if row["applied"]:
+                    after = run_pytest(model, targets, python=python, tmp=tmp, limits=limits)
+                    broken = sorted(passing - after.passing())
+                    row["tests_passed"], row["tests_broken"] = not broken, broken[:20]
             script = folder / "workload.py"
             script.write_text(task.workload, encoding="utf-8")
             runner = WorkloadRunner(Workload.parse(str(script), base), python, tmp, limits)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import secrets
 import time
@@ -25,12 +26,13 @@ from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits,
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
 from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, walls
 from sandbox import isolation
-from sandbox.run import USAGE, Limits
+from sandbox.run import USAGE, Limits, child_env, run
 from sandbox.testrun import run_pytest, coverage_by_line
 from sandbox.workspace import Workspaces, commit_files, head, open_repo
 
 EDIT_FAILED = "edit did not apply"
 NO_EDIT = "no edit"
+BUILD_FAILED = "build failed"
 
 
 class BaselineError(RuntimeError):
@@ -202,6 +204,7 @@ class Optimizer:
                 for path, text in applied.changed.items():
                     (branch_wt / path).parent.mkdir(parents=True, exist_ok=True)
                     (branch_wt / path).write_text(text)
+                self._rebuild(branch_wt)  # it built in the scratch worktree
                 entry["commit"] = commit_files(branch_wt, sorted(applied.changed), f"perfagent: {summary}\n\n{verdict.detail}\n\n"
                                                         f"Functions: {', '.join(entry['functions'])}\n"
                                                         f"Run {self.run_id}, candidate {n}.")
@@ -213,6 +216,16 @@ class Optimizer:
         self.say(f"  [{colour}]{verdict.reason}[/]: {escape(verdict.detail.splitlines()[0] if verdict.detail else '')}")
         return verdict
 
+    def _rebuild(self, worktree: Path) -> str | None:
+        """Run the rebuild command (compiled extensions) in `worktree`; None when it worked, else its output."""
+        if not self.settings.rebuild_cmd:
+            return None
+        path = f"{Path(self.settings.python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        result = run(["/bin/sh", "-c", self.settings.rebuild_cmd], cwd=worktree,
+                     env=child_env({"PYTHONPATH": str(worktree), "PATH": path}), limits=self.limits,
+                     writable=[worktree])
+        return None if result.ok else f"`{self.settings.rebuild_cmd}` {result.failure()}:\n{result.tail()}"
+
     def _validate(self, judge: Judge, ref: Reference, tests: list[str], changed: dict[str, str],
                   ws: Workspaces) -> Verdict:
         scratch = ws.scratch(head(ref.worktree))
@@ -220,6 +233,9 @@ class Optimizer:
             for path, text in changed.items():
                 (scratch / path).parent.mkdir(parents=True, exist_ok=True)
                 (scratch / path).write_text(text)
+            failed = self._rebuild(scratch)
+            if failed:
+                return Verdict(BUILD_FAILED, failed)
             return judge.judge(scratch, ref, tests)
         finally:
             ws.discard(scratch)
@@ -272,6 +288,9 @@ class Optimizer:
         branch_wt = ws.branch(self.branch, base_commit)
         tmp = ws.tmpdir("baseline")
         self.say(f"working on branch [bold]{self.branch}[/] (run {self.run_id})")
+        failed = self._rebuild(branch_wt)
+        if failed:
+            raise BaselineError(f"the rebuild command fails on the unmodified code: {failed}")
         self.say(f"sandbox: {self.isolation.describe()}")
         self.say("baseline: running the tests twice (the first time under coverage)")
         plan, passing, flaky, test_seconds = self._baseline_tests(branch_wt, tmp)
@@ -352,6 +371,7 @@ class Optimizer:
         self.record.save_profile("profile-after", profile)
         original = ws.scratch(base_commit)
         try:
+            self._rebuild(original)
             sampling = Sampling(min_samples=self.settings.min_samples, max_samples=self.settings.min_samples,
                                 alpha=self.settings.alpha, min_effect=0.0)
             speed, base, final = compare_speed(lambda: runner.sample(original, loops),

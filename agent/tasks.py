@@ -1,4 +1,6 @@
-"""Task files for batch runs: JSON lines in SWE-fficiency's format, validated record by record.
+"""Task files for batch runs: JSON lines in SWE-fficiency's format, validated record by record. GSO's `gt_diff`
+(the expert patch) and `install_commands` (the setup) are read too; its problem scripts define `experiment()`
+rather than `workload()` and must be converted.
 
 A bad record is reported with its line and id and left out; it never stops the others.
 """
@@ -9,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class Task(BaseModel):
@@ -19,13 +21,13 @@ class Task(BaseModel):
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="owner/name")
     base_commit: str = Field(pattern=r"^[0-9a-f]{7,40}$")
     workload: str = Field(description="Python source defining setup() and workload()")
-    patch: str = Field("", description="the expert patch")
+    patch: str = Field("", validation_alias=AliasChoices("patch", "gt_diff"), description="the expert patch")
     test_patch: str = ""
     pass_to_pass: list[str] = Field(default_factory=list, alias="PASS_TO_PASS")
     covering_tests: list[str] = Field(default_factory=list)
     test_cmd: str | None = None
     rebuild_cmd: str | None = None
-    setup_cmd: str | None = None
+    setup_cmd: str | None = Field(None, validation_alias=AliasChoices("setup_cmd", "install_commands"))
     gold_speedup: float | None = Field(None, description="the expert speedup the benchmark reported")
 
     @field_validator("pass_to_pass", "covering_tests", mode="before")
@@ -33,6 +35,12 @@ class Task(BaseModel):
     def _json_list(cls, value):
         """SWE-bench style files store lists as JSON text."""
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("setup_cmd", mode="before")
+    @classmethod
+    def _command_list(cls, value):
+        """GSO lists its install commands."""
+        return " && ".join(value) if isinstance(value, list) else value
 
     @field_validator("workload")
     @classmethod

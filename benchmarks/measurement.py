@@ -118,6 +118,8 @@ def record(args) -> dict:
             cand = make_variant(tmp / f"d{d}-cand", n)
             count = args.long_pairs if seconds >= 0.5 else args.pairs
             for v, (name, effect) in enumerate(EFFECTS.items()):
+                if name not in args.effects:
+                    continue
                 base = make_variant(tmp / f"d{d}-base{v}", round(n * (1 + effect)))
                 loops = runner.calibrate(base, args.sample_seconds)
                 what = f"{label(seconds)} {name} ({loops} loops)"
@@ -231,6 +233,8 @@ def main() -> None:
                         help="seconds per workload() call")
     parser.add_argument("--sample-seconds", type=float, default=Settings.model_fields["sample_seconds"].default,
                         help="target duration of one timing sample (perfagent's sample_seconds)")
+    parser.add_argument("--effects", nargs="+", default=list(EFFECTS), choices=list(EFFECTS),
+                        help="cases to record (A/A is identical code)")
     parser.add_argument("--pairs", type=int, default=150, help="pairs recorded per case, workloads under 0.5 s")
     parser.add_argument("--long-pairs", type=int, default=55, help="pairs recorded per case, workloads of 0.5 s+")
     parser.add_argument("--stride", type=int, default=1, help="pairs between the starts of two replayed trials")

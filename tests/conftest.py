@@ -94,6 +94,7 @@ SMALL_LIB = {
     "pyproject.toml": '''\
         [tool.perfagent]
         profile-seconds = 1.0
+        sample-seconds = 0.05
         min-samples = 8
         max-samples = 20
         candidate-timeout-s = 8

@@ -16,7 +16,8 @@ from agent.record import read_jsonl
 ROOT = Path(__file__).resolve().parent.parent
 TASK_FILE = ROOT / "workloads" / "tasks.jsonl"
 SESSIONS = ROOT / "workloads" / "sessions"
-FAST = ["--sample-seconds", "0.05"]
+FAST = ["--sample-seconds", "0.05"]  # timing quality is not what these tests are about
+BATCH_FAST = [*FAST, "--set", "min-samples=8", "--set", "profile-seconds=1"]
 EXECUTORS = ["local", pytest.param("ray", marks=pytest.mark.ray)]
 
 
@@ -53,13 +54,24 @@ def leftovers(repo_cache: Path) -> tuple[list[str], list[str]]:
     return trees, branches
 
 
+def marked_processes(mark: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if f"PERFAGENT_TEST_MARK={mark}\0".encode() in (proc / "environ").read_bytes():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        except OSError:
+            continue
+    return found
+
+
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_batch_writes_predictions_that_evaluate_scores(tmp_path, caches, executor):
     ids = ["perfagent-examples__inventory-2", "perfagent-examples__graphkit-3"]
     tasks = task_file(tmp_path / "tasks.jsonl", ids)
     out = tmp_path / "batch"
     done = cli("batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out", str(out), "--workers", "2",
-               "--executor", executor, *FAST, *caches)
+               "--executor", executor, *BATCH_FAST, *caches)
     assert done.returncode == 0, done.stdout + done.stderr
 
     predictions = read_jsonl(out / "predictions.jsonl")
@@ -98,8 +110,9 @@ def test_killed_batch_resumes_and_does_every_task_once(tmp_path, caches, executo
     tasks = task_file(tmp_path / "tasks.jsonl", ids)
     out = tmp_path / "batch"
     args = [sys.executable, "-m", "agent.cli", "batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out",
-            str(out), "--executor", executor, "--max-iterations", "1", *FAST, *caches]
-    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            str(out), "--executor", executor, "--max-iterations", "1", *BATCH_FAST, *caches]
+    mark = {**os.environ, "PERFAGENT_TEST_MARK": str(tmp_path)}  # inherited by every process the batch starts
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=mark)
     deadline = time.monotonic() + 600
     while len(read_jsonl(out / "predictions.jsonl")) < 1 and first.poll() is None:
         assert time.monotonic() < deadline, "no task finished in time"
@@ -109,12 +122,15 @@ def test_killed_batch_resumes_and_does_every_task_once(tmp_path, caches, executo
     killed_done = len(read_jsonl(out / "predictions.jsonl"))
     assert 1 <= killed_done < len(ids)
 
-    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, env=mark)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"resuming: {killed_done} of {len(ids)} tasks already done" in second.stdout
     predictions = [p["instance_id"] for p in read_jsonl(out / "predictions.jsonl")]
     assert sorted(predictions) == sorted(ids)  # each exactly once
-    time.sleep(1)
+    deadline = time.monotonic() + 60
+    while marked_processes(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert marked_processes(str(tmp_path)) == []  # the killed batch's workers died with it
     assert leftovers(Path(caches[1])) == ([], [])
 
 
@@ -162,3 +178,55 @@ def test_bad_records_and_broken_patches_are_reported_without_stopping(tmp_path, 
     assert not other_row["applied"] and "patch" in other_row["apply_error"]
     for row in (wrong_row, other_row):  # scored as no speedup: ratio = 1 / expert speedup
         assert row["speedup"] is None and row["ratio"] == pytest.approx(1 / row["expert"]["speedup"])
+
+
+BUILD = """import py_compile, shutil, sys
+py_compile.compile("src/work.txt", doraise=True)
+shutil.copyfile("src/work.txt", "gen/built.py")
+"""
+SLOW = "def work(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
+FAST_CODE = "def work(n):\n    return n * (n - 1) // 2\n"
+SCRIPT = """import statistics, timeit
+from gen.built import work
+
+def setup():
+    pass
+
+def workload():
+    return work(300000)
+
+runtimes = timeit.repeat(workload, number=1, repeat=5, setup=setup)
+print("Mean:", statistics.mean(runtimes))
+print("Std Dev:", statistics.stdev(runtimes))
+"""
+
+
+def test_script_mode_with_rebuild_and_test_commands(tmp_path):
+    """A task whose code must be built (rebuild_cmd) and tested by a command (test_cmd), timed by running its script
+    as written and reading its 'Mean:' line, as SWE-fficiency's harness does."""
+    from conftest import git, make_repo
+
+    repo = make_repo(tmp_path / "cache" / "acme__gen", {"build.py": BUILD, "src/work.txt": SLOW, "gen/__init__.py": ""})
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "src" / "work.txt").write_text(FAST_CODE)
+    expert = git(repo, "diff")
+    (repo / "src" / "work.txt").write_text("def work(n:\n")
+    broken = git(repo, "diff")
+    git(repo, "checkout", "-q", "--", ".")
+    task = {"repo": "acme/gen", "base_commit": base, "workload": SCRIPT, "patch": expert, "setup_cmd": "true",
+            "rebuild_cmd": "python build.py",
+            "test_cmd": "python -c 'from gen.built import work; assert work(10) == 45'"}
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({**task, "instance_id": "good"}) + "\n" + json.dumps({**task, "instance_id": "bad"}))
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(json.dumps({"instance_id": "good", "model_patch": expert}) + "\n"
+                           + json.dumps({"instance_id": "bad", "model_patch": broken}) + "\n")
+    done = cli("evaluate", str(tasks), "--predictions", str(predictions), "--out", str(tmp_path / "ev"), "--mode",
+               "script", "--repo-cache", str(tmp_path / "cache"), "--env-cache", str(tmp_path / "envs"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["instance_id"]: r for r in json.loads((tmp_path / "ev" / "report.json").read_text())["tasks"]}
+    good, bad = rows["good"], rows["bad"]
+    assert good["applied"] and good["tests_passed"] and good["tests"] == task["test_cmd"], good
+    assert good["speedup"]["pairs"] == 3 and good["speedup"]["speedup"] > 5 and good["expert"]["speedup"] > 5
+    assert not bad["applied"] and bad["apply_error"].startswith("rebuild failed: `python build.py`"), bad
+    assert bad["ratio"] == pytest.approx(1 / bad["expert"]["speedup"])
