@@ -7,15 +7,13 @@ so Ray places at most (cores / share) jobs on a node at once (Ray itself does no
 """
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator
-
-_PR_SET_PDEATHSIG = 1
-
 
 def core_sets(workers: int) -> tuple[list[tuple[int, ...]], str | None]:
     """Disjoint core sets for `workers` workers, and a warning when there are fewer cores than workers."""
@@ -27,19 +25,41 @@ def core_sets(workers: int) -> tuple[list[tuple[int, ...]], str | None]:
     return [tuple(cores[i * share:(i + 1) * share]) for i in range(workers)], None
 
 
+_stopping = threading.Event()
+
+
 def _worker_init(cores_queue) -> None:
-    """In each local worker: take a core set, and end (cleaning up, via KeyboardInterrupt) when the parent dies."""
+    """In each local worker: take a core set, and stop (unwinding the job's cleanup) on SIGINT/SIGTERM or as soon as
+    the parent is gone, even when it was killed outright."""
     os.sched_setaffinity(0, cores_queue.get())
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: a killed parent leaves the worker to finish its job
-        pass
+    parent = os.getppid()
 
     def interrupt(signum, frame):
+        _stopping.set()
         raise KeyboardInterrupt(f"signal {signum}")
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # the job had a minute to clean up
+        os._exit(130)
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+
+def _call(fn: Callable, *args):
+    """A job in a local worker. Once the worker is told to stop, it ends after the job has unwound, rather than wait
+    for more jobs that will never come (even if the job swallowed the KeyboardInterrupt)."""
+    try:
+        return fn(*args)
+    except KeyboardInterrupt:
+        os._exit(130)
+    finally:
+        if _stopping.is_set():
+            os._exit(130)
 
 
 class LocalExecutor:
@@ -59,7 +79,7 @@ class LocalExecutor:
 
     def map(self, fn: Callable, jobs: list[tuple]) -> Iterator[tuple[int, object]]:
         """(index, result or the exception it raised) for each job, as they finish."""
-        futures = {self._pool.submit(fn, *args): i for i, args in enumerate(jobs)}
+        futures = {self._pool.submit(_call, fn, *args): i for i, args in enumerate(jobs)}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
