@@ -75,6 +75,7 @@ class RepoCache:
         try:
             with file_lock(lock):
                 remove_stale(git.Repo(source))
+                _drop_orphan_branches(source)
                 _git("worktree", "add", "--detach", str(worktree), full, cwd=source)
             yield worktree
         finally:
@@ -83,6 +84,17 @@ class RepoCache:
                                capture_output=True)
                 subprocess.run(["git", "-C", str(source), "worktree", "prune"], capture_output=True)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _drop_orphan_branches(source: Path) -> None:
+    """Delete perfagent/* branches no worktree has checked out: a live run's branch always has its worktree, so these
+    are left by killed batch tasks (the cache belongs to perfagent; a user's own repository is never swept)."""
+    listing = _git("worktree", "list", "--porcelain", cwd=source)
+    checked_out = {line.split(" ", 1)[1].removeprefix("refs/heads/") for line in listing.splitlines()
+                   if line.startswith("branch ")}
+    for branch in _git("for-each-ref", "--format=%(refname:short)", "refs/heads/perfagent/", cwd=source).split():
+        if branch not in checked_out:
+            _git("branch", "-D", branch, cwd=source)
 
 
 def apply_patch(worktree: Path, patch: str) -> str | None:

@@ -59,7 +59,7 @@ def remove_stale(repo: git.Repo) -> list[Path]:
             continue
         root = Path(line.split(" ", 1)[1]).parent
         owner = root / _OWNER
-        if not root.name.startswith(_PREFIX) or not owner.exists() or _alive(int(owner.read_text() or 0)):
+        if not root.name.startswith(_PREFIX) or (owner.exists() and _alive(int(owner.read_text() or 0))):
             continue
         shutil.rmtree(root, ignore_errors=True)
         removed.append(root)
@@ -101,6 +101,9 @@ class Workspaces:
         self.repo.git.worktree("remove", "--force", str(path))
 
     def close(self) -> None:
+        for child in self.root.iterdir():  # the owner file last: a run killed half-way is still seen as stale
+            if child.name != _OWNER:
+                shutil.rmtree(child, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
         self.repo.git.worktree("prune")
 

@@ -51,16 +51,20 @@ def test_missing_repository_says_how_to_add_it(tmp_path):
         RepoCache(tmp_path).locate("acme/other")
 
 
-def test_a_killed_runs_task_worktree_is_removed_by_the_next_checkout(tmp_path):
+def test_a_killed_runs_worktree_and_branch_are_removed_by_the_next_checkout(tmp_path):
     source = make_repo(tmp_path / "acme__lib", {"lib.py": "x = 1\n"})
     repos = RepoCache(tmp_path)
     head = git(source, "rev-parse", "HEAD").strip()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
+    git(source, "branch", "perfagent/killed-run")  # a killed task's branch: no worktree has it any more
+    live = tmp_path / "live"
+    git(source, "worktree", "add", "-q", "-b", "perfagent/live-run", str(live))
     with repos.checkout("acme/lib", head) as worktree:
         (worktree.parent / "owner.pid").write_text(dead)  # as if its process had been killed
         with repos.checkout("acme/lib", head) as second:
             assert not worktree.exists() and second.exists()
+    assert git(source, "branch", "--list", "perfagent/*").split() == ["+", "perfagent/live-run"]
 
 
 def test_bundled_examples_are_built_into_the_cache_with_fixed_commits(tmp_path):
