@@ -4,8 +4,8 @@ An environment is a venv made by the interpreter running perfagent. It sees perf
 (a .pth file), so pytest and coverage, which perfagent's test runs need, are always there, while what the setup
 command installs takes precedence. The setup command runs in the task's worktree with the venv activated:
 - a task's `setup_cmd` when it has one (then tasks with the same command share the environment);
-- by default `python -m pip install -e .` (the repository with its dependencies; shared by the tasks of one
-  repository at one base commit). The task's own code always comes from its worktree (PYTHONPATH), not from here.
+- by default `pip install -e '.[test,tests,testing]'` (the repository with its dependencies and test extras;
+  shared by the tasks of one repository at one base commit). The task's own code always comes from its worktree (PYTHONPATH), not from here.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from agent.record import file_lock
 from agent.tasks import Task
 
-DEFAULT_SETUP = "python -m pip install --quiet -e ."
+DEFAULT_SETUP = "python -m pip install --quiet -e '.[test,tests,testing]'"  # pip skips extras a project lacks
 _READY = "perfagent-ready"
 
 
