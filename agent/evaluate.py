@@ -155,6 +155,7 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
                 row["result_unchanged"] = compare_inputs(runner.results(base)[0], runner.results(model)[0]).equal
             timings = _measure(job, runner, base, [model, expert] if scored else [expert], python, script, limits)
             row["expert"] = _speed(timings[-1])
+            row["cold_start"] = runner.cold_start
             row["speedup"] = _speed(timings[0]) if scored else None
     except Exception as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
@@ -181,7 +182,10 @@ def _measure(job: EvalJob, runner: WorkloadRunner, base: Path, trees: list[Path]
                 pairs.append((seconds[base], seconds[tree]))
             out.append(pairs)
         return out
-    loops = {tree: runner.calibrate(tree, job.sample_seconds) for tree in [base, *trees]}  # a fast patch: more calls
+    # per tree: a fast patch needs more calls per value; any cold start (see calibrate) means 1 call for all
+    loops = {tree: runner.calibrate(tree, job.sample_seconds) for tree in [base, *trees]}
+    if runner.cold_start:
+        loops = dict.fromkeys(loops, 1)
     sampling = Sampling(min_samples=job.pairs, max_samples=job.pairs, min_effect=0.0)
     out = []
     for tree in trees:

@@ -300,12 +300,18 @@ class Optimizer:
         compare_output = s.compare_output or self.workload.kind != "command"
         results, seconds = self._baseline_workload(runner, branch_wt, compare_output)
         loops = runner.calibrate(branch_wt, s.sample_seconds)
+        if runner.cold_start:
+            first, later = runner.cold_start
+            self.say(f"[yellow]workload() takes {first * 1000:.1f} ms on its first call in a process and "
+                     f"{later * 1000:.1f} ms on later ones (a cache setup() does not reset?): timing only the first "
+                     f"call of each process[/]")
         self.say(f"baseline: {len(passing)} tests pass, workload {seconds * 1000:.1f} ms, {loops} call(s) per "
                  f"timing sample")
         noise = self._noise(runner, branch_wt, loops)
         ref = Reference(branch_wt, passing, results, seconds, test_seconds, set(repository_changes(branch_wt)))
         self.record.update(baseline={"tests_passing": len(passing), "flaky": flaky, "test_seconds": test_seconds,
-                                     "workload_seconds": seconds, "loops": loops, "noise": noise.as_dict()})
+                                     "workload_seconds": seconds, "loops": loops, "noise": noise.as_dict(),
+                                     "cold_start": runner.cold_start})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
                                      candidate_limits(self.limits, seconds * loops, s.candidate_timeout_s)),
                       s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative,
