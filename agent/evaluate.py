@@ -33,7 +33,7 @@ from agent.tasks import Task, load_tasks, patched_files
 from agent.verdict import compare_inputs
 from agent.workload import Workload, WorkloadRunner
 from sandbox import isolation
-from sandbox.measure import Sampling, compare_speed, ratio_of_speedups, speed_stats, walls
+from sandbox.measure import ratio_of_speedups, speed_stats
 from sandbox.run import Limits, child_env, run
 from sandbox.testrun import run_pytest
 
@@ -186,13 +186,13 @@ def _measure(job: EvalJob, runner: WorkloadRunner, base: Path, trees: list[Path]
     loops = {tree: runner.calibrate(tree, job.sample_seconds) for tree in [base, *trees]}
     if runner.cold_start:
         loops = dict.fromkeys(loops, 1)
-    sampling = Sampling(min_samples=job.pairs, max_samples=job.pairs, min_effect=0.0)
-    out = []
-    for tree in trees:
-        _, b, p = compare_speed(lambda: runner.sample(base, loops[base]), lambda t=tree: runner.sample(t, loops[t]),
-                                sampling)
-        out.append(list(zip(walls(b), walls(p))))
-    return out
+    # one rotation (B P E, then E P B, ...) after a warm-up round: drift hits the patch's and the expert's
+    # comparisons alike, so their ratio is not skewed by when each was timed
+    rounds = []
+    for k in range(job.pairs + 1):
+        order = [base, *trees] if k % 2 == 0 else [*reversed(trees), base]
+        rounds.append({tree: runner.sample(tree, loops[tree]).wall for tree in order})
+    return [[(r[base], r[tree]) for r in rounds[1:]] for tree in trees]
 
 
 def summarize(rows: list[dict]) -> dict:
