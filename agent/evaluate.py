@@ -3,9 +3,9 @@
 Per task, three detached worktrees at the base commit: the base, the patch under evaluation, and the expert patch.
 The patch is applied with `git apply`; test files it touches are reset (and the task's test_patch applied) so a
 patch cannot pass by editing tests. The task's tests run on the base and on the patch: a patch passes when every test
-passing on the base still passes. The workload is then timed in fresh sandboxed processes, base and patched
-alternately (ABBA pairs; see sandbox/measure.py), once for the patch and once for the expert patch:
-  speedup = median over pairs of base time / patched time, with its interval;
+passing on the base still passes. The workload is then timed in fresh sandboxed processes, base, patch and expert in
+one rotation (B P E, E P B, ...), so drift hits both comparisons alike:
+  speedup = median over rounds of base time / patched time, with its interval;
   speedup ratio = patch speedup / expert speedup (a patch that does not apply or breaks a test has speedup 1.0);
 and over tasks the harmonic mean of the ratios, as SWE-fficiency reports it.
 
