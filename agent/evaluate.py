@@ -14,7 +14,6 @@ as the benchmark's harness does, alternating base, patch and expert `script_runs
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from contextlib import ExitStack
@@ -34,7 +33,7 @@ from agent.verdict import compare_inputs
 from agent.workload import Workload, WorkloadRunner
 from sandbox import isolation
 from sandbox.measure import ratio_of_speedups, speed_stats
-from sandbox.run import Limits, child_env, run
+from sandbox.run import Limits, child_env, run, run_shell
 from sandbox.testrun import run_pytest
 
 RESULTS = "evaluation.jsonl"
@@ -77,15 +76,6 @@ def _prepare(worktree: Path, patch: str | None, task: Task) -> tuple[bool, str]:
     return applied, problem
 
 
-def _shell(command: str, worktree: Path, python: str, limits: Limits) -> str | None:
-    """Run a task's shell command (rebuild, tests) in the sandbox with the task's interpreter first on PATH; None
-    when it succeeds, else what went wrong."""
-    path = f"{Path(python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-    result = run(["/bin/sh", "-c", command], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree), "PATH": path}),
-                 limits=limits, writable=[worktree])
-    return None if result.ok else f"`{command}` {result.failure()}:\n{result.tail()}"
-
-
 def _script_mean(python: str, script: Path, worktree: Path, limits: Limits) -> float:
     result = run([python, str(script)], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=limits,
                  readable=[script])
@@ -123,7 +113,7 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
                 raise RuntimeError(f"the expert patch does not apply: {expert_problem}")
             python = Environments(job.env_cache).python_for(task, base)
             for tree in [base, expert] + ([model] if row["applied"] else []):
-                failed = _shell(task.rebuild_cmd, tree, python, limits) if task.rebuild_cmd else None
+                failed = run_shell(task.rebuild_cmd, tree, python, limits) if task.rebuild_cmd else None
                 if failed and tree == model:
                     row["applied"], row["apply_error"] = False, f"rebuild failed: {failed}"
                 elif failed:
@@ -133,11 +123,11 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
             tmp.mkdir(exist_ok=True)
             if task.test_cmd:  # the task's own test command: pass means exit status 0, as on the base
                 row["tests"] = task.test_cmd
-                failed = _shell(task.test_cmd, base, python, limits)
+                failed = run_shell(task.test_cmd, base, python, limits)
                 if failed:
                     raise RuntimeError(f"the test command fails on the base code: {failed}")
                 if row["applied"]:
-                    failed = _shell(task.test_cmd, model, python, limits)
+                    failed = run_shell(task.test_cmd, model, python, limits)
                     row["tests_passed"], row["tests_broken"] = not failed, [failed] if failed else []
             else:
                 targets = row["tests"] = task.test_targets(base)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from agent.record import file_lock
+from agent.record import file_lock, write_json
 
 # Sent to key-less local servers because the provider SDKs refuse to run without some key.
 LOCAL_PLACEHOLDER_KEY = "no-key-needed"
@@ -317,9 +317,7 @@ class SharedBudget(Budget):
             spent["calls"] += 1
             spent["usd"] += reply.cost_usd or 0.0
             spent["cost_unknown"] = spent.get("cost_unknown", False) or reply.cost_usd is None
-            tmp = self.ledger.with_name(self.ledger.name + ".tmp")
-            tmp.write_text(json.dumps(spent))
-            os.replace(tmp, self.ledger)
+            write_json(self.ledger, spent)
 
 
 class Trajectory:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import secrets
 import time
@@ -26,7 +25,7 @@ from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits,
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
 from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, walls
 from sandbox import isolation
-from sandbox.run import USAGE, Limits, child_env, run
+from sandbox.run import USAGE, Limits, run_shell
 from sandbox.testrun import run_pytest, coverage_by_line
 from sandbox.workspace import Workspaces, commit_files, head, open_repo
 
@@ -220,11 +219,7 @@ class Optimizer:
         """Run the rebuild command (compiled extensions) in `worktree`; None when it worked, else its output."""
         if not self.settings.rebuild_cmd:
             return None
-        path = f"{Path(self.settings.python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-        result = run(["/bin/sh", "-c", self.settings.rebuild_cmd], cwd=worktree,
-                     env=child_env({"PYTHONPATH": str(worktree), "PATH": path}), limits=self.limits,
-                     writable=[worktree])
-        return None if result.ok else f"`{self.settings.rebuild_cmd}` {result.failure()}:\n{result.tail()}"
+        return run_shell(self.settings.rebuild_cmd, worktree, self.settings.python, self.limits)
 
     def _validate(self, judge: Judge, ref: Reference, tests: list[str], changed: dict[str, str],
                   ws: Workspaces) -> Verdict:

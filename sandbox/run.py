@@ -153,3 +153,12 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
         USAGE.seconds += seconds
         return RunResult(list(map(str, argv)), proc.returncode, _read_tail(out), _read_tail(err), seconds,
                          timed_out, limits)
+
+
+def run_shell(command: str, worktree: Path, python: str, limits: Limits) -> str | None:
+    """Run a project's own shell command (a rebuild, a test command) in the sandbox, in `worktree`, with the target's
+    interpreter first on PATH; None when it succeeds, else what went wrong."""
+    path = f"{Path(python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    result = run(["/bin/sh", "-c", command], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree), "PATH": path}),
+                 limits=limits, writable=[worktree])
+    return None if result.ok else f"`{command}` {result.failure()}:\n{result.tail()}"
