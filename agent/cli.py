@@ -1,4 +1,4 @@
-"""perfagent's command line: optimize, profile, demo, batch, evaluate."""
+"""perfagent's command line: optimize, profile, demo, batch, evaluate, report."""
 from __future__ import annotations
 
 import json
@@ -20,9 +20,11 @@ from agent.batch import BatchJob, run_batch
 from agent.config import ConfigError, Settings, load_settings
 from agent.evaluate import EvalJob, read_predictions, run_evaluation
 from agent.executors import make_executor
+from agent.interactive import TerminalReviewer
 from agent.llm import ModelError
 from agent.localize import ProfileError, profile_workload
 from agent.loop import BaselineError, Optimizer
+from agent.report import ReportError, write_report
 from agent.workload import Workload, WorkloadError
 from sandbox import isolation
 from sandbox.isolation import IsolationError
@@ -49,6 +51,14 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def _save_report(folder: Path) -> None:
+    """Write folder/report.html; a report that cannot be rendered never fails the run that made the data."""
+    try:
+        console.print(f"report: {write_report(folder)}")
+    except Exception as exc:  # noqa: BLE001 - reported, the run's own outcome stands
+        console.print(f"[yellow]could not write the HTML report: {escape(f'{type(exc).__name__}: {exc}')}[/]")
+
+
 def _summary_table(summary: dict) -> Table:
     table = Table(title=f"perfagent run {summary['run_id']}", expand=True)
     table.add_column("#", justify="right", min_width=2, no_wrap=True)
@@ -60,7 +70,8 @@ def _summary_table(summary: dict) -> Table:
         speed = c["verdict"].get("speed")
         speedup = f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else ""
         style = "green" if c["verdict"]["reason"] == "accepted" else "red"
-        table.add_row(str(c["n"]), f"[{style}]{c['verdict']['reason']}[/]", speedup,
+        undone = " (undone)" if c.get("undone") else ""
+        table.add_row(str(c["n"]), f"[{style}]{c['verdict']['reason']}{undone}[/]", speedup,
                       f"{speed['p_value']:.0e}" if speed else "", c["summary"])
     return table
 
@@ -104,21 +115,33 @@ def optimize(
     allow_failing_tests: Optional[bool] = typer.Option(None, "--allow-failing-tests",
                                                        help="leave out tests that fail at baseline"),
     out: Optional[Path] = typer.Option(None, help="run directory (default ./perfagent-runs/RUN_ID)"),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="review in the terminal: pick hotspots; "
+                                     "accept, edit or reject each candidate; undo, change limits, quit"),
 ):
     """Make a workload faster: a new branch perfagent/RUN_ID gets one commit per verified speedup."""
     _terminate_on_sigterm()
+    if interactive and not (sys.stdin.isatty() and console.is_terminal):
+        _fail("--interactive needs a terminal for input and output: run it in one (or under tmux/screen), "
+              "or drop --interactive")
+    optimizer = None
     try:
         settings = load_settings(repo, dict(workload=workload, tests=tests, model=model, api_base=api_base,
                                             max_iterations=max_iterations, budget_usd=budget_usd, python=python,
                                             allow_failing_tests=allow_failing_tests))
-        optimizer = Optimizer(repo, settings, out, say=console.print)
+        optimizer = Optimizer(repo, settings, out, say=console.print,
+                              reviewer=TerminalReviewer(console) if interactive else None)
         summary = optimizer.run()
-    except USER_ERRORS as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: worktrees removed; commits made so far stay on the branch[/]")
-        raise typer.Exit(130)
+    except BaseException as exc:
+        if optimizer is not None and (optimizer.out / "summary.json").exists():  # what the run recorded so far
+            _save_report(optimizer.out)
+        if isinstance(exc, USER_ERRORS):
+            _fail(str(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            console.print("[yellow]interrupted: worktrees removed; commits made so far stay on the branch[/]")
+            raise typer.Exit(130)
+        raise
     _report(summary, optimizer.out)
+    _save_report(optimizer.out)
 
 
 @app.command()
@@ -127,9 +150,11 @@ def profile(
     workload: str = typer.Option(..., "--workload", "-w", help=".py file with setup()/workload(), or a command"),
     seconds: float = typer.Option(3.0, help="how long to sample the workload"),
     top: int = typer.Option(15, help="how many functions to show"),
+    python: str = typer.Option(sys.executable, help="the interpreter that runs the target's code"),
     as_json: bool = typer.Option(False, "--json", help="print the ranking as JSON"),
 ):
-    """Profile a workload on the committed code and rank the repository's own functions."""
+    """Profile a workload on the committed code and rank the repository's own functions, as optimize does (see
+    agent/localize.py for the attribution rules and the ranking score)."""
     _terminate_on_sigterm()
     try:
         git_repo = open_repo(repo)
@@ -138,21 +163,23 @@ def profile(
         ws = Workspaces(git_repo, "profile")
         try:
             worktree = ws.scratch(git_repo.head.commit.hexsha)
-            result = profile_workload(worktree, spec, python=sys.executable, tmp=ws.tmpdir("profile"),
+            result = profile_workload(worktree, spec, python=python, tmp=ws.tmpdir("profile"),
                                       seconds=seconds, limits=Limits())
         finally:
             ws.close()
     except USER_ERRORS as exc:
         _fail(str(exc))
+    result.hotspots = result.top(top)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
         return
     table = Table(title=f"{result.profiler}: {result.samples} samples")
-    for column in ("rank", "function", "file:lines", "self", "cumulative", "hottest lines"):
+    for column in ("rank", "function", "file:lines", "score", "self", "cumulative", "calls", "hottest lines"):
         table.add_column(column)
-    for i, h in enumerate(result.top(top), 1):
-        table.add_row(str(i), h.qualname, f"{h.file}:{h.start}-{h.end}", f"{h.self_share:.1%}",
-                      f"{h.cum_share:.1%}", ", ".join(f"{line} ({share:.0%})" for line, share in h.lines[:3]))
+    for i, h in enumerate(result.hotspots, 1):
+        table.add_row(str(i), h.qualname, f"{h.file}:{h.start}-{h.end}", f"{h.score:.3f}", f"{h.self_share:.1%}",
+                      f"{h.cum_share:.1%}", "-" if h.calls is None else str(h.calls),
+                      ", ".join(f"{line} ({share:.0%})" for line, share in h.lines[:3]))
     console.print(table)
     if result.note:
         console.print(f"[yellow]{result.note}[/]")
@@ -176,7 +203,7 @@ def demo(
                   f"{session.name} (a scripted model, not a live one)")
     optimize(target, workload="workload.py", tests=None, model=f"scripted:{session}", api_base=None,
              max_iterations=max_iterations, budget_usd=None, python=None, allow_failing_tests=None,
-             out=target.parent / f"{target.name}-run")
+             out=target.parent / f"{target.name}-run", interactive=False)
 
 
 CACHE = Path("~/.cache/perfagent")
@@ -262,10 +289,13 @@ def batch(
             state = run_batch(tasks, job, pool, say=say,
                               progress=lambda st: live.update(_progress_table(st), refresh=True))
     except KeyboardInterrupt:
+        if (out / "results.jsonl").exists():
+            _save_report(out)
         console.print(f"[yellow]interrupted: finished tasks are kept in {out}; rerun the same command to do the "
                       f"rest[/]")
         raise typer.Exit(130)
     console.print(_progress_table(state))
+    _save_report(out)
     console.print(f"predictions: {out / 'predictions.jsonl'}; score them with: perfagent evaluate {tasks} "
                   f"--predictions {out / 'predictions.jsonl'} --out {out / 'evaluation'}")
     if state["failed"]:
@@ -330,6 +360,8 @@ def evaluate(
     try:
         report = run_evaluation(tasks, patches, job, pool, say=console.print)
     except KeyboardInterrupt:
+        if (out / "evaluation.jsonl").exists():
+            _save_report(out)
         console.print(f"[yellow]interrupted: evaluated tasks are kept in {out}; rerun the same command to go on[/]")
         raise typer.Exit(130)
     console.print(_evaluation_table(report))
@@ -340,6 +372,19 @@ def evaluate(
                   f"{'n/a' if hmean is None else f'{hmean:.3f}'}; at or above expert speedup (within the interval): "
                   f"{'n/a' if reach is None else f'{reach:.0%}'}")
     console.print(f"report: {out / 'report.json'}")
+    _save_report(out)
+
+
+@app.command()
+def report(
+    folder: Path = typer.Argument(..., help="a run directory (optimize --out), or the --out folder of batch or "
+                                  "evaluate"),
+):
+    """Render FOLDER/report.html again from the files a run, batch or evaluation left there (offline, one file)."""
+    try:
+        console.print(f"report: {write_report(folder)}")
+    except ReportError as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":

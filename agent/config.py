@@ -30,7 +30,8 @@ class Settings(BaseModel):
     patience: int = Field(5, ge=1, description="stop after this many rejected candidates in a row")
     python: str = Field(sys.executable, description="interpreter that runs the target's code and tests")
     top_k: int = Field(3, ge=1, description="hotspots shown to the model in detail")
-    prompt_chars: int = Field(24000, ge=2000, description="budget for the code context in one prompt")
+    prompt_tokens: int = Field(10000, ge=1000, description="budget of one optimize prompt in tokens (litellm's count "
+                               "for the model); the code shown is shortened to fit")
     profile_seconds: float = Field(3.0, gt=0)
     sample_seconds: float = Field(1.0, gt=0, description="target duration of the workload calls behind one timing "
                                   "value (loop calibration); shorter values are cheaper but noisier")

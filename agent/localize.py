@@ -1,20 +1,35 @@
 """Profile a workload and rank the repository's own functions by where the time goes.
 
-py-spy samples the workload from outside (raw stacks with full file names); when py-spy cannot run, cProfile runs
-inside the harness. Only samples below the harness's `perfagent_profiled_workload` frame count, so `setup()` is
-excluded. Attribution, per sample:
+py-spy samples the workload from outside (raw stacks with full file names and line numbers); when py-spy cannot
+run, cProfile runs inside the harness. Only time below the harness's `perfagent_profiled_workload` frame counts
+(py-spy: samples with that frame on the stack; cProfile: it profiles that call only), so `setup()` is excluded.
+Attribution, per sample (cProfile: per call edge, see tally_cprofile):
 - self time goes to the deepest frame that belongs to the repository, so time spent in the stdlib, builtins or C
-  extensions counts for the repository function that called them;
-- cumulative time goes once to every repository function on the stack (recursion is not counted twice);
-- comprehensions, generator expressions and lambdas fold into their enclosing function (they share its line span).
-Ranking score = self share: it points at the code to change; cumulative share and callers are given as context.
+  extensions counts for the repository function that called them (a sorted() inside a method counts for it);
+- cumulative time goes once per sample to every repository function on the stack, so recursion is not counted
+  twice and no share exceeds 100%;
+- comprehensions, generator expressions and lambdas fold into their enclosing function (they share its line span);
+  nested functions and methods are named like Python's __qualname__ (`outer.<locals>.inner`, `Class.method`);
+- the hottest lines of a function are its lines on the stack (once per sample), so a caller's hottest line is the
+  call that leads to its time; call counts are known with cProfile only (py-spy: None).
+Tests, conftest files, the workload file and installed packages are not the repository's code.
+
+Ranking score = self share + cumulative share / 2**depth, where depth is how many repository functions sit above
+the function on the stack (py-spy: averaged over its samples; cProfile: the fewest on any path). A change can pay
+off in two places: where the time is spent (self: the leaf doing the work, including the library calls it makes),
+and in the code that decides how much work happens below it (cumulative: the API function the workload calls, which
+an algorithmic fix rewrites). Ranking by self alone hides the second kind: in real tasks the function the expert
+rewrote was often the entry point with little self time. Ranking by cumulative alone fills the top with the chain
+of dispatchers between the entry point and the leaves, each with nearly the same share. Halving the cumulative term
+per level keeps the entry points and the functions just below them in view while deep dispatchers rank by what
+they do themselves. `benchmarks/localization.py` measures the ranking against the functions experts edited.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import sys
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +39,7 @@ from sandbox.run import Limits, child_env, run
 
 from sandbox import HARNESS
 _WORKLOAD_FRAME = "perfagent_profiled_workload"
+WORKLOAD_CALLER = "<workload>"  # the caller of the repository functions the workload calls directly
 
 
 @dataclass
@@ -35,6 +51,8 @@ class Hotspot:
     end: int
     self_share: float  # of workload time
     cum_share: float
+    depth: float = 0.0  # repository functions above it on the stack (py-spy: mean over its samples; cProfile: fewest)
+    score: float = 0.0  # what the ranking sorts by, see score()
     calls: int | None = None  # known with cProfile only
     lines: list[tuple[int, float]] = field(default_factory=list)  # hottest lines and their share
     callers: list[tuple[str, float]] = field(default_factory=list)  # repository callers on the hot path
@@ -61,11 +79,16 @@ class ProfileError(RuntimeError):
     pass
 
 
-def _excluded(file: str, workload: Workload) -> bool:
+def score(self_share: float, cum_share: float, depth: float) -> float:
+    """The ranking score (see the module docstring)."""
+    return self_share + cum_share / 2 ** depth
+
+
+def is_repository_code(file: str, workload: Workload) -> bool:
     """Tests, the workload itself and installed packages are not the repository's code to optimize."""
     name, parts = Path(file).name, Path(file).parts
-    return ("tests" in parts[:-1] or name.startswith("test_") or name == "conftest.py"
-            or "site-packages" in parts or file == workload.repo_relative)
+    return not ("tests" in parts[:-1] or name.startswith("test_") or name == "conftest.py"
+                or "site-packages" in parts or file == workload.repo_relative)
 
 
 class _Tally:
@@ -78,11 +101,12 @@ class _Tally:
         self.cum = Counter()
         self.lines: dict[str, Counter] = defaultdict(Counter)
         self.edges = Counter()
+        self.depth = Counter()  # sum over samples of the number of repository functions above this one
         self.spans: dict[str, FunctionSpan] = {}
 
     def repo_span(self, filename: str, line: int) -> FunctionSpan | None:
         file = self.index.relative(filename)
-        if file is None or _excluded(file, self.workload):
+        if file is None or not is_repository_code(file, self.workload):
             return None
         span = self.index.function_at(file, line)
         self.spans.setdefault(span.key, span)
@@ -98,26 +122,32 @@ class _Tally:
                 chain.append((span.key, line))
         if not chain:
             return
-        leaf, leaf_line = chain[-1]
-        self.self[leaf] += count
-        self.lines[leaf][leaf_line] += count
-        keys = [k for k, _ in chain]
-        for key in set(keys):
+        self.self[chain[-1][0]] += count
+        for key, line in set(chain):  # each line once per sample, as each function
+            self.lines[key][line] += count
+        keys = list(dict.fromkeys(k for k, _ in chain))  # outermost occurrence first: recursion counts once
+        for depth, key in enumerate(keys):
             self.cum[key] += count
-        for edge in {(a, b) for a, b in zip(keys, keys[1:]) if a != b}:
+            self.depth[key] += depth * count
+        chained = [WORKLOAD_CALLER] + [k for k, _ in chain]
+        for edge in {(a, b) for a, b in zip(chained, chained[1:]) if a != b}:
             self.edges[edge] += count
 
-    def hotspots(self, limit: int = 50) -> list[Hotspot]:
+    def hotspots(self, limit: int | None = 50) -> list[Hotspot]:
         total = max(self.total, 1)
-        ranked = sorted(self.cum, key=lambda k: (self.self[k], self.cum[k]), reverse=True)[:limit]
+        depth = {k: self.depth[k] / self.cum[k] if self.cum[k] else 0.0 for k in self.cum}
+        scores = {k: score(self.self[k] / total, self.cum[k] / total, depth[k]) for k in self.cum}
+        ranked = sorted(self.cum, key=lambda k: (scores[k], self.cum[k], k), reverse=True)[:limit]
+        edges = self.edges.most_common()
         result = []
         for key in ranked:
             span = self.spans[key]
-            lines = [(line, n / total) for line, n in self.lines[key].most_common(8)]
-            callers = [(a, n / total) for (a, b), n in self.edges.most_common() if b == key][:5]
-            callees = [(b, n / total) for (a, b), n in self.edges.most_common() if a == key][:5]
-            result.append(Hotspot(key, span.file, span.qualname, span.start, span.end, self.self[key] / total,
-                                  self.cum[key] / total, None, lines, callers, callees))
+            result.append(Hotspot(
+                key, span.file, span.qualname, span.start, span.end, self.self[key] / total, self.cum[key] / total,
+                depth=round(depth[key], 2), score=round(scores[key], 4),
+                lines=[(line, n / total) for line, n in self.lines[key].most_common(8)],
+                callers=[(a, n / total) for (a, b), n in edges if b == key][:5],
+                callees=[(b, n / total) for (a, b), n in edges if a == key][:5]))
         return result
 
 
@@ -148,7 +178,9 @@ def tally_pyspy(raw: str, index: SourceIndex, workload: Workload, *, below_harne
 
 def tally_cprofile(stats: dict, index: SourceIndex, workload: Workload) -> tuple[_Tally, dict[str, int]]:
     """cProfile has no stacks: self time of non-repository functions goes to their repository callers, split by the
-    cumulative time of each call edge; cumulative time is cProfile's own (which handles recursion)."""
+    cumulative time of each call edge; cumulative time is cProfile's own (which counts recursion once); the depth is
+    the fewest repository functions on any call path from the workload; calls are those of the function's own code
+    object (not of the comprehensions and lambdas folded into it)."""
     tally = _Tally(index, workload)
     functions = {(f["file"], f["line"], f["name"]): f for f in stats["functions"]}
     root = next((f for f in functions.values() if f["name"] == _WORKLOAD_FRAME), None)
@@ -172,18 +204,48 @@ def tally_cprofile(stats: dict, index: SourceIndex, workload: Workload) -> tuple
         span = tally.repo_span(fn["file"], fn["line"])
         if span is not None:
             tally.cum[span.key] = max(tally.cum[span.key], int(fn["cumtime"] * 1e6))
-            calls[span.key] = calls.get(span.key, 0) + fn["ncalls"]
-            for cf, cl, _cn, _tt, ct in fn["callers"]:
+            if fn["name"] == span.qualname.rpartition(".")[2]:
+                calls[span.key] = calls.get(span.key, 0) + fn["ncalls"]
+            for cf, cl, cn, _tt, ct in fn["callers"]:
                 caller = tally.repo_span(cf, cl)
                 if caller is not None and caller.key != span.key:
                     tally.edges[(caller.key, span.key)] += int(ct * 1e6)
+                elif caller is None and cn == "workload" and Path(cf).resolve() == workload.path:
+                    tally.edges[(WORKLOAD_CALLER, span.key)] += int(ct * 1e6)
     for key, own in tally.self.items():  # the split is an estimate: keep it within the function's total
         tally.cum[key] = max(tally.cum[key], own)
+    for key, depth in _shortest_depths(functions, root, tally).items():
+        tally.depth[key] = depth * tally.cum[key]  # hotspots() divides by cum
     return tally, calls
 
 
+def _shortest_depths(functions: dict, root: dict | None, tally: _Tally) -> dict[str, int]:
+    """Fewest repository functions above each repository function on a call path from the workload (0-1 BFS)."""
+    callees = defaultdict(list)
+    for id_, fn in functions.items():
+        for cf, cl, cn, _tt, _ct in fn["callers"]:
+            callees[(cf, cl, cn)].append(id_)
+    start = (root["file"], root["line"], root["name"]) if root else None
+    best = {start: 0}
+    queue = deque([start] if start else [])
+    while queue:
+        node = queue.popleft()
+        fn = functions[node]
+        step = 1 if tally.repo_span(fn["file"], fn["line"]) is not None else 0
+        for callee in callees[node]:
+            if best[node] + step < best.get(callee, 1 << 30):
+                best[callee] = best[node] + step
+                (queue.append if step else queue.appendleft)(callee)
+    depths: dict[str, int] = {}
+    for node, depth in best.items():
+        span = tally.repo_span(*node[:2])
+        if span is not None:
+            depths[span.key] = min(depth, depths.get(span.key, depth))
+    return depths
+
+
 def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Path, seconds: float = 3.0,
-                     limits: Limits = Limits(), use_pyspy: bool = True) -> Profile:
+                     limits: Limits = Limits(), use_pyspy: bool = True, limit: int | None = 50) -> Profile:
     """Profile `workload` running on the code in `worktree`; py-spy first, cProfile when py-spy cannot run."""
     worktree = worktree.resolve()
     index = SourceIndex(worktree)
@@ -202,8 +264,10 @@ def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Pa
         if result.ok and raw_path.exists():
             tally = tally_pyspy(raw_path.read_text(), index, workload, below_harness=workload.kind == "python")
             if tally.total:
-                return Profile("py-spy", tally.total, result.seconds, tally.hotspots(), str(raw_path))
+                return Profile("py-spy", tally.total, result.seconds, tally.hotspots(limit), str(raw_path))
         note = f"py-spy could not profile the workload ({result.failure()}): {result.tail(3)}"
+        if result.timed_out:  # setup() and one workload() call take longer than the limit: cProfile is slower still
+            raise ProfileError(f"{note}\nsetup() and one workload() call must finish within the time limit")
     if workload.kind != "python":
         raise ProfileError(note or "py-spy is not installed, and cProfile needs a setup()/workload() workload")
     out = tmp / "cprofile.json"
@@ -212,7 +276,7 @@ def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Pa
     if not result.ok:
         raise ProfileError(f"the workload failed under cProfile ({result.failure()}):\n{result.tail()}")
     tally, calls = tally_cprofile(json.loads(out.read_text()), index, workload)
-    hotspots = tally.hotspots()
+    hotspots = tally.hotspots(limit)
     for h in hotspots:
         h.calls = calls.get(h.key)
     return Profile("cProfile", tally.total, result.seconds, hotspots, None, note)

@@ -5,7 +5,7 @@ import difflib
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,9 @@ from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptEx
 from agent.localize import Profile, profile_workload
 from agent.prompts import Attempt, fix_edit_message, optimize_messages
 from agent.record import RunRecord
-from agent.source import FunctionSpan, SourceIndex
+from agent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, AutoReviewer, Candidate, Decision, Quit, \
+    RunState, unified_diff
+from agent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
 from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
 from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, walls
@@ -32,6 +34,9 @@ from sandbox.workspace import Workspaces, commit_files, head, open_repo
 EDIT_FAILED = "edit did not apply"
 NO_EDIT = "no edit"
 BUILD_FAILED = "build failed"
+REVIEWER_REJECTED = "rejected by the reviewer"
+NOT_VALIDATED = "not validated (quit)"
+QUIT = "quit by the reviewer"
 
 
 class BaselineError(RuntimeError):
@@ -97,8 +102,10 @@ def touched_functions(index: SourceIndex, before: dict[str, str], after: dict[st
 
 class Optimizer:
     def __init__(self, repo_path: Path, settings: Settings, out: Path | None = None,
-                 say: Callable[[str], None] = print, budget: Budget | None = None):
+                 say: Callable[[str], None] = print, budget: Budget | None = None, reviewer=None):
         self.settings, self.say = settings, say
+        self.reviewer = reviewer or AutoReviewer()  # see agent/review.py; agent/interactive.py for a person
+        self._review_seconds = 0.0
         self.budget = budget or Budget(max_usd=settings.budget_usd)
         self.repo = open_repo(repo_path)
         self.repo_path = Path(self.repo.working_tree_dir)
@@ -174,46 +181,95 @@ class Optimizer:
             reply = session.ask(messages, purpose="fix edit")
         raise AssertionError("unreachable")
 
-    def _candidate(self, n: int, session, judge: Judge, ref: Reference, profile: Profile, plan: TestPlan,
+    def _candidate(self, n: int, session, judge: Judge, ref: Reference, focus: tuple[Profile, int], plan: TestPlan,
                    attempts: list[Attempt], ws: Workspaces, branch_wt: Path) -> Verdict:
         index = SourceIndex(branch_wt)
+        profile, top_k = focus
         messages = optimize_messages(workload=self.workload, seconds=ref.seconds, profile=profile, index=index,
-                                     attempts=attempts, top_k=self.settings.top_k,
-                                     prompt_chars=self.settings.prompt_chars)
+                                     attempts=attempts, top_k=top_k, prompt_tokens=self.settings.prompt_tokens,
+                                     model=self.settings.model)
         reply, applied, problem = self._ask_for_edits(session, messages, branch_wt)
         summary = explanation(reply.text)
         entry = {"n": n, "summary": summary, "files": [], "functions": [], "diff": "", "commit": None}
+        edited = False
         if applied is None:
             verdict = Verdict(EDIT_FAILED, problem) if problem else Verdict(NO_EDIT, "the reply contains no edit")
         else:
             before = {p: (branch_wt / p).read_text() if (branch_wt / p).exists() else "" for p in applied.changed}
-            entry["files"] = sorted(applied.changed)
-            touched = touched_functions(index, before, applied.changed)
+            changed = applied.changed
+            entry["files"], entry["diff"] = sorted(changed), unified_diff(before, changed)
+            if not self.reviewer.human:  # a person is shown the whole candidate instead
+                self.say(escape(f"  candidate {n}: {summary} [{', '.join(entry['files'])}]"))
+            decision = self._review(session, Candidate(n, summary, reply.text, before, changed,
+                                                       ws.tmpdir(f"edit-{n}")), entry)
+            if decision.action == EDIT:
+                edited, changed = True, decision.changed
+                entry["model_diff"] = entry["diff"]
+                entry["files"], entry["diff"] = sorted(changed), unified_diff(before, changed)
+            touched = touched_functions(index, before, changed)
             entry["functions"] = [span.key for span in touched]
-            entry["diff"] = "".join(
-                "".join(difflib.unified_diff(before[p].splitlines(True), applied.changed[p].splitlines(True),
-                                             f"a/{p}", f"b/{p}")) for p in sorted(applied.changed))
-            self.say(escape(f"  candidate {n}: {summary} [{', '.join(entry['files'])}]"))
-            verdict = judge.static_checks(before, applied.changed)
+            verdict = Verdict(REVIEWER_REJECTED, decision.feedback) if decision.action == REJECT else \
+                judge.static_checks(before, changed)
             if verdict is None:
                 tests = plan.for_code([(span.key, span.file) for span in touched])
                 entry["tests"] = tests or ["(whole suite)"]
-                verdict = self._validate(judge, ref, tests, applied.changed, ws)
+                with self.reviewer.validating(n, tests):
+                    verdict = self._validate(judge, ref, tests, changed, ws)
             if verdict.accepted:
-                for path, text in applied.changed.items():
+                for path, text in changed.items():
                     (branch_wt / path).parent.mkdir(parents=True, exist_ok=True)
                     (branch_wt / path).write_text(text)
                 self._rebuild(branch_wt)  # it built in the scratch worktree
-                entry["commit"] = commit_files(branch_wt, sorted(applied.changed), f"perfagent: {summary}\n\n{verdict.detail}\n\n"
-                                                        f"Functions: {', '.join(entry['functions'])}\n"
-                                                        f"Run {self.run_id}, candidate {n}.")
+                note = "Edited by the reviewer before validation.\n\n" if edited else ""
+                entry["commit"] = commit_files(branch_wt, sorted(changed), f"perfagent: {summary}\n\n{note}"
+                                               f"{verdict.detail}\n\nFunctions: {', '.join(entry['functions'])}\n"
+                                               f"Run {self.run_id}, candidate {n}.")
         entry["verdict"] = verdict.as_dict()
         self.record.add_candidate(entry)
-        attempts.append(Attempt(summary, entry["files"], verdict.reason, verdict.detail.splitlines()[0][:300]
-                                if verdict.detail else ""))
-        colour = "green" if verdict.accepted else "red"
-        self.say(f"  [{colour}]{verdict.reason}[/]: {escape(verdict.detail.splitlines()[0] if verdict.detail else '')}")
+        self.reviewer.show_verdict(entry)
+        detail = verdict.detail if verdict.reason == REVIEWER_REJECTED else \
+            verdict.detail.splitlines()[0][:300] if verdict.detail else ""
+        attempts.append(Attempt(f"{summary} (edited by the reviewer)" if edited else summary, entry["files"],
+                                verdict.reason, detail))
+        if not self.reviewer.human:  # the reviewer showed the verdict
+            colour = "green" if verdict.accepted else "red"
+            self.say(f"  [{colour}]{verdict.reason}[/]: "
+                     f"{escape(verdict.detail.splitlines()[0] if verdict.detail else '')}")
         return verdict
+
+    def _review(self, session: Session, candidate: Candidate, entry: dict) -> Decision:
+        """The reviewer's decision on a candidate before validation, recorded; a quit keeps the candidate on record,
+        unvalidated."""
+        try:
+            decision = self._timed(self.reviewer.review, candidate)
+        except Quit:
+            entry["review"] = "quit"
+            entry["verdict"] = Verdict(NOT_VALIDATED, "the reviewer quit before validating it").as_dict()
+            self.record.add_candidate(entry)
+            raise
+        if decision.action == EDIT:
+            self._decided(session, EDIT, candidate=candidate.n, edited_diff=unified_diff(candidate.before,
+                                                                                        decision.changed))
+        elif decision.action == REJECT:
+            self._decided(session, REJECT, candidate=candidate.n, feedback=decision.feedback)
+        else:
+            self._decided(session, ACCEPT, candidate=candidate.n)
+        if self.reviewer.human:
+            entry["review"] = {ACCEPT: "accepted", REJECT: "rejected", EDIT: "edited"}[decision.action]
+        return decision
+
+    def _timed(self, hook, *args):
+        """Call a reviewer hook; the time a person takes is kept apart from perfagent's own."""
+        start = time.perf_counter()
+        try:
+            return hook(*args)
+        finally:
+            self._review_seconds += time.perf_counter() - start
+
+    def _decided(self, session: Session, action: str, **fields) -> None:
+        """Record a person's decision in the trajectory (the automatic reviewer's are not decisions)."""
+        if self.reviewer.human:
+            session.trajectory.record(kind="human", action=action, **fields)
 
     def _rebuild(self, worktree: Path) -> str | None:
         """Run the rebuild command (compiled extensions) in `worktree`; None when it worked, else its output."""
@@ -258,17 +314,22 @@ class Optimizer:
             self._drop_branch_if_empty(base_commit)
 
     def _drop_branch_if_empty(self, base_commit: str) -> None:
-        """A branch without accepted commits is not left behind."""
-        if self.branch in self.repo.heads and self.repo.heads[self.branch].commit.hexsha == base_commit:
+        """A branch without accepted commits is not left behind. Asked of a fresh git process: Ctrl-C in a terminal
+        also kills GitPython's long-lived `git cat-file` (it is in the same process group)."""
+        if self.branch in self.repo.heads and self.repo.git.rev_parse(self.branch) == base_commit:
             self.repo.delete_head(self.branch, force=True)
             self.record.update(branch=None)
 
-    def _record_iteration_time(self, start: float, child_start: float, exchanges: list[dict]) -> None:
-        """Where an iteration's time went: child processes, the model, and perfagent itself (the rest)."""
+    def _record_iteration_time(self, start: float, child_start: float, exchanges: list[dict],
+                               review_start: float) -> None:
+        """Where an iteration's time went: child processes, the model, the reviewer (a person), and perfagent itself
+        (the rest)."""
         wall, child = time.perf_counter() - start, USAGE.seconds - child_start
         model = sum(r.get("seconds") or 0 for r in exchanges)
+        review = self._review_seconds - review_start
         self.record.summary["candidates"][-1]["seconds"] = {
-            "wall": wall, "child_processes": child, "model": model, "perfagent": max(0.0, wall - child - model)}
+            "wall": wall, "child_processes": child, "model": model, "reviewer": review,
+            "perfagent": max(0.0, wall - child - model - review)}
         self.record.save()
 
     def _llm(self, session: Session) -> dict:
@@ -312,21 +373,31 @@ class Optimizer:
                       s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative,
                       s.candidate_timeout_s, s.allow_edits, compare_output)
         attempts: list[Attempt] = []
-        accepted, rejected_in_row, stop = 0, 0, "iteration limit reached"
-        profile = None
-        for n in range(1, s.max_iterations + 1):
-            start, child_start, exchanges = time.perf_counter(), USAGE.seconds, len(session.trajectory.records)
-            if profile is None:
-                self.say(f"profiling ({'after ' + str(accepted) + ' accepted' if accepted else 'baseline'})")
-                profile = profile_workload(branch_wt, self.workload, python=s.python, tmp=ws.tmpdir("profile"),
-                                           seconds=s.profile_seconds, limits=runner.limits)
-                self.record.save_profile("profile-before" if not accepted else f"profile-{accepted}", profile)
-                top = profile.top(s.top_k)
-                self.say(escape("hotspots: " + ", ".join(f"{h.qualname} {h.self_share:.0%}" for h in top)))
-                tests = plan.for_code([(h.key, h.file) for h in top])
-                self.say(escape(f"tests guarding them: {', '.join(tests) if tests else 'the whole suite'}"))
+        commits: list[tuple[int, str]] = []  # (candidate, commit) on the branch, oldest first
+        rejected_in_row, stop = 0, "iteration limit reached"
+        focus = profiled = None  # the profile as the prompts present it; the commit it was taken at
+        n = 0
+        while n < s.max_iterations:  # the reviewer may change the limit
+            n += 1
+            start, child_start, exchanges, review_start = (time.perf_counter(), USAGE.seconds,
+                                                           len(session.trajectory.records), self._review_seconds)
             try:
-                verdict = self._candidate(n, session, judge, ref, profile, plan, attempts, ws, branch_wt)
+                if profiled != head(branch_wt):
+                    self.say(f"profiling ({'after ' + str(len(commits)) + ' accepted' if commits else 'baseline'})")
+                    profile = profile_workload(branch_wt, self.workload, python=s.python, tmp=ws.tmpdir("profile"),
+                                               seconds=s.profile_seconds, limits=runner.limits)
+                    profiled = head(branch_wt)
+                    self.record.save_profile(f"profile-{len(commits)}" if commits else "profile-before", profile)
+                    top = profile.top(s.top_k)
+                    self.say(escape("hotspots: " + ", ".join(f"{h.qualname} {h.self_share:.0%}" for h in top)))
+                    focus = self._targets(session, profile)
+                    tests = plan.for_code([(h.key, h.file) for h in focus[0].top(focus[1])])
+                    self.say(escape(f"tests guarding them: {', '.join(tests) if tests else 'the whole suite'}"))
+                verdict = self._candidate(n, session, judge, ref, focus, plan, attempts, ws, branch_wt)
+            except Quit:
+                self._decided(session, "quit")
+                stop = QUIT
+                break
             except ScriptExhausted:
                 stop = "the scripted model has no more responses"
                 break
@@ -338,20 +409,72 @@ class Optimizer:
                 break
             finally:
                 self.record.update(llm=self._llm(session))
-            self._record_iteration_time(start, child_start, session.trajectory.records[exchanges:])
+            self._record_iteration_time(start, child_start, session.trajectory.records[exchanges:], review_start)
             if verdict.accepted:
-                accepted, rejected_in_row, profile = accepted + 1, 0, None
+                commits.append((n, self.record.summary["candidates"][-1]["commit"]))
+                rejected_in_row = 0
             else:
                 rejected_in_row += 1
                 if rejected_in_row >= s.patience:
                     stop = f"{s.patience} candidates in a row were rejected"
                     break
+            try:
+                self._between(session, n, commits, attempts, branch_wt)
+            except Quit:
+                self._decided(session, "quit")
+                stop = QUIT
+                break
         self.say(escape(f"stopping: {stop}"))
-        final = self._final(ws, branch_wt, base_commit, runner, loops, accepted) if accepted else None
-        self.record.update(status="finished", stop_reason=stop, final=final, accepted=accepted,
+        final = self._final(ws, branch_wt, base_commit, runner, loops, len(commits)) if commits else None
+        self.record.update(status="finished", stop_reason=stop, final=final, accepted=len(commits),
                            final_commit=head(branch_wt), llm=self._llm(session),
                            tests_run=sorted(passing))
         return self.record.summary
+
+    # -- the reviewer's choices -------------------------------------------------------------------------------
+    def _targets(self, session: Session, profile: Profile) -> tuple[Profile, int]:
+        """The profile as the prompts present it and how many of its hotspots they focus on: the reviewer's pick
+        first, else the agent's top ones."""
+        functions = [h for h in profile.hotspots if h.qualname != MODULE_LEVEL]
+        chosen = self._timed(self.reviewer.choose_targets, functions) if functions else None
+        if not chosen:
+            self._decided(session, "targets", chosen_by="agent",
+                          targets=[h.key for h in functions[:self.settings.top_k]])
+            return profile, self.settings.top_k
+        self._decided(session, "targets", chosen_by="reviewer", targets=[h.key for h in chosen])
+        return replace(profile, hotspots=chosen + [h for h in profile.hotspots if h not in chosen]), len(chosen)
+
+    def _between(self, session: Session, n: int, commits: list[tuple[int, str]], attempts: list[Attempt],
+                 branch_wt: Path) -> None:
+        """The reviewer's steps after candidate n (undo, new limits) until they continue."""
+        while True:
+            step = self._timed(self.reviewer.next_step, RunState(n, self.settings.max_iterations, list(commits),
+                                                                 self.budget.spent_usd, self.budget.max_usd))
+            if step.action == CONTINUE:
+                self._decided(session, CONTINUE, candidate=n)
+                return
+            if step.action == UNDO:
+                undone, commit = commits.pop()
+                self._undo(branch_wt, undone, commit, attempts)
+                self._decided(session, UNDO, candidate=undone, commit=commit)
+            elif step.action == LIMITS:
+                self.settings.max_iterations, self.budget.max_usd = step.max_iterations, step.budget_usd
+                self.record.summary["settings"].update(max_iterations=step.max_iterations,
+                                                       budget_usd=step.budget_usd)
+                self.record.save()
+                self._decided(session, LIMITS, max_iterations=step.max_iterations, budget_usd=step.budget_usd)
+
+    def _undo(self, branch_wt: Path, n: int, commit: str, attempts: list[Attempt]) -> None:
+        """Take candidate n's commit, the branch's last, off the branch (never anything older than this run)."""
+        if head(branch_wt) != commit:
+            raise RuntimeError(f"the branch head {head(branch_wt)[:10]} is not candidate {n}'s commit {commit[:10]}")
+        git.Repo(branch_wt).git.reset("--hard", "--quiet", f"{commit}~1")
+        self._rebuild(branch_wt)
+        entry = next(c for c in self.record.summary["candidates"] if c["n"] == n)
+        entry["undone"] = True
+        self.record.save()
+        attempts[n - 1] = replace(attempts[n - 1], reason="accepted, then undone by the reviewer")
+        self.reviewer.undone(n, commit)
 
     def _noise(self, runner: WorkloadRunner, worktree: Path, loops: int):
         """Time the unmodified code against itself in back-to-back pairs: how small a gain can be resolved here."""

@@ -31,7 +31,11 @@ class Focus:
     hotspot: Hotspot
     code: str
     hot_lines: list[tuple[int, float, str]]
-    truncated: bool
+    shown: tuple[int, int]  # the lines of the function in `code` (all of them unless it was shortened)
+
+    @property
+    def truncated(self) -> bool:
+        return self.shown != (self.hotspot.start, self.hotspot.end)
 
 
 def render(name: str, **values) -> str:
@@ -39,17 +43,23 @@ def render(name: str, **values) -> str:
 
 
 def _focus(index: SourceIndex, h: Hotspot, budget: int) -> Focus:
-    lines = index.lines(h.file, h.start, h.end) if h.qualname != MODULE_LEVEL else []
-    code, truncated = "\n".join(lines), False
-    if len(code) > budget:
-        # keep the hottest lines' neighbourhood: cut from the end, but never before the hottest line
-        hottest = max((line for line, _ in h.lines[:3]), default=h.start) - h.start
-        keep = max(hottest + 5, 1)
-        while keep < len(lines) and len("\n".join(lines[:keep + 1])) <= budget:
-            keep += 1
-        code, truncated = "\n".join(lines[:keep]), True
+    """The function's code, or when it is longer than `budget` characters the longest run of its lines around its
+    hottest line that fits (at least that line)."""
+    lines = index.lines(h.file, h.start, h.end)
     hot = [(line, share, (index.lines(h.file, line, line) or [""])[0]) for line, share in h.lines[:5]]
-    return Focus(h, code, hot, truncated)
+    lo, hi = 0, len(lines)
+    if lines and len("\n".join(lines)) > budget:
+        lo = hi = min(max((h.lines[0][0] if h.lines else h.start) - h.start, 0), len(lines) - 1)
+        size = len(lines[lo]) if lines else 0
+        while True:  # grow below, then above, while it fits
+            step = next((i for i in (hi + 1, lo - 1) if 0 <= i < len(lines) and not lo <= i <= hi
+                         and size + len(lines[i]) + 1 <= budget), None)
+            if step is None:
+                break
+            size += len(lines[step]) + 1
+            lo, hi = min(lo, step), max(hi, step)
+        hi += 1
+    return Focus(h, "\n".join(lines[lo:hi]), hot, (h.start + lo, h.start + hi - 1))
 
 
 def _module_header(index: SourceIndex, file: str, limit: int = 40) -> str:
@@ -58,19 +68,44 @@ def _module_header(index: SourceIndex, file: str, limit: int = 40) -> str:
     return "\n".join(index.lines(file, 1, min(first_def - 1, limit))).strip()
 
 
+def count_tokens(model: str, messages: list[dict]) -> int:
+    """Tokens of `messages` by litellm's count for `model` (its tokenizer when litellm knows it, else tiktoken's
+    cl100k_base, which is close for code)."""
+    import litellm
+
+    return litellm.token_counter(model=model.removeprefix("scripted:"), messages=messages)
+
+
 def optimize_messages(*, workload: Workload, seconds: float, profile: Profile, index: SourceIndex,
-                      attempts: list[Attempt], top_k: int, prompt_chars: int) -> list[dict]:
+                      attempts: list[Attempt], top_k: int, prompt_tokens: int, model: str) -> list[dict]:
+    """The system and user messages asking for one change, within `prompt_tokens` tokens: the code of the top
+    functions is shortened to fit; when even that is not enough, only the last 3 attempts and the first 2000
+    characters of the workload are kept."""
     focus_spots = [h for h in profile.hotspots if h.qualname != MODULE_LEVEL][:top_k]
-    per_function = prompt_chars // max(1, len(focus_spots))
-    focus = [_focus(index, h, per_function) for h in focus_spots]
     files = list(dict.fromkeys(h.file for h in focus_spots))
-    headers = [(f, _module_header(index, f)) for f in files]
+    headers = [(f, header) for f in files if (header := _module_header(index, f))]
     source = workload.path.read_text(encoding="utf-8")[:_WORKLOAD_CHARS] if workload.kind == "python" else ""
-    user = render("optimize.j2", workload=workload, workload_name=workload.repo_relative or workload.path,
-                  workload_source=source.strip(), seconds=seconds, profile=profile,
-                  table=profile.hotspots[:10], focus=focus, context_files=[h for h in headers if h[1]],
-                  attempts=attempts)
-    return [{"role": "system", "content": render("system.j2")}, {"role": "user", "content": user}]
+    system = {"role": "system", "content": render("system.j2")}
+
+    def messages(code_chars: int, attempts: list[Attempt], source: str) -> list[dict]:
+        per_function = code_chars // max(1, len(focus_spots))
+        user = render("optimize.j2", workload=workload, workload_name=workload.repo_relative or workload.path,
+                      workload_source=source.strip(), seconds=seconds, profile=profile,
+                      table=profile.hotspots[:10], focus=[_focus(index, h, per_function) for h in focus_spots],
+                      context_files=headers, attempts=attempts)
+        return [system, {"role": "user", "content": user}]
+
+    code_chars = 4 * prompt_tokens  # about 3-4 characters per token of Python code
+    for _ in range(6):
+        result = messages(code_chars, attempts, source)
+        tokens = count_tokens(model, result)
+        if tokens <= prompt_tokens or code_chars == 0:
+            break
+        chars_per_token = sum(len(m["content"]) for m in result) / tokens
+        code_chars = max(0, int(code_chars - 1.1 * (tokens - prompt_tokens) * chars_per_token))
+    if tokens > prompt_tokens:
+        result = messages(0, attempts[-3:], source[:2000])
+    return result
 
 
 def fix_edit_message(problem: str, details: str) -> dict:

@@ -1,6 +1,12 @@
-"""Where the functions of a repository's source files are: qualified names and line spans, read with libcst."""
+"""Where the functions of a repository's source files are: qualified names and line spans, read with libcst.
+
+Qualified names follow Python's own `__qualname__` (PEP 3155): `Class.method`, and `outer.<locals>.inner` for a
+function defined inside another one, so a name means the same here, in tracebacks and in the code the model reads.
+Comprehensions, generator expressions and lambdas get no span of their own: they fold into their enclosing function.
+"""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +20,7 @@ MODULE_LEVEL = "<module>"
 @dataclass(frozen=True)
 class FunctionSpan:
     file: str  # repository-relative posix path
-    qualname: str  # Class.method, outer.inner; "<module>" for top-level code
+    qualname: str  # Class.method, outer.<locals>.inner; "<module>" for top-level code (class bodies included)
     start: int  # first line (decorators included)
     end: int  # last line
 
@@ -31,24 +37,31 @@ class _Collector(cst.CSTVisitor):
         self.file, self.scope, self.spans = file, [], []
 
     def _enter(self, node) -> None:
-        self.scope.append(node.name.value)
+        if self.scope and self.scope[-1][1]:  # inside a function: Python's `<locals>` marker
+            self.scope.append(("<locals>", False))
+        self.scope.append((node.name.value, isinstance(node, cst.FunctionDef)))
         if isinstance(node, cst.FunctionDef):
             pos = self.get_metadata(PositionProvider, node)
             start = min([pos.start.line] + [self.get_metadata(PositionProvider, d).start.line
                                             for d in node.decorators])
-            self.spans.append(FunctionSpan(self.file, ".".join(self.scope), start, pos.end.line))
+            self.spans.append(FunctionSpan(self.file, ".".join(name for name, _ in self.scope), start, pos.end.line))
+
+    def _leave(self) -> None:
+        self.scope.pop()
+        if self.scope and self.scope[-1][0] == "<locals>":
+            self.scope.pop()
 
     def visit_ClassDef(self, node):
         self._enter(node)
 
     def leave_ClassDef(self, node):
-        self.scope.pop()
+        self._leave()
 
     def visit_FunctionDef(self, node):
         self._enter(node)
 
     def leave_FunctionDef(self, node):
-        self.scope.pop()
+        self._leave()
 
 
 @lru_cache(maxsize=4096)
@@ -97,3 +110,44 @@ class SourceIndex:
         except OSError:
             return []
         return text[start - 1:end]
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@")
+
+
+def edited_spans(index: SourceIndex, patch: str) -> list[FunctionSpan]:
+    """The functions, as they are in `index`'s checkout (the patch's old side), whose lines a unified diff changes.
+
+    A removed or replaced line belongs to the function around it; lines only added belong to the function that
+    encloses both neighbours of the insertion point, else to the module. Edits outside every function (imports,
+    constants, class attributes, new top-level functions) come back as the file's `<module>` span. Files the patch
+    creates have no old side and are left out."""
+    spans: dict[str, FunctionSpan] = {}
+    file, old = None, 0
+    lines = patch.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):  # a file header
+            name = line[4:].split("\t")[0].strip()
+            file = None if name == "/dev/null" else name[2:] if name[:2] in ("a/", "b/") else name
+            continue
+        if line.startswith("+++ ") and i > 0 and lines[i - 1].startswith("--- ") or file is None:
+            continue
+        hunk = _HUNK.match(line)
+        if hunk:
+            old = int(hunk.group(1))
+            continue
+        if line.startswith("-"):
+            span = index.function_at(file, old)
+            old += 1
+        elif line.startswith("+"):  # inserted between old - 1 and old
+            span = next((s for s in _innermost_first(index.functions(file)) if s.start < old <= s.end),
+                        FunctionSpan(file, MODULE_LEVEL, 1, max(1, old)))
+        else:
+            old += 0 if line.startswith("\\") else 1
+            continue
+        spans.setdefault(span.key, span)
+    return list(spans.values())
+
+
+def _innermost_first(spans: tuple[FunctionSpan, ...]) -> list[FunctionSpan]:
+    return sorted(spans, key=lambda s: -s.start)

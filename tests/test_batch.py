@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from agent.record import read_jsonl
+from tests.browser import assert_shown, open_page, screenshot as save_screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK_FILE = ROOT / "workloads" / "tasks.jsonl"
@@ -88,7 +89,12 @@ def test_batch_writes_predictions_that_evaluate_scores(tmp_path, caches, executo
     repo_cache = Path(caches[1])
     assert leftovers(repo_cache) == ([], [])
 
-    evaluation = tmp_path / "evaluation"
+    html = (out / "report.html").read_text()
+    for task_id in ids:  # each task's own report, linked from the batch's
+        assert f'href="tasks/{task_id}/run/report.html"' in html
+        assert "Accepted patches" in (out / "tasks" / task_id / "run" / "report.html").read_text()
+
+    evaluation = out / "evaluation"  # where batch tells users to put it, so the batch report shows it too
     done = cli("evaluate", str(tasks), "--predictions", str(out / "predictions.jsonl"), "--out", str(evaluation),
                "--pairs", "8", "--executor", executor, *FAST, *caches)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -102,6 +108,23 @@ def test_batch_writes_predictions_that_evaluate_scores(tmp_path, caches, executo
     assert report["summary"]["harmonic_mean_ratio"] == pytest.approx(stats.hmean([r["ratio"] for r in rows.values()]))
     assert "harmonic mean speedup ratio" in done.stdout
     assert leftovers(repo_cache) == ([], [])
+    assert_reports_show_the_evaluation(out, evaluation, report, screenshot=executor == "local")
+
+
+def assert_reports_show_the_evaluation(out: Path, evaluation: Path, report: dict, screenshot: bool) -> None:
+    hmean = f"harmonic mean {report['summary']['harmonic_mean_ratio']:.2f}"
+    assert hmean in (evaluation / "report.html").read_text()
+    done = cli("report", str(out))  # re-rendered: now with the evaluation
+    assert done.returncode == 0, done.stdout + done.stderr
+    if not screenshot:
+        return
+    with open_page(out / "report.html") as (page, errors, requests):
+        assert_shown(page, "svg.interval-plot", count=2, min_width=400, min_height=60)  # speedups, ratios
+        assert page.locator("svg.interval-plot circle.point").count() == 4
+        assert hmean in page.locator("svg.interval-plot").nth(1).text_content()
+        assert_shown(page, "table.evaluation tr", count=3, min_height=15)
+        save_screenshot(page, out.parent / "report-batch.png")
+    assert errors == [] and requests == [(out / "report.html").resolve().as_uri()]
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)

@@ -68,6 +68,8 @@ def test_signal_mid_run(small_repo, tmp_path, sig):
     assert git(small_repo, "worktree", "list").count("\n") == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted"
+    report = (out / "report.html").read_text()  # rendered from what was recorded
+    assert "The run was interrupted" in report and "Use a set to deduplicate." in report
     [branch] = perfagent_branches(small_repo)
     assert git(small_repo, "rev-list", "--count", f"main..{branch}").strip() == "1", "the accepted commit stays"
     assert git(small_repo, "status", "--porcelain") == ""

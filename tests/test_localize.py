@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from agent.localize import profile_workload, tally_pyspy
-from agent.source import SourceIndex
+from agent.source import SourceIndex, edited_spans
 from agent.workload import Workload
 from sandbox.run import Limits
 from tests.conftest import make_repo
@@ -18,7 +18,7 @@ PROGRAM = {
 
 
         def frac_sum(n):
-            # all the work happens in the stdlib's fractions module
+            # the work happens in the stdlib's fractions module, driven by a generator expression
             return sum(Fraction(i, i + 1) for i in range(n))
 
 
@@ -26,33 +26,56 @@ PROGRAM = {
             return sum([i * i for i in range(n) if i % 3])
 
 
-        class Shape:
-            def area(self, n):
-                return squares(n)
+        class Catalog:
+            def __init__(self, names):
+                self.names = names
+
+            def ordered(self):
+                # builtin sorted() and a lambda: both count for this method
+                return sorted(self.names, key=lambda s: s[::-1])
 
 
-        def depth(n):
-            return squares(2000) if n == 0 else depth(n - 1)
+        def outer(n):
+            def inner(k):
+                total = 0
+                for i in range(k):
+                    total += i % 7
+                return total
+            return inner(n)
+
+
+        def rec(n, k):
+            if n == 0:
+                return squares(k)
+            return rec(n - 1, k)
+
+
+        def helper(x):
+            return x + 1
 
 
         def expensive_setup():
-            end = time.perf_counter() + 0.5
+            end = time.perf_counter() + 0.4
             while time.perf_counter() < end:
                 pass
         ''',
     "bench.py": '''\
-        from pkg.mod import Shape, depth, expensive_setup, frac_sum
+        from pkg.mod import Catalog, expensive_setup, frac_sum, helper, outer, rec, squares
 
 
         def setup():
+            global CATALOG
             expensive_setup()
+            CATALOG = Catalog([str(i * 7919 % 100003) for i in range(15000)])
 
 
         def workload():
-            frac_sum(3000)
-            Shape().area(200000)
-            for _ in range(5):
-                depth(30)
+            frac_sum(2500)
+            squares(100000)
+            CATALOG.ordered()
+            outer(150000)
+            rec(40, 100000)
+            return [helper(i) for i in range(7)]
         ''',
 }
 
@@ -62,51 +85,113 @@ def program(tmp_path_factory):
     return make_repo(tmp_path_factory.mktemp("prog") / "repo", PROGRAM)
 
 
-def _profile(repo, tmp_path, use_pyspy):
-    workload = Workload.parse("bench.py", repo)
-    return profile_workload(repo, workload, python=sys.executable, tmp=tmp_path, seconds=2.0,
-                            limits=Limits(timeout_s=120), use_pyspy=use_pyspy)
+@pytest.fixture(scope="module", params=["py-spy", "cProfile"])
+def profile(request, program, tmp_path_factory):
+    """One real profile per profiler, shared by the attribution tests."""
+    workload = Workload.parse("bench.py", program)
+    return profile_workload(program, workload, python=sys.executable, tmp=tmp_path_factory.mktemp("profile"),
+                            seconds=1.0, limits=Limits(timeout_s=120), use_pyspy=request.param == "py-spy")
 
 
-@pytest.mark.parametrize("use_pyspy", [True, False], ids=["py-spy", "cProfile"])
-def test_attribution_rules(program, tmp_path, use_pyspy):
-    profile = _profile(program, tmp_path, use_pyspy)
-    assert profile.profiler == ("py-spy" if use_pyspy else "cProfile")
-    spots = {h.qualname: h for h in profile.hotspots}
-    # stdlib time (fractions.py) is charged to the repository function that called it
-    assert spots["frac_sum"].self_share > 0.15
-    assert not any("fractions" in h.file for h in profile.hotspots)
-    # comprehensions fold into their function; methods get their class in the name
-    assert "squares" in spots and not any("<" in name for name in spots)
-    assert spots["Shape.area"].cum_share >= 0.5 * spots["squares"].cum_share
-    # setup() is not workload time; the workload file is not the repository's code
-    assert "expensive_setup" not in spots and not any(h.file == "bench.py" for h in profile.hotspots)
-    # recursion is counted once per sample
+def _spots(profile):
+    return {h.qualname: h for h in profile.hotspots}
+
+
+def test_profiler_used(profile, request):
+    assert profile.profiler == request.node.callspec.params["profile"]
+    assert profile.samples > 0 and profile.hotspots
+
+
+def test_library_and_builtin_time_counts_for_the_repository_caller(profile):
+    spots = _spots(profile)
+    assert spots["frac_sum"].self_share > 0.1  # Fraction arithmetic in fractions.py
+    assert spots["Catalog.ordered"].self_share > 0.03  # sorted() in C, key lambda folded in
+    assert all(h.file.startswith("pkg/") for h in profile.hotspots)  # no stdlib, no workload file
+
+
+def test_generated_frames_fold_into_their_function(profile):
+    spots = _spots(profile)
+    assert not any(part in name for name in spots for part in ("<listcomp>", "<genexpr>", "<lambda>"))
+    assert spots["squares"].self_share > 0.05
+    squares = spots["squares"]
+    assert squares.key == "pkg.mod:squares" and squares.file == "pkg/mod.py"
+    assert (squares.start, squares.end) == (10, 11)
+
+
+def test_nested_functions_have_python_qualnames(profile):
+    spots = _spots(profile)
+    inner, outer = spots["outer.<locals>.inner"], spots["outer"]
+    assert inner.key == "pkg.mod:outer.<locals>.inner" and inner.self_share > 0.05
+    assert outer.cum_share >= inner.cum_share - 1e-9 and outer.self_share < inner.self_share
+    assert [name for name, _ in inner.callers] == ["pkg.mod:outer"]
+    [(caller, share)] = outer.callers
+    assert caller == "<workload>" and share == pytest.approx(outer.cum_share, rel=0.05)
+    assert outer.callees[0][0] == "pkg.mod:outer.<locals>.inner"
+    assert inner.depth == pytest.approx(1, abs=0.05) and outer.depth == pytest.approx(0, abs=0.05)
+
+
+def test_setup_is_not_workload_time(profile):
+    assert "expensive_setup" not in _spots(profile)  # 0.4 s of repository code in setup()
+
+
+def test_recursion_is_counted_once(profile):
+    spots = _spots(profile)
+    rec, squares = spots["rec"], spots["squares"]
+    # squares runs as often from the workload as from the bottom of rec's 41 frames: rec's share is about half of
+    # squares'; counted once per frame it would be 41 times that
+    assert 0.25 * squares.cum_share < rec.cum_share < 0.8 * squares.cum_share
+    assert rec.self_share < 0.05
     assert all(0 <= h.self_share <= h.cum_share + 1e-9 <= 1.0 + 1e-9 for h in profile.hotspots)
-    assert spots["frac_sum"].key == "pkg.mod:frac_sum" and spots["frac_sum"].file == "pkg/mod.py"
-    if use_pyspy:
-        assert profile.raw_path and spots["squares"].lines, "py-spy gives line-level detail"
-        assert all(spots["squares"].start <= line <= spots["squares"].end for line, _ in spots["squares"].lines)
+
+
+def test_call_counts_and_lines(profile):
+    spots = _spots(profile)
+    if profile.profiler == "py-spy":
+        assert all(h.calls is None for h in profile.hotspots), "a sampler does not know call counts"
+        outer, inner = spots["outer"], spots["outer.<locals>.inner"]
+        assert outer.lines[0][0] == outer.end, "a caller's hottest line is the call of its hot callee"
+        assert all(inner.start <= line <= inner.end for line, _ in inner.lines)
+        assert profile.raw_path
     else:
-        assert spots["frac_sum"].calls == spots["frac_sum"].calls and spots["Shape.area"].calls > 0
+        runs = spots["frac_sum"].calls  # one per workload() call; its generator's resumptions are not calls of it
+        assert runs >= 1 and spots["Catalog.ordered"].calls == runs and spots["outer"].calls == runs
+        assert spots["helper"].calls == 7 * runs and spots["squares"].calls == 2 * runs
+        assert spots["rec"].calls == 41 * runs  # recursive calls are calls
+
+
+def test_ranking_score(program):
+    """score = self + cumulative / 2**depth, on synthetic py-spy stacks with known shares: the entry point `rec`
+    (no self time) ranks above `inner`, which has self time but sits one level down."""
+    workload = Workload.parse("bench.py", program)
+    frame = "{} (" + str(program / "pkg" / "mod.py") + ":{})"
+    top = f"perfagent_profiled_workload ({program}/harness.py:1)"
+    raw = (";".join([top, frame.format("rec", 35), frame.format("rec", 35), frame.format("rec", 34),
+                     frame.format("squares", 11)]) + " 60\n"
+           + ";".join([top, frame.format("outer", 29), frame.format("inner", 27)]) + " 30\n"
+           + ";".join([top, frame.format("frac_sum", 7)]) + " 10\n")
+    spots = tally_pyspy(raw, SourceIndex(program), workload).hotspots()
+    assert [(h.qualname, h.score) for h in spots] == [
+        ("squares", 0.9), ("rec", 0.6), ("outer.<locals>.inner", 0.45), ("outer", 0.3), ("frac_sum", 0.2)]
+    rec = spots[1]
+    assert (rec.self_share, rec.cum_share, rec.depth) == (0.0, 0.6, 0.0) and sorted(rec.lines) == [(34, 0.6), (35, 0.6)]
 
 
 def test_recursive_stack_counted_once(program):
-    """A synthetic raw py-spy stack a -> b -> a -> b: cumulative shares stay at 100%, self goes to the leaf."""
+    """A synthetic raw py-spy stack rec -> rec -> squares: cumulative shares stay at 100%, self goes to the leaf."""
     workload = Workload.parse("bench.py", program)
     mod = program / "pkg" / "mod.py"
     frame = "{name} (" + str(mod) + ":{line})"
     stack = ";".join([
         f"perfagent_profiled_workload ({program}/harness.py:1)",
-        frame.format(name="depth", line=19), frame.format(name="depth", line=19),
-        frame.format(name="squares", line=10),
+        frame.format(name="rec", line=35), frame.format(name="rec", line=34),
+        frame.format(name="squares", line=11),
     ])
     tally = tally_pyspy(f"{stack} 7\n<module> (x.py:1) 3\n", SourceIndex(program), workload)
     assert tally.total == 7  # the sample outside the workload frame is not counted
     spots = {h.qualname: h for h in tally.hotspots()}
-    assert spots["depth"].cum_share == 1.0 and spots["depth"].self_share == 0.0
-    assert spots["squares"].self_share == 1.0
-    assert spots["squares"].callers == [("pkg.mod:depth", 1.0)]
+    assert spots["rec"].cum_share == 1.0 and spots["rec"].self_share == 0.0
+    assert spots["squares"].self_share == 1.0 and spots["squares"].depth == 1
+    assert spots["squares"].callers == [("pkg.mod:rec", 1.0)]
 
 
 def test_source_index_names_and_spans(tmp_path):
@@ -115,17 +200,62 @@ def test_source_index_names_and_spans(tmp_path):
         "    @staticmethod\n"
         "    def f():\n"
         "        def inner():\n"
-        "            return [x for x in range(3)]\n"
+        "            class B:\n"
+        "                def g(self):\n"
+        "                    return [x for x in range(3)]\n"
+        "            return B\n"
         "        return inner\n"
         "\n"
         "x = 1\n")
     index = SourceIndex(tmp_path)
     names = {s.qualname: (s.start, s.end) for s in index.functions("m.py")}
-    assert names == {"A.f": (2, 6), "A.f.inner": (4, 5)}
-    assert index.function_at("m.py", 5).qualname == "A.f.inner"
-    assert index.function_at("m.py", 6).qualname == "A.f"
-    assert index.function_at("m.py", 8).qualname == "<module>"
+    assert names == {"A.f": (2, 9), "A.f.<locals>.inner": (4, 8), "A.f.<locals>.inner.<locals>.B.g": (6, 7)}
+    assert index.function_at("m.py", 7).qualname == "A.f.<locals>.inner.<locals>.B.g"
+    assert index.function_at("m.py", 9).qualname == "A.f"
+    assert index.function_at("m.py", 11).qualname == "<module>"
     assert index.relative("/elsewhere/m.py") is None
+
+
+def test_edited_spans_of_a_patch(program):
+    """Replaced lines, lines added inside a function, module-level edits, new functions, new files."""
+    patch = '''\
+diff --git a/pkg/mod.py b/pkg/mod.py
+--- a/pkg/mod.py
++++ b/pkg/mod.py
+@@ -1,3 +1,4 @@
+ import time
++import heapq
+ from fractions import Fraction
+ 
+@@ -10,2 +11,2 @@
+ def squares(n):
+-    return sum([i * i for i in range(n) if i % 3])
++    return sum(i * i for i in range(n) if i % 3)
+@@ -23,7 +24,8 @@
+ def outer(n):
+     def inner(k):
+         total = 0
++        k = int(k)
+         for i in range(k):
+             total += i % 7
+         return total
+     return inner(n)
+@@ -40,3 +42,7 @@
+ 
+ 
++def new_helper(x):
++    return x
++
++
+ def expensive_setup():
+diff --git a/pkg/new.py b/pkg/new.py
+--- /dev/null
++++ b/pkg/new.py
+@@ -0,0 +1 @@
++x = 1
+'''
+    spans = {s.key for s in edited_spans(SourceIndex(program), patch)}
+    assert spans == {"pkg.mod:<module>", "pkg.mod:squares", "pkg.mod:outer.<locals>.inner"}
 
 
 def test_profile_command_json(program):
@@ -133,8 +263,12 @@ def test_profile_command_json(program):
 
     from agent.cli import app
 
-    result = CliRunner().invoke(app, ["profile", str(program), "-w", "bench.py", "--seconds", "1.5", "--json"])
+    result = CliRunner().invoke(app, ["profile", str(program), "-w", "bench.py", "--seconds", "1", "--json",
+                                      "--top", "4"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["profiler"] == "py-spy"
-    assert data["hotspots"][0]["qualname"] in {"frac_sum", "squares"}
+    assert data["profiler"] == "py-spy" and len(data["hotspots"]) == 4
+    first = data["hotspots"][0]
+    assert {"key", "qualname", "file", "start", "end", "self_share", "cum_share", "calls", "lines", "callers",
+            "callees", "depth", "score"} <= set(first)
+    assert first["calls"] is None and first["file"] == "pkg/mod.py"

@@ -1,0 +1,203 @@
+"""report.html: one self-contained page (inline SVG and CSS, no scripts, nothing fetched) for an optimize run, a batch
+or an evaluation, rendered from the files they leave in their output folder; also the run's profiles as speedscope
+JSON (`profile-*.speedscope.json`, next to py-spy's raw stacks)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import DiffLexer
+
+from agent.batch import RESULTS as BATCH_RESULTS
+from agent.evaluate import RESULTS as EVALUATION, summarize
+from agent.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, flame_svg, \
+    load_profile, speedscope
+from agent.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
+from agent.record import read_jsonl, write_json
+
+REPORT = "report.html"
+_env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+                          autoescape=True, trim_blocks=True, lstrip_blocks=True)
+_formatter = HtmlFormatter(style="friendly", cssclass="diff")
+
+
+class ReportError(ValueError):
+    pass
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1000:.3g} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _interval(speed: dict | None) -> str:
+    return f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else ""
+
+
+_env.filters.update(ms=_ms, interval=_interval, pct=lambda share: "" if share is None else f"{share:.1%}")
+
+
+def _diff(text: str) -> Markup:
+    return Markup(highlight(text, DiffLexer(), _formatter)) if text else Markup("")
+
+
+# -- an optimize run ------------------------------------------------------------------------------------------------
+def _profiles(run: Path, summary: dict) -> dict[str, dict]:
+    """Every profile of the run: its ranking, a speedscope file written next to its raw stacks, and for the profiles
+    before and after a flame graph."""
+    rankings = {p.name.removesuffix(".json"): _read(p) for p in sorted(run.glob("profile-*.json"))
+                if not p.name.endswith(".speedscope.json")}
+    known = sorted({h["file"] for r in rankings.values() for h in r["hotspots"]})
+    workload = str(summary.get("workload", "")).removesuffix(" (setup/workload)")  # Workload.describe()
+    out = {}
+    for name, ranking in rankings.items():
+        entry = {"ranking": ranking, "svg": None}
+        raw = run / f"{name}.raw"
+        if raw.is_file():
+            stacks = load_profile(raw, PathMapper(summary.get("repo"), known, workload))
+            write_json(run / f"{name}.speedscope.json", speedscope(stacks, f"{summary.get('run_id')} {name}"))
+            if name in ("profile-before", "profile-after"):
+                entry["svg"] = Markup(flame_svg(frame_tree(stacks), title=f"flame graph {name}"))
+            entry["speedscope"] = f"{name}.speedscope.json"
+        out[name] = entry
+    return out
+
+
+def _hotspot_rows(before: dict | None, after: dict | None, time_before: float | None,
+                  time_after: float | None, limit: int = 12) -> list[dict]:
+    """The top functions before (and those that became top after), their shares before and after, and the time per
+    call they account for (share x workload time)."""
+    if not before:
+        return []
+    old = {h["key"]: h for h in before["hotspots"]}
+    new = {h["key"]: h for h in (after or {}).get("hotspots", [])}
+    keys = [h["key"] for h in before["hotspots"][:limit]]
+    keys += [k for k in list(new)[:5] if k not in keys]
+    rows = []
+    for key in keys:
+        b, a = old.get(key), new.get(key)
+        h = b or a
+        row = {"function": h["qualname"], "where": f"{h['file']}:{h['start']}-{h['end']}",
+               "self_before": b and b["self_share"], "cum_before": b and b["cum_share"],
+               "self_after": (a["self_share"] if a else 0.0) if after else None,
+               "cum_after": (a["cum_share"] if a else 0.0) if after else None}
+        row["ms_before"] = row["cum_before"] * time_before if time_before and b else None
+        row["ms_after"] = row["cum_after"] * time_after if time_after and after else None
+        if row["ms_before"] and row["ms_after"] is not None:
+            row["change"] = row["ms_after"] / row["ms_before"] - 1
+        rows.append(row)
+    return rows
+
+
+def _samples_svg(samples: dict | None, candidate: str, width: int = 620) -> Markup | None:
+    if not samples or not samples.get("baseline"):
+        return None
+    return Markup(strip_plot([("baseline", samples["baseline"], BASELINE),
+                              (candidate, samples["candidate"], CANDIDATE)],
+                             label=f"timing samples: baseline vs {candidate}", width=width))
+
+
+def run_context(run: Path) -> dict:
+    summary = _read(run / "summary.json")
+    profiles = _profiles(run, summary)
+    final, baseline = summary.get("final"), summary.get("baseline") or {}
+    speed = (final or {}).get("speed")
+    time_before = speed["base_median"] if speed else baseline.get("workload_seconds")
+    time_after = speed["cand_median"] if speed else None
+    before, after = profiles.get("profile-before"), profiles.get("profile-after")
+    candidates = []
+    for c in summary["candidates"]:
+        verdict = c["verdict"]
+        undone = c.get("undone")  # accepted, then taken off the branch by the reviewer (perfagent optimize -i)
+        candidates.append({**c, "accepted": verdict["reason"] == "accepted" and not undone,
+                           "reason": "accepted, then undone by the reviewer" if undone else verdict["reason"],
+                           "diff_html": _diff(c.get("diff", "")),
+                           "plot": _samples_svg(verdict.get("samples"), f"candidate {c['n']}", 500)})
+    return {
+        "kind": "run", "s": summary, "speed": speed, "baseline": baseline, "time_before": time_before,
+        "time_after": time_after, "llm": summary.get("llm") or {}, "candidates": candidates,
+        "tests_run": summary.get("tests_run") or [], "before": before, "after": after,
+        "others": [n for n in profiles if n not in ("profile-before", "profile-after")],
+        "speedscope": [p["speedscope"] for p in profiles.values() if p.get("speedscope")],
+        "hotspots": _hotspot_rows(before and before["ranking"], after and after["ranking"], time_before,
+                                  time_after),
+        "final_plot": _samples_svg((final or {}).get("samples"), "final"),
+        "legend": [(SWATCHES[kind], text) for kind, text in (
+            (REPOSITORY, "the repository's code"), (WORKLOAD, "the workload"), (STDLIB, "standard library"),
+            (THIRD_PARTY, "installed packages, other"))],
+    }
+
+
+# -- batch and evaluate ---------------------------------------------------------------------------------------------
+def evaluation_context(folder: Path) -> dict | None:
+    rows = read_jsonl(folder / EVALUATION)
+    if not rows:
+        return None
+    report = _read(folder / "report.json") or {}
+    order = [r["instance_id"] for r in report.get("tasks", [])]
+    rows = sorted(rows, key=lambda r: order.index(r["instance_id"]) if r["instance_id"] in order else len(order))
+    summary = summarize(rows)
+    plot_rows = [(r["instance_id"], r["ratio"], r.get("ratio_ci_low"), r.get("ratio_ci_high")) for r in rows
+                 if r.get("ratio")]
+    references = [(1.0, "expert")]
+    if summary["harmonic_mean_ratio"]:
+        references.append((summary["harmonic_mean_ratio"], f"harmonic mean {summary['harmonic_mean_ratio']:.2f}"))
+    return {"rows": rows, "summary": summary, "gold": report.get("gold"), "mode": report.get("mode"),
+            "plot": Markup(interval_plot(plot_rows, references=references, axis="speedup ratio = speedup / expert",
+                                         label="speedup ratios"))}
+
+
+def batch_context(out: Path) -> dict:
+    rows = []
+    for result in read_jsonl(out / BATCH_RESULTS):
+        run = out / "tasks" / result["instance_id"] / "run"
+        summary = _read(run / "summary.json")
+        final = (summary or {}).get("final") or {}
+        link = None
+        if summary:
+            page = run / REPORT
+            if not page.exists() or page.stat().st_mtime < (run / "summary.json").stat().st_mtime:
+                write_report(run)  # tasks' reports are written once, not on every render of the batch's
+            link = page.relative_to(out).as_posix()
+        rows.append({**result, "speed": final.get("speed"), "link": link,
+                     "cost": ((result.get("llm") or {}).get("cost_usd"))})
+    plot_rows = [(r["instance_id"], r["speed"]["speedup"], r["speed"]["ci_low"], r["speed"]["ci_high"])
+                 for r in rows if r["speed"]]
+    evaluations = [(p.parent.name, evaluation_context(p.parent)) for p in sorted(out.glob(f"*/{EVALUATION}"))]
+    return {"kind": "batch", "rows": rows, "spend": _read(out / "spend.json") or {},
+            "plot": Markup(interval_plot(plot_rows, references=[(1.0, "no change")],
+                                         axis="speedup of the task's branch", label="speedups")),
+            "evaluations": [(name, ev) for name, ev in evaluations if ev]}
+
+
+# -- entry point ----------------------------------------------------------------------------------------------------
+def write_report(folder: Path) -> Path:
+    """Render `folder`/report.html from an optimize run directory, a batch output or an evaluation output."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"{folder} does not exist or is not a folder")
+    if (folder / "summary.json").is_file():
+        context = run_context(folder)
+    elif (folder / EVALUATION).is_file():
+        context = {"kind": "evaluation", "ev": evaluation_context(folder)}
+    elif (folder / BATCH_RESULTS).is_file():
+        context = batch_context(folder)
+    else:
+        raise ReportError(f"{folder} is not a perfagent output folder: expected summary.json (perfagent optimize "
+                          f"--out), {BATCH_RESULTS} (perfagent batch --out) or {EVALUATION} (perfagent evaluate "
+                          f"--out)")
+    html = _env.get_template("report.html.j2").render(**context, title=folder.resolve().name,
+                                                      folder=str(folder.resolve()),
+                                                      diff_css=Markup(_formatter.get_style_defs(".diff")))
+    path = folder / REPORT
+    tmp = path.with_name(REPORT + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path
