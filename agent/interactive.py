@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -149,9 +150,16 @@ class TerminalReviewer:
             self._show_diff(unified_diff(candidate.before, changed))
             return Decision(EDIT, changed=changed)
 
+    @contextmanager
     def validating(self, n: int, tests: list[str]):
+        """A spinner while candidate n is validated; each check's outcome is printed as it is measured."""
         what = ", ".join(tests) if tests else "the whole suite"
-        return self.console.status(escape(f"validating candidate {n}: tests ({what}), result, timing..."))
+        with self.console.status(escape(f"candidate {n}: running the tests ({what})...")) as status:
+            def progress(step: str) -> None:
+                self.console.print(f"  {escape(step)}")
+                status.update(escape(f"candidate {n}: " + ("timing..." if step.startswith(("result", "timing"))
+                                                           else "checking the result...")))
+            yield progress
 
     def show_verdict(self, entry: dict) -> None:
         verdict = entry["verdict"]

@@ -213,8 +213,8 @@ class Optimizer:
             if verdict is None:
                 tests = plan.for_code([(span.key, span.file) for span in touched])
                 entry["tests"] = tests or ["(whole suite)"]
-                with self.reviewer.validating(n, tests):
-                    verdict = self._validate(judge, ref, tests, changed, ws)
+                with self.reviewer.validating(n, tests) as progress:
+                    verdict = self._validate(judge, ref, tests, changed, ws, progress)
             if verdict.accepted:
                 for path, text in changed.items():
                     (branch_wt / path).parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +278,7 @@ class Optimizer:
         return run_shell(self.settings.rebuild_cmd, worktree, self.settings.python, self.limits)
 
     def _validate(self, judge: Judge, ref: Reference, tests: list[str], changed: dict[str, str],
-                  ws: Workspaces) -> Verdict:
+                  ws: Workspaces, progress: Callable[[str], None]) -> Verdict:
         scratch = ws.scratch(head(ref.worktree))
         try:
             for path, text in changed.items():
@@ -287,7 +287,7 @@ class Optimizer:
             failed = self._rebuild(scratch)
             if failed:
                 return Verdict(BUILD_FAILED, failed)
-            return judge.judge(scratch, ref, tests)
+            return judge.judge(scratch, ref, tests, progress)
         finally:
             ws.discard(scratch)
 

@@ -75,7 +75,8 @@ class AutoReviewer:
         return Decision(ACCEPT)
 
     def validating(self, n: int, tests: list[str]):
-        return nullcontext()
+        """A context around candidate n's validation, giving the function that is told each check's outcome."""
+        return nullcontext(lambda step: None)
 
     def show_verdict(self, entry: dict) -> None:
         pass

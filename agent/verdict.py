@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from agent.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
 from agent.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
@@ -126,11 +127,14 @@ class Judge:
             return checked, None
         return checked, Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
 
-    def judge(self, candidate: Path, ref: Reference, tests: list[str]) -> Verdict:
+    def judge(self, candidate: Path, ref: Reference, tests: list[str],
+              progress: Callable[[str], None] = lambda step: None) -> Verdict:
+        """`progress` is told each check's outcome as it is measured."""
         before = repository_changes(candidate)
         checked, rejection = self._tests(candidate, ref, tests)
         if rejection:
             return rejection
+        progress(f"tests: {len(checked)} of {len(checked)} pass")
         try:
             results, _ = self.runner.results(candidate)
         except WorkloadFailed as exc:
@@ -144,9 +148,12 @@ class Judge:
             if not comparison.equal:
                 return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
         result_check = IDENTICAL if self.compare_output else NOT_COMPARED
+        progress(f"result: {result_check}")
         try:
-            speed, base, cand = compare_speed(lambda: self.runner.sample(ref.worktree, self.loops),
-                                              lambda: self.runner.sample(candidate, self.loops), self.sampling)
+            speed, base, cand = compare_speed(
+                lambda: self.runner.sample(ref.worktree, self.loops), lambda: self.runner.sample(candidate, self.loops),
+                self.sampling, lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after "
+                                                  f"{s.n_base} pairs, p={s.p_value:.1g}: {s.decision}"))
         except WorkloadFailed as exc:
             return Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check)
         reason = {FASTER: ACCEPTED, NOT_FASTER: NOT_FASTER_REASON}.get(speed.decision, TOO_NOISY)

@@ -111,9 +111,11 @@ class Sampling:
 
 
 def compare_speed(sample_base: Callable[[], Timing | float], sample_cand: Callable[[], Timing | float],
-                  sampling: Sampling = Sampling()) -> tuple[SpeedStats, list, list]:
+                  sampling: Sampling = Sampling(),
+                  progress: Callable[[SpeedStats], None] | None = None) -> tuple[SpeedStats, list, list]:
     """Alternate baseline and candidate samples (ABBA order, so drift hits both alike) until decided; returns the
-    decision on wall time and the samples as the sample functions gave them."""
+    decision on wall time and the samples as the sample functions gave them. `progress` sees every interim
+    decision."""
     for i in range(sampling.warmup):
         sample_base(), sample_cand()
     base: list = []
@@ -128,6 +130,8 @@ def compare_speed(sample_base: Callable[[], Timing | float], sample_cand: Callab
                 base.append(sample_base())
                 cand.append(sample_cand())
         result = sampling.decide(walls(base), walls(cand))
+        if progress:
+            progress(result)
         if result.decision != UNDECIDED or target >= sampling.max_samples:
             return result, base, cand
         target = min(target + sampling.step, sampling.max_samples)
