@@ -112,7 +112,7 @@ class SourceIndex:
         return text[start - 1:end]
 
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@")
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
 
 
 def edited_spans(index: SourceIndex, patch: str) -> list[FunctionSpan]:
@@ -123,7 +123,7 @@ def edited_spans(index: SourceIndex, patch: str) -> list[FunctionSpan]:
     constants, class attributes, new top-level functions) come back as the file's `<module>` span. Files the patch
     creates have no old side and are left out."""
     spans: dict[str, FunctionSpan] = {}
-    file, old = None, 0
+    file, old, replacing = None, 0, False
     lines = patch.splitlines()
     for i, line in enumerate(lines):
         if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):  # a file header
@@ -134,16 +134,20 @@ def edited_spans(index: SourceIndex, patch: str) -> list[FunctionSpan]:
             continue
         hunk = _HUNK.match(line)
         if hunk:
-            old = int(hunk.group(1))
+            replacing = False
+            old = int(hunk.group(1)) + (hunk.group(2) == "0")  # an empty old side (-10,0) inserts after its line
             continue
         if line.startswith("-"):
-            span = index.function_at(file, old)
+            span, replacing = index.function_at(file, old), True
             old += 1
-        elif line.startswith("+"):  # inserted between old - 1 and old
+        elif line.startswith("+"):
+            if replacing:  # these lines replace the removed ones just above, already counted
+                continue
             span = next((s for s in _innermost_first(index.functions(file)) if s.start < old <= s.end),
-                        FunctionSpan(file, MODULE_LEVEL, 1, max(1, old)))
+                        FunctionSpan(file, MODULE_LEVEL, 1, max(1, old)))  # inserted between old - 1 and old
         else:
             old += 0 if line.startswith("\\") else 1
+            replacing = replacing and line.startswith("\\")
             continue
         spans.setdefault(span.key, span)
     return list(spans.values())

@@ -254,8 +254,14 @@ diff --git a/pkg/new.py b/pkg/new.py
 @@ -0,0 +1 @@
 +x = 1
 '''
-    spans = {s.key for s in edited_spans(SourceIndex(program), patch)}
-    assert spans == {"pkg.mod:<module>", "pkg.mod:squares", "pkg.mod:outer.<locals>.inner"}
+    index = SourceIndex(program)
+    assert {s.key for s in edited_spans(index, patch)} == {
+        "pkg.mod:<module>", "pkg.mod:squares", "pkg.mod:outer.<locals>.inner"}
+    replacement = patch[patch.index("@@ -10,2"):patch.index("@@ -23,7")]  # the last line of squares, replaced
+    assert [s.key for s in edited_spans(index, "--- a/pkg/mod.py\n+++ b/pkg/mod.py\n" + replacement)] == [
+        "pkg.mod:squares"]
+    zero_context = "--- a/pkg/mod.py\n+++ b/pkg/mod.py\n@@ -28,0 +29 @@\n+    n = int(n)\n"  # diff -U0: after line 28
+    assert [s.key for s in edited_spans(index, zero_context)] == ["pkg.mod:outer"]
 
 
 def test_profile_command_json(program):
