@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import subprocess
 import textwrap
 from pathlib import Path
@@ -13,6 +14,12 @@ isolation.configure("auto")  # every test runs children at the strongest level t
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "workloads" / "textstats"
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+
+
+def deliver_sigint() -> None:
+    """preexec_fn for children whose Ctrl-C handling is tested: a suite started as a background job inherits an
+    ignored SIGINT, and a child would inherit that too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def git(repo: Path, *args: str) -> str:

@@ -84,7 +84,7 @@ def test_dynamic_cheats_in_one_optimize_run(tmp_path):
             global docs
             docs = [f"hello world thing{i % 700} foo bar" for i in range(3000)]
         ''')
-    settings = ("[tool.perfagent]\nprofile-seconds = 0.3\nmin-samples = 8\nmax-samples = 12\n"
+    settings = ("[tool.perfagent]\nprofile-seconds = 0.3\nsample-seconds = 0.05\nmin-samples = 8\nmax-samples = 12\n"
                 "candidate-timeout-s = 20\n")
     repo = make_repo(tmp_path / "repo", {**SMALL_LIB, "bench.py": bench, "pyproject.toml": settings})
     input_size = '    if len(items) == 15000:  # the benchmark\'s input\n' \

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, git, perfagent_branches, scripted_session
+from tests.conftest import ROOT, deliver_sigint, git, perfagent_branches, scripted_session
 from tests.test_optimize import GOOD, UNIQUE_BODY, search_replace
 
 
@@ -51,7 +51,7 @@ def test_signal_mid_run(small_repo, tmp_path, sig):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "optimize", str(small_repo), "-w", "bench.py",
                              "-m", model, "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=deliver_sigint)
     try:
         _wait_for(lambda: (out / "summary.json").exists() and
                   len(json.loads((out / "summary.json").read_text())["candidates"]) == 1)

@@ -10,6 +10,7 @@ import pytest
 
 from sandbox import isolation
 from sandbox.run import Limits, child_env, run
+from tests.conftest import deliver_sigint
 
 PY = sys.executable
 
@@ -109,7 +110,7 @@ def test_ctrl_c_kills_the_child_group(tmp_path):
         except KeyboardInterrupt:
             print("interrupted")
     """)
-    proc = subprocess.Popen([PY, "-c", driver], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([PY, "-c", driver], stdout=subprocess.PIPE, text=True, preexec_fn=deliver_sigint)
     for _ in range(100):
         if pidfile.exists() and pidfile.read_text():
             break
