@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path, PurePosixPath
 
-from agent.localize import _WORKLOAD_FRAME, _parse_frame
+from agent import localize
 
 REPOSITORY, WORKLOAD, STDLIB, THIRD_PARTY = "repository", "workload", "stdlib", "third-party"
 _STDLIB = re.compile(r"/lib/python3\.\d+/|^<frozen |^<built-in")
@@ -60,19 +60,9 @@ class PathMapper:
 
 
 def read_stacks(raw: str, mapper: PathMapper) -> list[tuple[list[Frame], int]]:
-    """(frames from the outermost workload frame to the leaf, sample count) per line of py-spy's raw output."""
-    parsed = []
-    for row in raw.splitlines():
-        stack, _, count = row.rpartition(" ")
-        if count.isdigit():
-            parsed.append(([f for f in map(_parse_frame, stack.split(";")) if f], int(count)))
-    if any(func == _WORKLOAD_FRAME for frames, _ in parsed for func, _, _ in frames):
-        cut = []
-        for frames, count in parsed:
-            starts = [i for i, (func, _, _) in enumerate(frames) if func == _WORKLOAD_FRAME]
-            if starts:
-                cut.append((frames[starts[0] + 1:], count))
-        parsed = cut
+    """(frames from the outermost workload frame to the leaf, sample count) per line of py-spy's raw output; a command
+    workload, which has no harness frame, is kept whole."""
+    parsed = localize.read_stacks(raw, below_harness=localize.WORKLOAD_FRAME in raw)
     mapper.learn({file for frames, _ in parsed for _, file, _ in frames})
     return [([Frame(func, *_placed(mapper, file, line)) for func, file, line in frames], count)
             for frames, count in parsed]

@@ -38,7 +38,7 @@ from agent.workload import Workload
 from sandbox.run import Limits, child_env, run
 
 from sandbox import HARNESS
-_WORKLOAD_FRAME = "perfagent_profiled_workload"
+WORKLOAD_FRAME = "perfagent_profiled_workload"
 WORKLOAD_CALLER = "<workload>"  # the caller of the repository functions the workload calls directly
 
 
@@ -151,7 +151,7 @@ class _Tally:
         return result
 
 
-def _parse_frame(frame: str) -> tuple[str, str, int] | None:
+def parse_frame(frame: str) -> tuple[str, str, int] | None:
     """py-spy raw frame 'func (file:line)' -> (func, file, line)."""
     if not frame.endswith(")") or " (" not in frame:
         return None
@@ -160,19 +160,28 @@ def _parse_frame(frame: str) -> tuple[str, str, int] | None:
     return (func, file, int(line)) if line.isdigit() else None
 
 
-def tally_pyspy(raw: str, index: SourceIndex, workload: Workload, *, below_harness: bool = True) -> _Tally:
-    tally = _Tally(index, workload)
+def read_stacks(raw: str, below_harness: bool = True) -> list[tuple[list[tuple[str, str, int]], int]]:
+    """py-spy raw output -> (frames (func, file, line) from the outermost to the leaf, sample count) per stack; with
+    `below_harness`, only the frames below the harness's call of workload(), and only stacks that have it."""
+    stacks = []
     for row in raw.splitlines():
         stack, _, count = row.rpartition(" ")
         if not count.isdigit():
             continue
-        frames = [f for f in map(_parse_frame, stack.split(";")) if f]
+        frames = [f for f in map(parse_frame, stack.split(";")) if f]
         if below_harness:
-            starts = [i for i, (func, _, _) in enumerate(frames) if func == _WORKLOAD_FRAME]
+            starts = [i for i, (func, _, _) in enumerate(frames) if func == WORKLOAD_FRAME]
             if not starts:
                 continue  # setup(), imports, interpreter start-up
             frames = frames[starts[0] + 1:]
-        tally.add_stack([(file, line) for _, file, line in frames], int(count))
+        stacks.append((frames, int(count)))
+    return stacks
+
+
+def tally_pyspy(raw: str, index: SourceIndex, workload: Workload, *, below_harness: bool = True) -> _Tally:
+    tally = _Tally(index, workload)
+    for frames, count in read_stacks(raw, below_harness):
+        tally.add_stack([(file, line) for _, file, line in frames], count)
     return tally
 
 
@@ -183,7 +192,7 @@ def tally_cprofile(stats: dict, index: SourceIndex, workload: Workload) -> tuple
     object (not of the comprehensions and lambdas folded into it)."""
     tally = _Tally(index, workload)
     functions = {(f["file"], f["line"], f["name"]): f for f in stats["functions"]}
-    root = next((f for f in functions.values() if f["name"] == _WORKLOAD_FRAME), None)
+    root = next((f for f in functions.values() if f["name"] == WORKLOAD_FRAME), None)
     tally.total = max(int((root or {}).get("cumtime", 0) * 1e6), 1)
     calls: dict[str, int] = {}
 
@@ -192,7 +201,7 @@ def tally_cprofile(stats: dict, index: SourceIndex, workload: Workload) -> tuple
         if span is not None:
             return [(span.key, 1.0)]
         edges = [(functions.get((cf, cl, cn)), ct) for cf, cl, cn, _tt, ct in fn["callers"]]
-        edges = [(c, t) for c, t in edges if c is not None and c["name"] != _WORKLOAD_FRAME]
+        edges = [(c, t) for c, t in edges if c is not None and c["name"] != WORKLOAD_FRAME]
         total = sum(t for _, t in edges)
         if depth > 20 or total <= 0:
             return []
