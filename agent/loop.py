@@ -299,8 +299,9 @@ class Optimizer:
             self.say(f"[yellow]the repository has uncommitted changes: they are ignored; working from HEAD "
                      f"{base_commit[:10]}[/]")
         self.record = RunRecord(self.out, run_id=self.run_id, repo=str(self.repo_path), branch=self.branch,
-                                base_commit=base_commit, workload=self.workload.describe(), model=s.model,
-                                settings=s.model_dump(), isolation=self.isolation.describe())
+                                base_commit=base_commit, workload=self.workload.describe(),
+                                workload_file=str(self.workload.path) if self.workload.kind == "python" else None,
+                                model=s.model, settings=s.model_dump(), isolation=self.isolation.describe())
         session = Session(self.model, self.budget, Trajectory(self.record.trajectory_path))
         ws = Workspaces(self.repo, self.run_id)
         try:

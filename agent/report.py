@@ -55,7 +55,7 @@ def _profiles(run: Path, summary: dict) -> dict[str, dict]:
     rankings = {p.name.removesuffix(".json"): _read(p) for p in sorted(run.glob("profile-*.json"))
                 if not p.name.endswith(".speedscope.json")}
     known = sorted({h["file"] for r in rankings.values() for h in r["hotspots"]})
-    workload = str(summary.get("workload", "")).removesuffix(" (setup/workload)")  # Workload.describe()
+    workload = summary.get("workload_file")
     out = {}
     for name, ranking in rankings.items():
         entry = {"ranking": ranking, "svg": None}
