@@ -16,7 +16,7 @@ from rich.console import Console
 from agent.interactive import TerminalReviewer, prose
 from agent.localize import Hotspot
 from agent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Quit, RunState
-from tests.conftest import git, make_repo, perfagent_branches, repo_state, scripted_session, search_replace
+from tests.conftest import SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session, search_replace
 
 CORE = "mylib/core.py"
 # two quadratic hotspots of about the same weight, so each fix is a large, reliably measured speedup
@@ -45,16 +45,7 @@ LIB = {
         def test_common_keeps_order_and_duplicates():
             assert common([3, 1, 3, 2], [3, 2]) == [3, 3, 2]
         ''',
-    "pyproject.toml": '''\
-        [tool.perfagent]
-        profile-seconds = 1.0
-        sample-seconds = 0.05
-        min-samples = 8
-        max-samples = 20
-        candidate-timeout-s = 8
-        patience = 20
-        max-iterations = 20
-        ''',
+    "pyproject.toml": SMALL_LIB["pyproject.toml"],  # fast timing settings
     "bench.py": '''\
         from mylib.core import common, unique_sorted
 
@@ -207,6 +198,14 @@ class Terminal:
             subprocess.run([*self.tmux, "send-keys", "-t", "review", "-l", text], check=True)
         subprocess.run([*self.tmux, "send-keys", "-t", "review", "Enter"], check=True)
 
+    def exit_status(self, timeout: float) -> tuple[str, str]:
+        """The command's exit status once it has ended ("" if it has not within `timeout`), and the terminal's
+        history."""
+        deadline = time.monotonic() + timeout
+        while not self.status.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return (self.status.read_text().strip() if self.status.exists() else ""), self.screen()
+
     def close(self) -> None:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
@@ -266,13 +265,10 @@ def session(tmp_path_factory):
         term.type("0.5")
         term.wait_for(MENU, 5)
         term.type("q")
-        deadline = time.monotonic() + 240
-        while not status.exists() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        transcript = term.screen()
+        code, transcript = term.exit_status(240)
     finally:
         term.close()
-    assert status.exists() and status.read_text().strip() == "0", transcript
+    assert code == "0", transcript
     return {"repo": repo, "before": before, "out": out, "transcript": transcript, "last_screen": last_screen,
             "summary": json.loads((out / "summary.json").read_text()),
             "trajectory": json.loads((out / "trajectory.json").read_text())}
@@ -357,13 +353,10 @@ def test_ctrl_c_in_the_terminal_cleans_up(tmp_path):
     try:
         term.wait_for("baseline: running the tests")
         subprocess.run([*term.tmux, "send-keys", "-t", "review", "C-c"], check=True)
-        deadline = time.monotonic() + 60
-        while not status.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        transcript = term.screen()
+        code, transcript = term.exit_status(60)
     finally:
         term.close()
-    assert status.exists() and status.read_text().strip() == "130", transcript
+    assert code == "130", transcript
     assert "interrupted: worktrees removed" in transcript
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     assert repo_state(repo) == before and git(repo, "worktree", "list").count("\n") == 1
