@@ -33,7 +33,19 @@ from sandbox.workspace import WorkspaceError, Workspaces, open_repo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="An LLM-driven performance engineer: profile, patch, verify, keep only real speedups.")
-console = Console(highlight=False)
+
+UNWRAPPED_WIDTH = 1000  # wider than any line perfagent prints
+
+
+def _console() -> Console:
+    """On a terminal, rich fits lines to its width. Anywhere else (a pipe, a log, CI) a line is never hard-wrapped
+    and tables take the width they need, so messages, paths and tables stay whole for grep."""
+    if Console().is_terminal:
+        return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True, width=UNWRAPPED_WIDTH)
+
+
+console = _console()
 EXAMPLE = Path(__file__).resolve().parent.parent / "workloads"
 USER_ERRORS = (ConfigError, WorkloadError, WorkspaceError, ModelError, BaselineError, ProfileError, IsolationError)
 
@@ -60,7 +72,7 @@ def _save_report(folder: Path) -> None:
 
 
 def _summary_table(summary: dict) -> Table:
-    table = Table(title=f"perfagent run {summary['run_id']}", expand=True)
+    table = Table(title=f"perfagent run {summary['run_id']}", expand=console.is_terminal)
     table.add_column("#", justify="right", min_width=2, no_wrap=True)
     table.add_column("verdict", no_wrap=True, min_width=22)
     table.add_column("speedup [95% CI]", no_wrap=True, min_width=18)

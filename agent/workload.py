@@ -74,7 +74,10 @@ class Workload:
     def profile_argv(self, python: str, harness: Path, out: Path, seconds: float) -> list[str]:
         if self.kind == "python":
             return self.harness_argv(python, harness, "profile", out, seconds)
-        return self.command_argv()
+        # py-spy --subprocesses gives up when its own child is not Python at the moment it looks, and a shell may
+        # not have started the command's interpreter yet (1 run in 4 inside bubblewrap): a Python parent that
+        # waits, idle and so unsampled, for the shell is always there.
+        return [python, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))", *self.command_argv()]
 
     def command_argv(self) -> list[str]:
         return ["/bin/sh", "-c", self.spec]

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterable
 
@@ -22,7 +23,7 @@ from typing import Iterable
 @dataclass(frozen=True)
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: Message  # as received: names are case-insensitive, as HTTP's are
     body: dict
 
 
@@ -122,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, error_body(404, f"no route {self.path}"))
             return
-        status, payload = fake._respond(Received(self.path, dict(self.headers), body))
+        status, payload = fake._respond(Received(self.path, self.headers, body))
         if fake._closing.wait(fake._delay):
             return
         self._send(status, payload)

@@ -1,4 +1,9 @@
 """Bad input gets a clear, actionable error, exit code 2, and leaves the user's repository exactly as it was."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import SMALL_LIB, make_repo, perfagent_branches, repo_state, scripted_session
@@ -93,3 +98,13 @@ def test_bad_scripted_session(small_repo, tmp_path, spec, message):
 def test_missing_model(small_repo, tmp_path):
     code, output = invoke("optimize", small_repo, "-w", "bench.py", "--out", tmp_path / "run")
     assert code == 2 and "model: Field required" in " ".join(output.split())
+
+
+def test_piped_output_is_not_hard_wrapped(tmp_path):
+    """Output to a pipe or a log keeps each message on one line, however long, so it stays greppable."""
+    missing = tmp_path / ("a-folder-name-long-enough-to-pass-eighty-columns-" * 3) / "missing"
+    result = subprocess.run([str(Path(sys.executable).with_name("perfagent")), "report", str(missing)],
+                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 2
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if str(missing) in line]
+    assert len(lines) == 1 and "does not exist" in lines[0], result.stdout + result.stderr
