@@ -28,6 +28,7 @@ from agent.repos import RepoCache, diff
 from agent.tasks import Task, load_tasks
 
 PREDICTIONS, RESULTS, LEDGER = "predictions.jsonl", "results.jsonl", "spend.json"
+ORACLE = "oracle"  # --model oracle: each task's expert patch is the model's reply
 
 
 class BatchJob(BaseModel):
@@ -42,10 +43,16 @@ class BatchJob(BaseModel):
     task_budget_usd: float | None = None
     settings: dict = {}  # Settings fields for every task (max_iterations, min_samples, ...)
 
-    def model_for(self, task: Task) -> str:
-        """`scripted:FOLDER` means one recorded session per task: FOLDER/<instance_id>.json."""
+    select_tests: bool = False  # perfagent chooses the tests, as in optimize without --tests; else the task's
+
+    def model_for(self, task: Task, folder: Path) -> str:
+        """`scripted:FOLDER` means one recorded session per task: FOLDER/<instance_id>.json; `oracle` replays the
+        task's expert patch (written to `folder`)."""
         if self.model.startswith("scripted:") and Path(self.model.removeprefix("scripted:")).is_dir():
             return f"scripted:{Path(self.model.removeprefix('scripted:')) / (task.instance_id + '.json')}"
+        if self.model == ORACLE:
+            (folder / "expert.patch").write_text(task.patch, encoding="utf-8")
+            return f"oracle:{folder / 'expert.patch'}"
         return self.model
 
 
@@ -72,8 +79,9 @@ def solve(task_record: dict, job_record: dict) -> dict:
                 workload.write_text(task.workload, encoding="utf-8")
                 python = Environments(job.env_cache).python_for(task, worktree)
                 settings = load_settings(worktree, {
-                    **job.settings, "workload": str(workload), "model": job.model_for(task), "api_base": job.api_base,
-                    "tests": task.test_targets(worktree), "python": python, "allow_failing_tests": True,
+                    **job.settings, "workload": str(workload), "model": job.model_for(task, folder),
+                    "api_base": job.api_base, "tests": [] if job.select_tests else task.test_targets(worktree),
+                    "python": python, "allow_failing_tests": True,
                     "rebuild_cmd": task.rebuild_cmd})
                 budget = SharedBudget(max_usd=job.task_budget_usd, ledger=job.out / LEDGER,
                                       total_usd=job.budget_usd, total_calls=job.max_calls)

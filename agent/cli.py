@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.batch import BatchJob, run_batch
+from agent.cache import InterpreterError, default_root
 from agent.config import ConfigError, Settings, load_settings
 from agent.evaluate import EvalJob, read_predictions, run_evaluation
 from agent.executors import make_executor
@@ -25,6 +26,7 @@ from agent.llm import ModelError
 from agent.localize import ProfileError, profile_workload
 from agent.loop import BaselineError, Optimizer
 from agent.report import ReportError, write_report
+from agent.testselect import TestSelectionError
 from agent.workload import Workload, WorkloadError
 from sandbox import isolation
 from sandbox.isolation import IsolationError
@@ -47,7 +49,8 @@ def _console() -> Console:
 
 console = _console()
 EXAMPLE = Path(__file__).resolve().parent.parent / "workloads"
-USER_ERRORS = (ConfigError, WorkloadError, WorkspaceError, ModelError, BaselineError, ProfileError, IsolationError)
+USER_ERRORS = (ConfigError, WorkloadError, WorkspaceError, ModelError, BaselineError, ProfileError, IsolationError,
+               InterpreterError, TestSelectionError)
 
 
 def _terminate_on_sigterm() -> None:
@@ -118,7 +121,8 @@ def optimize(
                                            "or a shell command"),
     tests: Optional[list[str]] = typer.Option(None, "--tests", "-t", help="pytest paths or node ids (repeatable); "
                                               "default: the test files that cover the hotspots"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="litellm model name, or scripted:FILE"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="litellm model name, scripted:FILE (recorded "
+                                        "replies), or oracle:PATCH (a known patch as the one reply)"),
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (vLLM, Ollama, ...)"),
     max_iterations: Optional[int] = typer.Option(None, help="candidates to try at most"),
     budget_usd: Optional[float] = typer.Option(None, help="hard limit on model spend in USD"),
@@ -127,6 +131,8 @@ def optimize(
     allow_failing_tests: Optional[bool] = typer.Option(None, "--allow-failing-tests",
                                                        help="leave out tests that fail at baseline"),
     out: Optional[Path] = typer.Option(None, help="run directory (default ./perfagent-runs/RUN_ID)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="measure the baseline afresh: neither read nor write "
+                                  "the cache of baseline tests, coverage and timing (~/.cache/perfagent)"),
     interactive: bool = typer.Option(False, "--interactive", "-i", help="review in the terminal: pick hotspots; "
                                      "accept, edit or reject each candidate; undo, change limits, quit"),
 ):
@@ -139,7 +145,8 @@ def optimize(
     try:
         settings = load_settings(repo, dict(workload=workload, tests=tests, model=model, api_base=api_base,
                                             max_iterations=max_iterations, budget_usd=budget_usd, python=python,
-                                            allow_failing_tests=allow_failing_tests))
+                                            allow_failing_tests=allow_failing_tests,
+                                            cache=False if no_cache else None))
         optimizer = Optimizer(repo, settings, out, say=console.print,
                               reviewer=TerminalReviewer(console) if interactive else None)
         summary = optimizer.run()
@@ -218,7 +225,7 @@ def demo(
              out=target.parent / f"{target.name}-run", interactive=False)
 
 
-CACHE = Path("~/.cache/perfagent")
+CACHE = default_root()
 REPO_CACHE_HELP = ("folder of git clones or mirrors, one per repository (owner__name, owner__name.git, owner+name/repo, "
                    "owner/name); bundled example repositories are built into it")
 
@@ -253,9 +260,12 @@ def _progress_table(state: dict) -> Table:
 @app.command()
 def batch(
     tasks: Path = typer.Argument(..., help="JSONL task file (SWE-fficiency format)"),
-    model: str = typer.Option(..., "--model", "-m", help="litellm model name, scripted:FILE, or scripted:FOLDER "
-                              "with one recorded session per task (FOLDER/INSTANCE_ID.json)"),
+    model: str = typer.Option(..., "--model", "-m", help="litellm model name, scripted:FILE, scripted:FOLDER "
+                              "with one recorded session per task (FOLDER/INSTANCE_ID.json), or oracle (each task's "
+                              "expert patch as the reply: checks the pipeline with a perfect model)"),
     out: Path = typer.Option(..., help="output folder; rerunning with the same folder resumes"),
+    select_tests: bool = typer.Option(False, "--select-tests", help="let perfagent choose each task's tests, as "
+                                      "optimize does without --tests, instead of the task's own list"),
     workers: int = typer.Option(1, help="tasks solved at once; each worker gets cores of its own"),
     repo_cache: Path = typer.Option(CACHE / "repos", help=REPO_CACHE_HELP),
     env_cache: Path = typer.Option(CACHE / "envs", help="where per-task Python environments are kept"),
@@ -291,7 +301,7 @@ def batch(
         _fail("invalid --set: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     job = BatchJob(model=model, out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(),
                    api_base=api_base, budget_usd=budget_usd, max_calls=max_calls, task_budget_usd=task_budget_usd,
-                   settings=settings)
+                   settings=settings, select_tests=select_tests)
     pool = _executor(executor, workers, ray_address)
     try:
         with Live(console=console, auto_refresh=False, transient=not console.is_terminal) as live:
@@ -325,14 +335,24 @@ def _evaluation_table(report: dict) -> Table:
     def interval(value: float, low: float | None, high: float | None, unit: str = "x") -> str:
         return f"{value:.2f}{unit}" + (f"\n[{low:.2f}, {high:.2f}]" if low is not None else "")
 
+    skipped = report["summary"].get("skipped")
+    if skipped:
+        table.title += f"; {skipped} task-file record{'s' if skipped > 1 else ''} skipped as not valid tasks"
     for row in report["tasks"]:
+        name = escape(row.get("instance_id") or f"line {row.get('line')}")
+        if row.get("skipped"):
+            where = f"\n(line {row.get('line')})" if row.get("instance_id") else ""
+            table.add_row(name + where, "[yellow]skipped[/]", escape(row["skipped"].splitlines()[0][:80]))
+            continue
         if row.get("error"):
-            table.add_row(row["instance_id"], "[red]error[/]", escape(row["error"].splitlines()[0][:80]))
+            table.add_row(name, "[red]error[/]", escape(row["error"].splitlines()[0][:80]))
             continue
         speed, expert, recorded = row.get("speedup"), row["expert"], row.get("recorded_expert_speedup")
         status = ("no patch" if not row.get("predicted") else "[red]no apply[/]" if not row["applied"]
                   else "tests ok" if row["tests_passed"] else "[red]tests fail[/]")
-        table.add_row(row["instance_id"], status,
+        if row["applied"] and row.get("apply_method") == "patch --fuzz":
+            status += "\n[yellow]by patch --fuzz[/]"
+        table.add_row(name, status,
                       interval(speed["speedup"], speed["ci_low"], speed["ci_high"]) if speed else "1.00x",
                       interval(expert["speedup"], expert["ci_low"], expert["ci_high"])
                       + (f"\nrec. {recorded:.2f}x" if recorded else ""),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent.cache import default_root
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -52,6 +54,17 @@ class Settings(BaseModel):
     rebuild_cmd: str | None = Field(None, description="shell command run in the sandbox after each code change, "
                                     "e.g. to rebuild compiled extensions in place")
     allow_failing_tests: bool = Field(False, description="exclude tests failing at baseline instead of stopping")
+    require_tests: bool = Field(False, description="stop when no test reaches the hot functions, instead of running "
+                                "with a warning that correctness rests on the result comparison alone")
+    whole_suite_files: int = Field(40, ge=0, description="a suite with at most this many test files runs whole under "
+                                   "coverage at baseline; a larger one is searched for the files that reach the code")
+    files_per_function: int = Field(3, ge=1, description="test files run under coverage for each function in "
+                                    "question (the likeliest by name, imports and mentions)")
+    test_file_timeout_s: float = Field(300.0, gt=0, description="limit for one selected test file's baseline run "
+                                       "(the named or whole-suite runs have timeout-s)")
+    cache: bool = Field(True, description="reuse baseline test outcomes, coverage and workload measurements of "
+                        "earlier runs on the same commit and interpreter")
+    cache_dir: Path = Field(default_factory=default_root, description="where that cache lives")
 
 
 def pyproject_settings(repo: Path) -> dict:

@@ -1,19 +1,23 @@
 """perfagent evaluate: score patches the way SWE-fficiency does, measured with perfagent's own rules.
 
 Per task, three detached worktrees at the base commit: the base, the patch under evaluation, and the expert patch.
-The patch is applied with `git apply`; test files it touches are reset (and the task's test_patch applied) so a
-patch cannot pass by editing tests. The task's tests run on the base and on the patch: a patch passes when every test
-passing on the base still passes. The workload is then timed in fresh sandboxed processes, base, patch and expert in
-one rotation (B P E, E P B, ...), so drift hits both comparisons alike:
+The patch is applied as SWE-fficiency's harness applies it (`git apply`, else GNU `patch --fuzz=5`, see
+agent.repos.apply_patch; each row records which one did); test files it touches are reset (and the task's test_patch
+applied) so a patch cannot pass by editing tests. The task's tests run on the base and on the patch: a patch passes
+when every test passing on the base still passes. The workload is then timed in fresh sandboxed processes, base,
+patch and expert in one rotation (B P E, E P B, ...), so drift hits both comparisons alike:
   speedup = median over rounds of base time / patched time, with its interval;
   speedup ratio = patch speedup / expert speedup (a patch that does not apply or breaks a test has speedup 1.0);
-and over tasks the harmonic mean of the ratios, as SWE-fficiency reports it.
+and over tasks the harmonic mean of the ratios, as SWE-fficiency reports it. Task-file records that are not valid
+tasks are not scored but listed, as rows with `skipped` (the reason), and counted.
 
 `mode="script"` instead runs each workload script as written (its own timeit loop) and parses the `Mean:` it prints,
 as the benchmark's harness does, alternating base, patch and expert `script_runs` times.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 from contextlib import ExitStack
@@ -27,8 +31,8 @@ from scipy import stats
 from agent.envs import Environments
 from agent.guards import protected_reason
 from agent.record import append_jsonl, read_jsonl, write_json
-from agent.repos import RepoCache, apply_patch
-from agent.tasks import Task, load_tasks, patched_files
+from agent.repos import PATCH_FUZZ, Applied, RepoCache, apply_patch
+from agent.tasks import BadRecord, Task, load_tasks, patched_files
 from agent.verdict import compare_inputs
 from agent.workload import Workload, WorkloadRunner
 from sandbox import isolation
@@ -58,22 +62,23 @@ def read_predictions(path: Path) -> dict[str, str]:
     return {r["instance_id"]: r.get("model_patch") or "" for r in read_jsonl(path) if "instance_id" in r}
 
 
-def _prepare(worktree: Path, patch: str | None, task: Task) -> tuple[bool, str]:
-    """Apply `patch` (None: leave the base), reset test files it touched, apply the task's test_patch."""
-    applied, problem = True, ""
+def _prepare(worktree: Path, patch: str | None, task: Task) -> tuple[bool, str, Applied | None]:
+    """Apply `patch` (None: leave the base), reset test files it touched, apply the task's test_patch. Returns whether
+    it all applied, why not, and how `patch` applied (None: no patch)."""
+    applied, problem, how = True, "", None
     if patch is not None:
-        problem = apply_patch(worktree, patch) or ""
-        applied = not problem
+        how = apply_patch(worktree, patch)
+        applied, problem = how.ok, how.error
         touched_tests = [p for p in patched_files(patch) if protected_reason(p, None) in _TEST_FILE]
         for path in touched_tests if applied else []:  # back to the base version; files the patch added go
             restored = subprocess.run(["git", "checkout", "HEAD", "--", path], cwd=worktree, capture_output=True)
             if restored.returncode:
                 (worktree / path).unlink(missing_ok=True)
     if task.test_patch.strip():
-        failed = apply_patch(worktree, task.test_patch)
-        if failed:
-            return False, f"the task's test_patch does not apply: {failed}"
-    return applied, problem
+        result = apply_patch(worktree, task.test_patch)
+        if not result.ok:
+            return False, f"the task's test_patch does not apply: {result.error}", how
+    return applied, problem, how
 
 
 def _script_mean(python: str, script: Path, worktree: Path, limits: Limits) -> float:
@@ -100,15 +105,22 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
     folder = job.out / "tasks" / task.instance_id
     folder.mkdir(parents=True, exist_ok=True)
     row = {"instance_id": task.instance_id, "predicted": patch is not None, "applied": False, "tests_passed": False,
-           "speedup": None, "expert": None, "ratio": None, "recorded_expert_speedup": task.gold_speedup}
+           "apply_method": None, "speedup": None, "expert": None, "ratio": None,
+           "recorded_expert_speedup": task.gold_speedup}
     limits = Limits(timeout_s=job.timeout_s, memory_mb=job.memory_mb)
     cache = RepoCache(job.repo_cache)
     try:
         with ExitStack() as stack:
             base, model, expert = (stack.enter_context(cache.checkout(task.repo, task.base_commit)) for _ in range(3))
             _prepare(base, None, task)
-            row["applied"], row["apply_error"] = _prepare(model, patch, task) if patch else (False, "no patch")
-            expert_ok, expert_problem = _prepare(expert, task.patch, task)
+            row["applied"], row["apply_error"], how = _prepare(model, patch, task) if patch else (False, "no patch",
+                                                                                                   None)
+            if how and how.method:
+                row["apply_method"] = how.method
+                if how.log:  # why `git apply` refused it, and how far GNU patch had to fuzz its hunks
+                    row["apply_log"] = how.log[:2000]
+            expert_ok, expert_problem, expert_how = _prepare(expert, task.patch, task)
+            row["expert_apply_method"] = expert_how.method
             if not expert_ok:
                 raise RuntimeError(f"the expert patch does not apply: {expert_problem}")
             python = Environments(job.env_cache).python_for(task, base)
@@ -186,29 +198,73 @@ def _measure(job: EvalJob, runner: WorkloadRunner, base: Path, trees: list[Path]
 
 
 def summarize(rows: list[dict]) -> dict:
-    """SWE-fficiency's aggregate: the harmonic mean of speedup ratios over tasks (errors excluded, and counted)."""
+    """SWE-fficiency's aggregate: the harmonic mean of speedup ratios over tasks. Tasks that ended in an error and
+    task-file records skipped as invalid have no ratio: they are left out of the mean, and counted."""
     scored = [r for r in rows if r.get("ratio")]
+    skipped = [r for r in rows if r.get("skipped")]
+    applied = [r for r in rows if r.get("applied")]
     ratios = np.array([r["ratio"] for r in scored])
     reaches = [r for r in scored if (r.get("ratio_ci_high") or r["ratio"]) >= 1.0]
-    return {"tasks": len(rows), "scored": len(scored), "errors": len(rows) - len(scored),
-            "applied": sum(r["applied"] for r in rows), "tests_passed": sum(r["tests_passed"] for r in rows),
+    return {"tasks": len(rows), "scored": len(scored), "errors": len(rows) - len(scored) - len(skipped),
+            "skipped": len(skipped), "applied": len(applied),
+            "applied_by_fallback": sum(r.get("apply_method") == PATCH_FUZZ for r in applied),
+            "tests_passed": sum(bool(r.get("tests_passed")) for r in rows),
             "harmonic_mean_ratio": float(stats.hmean(ratios)) if len(ratios) else None,
             "at_or_above_expert": len(reaches) / len(scored) if scored else None}
+
+
+def skipped_rows(bad: list[BadRecord], patches: dict[str, str] | None) -> list[dict]:
+    """One evaluation row per task-file record that is not a valid task: not scored, but listed and counted."""
+    return [{"instance_id": b.instance_id, "line": b.line, "skipped": b.problem,
+             "predicted": patches is None or b.instance_id in patches, "applied": False, "tests_passed": False,
+             "ratio": None} for b in bad]
+
+
+def row_label(row: dict) -> str:
+    """A row's name in tables: its instance_id, or for a skipped record without one its line in the task file."""
+    return row.get("instance_id") or f"line {row.get('line')}"
+
+
+def row_key(row: dict) -> tuple:
+    """Tells rows apart: a skipped record by its line (its id may be missing, or a duplicate of a valid task's)."""
+    return ("skipped", row.get("line")) if row.get("skipped") else ("task", row["instance_id"])
+
+
+def _record_skipped(path: Path, skipped: list[dict]) -> None:
+    """Make `path` (evaluation.jsonl) list exactly the current skipped records, once each: appended on the first run,
+    left alone on a resumed one, replaced (in one atomic rewrite) when the task file changed."""
+    rows = read_jsonl(path)
+    if [r for r in rows if r.get("skipped")] == skipped:
+        return
+    if not any(r.get("skipped") for r in rows):
+        for row in skipped:
+            append_jsonl(path, row)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in [r for r in rows if not r.get("skipped")] + skipped:
+            f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def run_evaluation(tasks_file: Path, patches: dict[str, str] | None, job: EvalJob, executor, *,
                    say: Callable[[str], None] = print) -> dict:
     """Evaluate `patches` (instance_id -> patch; None: the expert patches themselves) on every task; tasks already
-    in the output's evaluation.jsonl are not redone. Writes report.json and returns it."""
+    in the output's evaluation.jsonl are not redone. Records that are not valid tasks are listed as skipped rows.
+    Writes report.json and returns it."""
     tasks, bad = load_tasks(tasks_file)
     for record in bad:
         say(f"[yellow]skipping a bad task record: {record}[/]")
     if patches is not None:
-        unknown = sorted(set(patches) - {t.instance_id for t in tasks})
+        unknown = sorted(set(patches) - {t.instance_id for t in tasks} - {b.instance_id for b in bad})
         if unknown:
             say(f"[yellow]predictions for tasks not in the task file are ignored: {', '.join(unknown[:10])}[/]")
     job.out.mkdir(parents=True, exist_ok=True)
-    rows = {r["instance_id"]: r for r in read_jsonl(job.out / RESULTS)}
+    skipped = skipped_rows(bad, patches)
+    _record_skipped(job.out / RESULTS, skipped)
+    rows = {r["instance_id"]: r for r in read_jsonl(job.out / RESULTS) if not r.get("skipped")}
     pending = [t for t in tasks if t.instance_id not in rows]
     jobs = [(t.model_dump(mode="json", by_alias=True), t.patch if patches is None else patches.get(t.instance_id),
              job.model_dump(mode="json")) for t in pending]
@@ -226,7 +282,7 @@ def run_evaluation(tasks_file: Path, patches: dict[str, str] | None, job: EvalJo
         raise
     finally:
         executor.close(interrupted)
-    ordered = [rows[t.instance_id] for t in tasks if t.instance_id in rows]
+    ordered = [rows[t.instance_id] for t in tasks if t.instance_id in rows] + skipped
     report = {"gold": patches is None, "mode": job.mode, "summary": summarize(ordered), "tasks": ordered,
               "bad_records": [str(b) for b in bad]}
     write_json(job.out / "report.json", report)
@@ -234,9 +290,15 @@ def run_evaluation(tasks_file: Path, patches: dict[str, str] | None, job: EvalJo
 
 
 def describe_row(row: dict) -> str:
+    name = row_label(row)
+    if row.get("skipped"):
+        where = f"{name} (line {row.get('line')})" if row.get("instance_id") else name
+        return f"{where}: skipped, not a valid task: {row['skipped'][:200]}"
     if row.get("error"):
-        return f"{row['instance_id']}: error: {row['error'].splitlines()[0][:200]}"
+        return f"{name}: error: {row['error'].splitlines()[0][:200]}"
     speed = row.get("speedup")
-    return (f"{row['instance_id']}: applied={row['applied']} tests={'pass' if row['tests_passed'] else 'FAIL'} "
-            f"speedup={speed['speedup']:.2f}x " if speed else f"{row['instance_id']}: not scored (speedup 1.0) "
+    fallback = row.get("applied") and row.get("apply_method") == PATCH_FUZZ
+    return (f"{name}: applied={row['applied']}{' (by patch --fuzz)' if fallback else ''} "
+            f"tests={'pass' if row['tests_passed'] else 'FAIL'} speedup={speed['speedup']:.2f}x " if speed else
+            f"{name}: not scored (speedup 1.0{'; applied by patch --fuzz' if fallback else ''}) "
             ) + f"expert={row['expert']['speedup']:.2f}x ratio={row['ratio']:.2f}"

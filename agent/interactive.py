@@ -153,7 +153,7 @@ class TerminalReviewer:
     @contextmanager
     def validating(self, n: int, tests: list[str]):
         """A spinner while candidate n is validated; each check's outcome is printed as it is measured."""
-        what = ", ".join(tests) if tests else "the whole suite"
+        what = ", ".join(tests) if tests else "none selected"
         with self.console.status(escape(f"candidate {n}: running the tests ({what})...")) as status:
             def progress(step: str) -> None:
                 self.console.print(f"  {escape(step)}")

@@ -250,6 +250,26 @@ class ScriptedModel:
         return Reply(text, prompt_chars // 4, len(text) // 4, cost_usd=0.0, model=self.name, seconds=0.0)
 
 
+class OracleModel:
+    """A perfect model: replays a known patch (a task's expert patch) as its one reply, then has no more. Running the
+    loop with it checks everything but the model against a real repository: localization, prompts, edit parsing,
+    test selection, verdicts and evaluation."""
+
+    def __init__(self, path: Path):
+        try:
+            self.patch = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ModelConfigError(f"cannot read the oracle's patch file {path}: {exc}") from None
+        self.name, self._used = f"oracle:{Path(path).name}", False
+
+    def complete(self, messages: list[dict]) -> Reply:
+        if self._used:
+            raise ScriptExhausted(f"{self.name}: the oracle has replayed its patch")
+        self._used = True
+        text = f"The expert's patch.\n\n```diff\n{self.patch.rstrip()}\n```\n"
+        return Reply(text, 0, 0, cost_usd=0.0, model=self.name, seconds=0.0)
+
+
 def make_model(
     spec: str,
     *,
@@ -258,9 +278,12 @@ def make_model(
     timeout: float = 120.0,
     num_retries: int = 3,
 ) -> Model:
-    """"scripted:PATH" replays a script file; anything else is a litellm model name such as "openai/gpt-4o-mini"."""
+    """"scripted:PATH" replays a script file, "oracle:PATCH" a known patch; anything else is a litellm model name such
+    as "openai/gpt-4o-mini"."""
     if spec.startswith("scripted:"):
         return ScriptedModel(Path(spec.removeprefix("scripted:")))
+    if spec.startswith("oracle:"):
+        return OracleModel(Path(spec.removeprefix("oracle:")))
     return LiteLLMModel(spec, api_base=api_base, api_key=api_key, timeout=timeout, num_retries=num_retries)
 
 

@@ -5,7 +5,7 @@ import difflib
 import re
 import secrets
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,18 +17,19 @@ from agent.edits import EditFormatError, apply_edits, describe_failures, parse_e
 from agent.guards import repository_changes
 from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptExhausted, Session, Trajectory, \
     make_model
-from agent.localize import Profile, profile_workload
+from agent.cache import BaselineCache, interpreter
+from agent.localize import Hotspot, Profile, profile_workload
 from agent.prompts import Attempt, fix_edit_message, optimize_messages
 from agent.record import RunRecord
 from agent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, AutoReviewer, Candidate, Decision, Quit, \
     RunState, unified_diff
 from agent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
+from agent.testselect import PlanSettings, Selection, TestPlan
 from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
-from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, walls
+from sandbox.measure import Noise, Sampling, compare_speed, measure_noise, samples_record, walls
 from sandbox import isolation
 from sandbox.run import USAGE, Limits, run_shell
-from sandbox.testrun import run_pytest, coverage_by_line
 from sandbox.workspace import Workspaces, commit_files, head, open_repo
 
 EDIT_FAILED = "edit did not apply"
@@ -41,39 +42,6 @@ QUIT = "quit by the reviewer"
 
 class BaselineError(RuntimeError):
     """The unmodified code does not pass its tests or run its workload: nothing can be judged against it."""
-
-
-@dataclass
-class TestPlan:
-    """Which tests guard which code, from one coverage run of the suite at baseline."""
-    explicit: list[str]
-    by_function: dict[str, set[str]] = field(default_factory=dict)  # function key -> test files
-    by_file: dict[str, set[str]] = field(default_factory=dict)  # source file -> test files
-
-    def for_code(self, functions: list[tuple[str, str]]) -> list[str]:
-        """Test files covering these (function key, file) pairs; for a function no test reached, the tests of its
-        file. [] means the whole suite."""
-        if self.explicit:
-            return self.explicit
-        chosen: set[str] = set()
-        for key, file in functions:
-            chosen |= self.by_function.get(key) or self.by_file.get(file, set())
-        return sorted(chosen)
-
-
-def _test_file(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
-
-
-def build_test_plan(coverage_file: Path, worktree: Path) -> TestPlan:
-    index = SourceIndex(worktree)
-    plan = TestPlan([])
-    for file, lines in coverage_by_line(coverage_file, worktree.resolve()).items():
-        for line, nodeids in lines.items():
-            files = {_test_file(n) for n in nodeids}
-            plan.by_file.setdefault(file, set()).update(files)
-            plan.by_function.setdefault(index.function_at(file, line).key, set()).update(files)
-    return plan
 
 
 def explanation(reply: str) -> str:
@@ -107,6 +75,7 @@ class Optimizer:
         self.reviewer = reviewer or AutoReviewer()  # see agent/review.py; agent/interactive.py for a person
         self._review_seconds = 0.0
         self.budget = budget or Budget(max_usd=settings.budget_usd)
+        self.cache = BaselineCache(settings.cache_dir if settings.cache else None)
         self.repo = open_repo(repo_path)
         self.repo_path = Path(self.repo.working_tree_dir)
         self.workload = Workload.parse(settings.workload, self.repo_path)
@@ -123,29 +92,49 @@ class Optimizer:
                                  alpha=settings.alpha, min_effect=settings.min_effect)
 
     # -- baseline ---------------------------------------------------------------------------------------------
-    def _baseline_tests(self, worktree: Path, tmp: Path) -> tuple[TestPlan, set[str], list[str], float]:
-        limits = self.limits
-        explicit = self.settings.tests
-        coverage_file = None if explicit else tmp / "coverage.db"
-        first = run_pytest(worktree, explicit, python=self.settings.python, tmp=tmp, limits=limits,
-                           coverage_file=coverage_file)
-        second = run_pytest(worktree, explicit, python=self.settings.python, tmp=tmp, limits=limits)
-        flaky = sorted(t for t in first.outcomes.keys() | second.outcomes.keys()
-                       if first.outcomes.get(t) != second.outcomes.get(t))
-        failing = sorted(set(first.failing()) & set(second.failing()))
-        if failing and not self.settings.allow_failing_tests:
-            raise BaselineError(
-                f"{len(failing)} test(s) fail on the unmodified code: {', '.join(failing[:10])}\n"
-                f"{second.process.tail(20)}\nFix them, choose passing tests with --tests, or pass "
-                f"--allow-failing-tests to leave them out.")
-        if not first.outcomes:
-            self.say("[yellow]no tests were found: correctness rests on the workload's result alone[/]")
-        passing = first.passing() & second.passing()
-        plan = build_test_plan(coverage_file, worktree) if coverage_file else TestPlan(explicit)
-        return plan, passing, flaky, second.process.seconds  # the plain run: coverage slows the first
+    def _test_plan(self, worktree: Path, commit: str, tmp: Path) -> TestPlan:
+        s = self.settings
+        plan = TestPlan(PlanSettings(s.tests, s.whole_suite_files, s.files_per_function, s.test_file_timeout_s,
+                                     s.allow_failing_tests),
+                        python=s.python, tmp=tmp, limits=self.limits, cache=self.cache, say=self.say)
+        self.say("baseline: " + ("running the named tests twice" if s.tests else
+                                 "finding the tests that guard the code (under coverage) and running them twice"))
+        plan.start(worktree, commit, self.repo.git.ls_files().splitlines())
+        if plan.flaky:
+            self.say(f"[yellow]{len(plan.flaky)} flaky test(s) ignored for verdicts: "
+                     f"{escape(', '.join(sorted(plan.flaky)[:5]))}[/]")
+        return plan
 
-    def _baseline_workload(self, runner: WorkloadRunner, worktree: Path,
-                           compare_output: bool) -> tuple[dict[str, object], float]:
+    @staticmethod
+    def _tests_record(plan: TestPlan) -> dict:
+        return {"files": plan.files, "why": plan.why, "passing": len(plan.passing), "flaky": sorted(plan.flaky),
+                "whole_suite": plan.whole_suite}
+
+    def _guard(self, plan: TestPlan, worktree: Path, hotspots: list[Hotspot]) -> Selection:
+        """The tests guarding the hotspots the prompts focus on; a loud warning (or a stop, with require-tests)
+        when none reaches them."""
+        spans = [FunctionSpan(h.file, h.qualname, h.start, h.end) for h in hotspots if h.qualname != MODULE_LEVEL]
+        guard = plan.guard(worktree, head(worktree), spans)
+        self.say(escape(f"tests guarding them: {', '.join(guard.files) or 'none'}"))
+        if spans and len(guard.unguarded) == len(spans):
+            message = (f"no test reaches {', '.join(s.qualname for s in spans)}: correctness rests on the workload's "
+                       f"result alone; name tests with --tests")
+            if self.settings.require_tests:
+                raise BaselineError(message + " (require-tests = true)")
+            self.say(f"[bold yellow]warning: {escape(message)}[/]")
+        return guard
+
+    def _baseline_workload(self, runner: WorkloadRunner, worktree: Path, commit: str,
+                           compare_output: bool) -> dict:
+        """The workload's result, time, loop count and A/A noise on the unmodified code, from the cache when this
+        commit, interpreter and workload were measured before."""
+        s = self.settings
+        key = ("workload", commit, interpreter(s.python).fingerprint, self.workload.digest(), s.sample_seconds, s.min_samples, s.max_samples, self.isolation.level)
+        cached = self.cache.get(*key)
+        if cached:
+            self.say("baseline workload measurements: from the cache")
+            runner.cold_start = tuple(cached["cold_start"]) if cached["cold_start"] else None
+            return cached
         try:
             results, seconds = runner.results(worktree)
             again, _ = runner.results(worktree)
@@ -155,7 +144,12 @@ class Optimizer:
         if compare_output and not same.equal:
             raise BaselineError("the workload's result differs between two runs of the unmodified code "
                                 f"({same.detail}); make it deterministic (seed random generators)")
-        return results, seconds
+        loops = runner.calibrate(worktree, s.sample_seconds)
+        noise = self._noise(runner, worktree, loops)
+        measured = {"results": results, "seconds": seconds, "loops": loops, "cold_start": runner.cold_start,
+                    "noise": noise.as_dict()}
+        self.cache.put(measured, *key)
+        return measured
 
     # -- one candidate ----------------------------------------------------------------------------------------
     def _ask_for_edits(self, session: Session, messages: list[dict], worktree: Path):
@@ -181,10 +175,10 @@ class Optimizer:
             reply = session.ask(messages, purpose="fix edit")
         raise AssertionError("unreachable")
 
-    def _candidate(self, n: int, session, judge: Judge, ref: Reference, focus: tuple[Profile, int], plan: TestPlan,
-                   attempts: list[Attempt], ws: Workspaces, branch_wt: Path) -> Verdict:
+    def _candidate(self, n: int, session, judge: Judge, ref: Reference, focus: tuple[Profile, int, Selection],
+                   plan: TestPlan, attempts: list[Attempt], ws: Workspaces, branch_wt: Path) -> Verdict:
         index = SourceIndex(branch_wt)
-        profile, top_k = focus
+        profile, top_k, guard = focus
         messages = optimize_messages(workload=self.workload, seconds=ref.seconds, profile=profile, index=index,
                                      attempts=attempts, top_k=top_k, prompt_tokens=self.settings.prompt_tokens,
                                      model=self.settings.model)
@@ -211,10 +205,13 @@ class Optimizer:
             verdict = Verdict(REVIEWER_REJECTED, decision.feedback) if decision.action == REJECT else \
                 judge.static_checks(before, changed)
             if verdict is None:
-                tests = plan.for_code([(span.key, span.file) for span in touched])
-                entry["tests"] = tests or ["(whole suite)"]
-                with self.reviewer.validating(n, tests) as progress:
-                    verdict = self._validate(judge, ref, tests, changed, ws, progress)
+                tests = plan.for_candidate(branch_wt, head(branch_wt), touched, guard)
+                entry["tests"], entry["unguarded"] = tests.files, tests.unguarded
+                if tests.unguarded:
+                    self.say(escape(f"  unguarded: no selected test reaches {', '.join(tests.unguarded)}"))
+                with self.reviewer.validating(n, tests.files) as progress:
+                    verdict = self._validate(judge, ref, tests.files, changed, ws, progress)
+                verdict.unguarded = tests.unguarded
             if verdict.accepted:
                 for path, text in changed.items():
                     (branch_wt / path).parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +222,7 @@ class Optimizer:
                                                f"{verdict.detail}\n\nFunctions: {', '.join(entry['functions'])}\n"
                                                f"Run {self.run_id}, candidate {n}.")
         entry["verdict"] = verdict.as_dict()
+        entry["verdict_at_s"] = time.perf_counter() - self._started  # time to a verdict, from the run's start
         self.record.add_candidate(entry)
         self.reviewer.show_verdict(entry)
         detail = verdict.detail if verdict.reason == REVIEWER_REJECTED else \
@@ -298,6 +296,7 @@ class Optimizer:
         if self.repo.is_dirty(untracked_files=True):
             self.say(f"[yellow]the repository has uncommitted changes: they are ignored; working from HEAD "
                      f"{base_commit[:10]}[/]")
+        self._started = time.perf_counter()
         self.record = RunRecord(self.out, run_id=self.run_id, repo=str(self.repo_path), branch=self.branch,
                                 base_commit=base_commit, workload=self.workload.describe(),
                                 workload_file=str(self.workload.path) if self.workload.kind == "python" else None,
@@ -349,26 +348,21 @@ class Optimizer:
         if failed:
             raise BaselineError(f"the rebuild command fails on the unmodified code: {failed}")
         self.say(f"sandbox: {self.isolation.describe()}")
-        self.say("baseline: running the tests twice (the first time under coverage)")
-        plan, passing, flaky, test_seconds = self._baseline_tests(branch_wt, tmp)
-        if flaky:
-            self.say(f"[yellow]{len(flaky)} flaky test(s) ignored for verdicts: {escape(', '.join(flaky[:5]))}[/]")
+        plan = self._test_plan(branch_wt, base_commit, tmp)
         runner = WorkloadRunner(self.workload, s.python, tmp, self.limits)
         compare_output = s.compare_output or self.workload.kind != "command"
-        results, seconds = self._baseline_workload(runner, branch_wt, compare_output)
-        loops = runner.calibrate(branch_wt, s.sample_seconds)
+        baseline = self._baseline_workload(runner, branch_wt, base_commit, compare_output)
+        loops, seconds = baseline["loops"], baseline["seconds"]
         if runner.cold_start:
             first, later = runner.cold_start
             self.say(f"[yellow]workload() takes {first * 1000:.1f} ms on its first call in a process and "
                      f"{later * 1000:.1f} ms on later ones (a cache setup() does not reset?): timing only the first "
                      f"call of each process[/]")
-        self.say(f"baseline: {len(passing)} tests pass, workload {seconds * 1000:.1f} ms, {loops} call(s) per "
-                 f"timing sample")
-        noise = self._noise(runner, branch_wt, loops)
-        ref = Reference(branch_wt, passing, results, seconds, test_seconds, set(repository_changes(branch_wt)))
-        self.record.update(baseline={"tests_passing": len(passing), "flaky": flaky, "test_seconds": test_seconds,
-                                     "workload_seconds": seconds, "loops": loops, "noise": noise.as_dict(),
-                                     "cold_start": runner.cold_start})
+        self.say(f"baseline: workload {seconds * 1000:.1f} ms, {loops} call(s) per timing sample")
+        ref = Reference(branch_wt, plan.passing, baseline["results"], seconds, plan.files,
+                        set(repository_changes(branch_wt)))
+        self.record.update(baseline={"workload_seconds": seconds, "loops": loops, "noise": baseline["noise"],
+                                     "cold_start": runner.cold_start, "cache_hits": self.cache.hits})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
                                      candidate_limits(self.limits, seconds * loops, s.candidate_timeout_s)),
                       s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative,
@@ -392,15 +386,15 @@ class Optimizer:
                     top = profile.top(s.top_k)
                     self.say(escape("hotspots: " + ", ".join(f"{h.qualname} {h.self_share:.0%}" for h in top)))
                     focus = self._targets(session, profile)
-                    tests = plan.for_code([(h.key, h.file) for h in focus[0].top(focus[1])])
-                    self.say(escape(f"tests guarding them: {', '.join(tests) if tests else 'the whole suite'}"))
+                    focus += (self._guard(plan, branch_wt, focus[0].top(focus[1])),)
+                    self.record.update(tests=self._tests_record(plan))
                 verdict = self._candidate(n, session, judge, ref, focus, plan, attempts, ws, branch_wt)
             except Quit:
                 self._decided(session, "quit")
                 stop = QUIT
                 break
-            except ScriptExhausted:
-                stop = "the scripted model has no more responses"
+            except ScriptExhausted as exc:
+                stop = f"the model has no more replies ({exc})"
                 break
             except BudgetExceeded as exc:
                 stop = f"budget spent ({exc})"
@@ -428,8 +422,8 @@ class Optimizer:
         self.say(escape(f"stopping: {stop}"))
         final = self._final(ws, branch_wt, base_commit, runner, loops, len(commits)) if commits else None
         self.record.update(status="finished", stop_reason=stop, final=final, accepted=len(commits),
-                           final_commit=head(branch_wt), llm=self._llm(session),
-                           tests_run=sorted(passing))
+                           final_commit=head(branch_wt), llm=self._llm(session), tests=self._tests_record(plan),
+                           tests_run=sorted(plan.passing))
         return self.record.summary
 
     # -- the reviewer's choices -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
 from agent.batch import RESULTS as BATCH_RESULTS
-from agent.evaluate import RESULTS as EVALUATION, summarize
+from agent.evaluate import RESULTS as EVALUATION, row_key, row_label, summarize
 from agent.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, flame_svg, \
     load_profile, speedscope
 from agent.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
@@ -141,10 +141,11 @@ def evaluation_context(folder: Path) -> dict | None:
     if not rows:
         return None
     report = _read(folder / "report.json") or {}
-    order = [r["instance_id"] for r in report.get("tasks", [])]
-    rows = sorted(rows, key=lambda r: order.index(r["instance_id"]) if r["instance_id"] in order else len(order))
+    rows = list({row_key(r): r for r in rows}.values())  # the last line of each task (or skipped record) counts
+    order = [row_key(r) for r in report.get("tasks", [])]
+    rows = sorted(rows, key=lambda r: order.index(row_key(r)) if row_key(r) in order else len(order))
     summary = summarize(rows)
-    plot_rows = [(r["instance_id"], r["ratio"], r.get("ratio_ci_low"), r.get("ratio_ci_high")) for r in rows
+    plot_rows = [(row_label(r), r["ratio"], r.get("ratio_ci_low"), r.get("ratio_ci_high")) for r in rows
                  if r.get("ratio")]
     references = [(1.0, "expert")]
     if summary["harmonic_mean_ratio"]:

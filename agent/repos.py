@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import git
@@ -97,13 +98,115 @@ def _drop_orphan_branches(source: Path) -> None:
             _git("branch", "-D", branch, cwd=source)
 
 
-def apply_patch(worktree: Path, patch: str) -> str | None:
-    """Apply a unified diff with `git apply`; None when it applied, else why not."""
+GIT_APPLY = "git apply"
+PATCH_FUZZ = "patch --fuzz"  # GNU patch, SWE-fficiency's fallback
+_GIT_APPLY = ["git", "apply", "--allow-empty", "-v"]
+# SWE-fficiency's fallback command, plus --forward: in --batch mode GNU patch otherwise un-applies a patch that looks
+# reversed or already applied, and calls that success
+_PATCH = ["patch", "--batch", "--forward", "--fuzz=5", "-p1", "-i"]
+_LEFTOVERS = (".orig", ".rej")  # GNU patch's backups (after fuzz or offsets) and rejected hunks
+
+
+@dataclass(frozen=True)
+class Applied:
+    """How a patch applied: `method` is GIT_APPLY, PATCH_FUZZ, or None when it did not apply (then `error` says
+    why, naming each attempt); `log` keeps what the attempts printed when the fallback was needed."""
+    method: str | None
+    error: str = ""
+    log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.method is not None
+
+
+def apply_patch(worktree: Path, patch: str) -> Applied:
+    """Apply a unified diff to `worktree` as SWE-fficiency's harness does: `git apply --allow-empty -v`, and when
+    that fails `patch --batch --fuzz=5 -p1` (model-written diffs often have wrong hunk line counts or stale context
+    lines). The patch file is given a final newline first. GNU patch's .orig/.rej files are removed, and a patch it
+    applies only in part is undone, so the worktree holds either the whole patch or none of it."""
     if not patch.strip():
-        return "the patch is empty"
-    result = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"], cwd=worktree, input=patch, text=True,
-                            capture_output=True)
-    return None if result.returncode == 0 else (result.stderr.strip() or "git apply failed")
+        return Applied(None, "the patch is empty")
+    text = patch if patch.endswith("\n") else patch + "\n"
+    with tempfile.TemporaryDirectory(prefix="perfagent-patch-") as tmp:
+        file = Path(tmp) / "patch.diff"
+        file.write_bytes(text.encode("utf-8", "surrogateescape"))
+        first = subprocess.run([*_GIT_APPLY, str(file)], cwd=worktree, capture_output=True, text=True,
+                               errors="replace")
+        if first.returncode == 0:
+            return Applied(GIT_APPLY)
+        git_said = _output(first, "git apply")
+        if shutil.which(_PATCH[0]) is None:
+            return Applied(None, f"the patch does not apply: `{' '.join(_GIT_APPLY)}` failed, and the fallback, "
+                                 f"`{' '.join(_PATCH[:-1])}`, cannot run: the `patch` program (GNU patch) is not "
+                                 f"installed\ngit apply: {git_said}")
+        names = _names(worktree, text)
+        before = {name: _state(worktree / name) for name in names}
+        leftovers = {name + suffix for name in names for suffix in _LEFTOVERS} - names
+        existed = {name for name in leftovers if (worktree / name).exists()}
+        second = subprocess.run([*_PATCH, str(file)], cwd=worktree, capture_output=True, text=True,
+                                errors="replace")
+        for name in leftovers - existed:
+            (worktree / name).unlink(missing_ok=True)
+        patch_said = _output(second, "patch")
+        if second.returncode == 0:
+            return Applied(PATCH_FUZZ, log=f"git apply: {git_said}\npatch: {patch_said}")
+        for name, state in before.items():  # undo the hunks it did apply
+            _restore(worktree, name, state)
+    return Applied(None, f"the patch does not apply: neither `{' '.join(_GIT_APPLY)}` nor "
+                         f"`{' '.join(_PATCH[:-1])}` applies it\ngit apply: {git_said}\npatch: {patch_said}")
+
+
+def _output(result: subprocess.CompletedProcess, program: str) -> str:
+    lines = [line for line in (result.stderr + result.stdout).splitlines()
+             if not line.startswith(("Checking patch ", "Applied patch "))]  # -v's progress lines
+    return "\n".join(lines).strip() or f"{program} exited with status {result.returncode}"
+
+
+def _names(worktree: Path, text: str) -> set[str]:
+    """Every file a `-p1` patch may create, change, rename or delete in `worktree` (generously: any header-like line
+    counts; names outside the worktree are left out, as GNU patch refuses them)."""
+    raw = []
+    for line in text.splitlines():
+        if line.startswith(("--- ", "+++ ")):
+            raw.append(line[4:].split("\t")[0].strip())
+        elif line.startswith("Index: "):
+            raw.append(line[7:].strip())
+        elif line.startswith("diff --git "):
+            raw += line[11:].split(" ")
+        elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
+            raw.append("a/" + line.split(" ", 2)[2].strip())
+    root = worktree.resolve()
+    names = set()
+    for name in raw:
+        name = name.strip().strip('"')
+        if not name or name == "/dev/null":
+            continue
+        name = name.split("/", 1)[1] if "/" in name else name
+        path = (root / name).resolve()
+        if path != root and root in path.parents and ".git" not in path.relative_to(root).parts:
+            names.add(path.relative_to(root).as_posix())
+    return names
+
+
+def _state(path: Path) -> tuple[bytes, int] | None:
+    return (path.read_bytes(), path.stat().st_mode) if path.is_file() and not path.is_symlink() else None
+
+
+def _restore(worktree: Path, name: str, state: tuple[bytes, int] | None) -> None:
+    path = worktree / name
+    if _state(path) == state or path.is_symlink() or path.is_dir():
+        return
+    if state is None:
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # folders patch made for a new file
+            if parent == worktree or any(parent.iterdir()):
+                break
+            parent.rmdir()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(state[0])
+    os.chmod(path, state[1] & 0o7777)
 
 
 def diff(worktree: Path, base: str, head: str) -> str:

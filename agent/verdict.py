@@ -51,6 +51,7 @@ class Verdict:
     result_check: str = ""
     speed: SpeedStats | None = None
     samples: dict | None = None  # timing values (seconds per call, wall and CPU) of baseline and candidate
+    unguarded: list[str] = field(default_factory=list)  # edited functions that no selected test reaches
 
     @property
     def accepted(self) -> bool:
@@ -66,10 +67,10 @@ class Verdict:
 class Reference:
     """What a candidate is judged against: the current branch head's state."""
     worktree: Path
-    passing_tests: set[str]  # stable passes at baseline
+    passing_tests: set[str]  # stable passes at baseline (grows as the run selects more tests)
     results: dict[str, object]  # per input: OWN_INPUT, and PERTURBED_INPUT when the workload has one
     seconds: float  # one workload run at baseline
-    test_seconds: float
+    test_seconds: dict[str, float]  # test file (or --tests target) -> seconds of its baseline run
     writes: set[str]  # files the baseline's tests and workload runs left in the repository
 
 
@@ -85,8 +86,9 @@ class Judge:
     allowed_edits: list[str] = field(default_factory=list)
     compare_output: bool = True  # False: a command workload's stdout is not compared, only its exit status counts
 
-    def test_limits(self, ref: "Reference") -> Limits:
-        return candidate_limits(self.runner.limits, ref.test_seconds, self.timeout_floor_s)
+    def test_limits(self, ref: "Reference", tests: list[str]) -> Limits:
+        return candidate_limits(self.runner.limits, sum(ref.test_seconds.get(t, 0.0) for t in tests),
+                                self.timeout_floor_s)
 
     def static_checks(self, before: dict[str, str], after: dict[str, str]) -> Verdict | None:
         """Reject on the diff alone: protected files, benchmark-gaming code, syntax errors."""
@@ -112,17 +114,26 @@ class Judge:
         return None
 
     def _tests(self, candidate: Path, ref: Reference, tests: list[str]) -> tuple[list[str], Verdict | None]:
-        """Run the selected tests; (the baseline-passing tests checked, a rejection or None)."""
+        """Run the selected tests in order, stopping at the first failure; (the baseline-passing tests checked, a
+        rejection or None)."""
+        checked = sorted(t for t in ref.passing_tests if any(t.startswith(s) for s in tests))
+        if not tests:
+            return checked, None
         tmp = self.tmp / candidate.name
         tmp.mkdir(parents=True, exist_ok=True)
-        run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref))
-        checked = sorted(t for t in ref.passing_tests if not tests or any(t.startswith(s) for s in tests))
-        failed = [t for t in checked if run.outcomes.get(t) != "passed"]
+        run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref, tests),
+                         exitfirst=True)
+        failed = [t for t in checked if run.outcomes.get(t) in ("failed", "error")]
         broken = [t for t in run.failing() if t.startswith("<")]  # collection errors, pytest itself
-        if run.process.timed_out or run.process.returncode < 0:
-            detail = f"the test run {run.process.failure()}"
+        cut = run.cut_short()
+        if cut:
+            detail = f"the test run {cut}"
         elif failed or broken:
-            detail = f"{len(failed)} of {len(checked)} tests no longer pass: {', '.join((broken + failed)[:5])}"
+            detail = (f"{len(failed) + len(broken)} test(s) fail, the run stopping at the first failure: "
+                      f"{', '.join((broken + failed)[:5])}")
+        elif any(t not in run.outcomes for t in checked):
+            missing = [t for t in checked if t not in run.outcomes]
+            failed, detail = missing, f"{len(missing)} of {len(checked)} tests did not run: {', '.join(missing[:5])}"
         else:
             return checked, None
         return checked, Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)

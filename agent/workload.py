@@ -4,6 +4,7 @@ shell command (its stdout is the result)."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import resource
 import shutil
@@ -63,6 +64,11 @@ class Workload:
     def files(self) -> list[Path]:
         """What the sandbox must let the workload's processes read."""
         return [self.path] if self.path else []
+
+    def digest(self) -> str:
+        """What the workload does, wherever its file lives: a digest of the file's text, or the command."""
+        text = self.path.read_text(encoding="utf-8") if self.path else self.spec
+        return f"{self.kind}:{hashlib.sha256(text.encode()).hexdigest()}"
 
     def describe(self) -> str:
         return f"{self.path} (setup/workload)" if self.kind == "python" else f"command: {self.spec}"

@@ -1,18 +1,31 @@
 """pytest plugin loaded into the target's test runs (stdlib and pytest only).
 
-Writes {node id: outcome} to $PERFAGENT_TEST_REPORT, exact ids included, and, under `coverage run`, switches coverage's
-dynamic context to the running test's node id, so each covered line knows which tests reached it.
+Appends one JSON line per event to $PERFAGENT_TEST_REPORT as it happens, so a run that is killed (a timeout) still
+tells which tests finished and which one was running: {"start": node id, "t": time}, {"test": node id, "outcome":
+passed / failed / error / skipped, "seconds": duration}, and for a file that cannot be collected {"test": "<collect>
+path", "outcome": "error", "detail": pytest's message}. Under `coverage run` it also switches coverage's dynamic context
+to the running test's node id, so each covered line knows which tests reached it.
 """
 import json
 import os
+import time
 
-_outcomes = {}
-_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+_report = None
 
 
-def _record(nodeid, outcome):
-    if _RANK[outcome] >= _RANK.get(_outcomes.get(nodeid), -1):
-        _outcomes[nodeid] = outcome
+def _write(event):
+    global _report
+    path = os.environ.get("PERFAGENT_TEST_REPORT")
+    if not path:
+        return
+    if _report is None:
+        _report = open(path, "a", encoding="utf-8")
+    _report.write(json.dumps(event) + "\n")
+    _report.flush()
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _write({"start": nodeid, "t": time.time()})
 
 
 def pytest_runtest_setup(item):
@@ -27,17 +40,9 @@ def pytest_runtest_setup(item):
 def pytest_runtest_logreport(report):
     if report.when == "call" or report.outcome != "passed":
         outcome = report.outcome if report.when == "call" or report.outcome == "skipped" else "error"
-        _record(report.nodeid, outcome)
+        _write({"test": report.nodeid, "outcome": outcome, "seconds": report.duration})
 
 
 def pytest_collectreport(report):
     if report.failed:
-        _record(f"<collect> {report.nodeid}", "error")
-
-
-def pytest_sessionfinish(session):
-    path = os.environ.get("PERFAGENT_TEST_REPORT")
-    if path:
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(_outcomes, f)
-        os.replace(path + ".tmp", path)
+        _write({"test": f"<collect> {report.nodeid}", "outcome": "error", "detail": report.longreprtext[-3000:]})

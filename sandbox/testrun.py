@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.run import Limits, RunResult, child_env, run
@@ -13,10 +14,17 @@ _PLUGIN_MODULE = "perfagent_pytest_plugin"
 NO_TESTS_COLLECTED = 5  # pytest's exit code
 
 
+_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}  # a test's worst phase is its outcome
+PYTEST_ITSELF = "<pytest>"  # the pseudo-test that fails when pytest could not run at all
+
+
 @dataclass(frozen=True)
 class SuiteRun:
     outcomes: dict[str, str]  # node id -> passed / failed / error / skipped
     process: RunResult
+    seconds_by_file: dict[str, float] = field(default_factory=dict)  # test durations summed per test file
+    running: tuple[str, float] | None = None  # a test that started and never finished: (node id, seconds it ran)
+    problems: dict[str, str] = field(default_factory=dict)  # "<collect> path" -> pytest's own message
 
     def failing(self) -> list[str]:
         return sorted(k for k, v in self.outcomes.items() if v in ("failed", "error"))
@@ -24,19 +32,65 @@ class SuiteRun:
     def passing(self) -> set[str]:
         return {k for k, v in self.outcomes.items() if v == "passed"}
 
+    def cut_short(self) -> str | None:
+        """How a run that pytest did not finish ended (timeout, signal), or None when it finished."""
+        if not (self.process.timed_out or self.process.returncode < 0):
+            return None
+        where = (f"while {self.running[0]} had been running for {self.running[1]:.0f} s" if self.running
+                 else "before any test started")
+        return f"{self.process.failure()} {where}, with {len(self.outcomes)} test(s) finished"
+
+
+def test_file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _read_events(report: Path) -> tuple[dict[str, str], dict[str, float], tuple[str, float] | None, dict[str, str]]:
+    outcomes: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    problems: dict[str, str] = {}
+    started: dict[str, float] = {}
+    try:
+        lines = report.read_text(encoding="utf-8").splitlines()
+    except OSError:  # never written
+        lines = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:  # the last line of a killed run may be cut
+            continue
+        if "start" in event:
+            started[event["start"]] = event["t"]
+            continue
+        nodeid, outcome = event["test"], event["outcome"]
+        started.pop(nodeid, None)
+        if _RANK[outcome] >= _RANK.get(outcomes.get(nodeid), -1):
+            outcomes[nodeid] = outcome
+        file = test_file_of(nodeid)
+        seconds[file] = seconds.get(file, 0.0) + (event.get("seconds") or 0.0)
+        if "detail" in event:
+            problems[nodeid] = event["detail"]
+    running = None
+    for nodeid, t in started.items():
+        if nodeid not in outcomes:
+            running = (nodeid, time.time() - t)
+    return outcomes, seconds, running, problems
+
 
 def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, limits: Limits,
-               coverage_file: Path | None = None) -> SuiteRun:
-    """Run pytest on `targets` (all of the suite when empty); with `coverage_file`, record per-test coverage."""
+               coverage_file: Path | None = None, exitfirst: bool = False) -> SuiteRun:
+    """Run pytest on `targets` (all of the suite when empty), in this order; with `coverage_file`, record per-test
+    coverage; with `exitfirst`, stop at the first failing test."""
     plugin_dir = tmp / "plugin"
     plugin_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_PLUGIN, plugin_dir / f"{_PLUGIN_MODULE}.py")
-    report = tmp / "outcomes.json"
+    report = tmp / "outcomes.jsonl"
     report.unlink(missing_ok=True)
     env = child_env({"PYTHONPATH": f"{worktree}:{plugin_dir}", "PERFAGENT_TEST_REPORT": str(report),
                      "PYTHONDONTWRITEBYTECODE": "1",
                      "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp / "hypothesis")})  # not in the worktree
-    pytest_args = ["-m", "pytest", "-q", "-p", _PLUGIN_MODULE, "-p", "no:cacheprovider", "--color=no", *targets]
+    pytest_args = ["-m", "pytest", "-q", "-p", _PLUGIN_MODULE, "-p", "no:cacheprovider", "--color=no",
+                   *(["-x"] if exitfirst else []), *targets]
     if coverage_file is None:
         argv = [python, *pytest_args]
     else:
@@ -45,13 +99,10 @@ def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, li
                 *pytest_args]
     process = run(argv, cwd=worktree, env=env, limits=limits,
                   writable=[tmp] + ([coverage_file.parent] if coverage_file else []))
-    try:
-        outcomes = json.loads(report.read_text())
-    except (OSError, ValueError):  # never written, or cut short by a kill
-        outcomes = {}
-    if not outcomes and process.returncode not in (0, NO_TESTS_COLLECTED):
-        outcomes = {"<pytest>": "error"}  # pytest itself could not run (bad arguments, internal error, timeout)
-    return SuiteRun(outcomes, process)
+    outcomes, seconds, running, problems = _read_events(report)
+    if not outcomes and process.returncode not in (0, NO_TESTS_COLLECTED) and not process.timed_out:
+        outcomes = {PYTEST_ITSELF: "error"}  # pytest itself could not run (bad arguments, internal error)
+    return SuiteRun(outcomes, process, seconds, running, problems)
 
 
 def coverage_by_line(coverage_file: Path, worktree: Path) -> dict[str, dict[int, set[str]]]:

@@ -16,6 +16,18 @@ EXAMPLE = ROOT / "workloads" / "textstats"
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_cache(tmp_path_factory):
+    """Module fixtures' runs never read or fill the user's perfagent cache (baseline tests, coverage, timing)."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def own_cache(session_cache, tmp_path, monkeypatch):
+    """Each test starts with an empty perfagent cache of its own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def deliver_sigint() -> None:
     """preexec_fn for children whose Ctrl-C handling is tested: a suite started as a background job inherits an
     ignored SIGINT, and a child would inherit that too."""

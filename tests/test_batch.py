@@ -182,7 +182,7 @@ def test_bad_records_and_broken_patches_are_reported_without_stopping(tmp_path, 
                                   "total += daily_units[day]")
     hide_tests = ("diff --git a/tests/conftest.py b/tests/conftest.py\nnew file mode 100644\n--- /dev/null\n"
                   "+++ b/tests/conftest.py\n@@ -0,0 +1 @@\n+collect_ignore_glob = ['test_*.py']\n")
-    not_applying = other["patch"].replace("\n ", "\n changed context ", 1)
+    not_applying = other["patch"].replace("\n-    seen = []\n", "\n-    seen = [None]\n")  # a line not in the file
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text("".join(json.dumps({"instance_id": i, "model_patch": p, "model_name_or_path": "m"}) + "\n"
                                    for i, p in ((good["instance_id"], wrong + hide_tests),
@@ -193,12 +193,18 @@ def test_bad_records_and_broken_patches_are_reported_without_stopping(tmp_path, 
     assert "line 2 (bad-workload): workload: Value error, is not valid Python" in done.stdout
     assert "line 5 (no instance_id): not JSON" in done.stdout
     assert "predictions for tasks not in the task file are ignored: unknown-task" in done.stdout
-    rows = {r["instance_id"]: r for r in json.loads((tmp_path / "ev" / "report.json").read_text())["tasks"]}
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    rows = {r["instance_id"]: r for r in report["tasks"]}
     assert "nobody/nothing is not in the repository cache" in rows["missing-repo"]["error"]
+    assert rows["bad-workload"]["skipped"].startswith("workload: Value error, is not valid Python")
+    assert rows[None]["line"] == 5 and rows[None]["skipped"].startswith("not JSON")  # listed, and counted:
+    assert [report["summary"][k] for k in ("tasks", "scored", "errors", "skipped")] == [5, 2, 1, 2]
     wrong_row, other_row = rows[good["instance_id"]], rows[other["instance_id"]]
     assert wrong_row["applied"] and not wrong_row["tests_passed"]
     assert "tests/test_forecast.py::test_rolling_demand_matches_direct_sums" in wrong_row["tests_broken"]
-    assert not other_row["applied"] and "patch" in other_row["apply_error"]
+    assert not other_row["applied"] and other_row["apply_method"] is None
+    assert "neither `git apply --allow-empty -v` nor `patch --batch --forward --fuzz=5 -p1`" in other_row["apply_error"]
+    assert wrong_row["apply_method"] == "git apply"
     for row in (wrong_row, other_row):  # scored as no speedup: ratio = 1 / expert speedup
         assert row["speedup"] is None and row["ratio"] == pytest.approx(1 / row["expert"]["speedup"])
 

@@ -1,5 +1,5 @@
 """The parts batch and evaluate are built from: the repository cache, per-task environments, the shared budget,
-task test selection, test-file resets and the aggregate score."""
+task test selection, test-file resets, the aggregate score and the rows of invalid task records."""
 import json
 import multiprocessing
 import os
@@ -12,9 +12,12 @@ from scipy import stats
 
 from agent import examples
 from agent.envs import EnvError, Environments
-from agent.evaluate import _prepare, summarize
+from agent.evaluate import RESULTS, EvalJob, _prepare, describe_row, run_evaluation, summarize
+from agent.executors import LocalExecutor
 from agent.llm import BudgetExceeded, Reply, SharedBudget
-from agent.repos import RepoCache, RepoError
+from agent.record import append_jsonl, read_jsonl
+from agent.report import write_report
+from agent.repos import GIT_APPLY, PATCH_FUZZ, RepoCache, RepoError
 from agent.tasks import Task, patched_files
 from conftest import git, make_repo
 
@@ -143,12 +146,14 @@ def test_evaluation_resets_the_test_files_a_patch_touches(tmp_path):
              "@@ -1,2 +1,2 @@\n def test_x():\n-    assert True\n+    assert 1\n"
              "diff --git a/tests/conftest.py b/tests/conftest.py\nnew file mode 100644\n--- /dev/null\n"
              "+++ b/tests/conftest.py\n@@ -0,0 +1 @@\n+collect_ignore = ['test_lib.py']\n")
-    assert _prepare(repo, patch, task()) == (True, "")
+    applied, problem, how = _prepare(repo, patch, task())
+    assert (applied, problem, how.method) == (True, "", GIT_APPLY)
     assert (repo / "lib.py").read_text() == "x = 2\n"
     assert (repo / "tests" / "test_lib.py").read_text() == "def test_x():\n    assert True\n"
     assert not (repo / "tests" / "conftest.py").exists()
-    applied, problem = _prepare(repo, patch, task())  # now it no longer applies
-    assert not applied and "patch does not apply" in problem
+    applied, problem, how = _prepare(repo, patch, task())  # now it no longer applies, and is not undone either
+    assert not applied and how.method is None and "patch does not apply" in problem
+    assert (repo / "lib.py").read_text() == "x = 2\n" and not (repo / "tests" / "conftest.py").exists()
 
 
 def test_summary_is_the_harmonic_mean_of_ratios():
@@ -158,5 +163,64 @@ def test_summary_is_the_harmonic_mean_of_ratios():
             {"ratio": None, "error": "x", "applied": False, "tests_passed": False}]
     summary = summarize(rows)
     assert summary["harmonic_mean_ratio"] == pytest.approx(stats.hmean([2.0, 0.5, 0.25]))
-    assert (summary["scored"], summary["errors"], summary["applied"]) == (3, 1, 2)
+    assert (summary["scored"], summary["errors"], summary["skipped"], summary["applied"]) == (3, 1, 0, 2)
     assert summary["at_or_above_expert"] == pytest.approx(1 / 3)
+
+
+SPEED = {"speedup": 3.0, "ci_low": 2.5, "ci_high": 3.5, "p_value": 0.001, "pairs": 8, "ratios": [3.0] * 8}
+
+
+def test_invalid_task_records_are_rows_that_are_counted_once(tmp_path):
+    """Records that are not valid tasks are rows of evaluation.jsonl and report.json with their reason, counted by
+    the summary and shown by the reports; a resumed evaluate does not repeat them, and a changed task file replaces
+    them. (The one valid task was evaluated by an earlier run, so nothing is timed here.)"""
+    good = {"instance_id": "t-1", "repo": "acme/lib", "base_commit": "0" * 40, "workload": WORKLOAD, "patch": "x"}
+    no_repo = {k: v for k, v in good.items() if k != "repo"} | {"instance_id": "no-repo"}
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("\n".join([json.dumps(good), json.dumps({**good, "instance_id": "bad", "workload": "def setup(:"}),
+                                json.dumps(no_repo), "not json", json.dumps(good)]) + "\n")
+    out = tmp_path / "ev"
+    out.mkdir()
+    evaluated = {"instance_id": "t-1", "predicted": True, "applied": True, "apply_error": "", "tests_passed": True,
+                 "apply_method": PATCH_FUZZ, "apply_log": "git apply: error: corrupt patch at line 9",
+                 "speedup": SPEED, "expert": SPEED, "ratio": 1.0, "ratio_ci_low": 0.9, "ratio_ci_high": 1.1}
+    append_jsonl(out / RESULTS, evaluated)
+    job = EvalJob(out=out, repo_cache=tmp_path / "repos", env_cache=tmp_path / "envs")
+    said = []
+    for _ in range(2):  # the second run resumes: nothing to do, nothing added
+        report = run_evaluation(tasks, {"t-1": "x", "bad": "x"}, job, LocalExecutor(1), say=said.append)
+    rows = read_jsonl(out / RESULTS)
+    skipped = [(r["instance_id"], r["line"], r["skipped"].split(":")[0], r["ratio"], r["predicted"])
+               for r in rows if r.get("skipped")]
+    assert skipped == [("bad", 2, "workload", None, True), ("no-repo", 3, "repo", None, False),
+                       (None, 4, "not JSON", None, False), ("t-1", 5, "duplicate instance_id", None, True)]
+    assert len(rows) == 5
+    assert "is not valid Python" in rows[1]["skipped"] and "Field required" in rows[2]["skipped"]
+    assert report == json.loads((out / "report.json").read_text())
+    assert [r.get("skipped", "")[:9] for r in report["tasks"]] == ["", "workload:", "repo: Fie", "not JSON:",
+                                                                   "duplicate"]
+    summary = report["summary"]
+    assert (summary["tasks"], summary["scored"], summary["errors"], summary["skipped"]) == (5, 1, 0, 4)
+    assert (summary["applied"], summary["applied_by_fallback"], summary["harmonic_mean_ratio"]) == (1, 1, 1.0)
+    assert not any("ignored" in line for line in said)  # "bad" has a prediction: its task is skipped, not unknown
+
+    assert describe_row(rows[1]).startswith("bad (line 2): skipped, not a valid task: workload: ")
+    assert describe_row(rows[3]).startswith("line 4: skipped, not a valid task: not JSON")
+    assert "applied=True (by patch --fuzz)" in describe_row(evaluated)
+    html = write_report(out).read_text()
+    assert "1 of 5 tasks scored (0 errors, 4 skipped as not valid tasks)" in html
+    assert "1 only by the fallback" in html and "applied by patch --fuzz" in html
+    assert html.count("skipped, not a valid task: ") == 4 and "line 4" in html
+    from rich.console import Console
+    from agent.cli import _evaluation_table
+    console = Console(record=True, width=200)
+    console.print(_evaluation_table(report))
+    table = console.export_text()
+    assert "4 task-file records skipped as not valid tasks" in table and "by patch --fuzz" in table
+    assert table.count("skipped") >= 5 and "line 4" in table
+
+    tasks.write_text(json.dumps(good) + "\nnot json\n")  # bad records removed from the task file
+    report = run_evaluation(tasks, {"t-1": "x"}, job, LocalExecutor(1), say=said.append)
+    assert [(r["instance_id"], r.get("line")) for r in read_jsonl(out / RESULTS)] == [("t-1", None), (None, 2)]
+    assert (report["summary"]["tasks"], report["summary"]["skipped"]) == (2, 1)
+    assert "1 of 2 tasks scored (0 errors, 1 skipped" in write_report(out).read_text()

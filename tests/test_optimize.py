@@ -159,3 +159,31 @@ def test_guards_on_the_diff_alone():
     verdict = judge.static_checks(before, {"pkg/m.py": "def f(:\n"})
     assert verdict.reason == "syntax error" and verdict.detail.startswith("pkg/m.py:1")
     assert judge.static_checks(before, {"pkg/m.py": "def f():\n    return 2\n"}) is None
+
+
+def test_oracle_patch_is_accepted_and_a_second_run_reuses_the_baseline(small_repo, tmp_path):
+    """`oracle:PATCH` replays a known unified diff as the model's reply; the second run on the same commit takes the
+    baseline tests, coverage and workload measurements from the cache and runs none of them again."""
+    git(small_repo, "checkout", "-q", "-b", "expert")
+    core = small_repo / CORE
+    core.write_text(core.read_text().replace(UNIQUE_BODY, "    return sorted(set(items))"))
+    patch = tmp_path / "expert.patch"
+    patch.write_text(git(small_repo, "diff"))
+    git(small_repo, "checkout", "-q", "--", CORE)
+    git(small_repo, "checkout", "-q", "main")
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m", f"oracle:{patch}", "--out", out)
+        assert code == 0, output
+        runs.append((json.loads((out / "summary.json").read_text()), output))
+    (first, first_output), (second, second_output) = runs
+    for summary in (first, second):
+        [candidate] = summary["candidates"]
+        assert candidate["verdict"]["reason"] == "accepted" and candidate["functions"] == ["mylib.core:unique_sorted"]
+        assert candidate["tests"] == ["tests/test_core.py"] and candidate["unguarded"] == []
+        assert "the oracle has replayed its patch" in summary["stop_reason"]
+        assert git(small_repo, "diff", "main", summary["branch"]) == patch.read_text()
+    assert first["baseline"]["cache_hits"] == 0 and second["baseline"]["cache_hits"] == 2
+    assert "\ntiming noise:" in first_output and "\ntiming noise:" not in second_output  # A/A pairs: not again
+    assert second["baseline"]["noise"] == first["baseline"]["noise"]

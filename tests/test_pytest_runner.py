@@ -73,18 +73,18 @@ def test_coverage_maps_lines_to_tests(tmp_path):
     assert by_line["lib/m.py"][6] == {"tests/test_m.py::test_half", "tests/test_other.py::test_half_again"}
 
 
-def test_test_plan_picks_the_tests_that_reach_a_function(tmp_path):
-    from agent.loop import build_test_plan
-
-    repo = make_repo(tmp_path / "r", {**FILES, "lib/unused.py": "def lonely():\n    return 1\n"})
-    cov = tmp_path / "cov.db"
-    run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=Limits(timeout_s=120), coverage_file=cov)
-    plan = build_test_plan(cov, repo)
-    assert plan.for_code([("lib.m:double", "lib/m.py")]) == ["tests/test_m.py"]
-    assert plan.for_code([("lib.m:half", "lib/m.py")]) == ["tests/test_m.py", "tests/test_other.py"]
-    # a function no test reached: the tests of its file; nothing at all: [] (the whole suite)
-    assert plan.for_code([("lib.m:new_helper", "lib/m.py")]) == ["tests/test_m.py", "tests/test_other.py"]
-    assert plan.for_code([("lib.unused:lonely", "lib/unused.py")]) == []
+def test_exitfirst_stops_at_the_first_failure_and_a_timeout_says_what_was_running(tmp_path):
+    repo = make_repo(tmp_path / "r", {**FILES, "tests/test_slow.py": "import time\n\n\ndef test_slow():\n"
+                                      "    time.sleep(60)\n"})
+    run = run_pytest(repo, ["tests/test_m.py", "tests/test_other.py"], python=sys.executable, tmp=tmp_path / "t",
+                     limits=Limits(timeout_s=120), exitfirst=True)
+    assert run.failing() == ["tests/test_m.py::test_half"] and "tests/test_other.py::test_half_again" not in \
+        run.outcomes and run.cut_short() is None
+    run = run_pytest(repo, ["tests/test_other.py", "tests/test_slow.py"], python=sys.executable, tmp=tmp_path / "t",
+                     limits=Limits(timeout_s=3))
+    assert run.outcomes == {"tests/test_other.py::test_half_again": "passed"} and run.failing() == []
+    assert run.running[0] == "tests/test_slow.py::test_slow" and 0 < run.running[1] < 5
+    assert run.cut_short().startswith("timed out after 3 s while tests/test_slow.py::test_slow had been running for")
 
 
 def test_a_repository_without_tests(tmp_path):

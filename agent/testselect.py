@@ -1,0 +1,299 @@
+"""Which tests guard which functions, found at the scale of the change, not of the suite.
+
+A small suite (at most `whole-suite-files` test files) runs whole under coverage, once. In a larger one, the test files
+likely to reach a function are found without running anything, ranked by evidence:
+    named after the function's module (test_<module>.py)     8
+    imports the module                                       4
+    mentions the function's name (or its class's)            2
+    in the tests/ folder of the module's own package         1
+then by how close the test file's folder is to the module's. For each function the best `files-per-function` with any
+evidence run under coverage, one process per file within `test-file-timeout-s`, and coverage says which tests reach
+which function. Every test file that ran is run once more without coverage: a test whose outcome differs between the
+two runs is flaky and never decides a verdict. Outcomes, coverage and durations are cached by commit and interpreter.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from agent.cache import BaselineCache, interpreter
+from agent.source import FunctionSpan, SourceIndex
+from sandbox.run import Limits
+from sandbox.testrun import PYTEST_ITSELF, SuiteRun, coverage_by_line, run_pytest, test_file_of
+
+WHOLE_SUITE = "(whole suite)"
+SCORES = {"named after the module": 8, "imports the module": 4, "mentions": 2, "in the package's tests": 1}
+
+
+class TestSelectionError(RuntimeError):
+    """The baseline tests cannot serve: not collectable, failing, or cut short."""
+    __test__ = False  # not a pytest test class
+
+
+def is_test_module(path: str) -> bool:
+    """pytest's default rule for the files it collects."""
+    name = PurePosixPath(path).name
+    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
+
+
+def _module_name(path: str) -> str:
+    parts = list(PurePosixPath(path).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(test_file: str, dots: str, rest: str) -> str:
+    """A relative import's module as an absolute name."""
+    package = list(PurePosixPath(test_file).parent.parts)
+    base = package[:len(package) - (len(dots) - 1)] if len(dots) > 1 else package
+    return ".".join(base + ([rest] if rest else []))
+
+
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)|import[ \t]+([^\n]+))",
+                     re.MULTILINE)
+
+
+@dataclass
+class _TestFile:
+    path: str
+    text: str
+    imports: set[str] = field(default_factory=set)  # modules it imports, and module.name for `from module import name`
+
+    @classmethod
+    def read(cls, worktree: Path, path: str) -> "_TestFile":
+        text = (worktree / path).read_text(encoding="utf-8", errors="replace")
+        imports: set[str] = set()
+        for dots, module, names, plain in _IMPORT.findall(text):
+            if plain:
+                imports |= {part.split(" as ")[0].strip() for part in plain.split(",")}
+                continue
+            module = _resolve(path, dots, module) if dots else module
+            imports.add(module)
+            imports |= {f"{module}.{n.split(' as ')[0].strip()}" for n in names.strip("()").replace("\n", " ").split(",")
+                        if n.strip()}
+        return cls(path, text, imports)
+
+
+def _names(span: FunctionSpan) -> list[str]:
+    """The names a test would use for this function: its own, and its class's for a method (dunders by class only)."""
+    parts = [p for p in span.qualname.split(".") if p != "<locals>"]
+    own = parts[-1]
+    names = [] if own.startswith("__") or len(own) < 4 else [own]
+    return names + parts[-2:-1]
+
+
+def _closeness(test_file: str, source: str) -> int:
+    a, b = PurePosixPath(test_file).parent.parts, PurePosixPath(source).parent.parts
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+class StaticIndex:
+    """The repository's test modules, read once, and the evidence that one of them exercises a function."""
+
+    def __init__(self, worktree: Path, files: list[str]):
+        self.worktree, self.files = worktree, [f for f in files if is_test_module(f)]
+        self._read: dict[str, _TestFile] = {}
+
+    def _file(self, path: str) -> _TestFile:
+        if path not in self._read:
+            self._read[path] = _TestFile.read(self.worktree, path)
+        return self._read[path]
+
+    def evidence(self, test_file: str, span: FunctionSpan) -> list[str]:
+        module = _module_name(span.file)
+        stem = module.rsplit(".", 1)[-1]
+        found = []
+        if PurePosixPath(test_file).name in (f"test_{stem}.py", f"{stem}_test.py"):
+            found.append("named after the module")
+        t = self._file(test_file)
+        if module in t.imports or any(i.startswith(module + ".") for i in t.imports):
+            found.append("imports the module")
+        names = [n for n in _names(span) if re.search(rf"\b{re.escape(n)}\b", t.text)]
+        if names:
+            found.append(f"mentions {names[0]}")
+        package_tests = PurePosixPath(span.file).parent / "tests"
+        if PurePosixPath(test_file).parent == package_tests:
+            found.append("in the package's tests")
+        return found
+
+    def candidates(self, span: FunctionSpan, limit: int) -> list[tuple[str, str]]:
+        """The best `limit` test files for `span` with any evidence: (file, why), best first."""
+        ranked = []
+        for test_file in self.files:
+            if test_file == span.file:
+                continue
+            found = self.evidence(test_file, span)
+            if found:
+                score = sum(SCORES[e.split(" ")[0] if e.startswith("mentions") else e] for e in found)
+                ranked.append((-score, -_closeness(test_file, span.file), test_file, ", ".join(found)))
+        return [(f, why) for *_, f, why in sorted(ranked)[:limit]]
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    explicit: list[str]  # --tests: run exactly these, no selection
+    whole_suite_files: int = 40  # a suite this small runs whole under coverage
+    files_per_function: int = 3
+    file_timeout_s: float = 300.0  # one test file's baseline run (under coverage: slower)
+    allow_failing: bool = False
+
+
+@dataclass
+class Selection:
+    files: list[str]  # what a candidate runs, the files reaching the functions it edits first
+    unguarded: list[str]  # function keys that no selected test reaches
+
+
+class TestPlan:
+    """The tests that guard the code, learned as the run needs them: which tests pass at baseline (twice), which
+    are flaky, which tests reach which function, and how long the selected files take."""
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, settings: PlanSettings, *, python: str, tmp: Path, limits: Limits, cache: BaselineCache,
+                 say: Callable[[str], None]):
+        self.settings, self.python, self.tmp, self.limits, self.cache, self.say = \
+            settings, python, tmp, limits, cache, say
+        self.passing: set[str] = set()
+        self.flaky: set[str] = set()
+        self.reached: dict[str, set[str]] = {}  # function key -> node ids of tests that run it
+        self.files: dict[str, float] = {}  # test file (or node id for --tests) run at baseline -> seconds
+        self.why: dict[str, str] = {}  # test file -> why it was selected
+        self._considered: set[str] = set()  # function keys whose candidates have been run
+        self._static: StaticIndex | None = None
+        self.whole_suite = False
+
+    # -- what the loop asks ----------------------------------------------------------------------------------------
+    def start(self, worktree: Path, commit: str, all_files: list[str]) -> None:
+        """The baseline runs that do not depend on any function: --tests, or a small suite whole."""
+        py = interpreter(self.python)
+        py.require("pytest", why="runs the target's tests")
+        if self.settings.explicit:
+            self._baseline(worktree, commit, list(self.settings.explicit), coverage=False)
+            return
+        py.require("coverage", why="maps the target's tests to the functions they run")
+        test_files = [f for f in all_files if is_test_module(f)]
+        if len(test_files) <= self.settings.whole_suite_files:
+            self.whole_suite = True
+            self._baseline(worktree, commit, [], coverage=True)
+        else:
+            self._static = StaticIndex(worktree, all_files)
+            self.say(f"{len(test_files)} test files: selecting the ones that reach the code in question")
+
+    def guard(self, worktree: Path, commit: str, spans: list[FunctionSpan]) -> Selection:
+        """The tests that guard `spans` (running new candidates under coverage first when needed)."""
+        if self.settings.explicit:
+            return Selection(list(self.settings.explicit), [])
+        if self._static is not None:
+            self._select(worktree, commit, [s for s in spans if s.key not in self._considered])
+        chosen: dict[str, int] = {}
+        for span in spans:
+            for nodeid in self.reached.get(span.key, ()):
+                if nodeid in self.passing:
+                    chosen[test_file_of(nodeid)] = chosen.get(test_file_of(nodeid), 0) + 1
+        unguarded = [s.key for s in spans if not any(n in self.passing for n in self.reached.get(s.key, ()))]
+        return Selection(sorted(chosen, key=lambda f: (-chosen[f], f)), unguarded)
+
+    def for_candidate(self, worktree: Path, commit: str, touched: list[FunctionSpan],
+                      focus: Selection) -> Selection:
+        """A candidate's tests: those reaching the functions it edits first (it stops at the first failure), then
+        those guarding the hotspots it was asked about."""
+        own = self.guard(worktree, commit, touched)
+        return Selection(list(dict.fromkeys(own.files + focus.files)), own.unguarded)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.files.values())
+
+    # -- baseline runs ---------------------------------------------------------------------------------------------
+    def _select(self, worktree: Path, commit: str, spans: list[FunctionSpan]) -> None:
+        new: list[str] = []
+        for span in spans:
+            self._considered.add(span.key)
+            picks = self._static.candidates(span, self.settings.files_per_function)
+            for file, why in picks:
+                if file not in self.files and file not in new:
+                    new.append(file)
+                    self.why[file] = why
+            self.say(f"tests for {span.qualname}: " + ("; ".join(f"{f} ({why})" for f, why in picks) or
+                                                       "no test file names, imports or mentions it"))
+        for file in new:
+            self._baseline(worktree, commit, [file], coverage=True)
+
+    def _baseline(self, worktree: Path, commit: str, targets: list[str], *, coverage: bool) -> None:
+        """Run `targets` twice at baseline (the first time under coverage when asked), or take both runs from the
+        cache, and fold them into the plan."""
+        key = (commit, interpreter(self.python).fingerprint, targets or WHOLE_SUITE, coverage)
+        entry = self.cache.get("tests", *key)
+        if entry is None:
+            entry = self._run_twice(worktree, targets, coverage)
+            if entry is None:
+                return
+            self.cache.put(entry, "tests", *key)
+        first, second = entry["first"], entry["second"]
+        self.flaky |= {t for t in first.keys() | second.keys() if first.get(t) != second.get(t)}
+        failing = sorted(t for t in first if first[t] in ("failed", "error") and second.get(t) == first[t])
+        if failing and not self.settings.allow_failing:
+            raise TestSelectionError(
+                f"{len(failing)} test(s) fail on the unmodified code: {', '.join(failing[:10])}\n"
+                f"{entry['tail']}\nFix them, choose passing tests with --tests, or pass --allow-failing-tests to "
+                f"leave them out.")
+        self.passing |= {t for t, outcome in first.items() if outcome == "passed" and second.get(t) == "passed"}
+        for key_, nodeids in entry["reached"].items():
+            self.reached.setdefault(key_, set()).update(nodeids)
+        for file, seconds in entry["seconds"].items():
+            self.files[file] = seconds
+
+    def _limits(self, files: int) -> Limits:
+        """The whole suite gets timeout-s; a selection, test-file-timeout-s per file."""
+        return replace(self.limits, timeout_s=self.settings.file_timeout_s * files if files else self.limits.timeout_s)
+
+    def _run_twice(self, worktree: Path, targets: list[str], coverage: bool) -> dict | None:
+        tmp = self.tmp / "baseline-tests"
+        coverage_file = tmp / "coverage.db" if coverage else None
+        if coverage_file:
+            coverage_file.parent.mkdir(parents=True, exist_ok=True)
+            coverage_file.unlink(missing_ok=True)
+        limits = self._limits(len(targets))
+        first = run_pytest(worktree, targets, python=self.python, tmp=tmp, limits=limits, coverage_file=coverage_file)
+        if not self._usable(first, targets, limits):
+            return None
+        second = run_pytest(worktree, targets, python=self.python, tmp=tmp, limits=limits)
+        if not self._usable(second, targets, limits):
+            return None
+        reached: dict[str, set[str]] = {}
+        if coverage_file:
+            index = SourceIndex(worktree)
+            for source, lines in coverage_by_line(coverage_file, worktree.resolve()).items():
+                if is_test_module(source):
+                    continue
+                for line, nodeids in lines.items():
+                    reached.setdefault(index.function_at(source, line).key, set()).update(nodeids)
+        seconds = {target: second.process.seconds / len(targets) for target in targets} if targets else \
+            {file: s for file, s in second.seconds_by_file.items()}
+        return {"first": first.outcomes, "second": second.outcomes, "tail": second.process.tail(20),
+                "reached": {k: sorted(v) for k, v in reached.items()}, "seconds": seconds}
+
+    def _usable(self, run: SuiteRun, targets: list[str], limits: Limits) -> bool:
+        """False for a selected file that cannot serve (left out, with a warning); raises when the user's own
+        choice or the whole suite cannot."""
+        what = ", ".join(targets) if targets else "the test suite"
+        chosen_by_user = bool(self.settings.explicit) or not targets
+        problem = None
+        cut = run.cut_short()
+        if cut:
+            setting = "test-file-timeout-s" if targets and not self.settings.explicit else "timeout-s"
+            problem = (f"the baseline run of {what} {cut}; raise {setting} (now {limits.timeout_s:.0f} s)"
+                       + ("" if self.settings.explicit else ", or name the tests to run with --tests"))
+        elif PYTEST_ITSELF in run.outcomes:
+            problem = f"pytest cannot run {what}:\n{run.process.tail(15)}"
+        elif run.problems and not run.passing():
+            problem = f"pytest cannot collect {what}:\n" + "\n".join(run.problems.values())[-3000:]
+        elif targets and not run.outcomes:
+            problem = f"pytest found no tests in {what}"
+        if problem is None:
+            return True
+        if chosen_by_user:
+            raise TestSelectionError(problem)
+        self.say(f"[yellow]{problem.splitlines()[0]}: left out[/]")
+        return False

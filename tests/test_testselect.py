@@ -1,0 +1,152 @@
+"""Test selection at the scale of the change: static candidates, coverage on those only, honest timeouts, the cache,
+and the interpreter check, on a small multi-package repository with known answers (real git, pytest, coverage)."""
+import subprocess
+import sys
+
+import pytest
+
+from agent.cache import BaselineCache, InterpreterError
+from agent.source import FunctionSpan
+from agent.testselect import PlanSettings, StaticIndex, TestPlan, TestSelectionError
+from sandbox.run import USAGE, Limits
+from tests.conftest import git, make_repo
+
+SHOP = {
+    "shop/__init__.py": "from shop.prices import total\n",
+    "shop/prices.py": "def total(items):\n    return sum(items)\n\n\ndef discount(x):\n    return x * 0.9\n",
+    "shop/stock/__init__.py": "",
+    "shop/stock/levels.py": "class Level:\n    def __init__(self):\n        self.n = 0\n\n"
+                            "    def bump(self):\n        self.n += 1\n        return self.n\n",
+    "shop/tests/__init__.py": "",
+    "shop/tests/test_prices.py": "from shop.prices import total\n\n\ndef test_total():\n    assert total([1, 2]) == 3\n\n\n"
+                                 "def test_total_empty():\n    assert total([]) == 0\n",
+    "shop/tests/test_public.py": "import shop\n\n\ndef test_public_total():\n    assert shop.total([2]) == 2\n",
+    "shop/stock/tests/__init__.py": "",
+    "shop/stock/tests/test_levels.py": "from shop.stock.levels import Level\n\n\n"
+                                       "def test_bump():\n    assert Level().bump() == 1\n",
+    "shop/stock/tests/test_misc.py": "def test_nothing_here():\n    assert True\n",
+    "tests/test_unrelated.py": "def test_unrelated():\n    assert 1 + 1 == 2\n",
+}
+TOTAL = FunctionSpan("shop/prices.py", "total", 1, 2)
+DISCOUNT = FunctionSpan("shop/prices.py", "discount", 5, 6)
+BUMP = FunctionSpan("shop/stock/levels.py", "Level.bump", 5, 7)
+
+
+def _plan(tmp_path, cache_root=None, messages=None, **settings):
+    settings = {"explicit": [], "whole_suite_files": 0, **settings}
+    return TestPlan(PlanSettings(**settings), python=sys.executable, tmp=tmp_path / "tmp",
+                    limits=Limits(timeout_s=120), cache=BaselineCache(cache_root),
+                    say=(messages.append if messages is not None else lambda m: None))
+
+
+def _start(plan, repo):
+    plan.start(repo, git(repo, "rev-parse", "HEAD").strip(), git(repo, "ls-files").splitlines())
+
+
+def test_static_candidates_rank_by_evidence(tmp_path):
+    repo = make_repo(tmp_path / "r", SHOP)
+    index = StaticIndex(repo, git(repo, "ls-files").splitlines())
+    ranked = dict(index.candidates(TOTAL, limit=5))
+    assert list(ranked) == ["shop/tests/test_prices.py", "shop/tests/test_public.py"]
+    assert ranked["shop/tests/test_prices.py"] == ("named after the module, imports the module, mentions total, "
+                                                   "in the package's tests")
+    assert ranked["shop/tests/test_public.py"] == "mentions total, in the package's tests"
+    assert [f for f, _ in index.candidates(BUMP, limit=5)] == ["shop/stock/tests/test_levels.py",
+                                                               "shop/stock/tests/test_misc.py"]
+
+
+def test_selection_runs_only_the_candidates_and_maps_functions_to_tests(tmp_path):
+    repo = make_repo(tmp_path / "r", SHOP)
+    messages = []
+    plan = _plan(tmp_path, messages=messages)
+    _start(plan, repo)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    guard = plan.guard(repo, head, [TOTAL, DISCOUNT])
+    # test_prices reaches total twice, test_public once; nothing reaches discount
+    assert guard.files == ["shop/tests/test_prices.py", "shop/tests/test_public.py"]
+    assert guard.unguarded == ["shop.prices:discount"]
+    assert set(plan.files) == {"shop/tests/test_prices.py", "shop/tests/test_public.py"}  # nothing else ran
+    assert plan.passing == {"shop/tests/test_prices.py::test_total", "shop/tests/test_prices.py::test_total_empty",
+                            "shop/tests/test_public.py::test_public_total"}
+    assert any("tests for total: shop/tests/test_prices.py (named after the module" in m for m in messages)
+    # a candidate that edits Level.bump: its own tests first, then those guarding the hotspots
+    candidate = plan.for_candidate(repo, head, [BUMP], guard)
+    assert candidate.files == ["shop/stock/tests/test_levels.py", *guard.files] and candidate.unguarded == []
+    assert "shop/stock/tests/test_misc.py" in plan.files  # a candidate that ran, reaching nothing
+    assert "tests/test_unrelated.py" not in plan.files
+
+
+def test_small_suite_runs_whole_under_coverage(tmp_path):
+    repo = make_repo(tmp_path / "r", SHOP)
+    plan = _plan(tmp_path, whole_suite_files=40)
+    _start(plan, repo)
+    assert plan.whole_suite and "tests/test_unrelated.py" in plan.files and len(plan.passing) == 6
+    guard = plan.guard(repo, "HEAD", [TOTAL])
+    assert guard.files == ["shop/tests/test_prices.py", "shop/tests/test_public.py"]
+
+
+def test_second_plan_on_the_same_commit_runs_nothing(tmp_path):
+    repo = make_repo(tmp_path / "r", SHOP)
+    first = _plan(tmp_path, cache_root=tmp_path / "cache")
+    _start(first, repo)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    before = USAGE.processes
+    first.guard(repo, head, [TOTAL])
+    assert USAGE.processes - before == 4  # two files, each under coverage and then plain
+    second = _plan(tmp_path, cache_root=tmp_path / "cache")
+    _start(second, repo)
+    before = USAGE.processes
+    assert second.guard(repo, head, [TOTAL]).files == first.guard(repo, head, [TOTAL]).files
+    assert USAGE.processes == before and second.passing == first.passing and second.cache.hits == 2
+    uncached = _plan(tmp_path, cache_root=None)  # --no-cache
+    _start(uncached, repo)
+    uncached.guard(repo, head, [TOTAL])
+    assert USAGE.processes - before == 4
+
+
+def test_a_selected_file_that_times_out_is_left_out_with_the_reason(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SHOP, "shop/tests/test_prices.py": SHOP["shop/tests/test_prices.py"] +
+                                      "\n\ndef test_total_slow():\n    import time\n    time.sleep(60)\n"})
+    messages = []
+    plan = _plan(tmp_path, messages=messages, file_timeout_s=4)
+    _start(plan, repo)
+    guard = plan.guard(repo, "HEAD", [TOTAL])
+    assert guard.files == ["shop/tests/test_public.py"]
+    timeout = next(m for m in messages if "timed out" in m)
+    assert "the baseline run of shop/tests/test_prices.py timed out after 4 s while " \
+           "shop/tests/test_prices.py::test_total_slow had been running for" in timeout
+    assert "with 2 test(s) finished; raise test-file-timeout-s (now 4 s)" in timeout
+    assert "fail" not in timeout
+
+
+def test_whole_suite_timeout_is_a_timeout_not_a_failing_test(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SHOP, "tests/test_slow.py": "import time\n\n\ndef test_slow():\n"
+                                      "    time.sleep(60)\n"})
+    plan = _plan(tmp_path, whole_suite_files=40)
+    plan.limits = Limits(timeout_s=5)
+    with pytest.raises(TestSelectionError) as error:
+        _start(plan, repo)
+    message = str(error.value)
+    assert "the baseline run of the test suite timed out after 5 s while tests/test_slow.py::test_slow had been " \
+           "running for" in message and "raise timeout-s (now 5 s), or name the tests to run with --tests" in message
+    assert "fail on the unmodified code" not in message
+
+
+def test_named_tests_that_cannot_be_collected_are_a_usage_error(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SHOP, "shop/tests/test_broken.py": "import does_not_exist\n"})
+    with pytest.raises(TestSelectionError, match=r"pytest cannot run tests/missing\.py:(.|\n)*not found"):
+        _start(_plan(tmp_path, explicit=["tests/missing.py"]), repo)
+    with pytest.raises(TestSelectionError, match=r"pytest cannot collect shop/tests/test_broken\.py:(.|\n)*"
+                                                  r"No module named 'does_not_exist'"):
+        _start(_plan(tmp_path, explicit=["shop/tests/test_broken.py"]), repo)
+
+
+def test_an_interpreter_without_pytest_is_named_with_the_install_command(tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    python = str(tmp_path / "bare" / "bin" / "python")
+    repo = make_repo(tmp_path / "r", SHOP)
+    plan = TestPlan(PlanSettings([]), python=python, tmp=tmp_path / "tmp", limits=Limits(timeout_s=60),
+                    cache=BaselineCache(None), say=print)
+    with pytest.raises(InterpreterError, match=rf"{python} has no pytest, which runs the target's tests: install "
+                                               rf"it with `{python} -m pip install pytest`"):
+        _start(plan, repo)
