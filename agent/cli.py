@@ -371,6 +371,7 @@ def evaluate(
     mode: str = typer.Option("harness", help="harness: time setup()/workload() with perfagent's rules; script: run "
                              "the workload script as written and parse its 'Mean:'"),
     pairs: int = typer.Option(10, help="timing pairs per comparison"),
+    timeout_s: float = typer.Option(1800, help="limit for each test run and workload run of a task"),
     sample_seconds: float = typer.Option(1.0, help="target duration of the calls behind one timing value"),
     workers: int = typer.Option(1, help="tasks evaluated at once; each worker gets cores of its own"),
     executor: str = typer.Option("local", help="local, or ray"),
@@ -386,7 +387,7 @@ def evaluate(
     if mode not in ("harness", "script"):
         _fail(f"unknown --mode {mode}: use harness or script")
     job = EvalJob(out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(), mode=mode,
-                  pairs=pairs, sample_seconds=sample_seconds)
+                  pairs=pairs, sample_seconds=sample_seconds, timeout_s=timeout_s)
     patches = None if gold else read_predictions(predictions)
     pool = _executor(executor, workers, ray_address)
     try:

@@ -143,12 +143,17 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
                     row["tests_passed"], row["tests_broken"] = not failed, [failed] if failed else []
             else:
                 targets = row["tests"] = task.test_targets(base)
-                passing = run_pytest(base, targets, python=python, tmp=tmp, limits=limits).passing()
+                at_base = run_pytest(base, targets, python=python, tmp=tmp, limits=limits)
+                if at_base.cut_short():  # a timeout is not a set of passing tests
+                    raise RuntimeError(f"the base code's test run {at_base.cut_short()}; raise --timeout-s")
+                passing = at_base.passing()
                 row["tests_passing_at_base"] = len(passing)
                 if row["applied"]:
                     after = run_pytest(model, targets, python=python, tmp=tmp, limits=limits)
                     broken = sorted(passing - after.passing())
                     row["tests_passed"], row["tests_broken"] = not broken, broken[:20]
+                    if after.cut_short():
+                        row["tests_broken"] = [f"the test run {after.cut_short()}"] + broken[:19]
             script = folder / "workload.py"
             script.write_text(task.workload, encoding="utf-8")
             runner = WorkloadRunner(Workload.parse(str(script), base), python, tmp, limits)

@@ -422,6 +422,7 @@ class Optimizer:
         self.say(escape(f"stopping: {stop}"))
         final = self._final(ws, branch_wt, base_commit, runner, loops, len(commits)) if commits else None
         self.record.update(status="finished", stop_reason=stop, final=final, accepted=len(commits),
+                           elapsed_s=time.perf_counter() - self._started,
                            final_commit=head(branch_wt), llm=self._llm(session), tests=self._tests_record(plan),
                            tests_run=sorted(plan.passing))
         return self.record.summary

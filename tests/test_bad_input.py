@@ -108,3 +108,27 @@ def test_piped_output_is_not_hard_wrapped(tmp_path):
     assert result.returncode == 2
     lines = [line for line in (result.stdout + result.stderr).splitlines() if str(missing) in line]
     assert len(lines) == 1 and "does not exist" in lines[0], result.stdout + result.stderr
+
+
+def test_no_test_reaches_the_hot_functions(tmp_path):
+    """A loud warning that correctness rests on the result alone; with require-tests = true, a stop."""
+    files = {**SMALL_LIB, "tests/test_core.py": "def test_arithmetic():\n    assert 1 + 1 == 2\n"}
+    repo = make_repo(tmp_path / "r", files)
+    code, output = _run(repo, tmp_path, "-w", "bench.py")
+    assert code == 0, output
+    flat = " ".join(output.split())
+    assert "warning: no test reaches " in flat and "correctness rests on the workload's result alone" in flat
+    files["pyproject.toml"] += "require-tests = true\n"
+    repo = make_repo(tmp_path / "r2", files)
+    before = repo_state(repo)
+    code, output = invoke("optimize", repo, "-w", "bench.py", "--model",
+                          scripted_session(tmp_path / "s2.json", ["no edit"]), "--out", tmp_path / "run2")
+    _assert_error(repo, before, code, output, "no test reaches", "(require-tests = true)")
+
+
+def test_named_test_file_that_does_not_exist(small_repo, tmp_path):
+    before = repo_state(small_repo)
+    code, output = _run(small_repo, tmp_path, "-w", "bench.py", "--tests", "tests/test_missing.py")
+    _assert_error(small_repo, before, code, output, "pytest cannot run tests/test_missing.py",
+                  "file or directory not found")
+    assert "fail on the unmodified code" not in output

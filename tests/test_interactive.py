@@ -202,9 +202,13 @@ class Terminal:
         """The command's exit status once it has ended ("" if it has not within `timeout`), and the terminal's
         history."""
         deadline = time.monotonic() + timeout
-        while not self.status.exists() and time.monotonic() < deadline:
+        while not self._status() and time.monotonic() < deadline:
             time.sleep(0.2)
-        return (self.status.read_text().strip() if self.status.exists() else ""), self.screen()
+        return self._status(), self.screen()
+
+    def _status(self) -> str:
+        """The exit status the shell wrote, or "": the file exists a moment before `echo` has written to it."""
+        return self.status.read_text().strip() if self.status.exists() else ""
 
     def close(self) -> None:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
@@ -351,7 +355,7 @@ def test_ctrl_c_in_the_terminal_cleans_up(tmp_path):
                f"sleep 600")
     term = Terminal(f"perfagent-test-{os.getpid()}-c", command, tmp_path, {"LANG": "C.UTF-8"}, status)
     try:
-        term.wait_for("baseline: running the tests")
+        term.wait_for("baseline: finding the tests")
         subprocess.run([*term.tmux, "send-keys", "-t", "review", "C-c"], check=True)
         code, transcript = term.exit_status(60)
     finally:
