@@ -114,8 +114,11 @@ class Optimizer:
         """The tests guarding the hotspots the prompts focus on; a loud warning (or a stop, with require-tests)
         when none reaches them."""
         spans = [FunctionSpan(h.file, h.qualname, h.start, h.end) for h in hotspots if h.qualname != MODULE_LEVEL]
-        guard = plan.guard(worktree, head(worktree), spans)
-        self.say(escape(f"tests guarding them: {', '.join(guard.files) or 'none'}"))
+        if plan.selecting:  # a large suite: the tests run when a candidate edits these functions
+            guard = plan.preview(spans)
+        else:
+            guard = plan.guard(worktree, head(worktree), spans)
+            self.say(escape(f"tests guarding them: {', '.join(guard.files) or 'none'}"))
         if spans and len(guard.unguarded) == len(spans):
             message = (f"no test reaches {', '.join(s.qualname for s in spans)}: correctness rests on the workload's "
                        f"result alone; name tests with --tests")

@@ -2,7 +2,7 @@
 
 A small suite (at most `whole-suite-files` test files) runs whole under coverage, once. In a larger one, the test files
 likely to reach a function are found without running anything, ranked by evidence:
-    named after the function's module (test_<module>.py)     8
+    named after the function's module (test_<module>.py)     8  (in the module's folder, or outside its package)
     imports the module                                       4
     mentions the function's name (or its class's)            2
     in the tests/ folder of the module's own package         1
@@ -14,12 +14,13 @@ two runs is flaky and never decides a verdict. Outcomes, coverage and durations 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from agent.cache import BaselineCache, interpreter
-from agent.source import FunctionSpan, SourceIndex
+from agent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
 from sandbox.run import Limits
 from sandbox.testrun import PYTEST_ITSELF, SuiteRun, coverage_by_line, run_pytest, test_file_of
 
@@ -83,6 +84,18 @@ def _names(span: FunctionSpan) -> list[str]:
     return names + parts[-2:-1]
 
 
+def _own_or_outside(test_file: str, source: str) -> bool:
+    """A test file named after a module speaks for it inside the module's own folder (pkg/sub/tests/test_m.py for
+    pkg/sub/m.py), or from outside its package (tests/test_m.py); not from a sibling package's tests, where the
+    same name means another module (pkg/other/tests/test_m.py)."""
+    test_dir, source_dir = PurePosixPath(test_file).parent, PurePosixPath(source).parent
+    return test_dir.is_relative_to(source_dir) or test_dir.parts[:1] != source_dir.parts[:1]
+
+
+def _label(span: FunctionSpan) -> str:
+    return f"{span.file} (module level)" if span.qualname == MODULE_LEVEL else span.qualname
+
+
 def _closeness(test_file: str, source: str) -> int:
     a, b = PurePosixPath(test_file).parent.parts, PurePosixPath(source).parent.parts
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
@@ -104,7 +117,8 @@ class StaticIndex:
         module = _module_name(span.file)
         stem = module.rsplit(".", 1)[-1]
         found = []
-        if PurePosixPath(test_file).name in (f"test_{stem}.py", f"{stem}_test.py"):
+        if PurePosixPath(test_file).name in (f"test_{stem}.py", f"{stem}_test.py") and \
+                _own_or_outside(test_file, span.file):
             found.append("named after the module")
         t = self._file(test_file)
         if module in t.imports or any(i.startswith(module + ".") for i in t.imports):
@@ -142,7 +156,8 @@ class PlanSettings:
 @dataclass
 class Selection:
     files: list[str]  # what a candidate runs, the files reaching the functions it edits first
-    unguarded: list[str]  # function keys that no selected test reaches
+    unguarded: list[str]  # function keys that no selected test reaches (preview: that no test file names)
+    likely: list[str] = field(default_factory=list)  # preview: files that run when a candidate needs them
 
 
 class TestPlan:
@@ -160,6 +175,8 @@ class TestPlan:
         self.files: dict[str, float] = {}  # test file (or node id for --tests) run at baseline -> seconds
         self.why: dict[str, str] = {}  # test file -> why it was selected
         self._considered: set[str] = set()  # function keys whose candidates have been run
+        self._covered: set[tuple[str, str]] = set()  # (test file, source file) measured under coverage
+        self._plain: dict[str, dict[str, str]] = {}  # test file -> outcomes of its plain baseline run
         self._static: StaticIndex | None = None
         self.whole_suite = False
 
@@ -184,15 +201,26 @@ class TestPlan:
         """The tests that guard `spans` (running new candidates under coverage first when needed)."""
         if self.settings.explicit:
             return Selection(list(self.settings.explicit), [])
+        spans = [s for s in spans if s.file.endswith(".py")]  # data and docs files have no tests to reach them
         if self._static is not None:
             self._select(worktree, commit, [s for s in spans if s.key not in self._considered])
         chosen: dict[str, int] = {}
+        unguarded = []
         for span in spans:
-            for nodeid in self.reached.get(span.key, ()):
-                if nodeid in self.passing:
-                    chosen[test_file_of(nodeid)] = chosen.get(test_file_of(nodeid), 0) + 1
-        unguarded = [s.key for s in spans if not any(n in self.passing for n in self.reached.get(s.key, ()))]
+            guarding = [n for n in self._reaching(span) if n in self.passing]
+            for nodeid in guarding:
+                chosen[test_file_of(nodeid)] = chosen.get(test_file_of(nodeid), 0) + 1
+            if not guarding:
+                unguarded.append(span.key)
         return Selection(sorted(chosen, key=lambda f: (-chosen[f], f)), unguarded)
+
+    def _reaching(self, span: FunctionSpan) -> set[str]:
+        """The tests that run a function; for module-level code (run at import, before any test starts), the tests
+        that run any function of its module."""
+        if span.qualname != MODULE_LEVEL:
+            return self.reached.get(span.key, set())
+        module = span.key.split(":", 1)[0] + ":"
+        return set().union(*(nodeids for key, nodeids in self.reached.items() if key.startswith(module)))
 
     def for_candidate(self, worktree: Path, commit: str, touched: list[FunctionSpan],
                       focus: Selection) -> Selection:
@@ -205,48 +233,127 @@ class TestPlan:
     def seconds(self) -> float:
         return sum(self.files.values())
 
+    @property
+    def selecting(self) -> bool:
+        """A large suite: test files are found per function, and run when a candidate edits that function."""
+        return self._static is not None
+
+    def preview(self, spans: list[FunctionSpan]) -> Selection:
+        """The likeliest test files for `spans`, printed with the evidence, without running anything."""
+        files: dict[str, None] = {}
+        for span in spans:
+            picks = self._static.candidates(span, self.settings.files_per_function)
+            self.say(f"tests for {_label(span)}: " + ("; ".join(f"{f} ({why})" for f, why in picks) or
+                                                       "no test file names, imports or mentions it"))
+            files.update(dict.fromkeys(f for f, _ in picks))
+        return Selection([], [s.key for s in spans if not self._static.candidates(s, 1)], list(files))
+
     # -- baseline runs ---------------------------------------------------------------------------------------------
     def _select(self, worktree: Path, commit: str, spans: list[FunctionSpan]) -> None:
-        new: list[str] = []
+        """Run the likeliest test files for `spans` under coverage of the spans' source files, one process per
+        file, then once more together without coverage."""
+        needed: dict[str, set[str]] = {}  # test file -> source files it must still be measured on
         for span in spans:
             self._considered.add(span.key)
             picks = self._static.candidates(span, self.settings.files_per_function)
             for file, why in picks:
-                if file not in self.files and file not in new:
-                    new.append(file)
-                    self.why[file] = why
-            self.say(f"tests for {span.qualname}: " + ("; ".join(f"{f} ({why})" for f, why in picks) or
-                                                       "no test file names, imports or mentions it"))
-        for file in new:
-            self._baseline(worktree, commit, [file], coverage=True)
+                if (file, span.file) not in self._covered:
+                    needed.setdefault(file, set()).add(span.file)
+                    self.why.setdefault(file, why)
+            if any(f in needed for f, _ in picks):
+                self.say(f"running the tests for {_label(span)} under coverage: {', '.join(f for f, _ in picks)}")
+        fp = interpreter(self.python).fingerprint
+        measured: dict[str, dict] = {}
+        for file, sources in needed.items():
+            key = ("coverage", commit, fp, file, sorted(sources))
+            entry = self.cache.get(*key)
+            if entry is None:
+                entry = self._coverage_run(worktree, file, sorted(sources))
+                if entry is None:
+                    continue
+                self.cache.put(entry, *key)
+            self._covered |= {(file, source) for source in sources}
+            measured[file] = entry
+        self._plain_runs(worktree, commit, [f for f in measured if f not in self._plain])
+        for file, entry in measured.items():
+            self._fold(entry["outcomes"], self._plain.get(file, {}), entry["reached"])  # no plain run: all flaky
+
+    def _coverage_run(self, worktree: Path, file: str, sources: list[str]) -> dict | None:
+        started = time.perf_counter()
+        tmp = self.tmp / "baseline-tests"
+        coverage_file = tmp / "coverage.db"
+        coverage_file.parent.mkdir(parents=True, exist_ok=True)
+        coverage_file.unlink(missing_ok=True)
+        limits = self._limits(1)
+        run = run_pytest(worktree, [file], python=self.python, tmp=tmp, limits=limits, coverage_file=coverage_file,
+                         measure=sources)
+        if not self._usable(run, [file], limits):
+            return None
+        self.say(f"  {file}: {len(run.outcomes)} tests under coverage in {time.perf_counter() - started:.0f} s")
+        return {"outcomes": run.outcomes, "reached": self._reached(worktree, coverage_file)}
+
+    def _plain_runs(self, worktree: Path, commit: str, files: list[str]) -> None:
+        """The second baseline run of `files`, in one process (cached per file), into `_plain` and `files`."""
+        fp = interpreter(self.python).fingerprint
+        out, todo = {}, []
+        for file in files:
+            entry = self.cache.get("plain", commit, fp, file)
+            if entry is None:
+                todo.append(file)
+            else:
+                out[file], self.files[file] = entry["outcomes"], entry["seconds"]
+        if todo:
+            limits = self._limits(len(todo))
+            run = run_pytest(worktree, todo, python=self.python, tmp=self.tmp / "baseline-tests", limits=limits)
+            if not self._usable(run, todo, limits):
+                todo = []
+            for file in todo:
+                entry = {"outcomes": {t: o for t, o in run.outcomes.items() if test_file_of(t) == file},
+                         "seconds": run.seconds_by_file.get(file, 0.0)}
+                self.cache.put(entry, "plain", commit, fp, file)
+                out[file], self.files[file] = entry["outcomes"], entry["seconds"]
+        self._plain.update(out)
 
     def _baseline(self, worktree: Path, commit: str, targets: list[str], *, coverage: bool) -> None:
-        """Run `targets` twice at baseline (the first time under coverage when asked), or take both runs from the
-        cache, and fold them into the plan."""
-        key = (commit, interpreter(self.python).fingerprint, targets or WHOLE_SUITE, coverage)
-        entry = self.cache.get("tests", *key)
+        """Run `targets` (the whole suite when empty) twice, the first time under coverage when asked, or take both
+        runs from the cache."""
+        key = ("tests", commit, interpreter(self.python).fingerprint, targets or WHOLE_SUITE, coverage)
+        entry = self.cache.get(*key)
         if entry is None:
             entry = self._run_twice(worktree, targets, coverage)
             if entry is None:
                 return
-            self.cache.put(entry, "tests", *key)
-        first, second = entry["first"], entry["second"]
+            self.cache.put(entry, *key)
+        self.files.update(entry["seconds"])
+        self._fold(entry["first"], entry["second"], entry["reached"])
+
+    def _fold(self, first: dict[str, str], second: dict[str, str], reached: dict[str, list[str]]) -> None:
+        """Two baseline runs' outcomes and a coverage map into the plan: stable passes guard, outcomes that differ
+        are flaky, stable failures stop the run unless allowed."""
         self.flaky |= {t for t in first.keys() | second.keys() if first.get(t) != second.get(t)}
         failing = sorted(t for t in first if first[t] in ("failed", "error") and second.get(t) == first[t])
         if failing and not self.settings.allow_failing:
             raise TestSelectionError(
                 f"{len(failing)} test(s) fail on the unmodified code: {', '.join(failing[:10])}\n"
-                f"{entry['tail']}\nFix them, choose passing tests with --tests, or pass --allow-failing-tests to "
-                f"leave them out.")
+                f"Fix them, choose passing tests with --tests, or pass --allow-failing-tests to leave them out.")
         self.passing |= {t for t, outcome in first.items() if outcome == "passed" and second.get(t) == "passed"}
-        for key_, nodeids in entry["reached"].items():
-            self.reached.setdefault(key_, set()).update(nodeids)
-        for file, seconds in entry["seconds"].items():
-            self.files[file] = seconds
+        for key, nodeids in reached.items():
+            self.reached.setdefault(key, set()).update(nodeids)
 
     def _limits(self, files: int) -> Limits:
         """The whole suite gets timeout-s; a selection, test-file-timeout-s per file."""
         return replace(self.limits, timeout_s=self.settings.file_timeout_s * files if files else self.limits.timeout_s)
+
+    def _reached(self, worktree: Path, coverage_file: Path) -> dict[str, list[str]]:
+        """{function key: node ids of the tests that ran it} from a coverage file."""
+        index = SourceIndex(worktree)
+        reached: dict[str, set[str]] = {}
+        for source, lines in coverage_by_line(coverage_file, worktree.resolve()).items():
+            if is_test_module(source):
+                continue
+            for line, nodeids in lines.items():
+                reached.setdefault(index.function_at(source, line).key, set()).update(nodeids)
+        return {k: sorted(v) for k, v in reached.items()}
 
     def _run_twice(self, worktree: Path, targets: list[str], coverage: bool) -> dict | None:
         tmp = self.tmp / "baseline-tests"
@@ -261,18 +368,10 @@ class TestPlan:
         second = run_pytest(worktree, targets, python=self.python, tmp=tmp, limits=limits)
         if not self._usable(second, targets, limits):
             return None
-        reached: dict[str, set[str]] = {}
-        if coverage_file:
-            index = SourceIndex(worktree)
-            for source, lines in coverage_by_line(coverage_file, worktree.resolve()).items():
-                if is_test_module(source):
-                    continue
-                for line, nodeids in lines.items():
-                    reached.setdefault(index.function_at(source, line).key, set()).update(nodeids)
         seconds = {target: second.process.seconds / len(targets) for target in targets} if targets else \
-            {file: s for file, s in second.seconds_by_file.items()}
-        return {"first": first.outcomes, "second": second.outcomes, "tail": second.process.tail(20),
-                "reached": {k: sorted(v) for k, v in reached.items()}, "seconds": seconds}
+            dict(second.seconds_by_file)
+        return {"first": first.outcomes, "second": second.outcomes, "seconds": seconds,
+                "reached": self._reached(worktree, coverage_file) if coverage_file else {}}
 
     def _usable(self, run: SuiteRun, targets: list[str], limits: Limits) -> bool:
         """False for a selected file that cannot serve (left out, with a warning); raises when the user's own

@@ -78,9 +78,10 @@ def _read_events(report: Path) -> tuple[dict[str, str], dict[str, float], tuple[
 
 
 def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, limits: Limits,
-               coverage_file: Path | None = None, exitfirst: bool = False) -> SuiteRun:
+               coverage_file: Path | None = None, measure: list[str] = (), exitfirst: bool = False) -> SuiteRun:
     """Run pytest on `targets` (all of the suite when empty), in this order; with `coverage_file`, record per-test
-    coverage; with `exitfirst`, stop at the first failing test."""
+    coverage of the repository's code, or of the files in `measure` only (much faster: the rest runs untraced);
+    with `exitfirst`, stop at the first failing test."""
     plugin_dir = tmp / "plugin"
     plugin_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_PLUGIN, plugin_dir / f"{_PLUGIN_MODULE}.py")
@@ -95,8 +96,8 @@ def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, li
         argv = [python, *pytest_args]
     else:
         env["PERFAGENT_COVERAGE_CONTEXT"] = "1"
-        argv = [python, "-m", "coverage", "run", f"--data-file={coverage_file}", f"--source={worktree}",
-                *pytest_args]
+        scope = f"--include={','.join(str(worktree / f) for f in measure)}" if measure else f"--source={worktree}"
+        argv = [python, "-m", "coverage", "run", f"--data-file={coverage_file}", scope, *pytest_args]
     process = run(argv, cwd=worktree, env=env, limits=limits,
                   writable=[tmp] + ([coverage_file.parent] if coverage_file else []))
     outcomes, seconds, running, problems = _read_events(report)

@@ -7,7 +7,7 @@ import pytest
 
 from agent.cache import BaselineCache, InterpreterError
 from agent.source import FunctionSpan
-from agent.testselect import PlanSettings, StaticIndex, TestPlan, TestSelectionError
+from agent.testselect import PlanSettings, Selection, StaticIndex, TestPlan, TestSelectionError
 from sandbox.run import USAGE, Limits
 from tests.conftest import git, make_repo
 
@@ -61,6 +61,9 @@ def test_selection_runs_only_the_candidates_and_maps_functions_to_tests(tmp_path
     plan = _plan(tmp_path, messages=messages)
     _start(plan, repo)
     head = git(repo, "rev-parse", "HEAD").strip()
+    preview = plan.preview([TOTAL, DISCOUNT])  # the hotspots: evidence only, nothing runs yet
+    assert preview.likely == ["shop/tests/test_prices.py", "shop/tests/test_public.py"] and not plan.files
+    assert any("tests for total: shop/tests/test_prices.py (named after the module" in m for m in messages)
     guard = plan.guard(repo, head, [TOTAL, DISCOUNT])
     # test_prices reaches total twice, test_public once; nothing reaches discount
     assert guard.files == ["shop/tests/test_prices.py", "shop/tests/test_public.py"]
@@ -68,12 +71,16 @@ def test_selection_runs_only_the_candidates_and_maps_functions_to_tests(tmp_path
     assert set(plan.files) == {"shop/tests/test_prices.py", "shop/tests/test_public.py"}  # nothing else ran
     assert plan.passing == {"shop/tests/test_prices.py::test_total", "shop/tests/test_prices.py::test_total_empty",
                             "shop/tests/test_public.py::test_public_total"}
-    assert any("tests for total: shop/tests/test_prices.py (named after the module" in m for m in messages)
+    assert any("running the tests for total under coverage: shop/tests/test_prices.py, shop/tests/test_public.py"
+               in m for m in messages)
     # a candidate that edits Level.bump: its own tests first, then those guarding the hotspots
     candidate = plan.for_candidate(repo, head, [BUMP], guard)
     assert candidate.files == ["shop/stock/tests/test_levels.py", *guard.files] and candidate.unguarded == []
     assert "shop/stock/tests/test_misc.py" in plan.files  # a candidate that ran, reaching nothing
     assert "tests/test_unrelated.py" not in plan.files
+    # module-level code runs at import: the tests of its module's functions guard it; a data file needs none
+    module_level = [FunctionSpan("shop/prices.py", "<module>", 1, 6), FunctionSpan("NOTES.txt", "<module>", 1, 1)]
+    assert plan.guard(repo, head, module_level) == Selection(guard.files, [])
 
 
 def test_small_suite_runs_whole_under_coverage(tmp_path):
@@ -92,16 +99,16 @@ def test_second_plan_on_the_same_commit_runs_nothing(tmp_path):
     head = git(repo, "rev-parse", "HEAD").strip()
     before = USAGE.processes
     first.guard(repo, head, [TOTAL])
-    assert USAGE.processes - before == 4  # two files, each under coverage and then plain
+    assert USAGE.processes - before == 3  # two files under coverage, one process each, then both plain in one
     second = _plan(tmp_path, cache_root=tmp_path / "cache")
     _start(second, repo)
     before = USAGE.processes
     assert second.guard(repo, head, [TOTAL]).files == first.guard(repo, head, [TOTAL]).files
-    assert USAGE.processes == before and second.passing == first.passing and second.cache.hits == 2
+    assert USAGE.processes == before and second.passing == first.passing and second.cache.hits == 4
     uncached = _plan(tmp_path, cache_root=None)  # --no-cache
     _start(uncached, repo)
     uncached.guard(repo, head, [TOTAL])
-    assert USAGE.processes - before == 4
+    assert USAGE.processes - before == 3
 
 
 def test_a_selected_file_that_times_out_is_left_out_with_the_reason(tmp_path):
@@ -150,3 +157,12 @@ def test_an_interpreter_without_pytest_is_named_with_the_install_command(tmp_pat
     with pytest.raises(InterpreterError, match=rf"{python} has no pytest, which runs the target's tests: install "
                                                rf"it with `{python} -m pip install pytest`"):
         _start(plan, repo)
+
+
+def test_a_namesake_in_a_sibling_package_is_no_evidence(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SHOP, "shop/other/tests/test_levels.py": "def test_other_levels():\n"
+                                      "    assert True\n", "tests/test_levels.py": "def test_top_level():\n"
+                                      "    assert True\n"})
+    ranked = dict(StaticIndex(repo, git(repo, "ls-files").splitlines()).candidates(BUMP, limit=5))
+    assert "shop/other/tests/test_levels.py" not in ranked  # another module's namesake
+    assert ranked["tests/test_levels.py"] == "named after the module"  # a top-level tests/ folder mirrors the package
