@@ -97,8 +97,7 @@ class Optimizer:
         plan = TestPlan(PlanSettings(s.tests, s.whole_suite_files, s.files_per_function, s.test_file_timeout_s,
                                      s.allow_failing_tests),
                         python=s.python, tmp=tmp, limits=self.limits, cache=self.cache, say=self.say)
-        self.say("baseline: " + ("running the named tests twice" if s.tests else
-                                 "finding the tests that guard the code (under coverage) and running them twice"))
+        self.say("baseline: " + ("running the named tests twice" if s.tests else "finding the tests that guard the code"))
         plan.start(worktree, commit, self.repo.git.ls_files().splitlines())
         if plan.flaky:
             self.say(f"[yellow]{len(plan.flaky)} flaky test(s) ignored for verdicts: "

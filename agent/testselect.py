@@ -192,10 +192,12 @@ class TestPlan:
         test_files = [f for f in all_files if is_test_module(f)]
         if len(test_files) <= self.settings.whole_suite_files:
             self.whole_suite = True
+            self.say(f"{len(test_files)} test files: running the whole suite under coverage, then once more")
             self._baseline(worktree, commit, [], coverage=True)
         else:
             self._static = StaticIndex(worktree, all_files)
-            self.say(f"{len(test_files)} test files: selecting the ones that reach the code in question")
+            self.say(f"{len(test_files)} test files: each function's likeliest test files run when a candidate "
+                     f"edits it")
 
     def guard(self, worktree: Path, commit: str, spans: list[FunctionSpan]) -> Selection:
         """The tests that guard `spans` (running new candidates under coverage first when needed)."""

@@ -132,3 +132,11 @@ def test_named_test_file_that_does_not_exist(small_repo, tmp_path):
     _assert_error(small_repo, before, code, output, "pytest cannot run tests/test_missing.py",
                   "file or directory not found")
     assert "fail on the unmodified code" not in output
+
+
+def test_a_suite_pytest_cannot_collect_shows_pytests_own_error(tmp_path):
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "conftest.py": "import pytest\n\ndef broken(:\n"})
+    before = repo_state(repo)
+    code, output = _run(repo, tmp_path, "-w", "bench.py")
+    _assert_error(repo, before, code, output, "pytest cannot run the test suite", "SyntaxError")
+    assert "fail on the unmodified code" not in output

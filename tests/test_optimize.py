@@ -56,7 +56,8 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
                        "tests failed", "result changed", "tests failed", "tests failed", "not faster",
                        "games the benchmark", "accepted"]
     details = [c["verdict"]["detail"] for c in summary["candidates"]]
-    assert "test_tokens" in details[4]
+    assert "test_tokens" in details[4] and "the run stopping at the first failure" in details[4]
+    assert summary["candidates"][4]["verdict"]["speed"] is None  # a test-breaking candidate is never timed
     assert "timed out" in details[6] and "MemoryError" in details[7]
     assert details[5].startswith("result[0]")
     assert summary["candidates"][8]["verdict"]["speed"]["speedup"] < 1.0
