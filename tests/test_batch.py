@@ -167,7 +167,10 @@ def test_gold_evaluation_reproduces_the_expert_speedup(tmp_path, caches):
     for row in report["tasks"]:
         assert row["applied"] and row["tests_passed"]
         assert row["expert"]["ci_low"] > 2 and row["speedup"]["ci_low"] > 2
-        assert row["ratio_ci_low"] <= 1.0 <= row["ratio_ci_high"], row
+        # the patch and the expert are the same code, timed in one rotation: their ratio is 1 up to noise. Not "the
+        # 95% interval contains 1.0", which fails 1 run in 20 by design; the per-pair spread here is under 10%, so
+        # a median of 8 pairs off by a third has a probability far below anything CI would ever meet
+        assert 0.75 <= row["ratio"] <= 1.33 and row["ratio_ci_low"] <= row["ratio"] <= row["ratio_ci_high"], row
 
 
 def test_bad_records_and_broken_patches_are_reported_without_stopping(tmp_path, caches):

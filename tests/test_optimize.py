@@ -106,6 +106,7 @@ def test_litellm_path_against_a_local_openai_compatible_server(small_repo, tmp_p
     assert "unique_sorted" in user and "if x not in seen:" in user and "SEARCH" in prompt[0]["content"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["accepted"]
+    assert summary["stop_reason"] == "iteration limit reached"  # --max-iterations 1, not the server's last reply
     assert summary["llm"]["calls"] == 1 and summary["llm"]["prompt_tokens"] > 0
     assert perfagent_branches(small_repo) == [summary["branch"]]
 
