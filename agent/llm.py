@@ -69,6 +69,13 @@ def _litellm():
     return litellm
 
 
+def count_tokens(model: str, messages: list[dict]) -> int:
+    """Tokens of `messages` by litellm's count for `model` (its tokenizer when litellm knows it, else tiktoken's
+    cl100k_base, which is close for code)."""
+    offline = model.startswith(("scripted:", "oracle:"))  # no tokenizer of their own: litellm's default
+    return _litellm().token_counter(model="" if offline else model, messages=messages)
+
+
 def _is_local(api_base: str | None) -> bool:
     """True when api_base is on this machine or a private network (a self-hosted server needing no key)."""
     host = urlsplit(api_base).hostname if api_base else None

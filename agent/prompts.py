@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jinja2
 
+from agent.llm import count_tokens
 from agent.localize import Hotspot, Profile
 from agent.source import MODULE_LEVEL, SourceIndex
 from agent.workload import Workload
@@ -66,14 +67,6 @@ def _module_header(index: SourceIndex, file: str, limit: int = 40) -> str:
     """The module's imports and constants above its first definition: what names the code can use."""
     first_def = min((s.start for s in index.functions(file)), default=limit + 1)
     return "\n".join(index.lines(file, 1, min(first_def - 1, limit))).strip()
-
-
-def count_tokens(model: str, messages: list[dict]) -> int:
-    """Tokens of `messages` by litellm's count for `model` (its tokenizer when litellm knows it, else tiktoken's
-    cl100k_base, which is close for code)."""
-    import litellm
-
-    return litellm.token_counter(model=model.removeprefix("scripted:"), messages=messages)
 
 
 def optimize_messages(*, workload: Workload, seconds: float, profile: Profile, index: SourceIndex,

@@ -1,7 +1,11 @@
 """agent.llm against the real litellm -> openai code path, served by a fake OpenAI server on 127.0.0.1."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from agent.llm import (
     Trajectory,
     make_model,
 )
+from tests.conftest import ROOT
 from tests.fake_openai import count_words, serve
 
 MESSAGES = [
@@ -331,3 +336,22 @@ def test_session_refuses_calls_over_budget_without_calling_the_model(tmp_path):
         session.ask(MESSAGES, purpose="second")
     assert len(session.trajectory.records) == 1
     assert model.complete(MESSAGES).text == "b"  # the refused call consumed nothing
+
+
+def test_litellm_never_touches_the_network():
+    """Whatever path loads litellm first (here: counting a prompt's tokens for a scripted run, as the demo does), it
+    reads its price table from disk: no name look-up, no connection, seen by an audit hook in a fresh process."""
+    probe = textwrap.dedent("""
+        import sys
+        events = []
+        network = ("socket.getaddrinfo", "socket.gethostbyname", "socket.connect", "urllib.Request")
+        sys.addaudithook(lambda event, args: events.append(event) if event in network else None)
+        from agent.llm import count_tokens
+        count_tokens("scripted:s.json", [{"role": "user", "content": "hello"}])
+        print(sorted(set(events)))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

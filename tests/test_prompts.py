@@ -2,7 +2,8 @@
 import pytest
 
 from agent.localize import Hotspot, Profile
-from agent.prompts import Attempt, count_tokens, optimize_messages
+from agent.llm import count_tokens
+from agent.prompts import Attempt, optimize_messages
 from agent.source import SourceIndex
 from agent.workload import Workload
 
