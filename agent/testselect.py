@@ -1,15 +1,17 @@
 """Which tests guard which functions, found at the scale of the change, not of the suite.
 
-A small suite (at most `whole-suite-files` test files) runs whole under coverage, once. In a larger one, the test files
-likely to reach a function are found without running anything, ranked by evidence:
+A small suite (at most `whole-suite-files` test files) runs whole under coverage, once. In a larger one nothing runs
+up front. For each function in question, the test files likely to reach it are found from their text, ranked by
+evidence:
     named after the function's module (test_<module>.py)     8  (in the module's folder, or outside its package)
     imports the module                                       4
     mentions the function's name (or its class's)            2
     in the tests/ folder of the module's own package         1
-then by how close the test file's folder is to the module's. For each function the best `files-per-function` with any
-evidence run under coverage, one process per file within `test-file-timeout-s`, and coverage says which tests reach
-which function. Every test file that ran is run once more without coverage: a test whose outcome differs between the
-two runs is flaky and never decides a verdict. Outcomes, coverage and durations are cached by commit and interpreter.
+then by how close the test file's folder is to the module's. For the hotspots this is only shown; when a candidate
+edits a function, its best `files-per-function` run under coverage of that function's source file (the rest of the
+code runs untraced), one process per file within `test-file-timeout-s`, and coverage says which tests reach it.
+Every test file that ran is run once more without coverage: a test whose outcome differs between the two runs is
+flaky and never decides a verdict. Outcomes, coverage and durations are cached by commit and interpreter.
 """
 from __future__ import annotations
 
@@ -232,10 +234,6 @@ class TestPlan:
         return Selection(list(dict.fromkeys(own.files + focus.files)), own.unguarded)
 
     @property
-    def seconds(self) -> float:
-        return sum(self.files.values())
-
-    @property
     def selecting(self) -> bool:
         """A large suite: test files are found per function, and run when a candidate edits that function."""
         return self._static is not None
@@ -243,12 +241,15 @@ class TestPlan:
     def preview(self, spans: list[FunctionSpan]) -> Selection:
         """The likeliest test files for `spans`, printed with the evidence, without running anything."""
         files: dict[str, None] = {}
+        unguarded = []
         for span in spans:
             picks = self._static.candidates(span, self.settings.files_per_function)
             self.say(f"tests for {_label(span)}: " + ("; ".join(f"{f} ({why})" for f, why in picks) or
                                                        "no test file names, imports or mentions it"))
             files.update(dict.fromkeys(f for f, _ in picks))
-        return Selection([], [s.key for s in spans if not self._static.candidates(s, 1)], list(files))
+            if not picks:
+                unguarded.append(span.key)
+        return Selection([], unguarded, list(files))
 
     # -- baseline runs ---------------------------------------------------------------------------------------------
     def _select(self, worktree: Path, commit: str, spans: list[FunctionSpan]) -> None:
