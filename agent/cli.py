@@ -349,7 +349,8 @@ def _evaluation_table(report: dict) -> Table:
             continue
         speed, expert, recorded = row.get("speedup"), row["expert"], row.get("recorded_expert_speedup")
         status = ("no patch" if not row.get("predicted") else "[red]no apply[/]" if not row["applied"]
-                  else "tests ok" if row["tests_passed"] else "[red]tests fail[/]")
+                  else "[red]tests fail[/]" if not row["tests_passed"]
+                  else "[red]result changed[/]" if row.get("result_unchanged") is False else "tests ok")
         if row["applied"] and row.get("apply_method") == "patch --fuzz":
             status += "\n[yellow]by patch --fuzz[/]"
         table.add_row(name, status,

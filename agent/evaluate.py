@@ -4,10 +4,11 @@ Per task, three detached worktrees at the base commit: the base, the patch under
 The patch is applied as SWE-fficiency's harness applies it (`git apply`, else GNU `patch --fuzz=5`, see
 agent.repos.apply_patch; each row records which one did); test files it touches are reset (and the task's test_patch
 applied) so a patch cannot pass by editing tests. The task's tests run on the base and on the patch: a patch passes
-when every test passing on the base still passes. The workload is then timed in fresh sandboxed processes, base,
+when every test passing on the base still passes, and its workload result must equal the base's (GSO's check: a
+patch that passes the tests but computes something else is incorrect). The workload is then timed in fresh sandboxed processes, base,
 patch and expert in one rotation (B P E, E P B, ...), so drift hits both comparisons alike:
   speedup = median over rounds of base time / patched time, with its interval;
-  speedup ratio = patch speedup / expert speedup (a patch that does not apply or breaks a test has speedup 1.0);
+  speedup ratio = patch speedup / expert speedup (an incorrect patch, or one that does not apply, has speedup 1.0);
 and over tasks the harmonic mean of the ratios, as SWE-fficiency reports it. Task-file records that are not valid
 tasks are not scored but listed, as rows with `skipped` (the reason), and counted.
 
@@ -158,8 +159,11 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
             script.write_text(task.workload, encoding="utf-8")
             runner = WorkloadRunner(Workload.parse(str(script), base), python, tmp, limits)
             scored = row["applied"] and row["tests_passed"]
-            if scored and job.mode == "harness":
-                row["result_unchanged"] = compare_inputs(runner.results(base)[0], runner.results(model)[0]).equal
+            if scored and job.mode == "harness":  # GSO's equivalence check: passing tests is not enough
+                same = compare_inputs(runner.results(base)[0], runner.results(model)[0])
+                row["result_unchanged"], scored = same.equal, same.equal
+                if not same.equal:
+                    row["result_change"] = same.detail[:500]
             timings = _measure(job, runner, base, [model, expert] if scored else [expert], python, script, limits)
             row["expert"] = _speed(timings[-1])
             row["cold_start"] = runner.cold_start
@@ -171,7 +175,7 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
     if row["speedup"]:
         _, row["ratio_ci_low"], row["ratio_ci_high"] = ratio_of_speedups(row["speedup"]["ratios"], expert_ratios)
         row["ratio"] = row["speedup"]["speedup"] / row["expert"]["speedup"]
-    else:  # SWE-fficiency: a patch that fails to apply or breaks tests counts as no speedup
+    else:  # SWE-fficiency: a patch that fails to apply or is incorrect counts as no speedup
         row["ratio"] = 1.0 / row["expert"]["speedup"]
     return row
 
@@ -305,5 +309,16 @@ def describe_row(row: dict) -> str:
     fallback = row.get("applied") and row.get("apply_method") == PATCH_FUZZ
     return (f"{name}: applied={row['applied']}{' (by patch --fuzz)' if fallback else ''} "
             f"tests={'pass' if row['tests_passed'] else 'FAIL'} speedup={speed['speedup']:.2f}x " if speed else
-            f"{name}: not scored (speedup 1.0{'; applied by patch --fuzz' if fallback else ''}) "
+            f"{name}: not scored, {why_not_scored(row)} (speedup 1.0{'; applied by patch --fuzz' if fallback else ''}) "
             ) + f"expert={row['expert']['speedup']:.2f}x ratio={row['ratio']:.2f}"
+
+
+def why_not_scored(row: dict) -> str:
+    """Why a patch counts as no speedup, SWE-fficiency's rule for an incorrect patch."""
+    if not row.get("predicted"):
+        return "no patch"
+    if not row.get("applied"):
+        return "does not apply"
+    if not row.get("tests_passed"):
+        return "tests fail"
+    return "result changed" if row.get("result_unchanged") is False else "not measured"

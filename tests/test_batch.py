@@ -178,40 +178,52 @@ def test_gold_evaluation_reproduces_the_expert_speedup(tmp_path, caches):
 def test_bad_records_and_broken_patches_are_reported_without_stopping(tmp_path, caches):
     records = {json.loads(line)["instance_id"]: json.loads(line) for line in TASK_FILE.read_text().splitlines()}
     good, other = records["perfagent-examples__inventory-3"], records["perfagent-examples__graphkit-2"]
+    customers = records["perfagent-examples__inventory-2"]
     bad_workload = {**good, "instance_id": "bad-workload", "workload": "def setup(:\n"}
     missing_repo = {**good, "instance_id": "missing-repo", "repo": "nobody/nothing"}
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("\n".join(json.dumps(r) for r in (good, bad_workload, missing_repo, other)) + "\nnot json\n")
+    tasks.write_text("\n".join(json.dumps(r) for r in (good, bad_workload, missing_repo, other, customers)) +
+                     "\nnot json\n")
     # valid, but wrong: tests fail, and a conftest.py that stops pytest collecting them must not hide it
     wrong = good["patch"].replace("total += daily_units[day] - daily_units[day - window]",
                                   "total += daily_units[day]")
     hide_tests = ("diff --git a/tests/conftest.py b/tests/conftest.py\nnew file mode 100644\n--- /dev/null\n"
                   "+++ b/tests/conftest.py\n@@ -0,0 +1 @@\n+collect_ignore_glob = ['test_*.py']\n")
     not_applying = other["patch"].replace("\n-    seen = []\n", "\n-    seen = [None]\n")  # a line not in the file
+    # the expert's speedup, plus a cap on the counts that the tests' few orders per customer never reach and the
+    # workload's 400 do
+    truncating = customers["patch"].replace("[(customer, count) for", "[(customer, min(count, 300)) for")
+    assert truncating != customers["patch"]
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text("".join(json.dumps({"instance_id": i, "model_patch": p, "model_name_or_path": "m"}) + "\n"
                                    for i, p in ((good["instance_id"], wrong + hide_tests),
-                                                (other["instance_id"], not_applying), ("unknown-task", ""))))
+                                                (other["instance_id"], not_applying),
+                                                (customers["instance_id"], truncating), ("unknown-task", ""))))
     done = cli("evaluate", str(tasks), "--predictions", str(predictions), "--out", str(tmp_path / "ev"),
                "--pairs", "8", *FAST, *caches)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "line 2 (bad-workload): workload: Value error, is not valid Python" in done.stdout
-    assert "line 5 (no instance_id): not JSON" in done.stdout
+    assert "line 6 (no instance_id): not JSON" in done.stdout
     assert "predictions for tasks not in the task file are ignored: unknown-task" in done.stdout
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     rows = {r["instance_id"]: r for r in report["tasks"]}
     assert "nobody/nothing is not in the repository cache" in rows["missing-repo"]["error"]
     assert rows["bad-workload"]["skipped"].startswith("workload: Value error, is not valid Python")
-    assert rows[None]["line"] == 5 and rows[None]["skipped"].startswith("not JSON")  # listed, and counted:
-    assert [report["summary"][k] for k in ("tasks", "scored", "errors", "skipped")] == [5, 2, 1, 2]
+    assert rows[None]["line"] == 6 and rows[None]["skipped"].startswith("not JSON")  # listed, and counted:
+    assert [report["summary"][k] for k in ("tasks", "scored", "errors", "skipped")] == [6, 3, 1, 2]
     wrong_row, other_row = rows[good["instance_id"]], rows[other["instance_id"]]
     assert wrong_row["applied"] and not wrong_row["tests_passed"]
     assert "tests/test_forecast.py::test_rolling_demand_matches_direct_sums" in wrong_row["tests_broken"]
     assert not other_row["applied"] and other_row["apply_method"] is None
     assert "neither `git apply --allow-empty -v` nor `patch --batch --forward --fuzz=5 -p1`" in other_row["apply_error"]
     assert wrong_row["apply_method"] == "git apply"
-    for row in (wrong_row, other_row):  # scored as no speedup: ratio = 1 / expert speedup
+    changed_row = rows[customers["instance_id"]]  # its tests pass, its result does not: incorrect all the same
+    assert changed_row["applied"] and changed_row["tests_passed"] and changed_row["result_unchanged"] is False
+    assert "returning" in changed_row["result_change"]
+    assert f"{customers['instance_id']}: not scored, result changed (speedup 1.0)" in done.stdout
+    for row in (wrong_row, other_row, changed_row):  # scored as no speedup: ratio = 1 / expert speedup
         assert row["speedup"] is None and row["ratio"] == pytest.approx(1 / row["expert"]["speedup"])
+    assert "result changed" in (tmp_path / "ev" / "report.html").read_text()
 
 
 BUILD = """import py_compile, shutil, sys
