@@ -16,13 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agent.batch import BatchJob, run_batch
+from agent.batch import ORACLE, BatchJob, run_batch
 from agent.cache import InterpreterError, default_root
 from agent.config import ConfigError, Settings, load_settings
 from agent.evaluate import EvalJob, read_predictions, run_evaluation
 from agent.executors import make_executor
 from agent.interactive import TerminalReviewer
-from agent.llm import ModelError
+from agent.llm import ModelError, make_model
 from agent.localize import ProfileError, profile_workload
 from agent.loop import BaselineError, Optimizer
 from agent.report import ReportError, write_report
@@ -125,7 +125,12 @@ def optimize(
                                         "replies), or oracle:PATCH (a known patch as the one reply)"),
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (vLLM, Ollama, ...)"),
     max_iterations: Optional[int] = typer.Option(None, help="candidates to try at most"),
-    budget_usd: Optional[float] = typer.Option(None, help="hard limit on model spend in USD"),
+    budget_usd: Optional[float] = typer.Option(None, help="hard limit on model spend in USD (needs a known price)"),
+    max_calls: Optional[int] = typer.Option(None, help="hard limit on model calls"),
+    max_tokens: Optional[int] = typer.Option(None, help="hard limit on prompt and completion tokens together"),
+    price_input_per_mtok: Optional[float] = typer.Option(None, help="USD per million prompt tokens, for a model "
+                                                         "litellm has no price for (local servers, new models)"),
+    price_output_per_mtok: Optional[float] = typer.Option(None, help="USD per million completion tokens"),
     python: Optional[str] = typer.Option(None, help="interpreter that runs the target's code and tests "
                                          "(default: the one running perfagent)"),
     allow_failing_tests: Optional[bool] = typer.Option(None, "--allow-failing-tests",
@@ -145,6 +150,9 @@ def optimize(
     try:
         settings = load_settings(repo, dict(workload=workload, tests=tests, model=model, api_base=api_base,
                                             max_iterations=max_iterations, budget_usd=budget_usd, python=python,
+                                            max_calls=max_calls, max_tokens=max_tokens,
+                                            price_input_per_mtok=price_input_per_mtok,
+                                            price_output_per_mtok=price_output_per_mtok,
                                             allow_failing_tests=allow_failing_tests,
                                             cache=False if no_cache else None))
         optimizer = Optimizer(repo, settings, out, say=console.print,
@@ -296,9 +304,14 @@ def batch(
         is_list = field is not None and getattr(field.annotation, "__origin__", None) is list
         settings[key] = [v.strip() for v in value.split(",") if v.strip()] if is_list else value.strip()
     try:
-        Settings.model_validate({**settings, "workload": "-", "model": model}, strict=False)
+        every_task = Settings.model_validate({**settings, "workload": "-", "model": model}, strict=False)
     except ValidationError as exc:
         _fail("invalid --set: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    if (budget_usd or task_budget_usd) and model != ORACLE and not model.startswith("scripted:"):
+        try:  # refused before any task starts, not once per task
+            make_model(model, api_base=api_base, prices=every_task.prices).require_price()
+        except ModelError as exc:
+            _fail(str(exc))
     job = BatchJob(model=model, out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(),
                    api_base=api_base, budget_usd=budget_usd, max_calls=max_calls, task_budget_usd=task_budget_usd,
                    settings=settings, select_tests=select_tests)

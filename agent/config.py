@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.cache import default_root
 
@@ -28,7 +28,12 @@ class Settings(BaseModel):
                                  "exit status counts")
     api_base: str | None = None
     max_iterations: int = Field(8, ge=1, description="candidates to try at most")
-    budget_usd: float | None = Field(None, gt=0, description="hard limit on model spend")
+    budget_usd: float | None = Field(None, gt=0, description="hard limit on model spend (needs a known price)")
+    max_calls: int | None = Field(None, ge=1, description="hard limit on model calls")
+    max_tokens: int | None = Field(None, ge=1, description="hard limit on prompt and completion tokens together")
+    price_input_per_mtok: float | None = Field(None, ge=0, description="USD per million prompt tokens, for models "
+                                               "litellm has no price for (local servers, new models)")
+    price_output_per_mtok: float | None = Field(None, ge=0, description="USD per million completion tokens")
     patience: int = Field(5, ge=1, description="stop after this many rejected candidates in a row")
     python: str = Field(sys.executable, description="interpreter that runs the target's code and tests")
     top_k: int = Field(3, ge=1, description="hotspots shown to the model in detail")
@@ -65,6 +70,18 @@ class Settings(BaseModel):
     cache: bool = Field(True, description="reuse baseline test outcomes, coverage and workload measurements of "
                         "earlier runs on the same commit and interpreter")
     cache_dir: Path = Field(default_factory=default_root, description="where that cache lives")
+
+
+    @model_validator(mode="after")
+    def _prices_in_pairs(self):
+        if (self.price_input_per_mtok is None) != (self.price_output_per_mtok is None):
+            raise ValueError("give both price-input-per-mtok and price-output-per-mtok, or neither")
+        return self
+
+    @property
+    def prices(self) -> tuple[float, float] | None:
+        return (self.price_input_per_mtok, self.price_output_per_mtok) if self.price_input_per_mtok is not None \
+            else None
 
 
 def pyproject_settings(repo: Path) -> dict:

@@ -132,6 +132,7 @@ class LiteLLMModel:
         timeout: float = 120.0,
         num_retries: int = 3,
         temperature: float | None = None,
+        prices: tuple[float, float] | None = None,
     ):
         self.name = model
         self.api_base = api_base
@@ -139,6 +140,27 @@ class LiteLLMModel:
         self.timeout = timeout
         self.num_retries = num_retries
         self.temperature = temperature
+        self.prices = prices  # USD per million input and output tokens; None: litellm's price table
+
+    def priced(self) -> bool:
+        """Whether a reply's cost can be known: prices given, or the model is in litellm's price table (local
+        servers and models newer than the table are not)."""
+        if self.prices:
+            return True
+        try:
+            info = _litellm().get_model_info(self.name)
+        except Exception:  # litellm raises assorted errors for models missing from its price map
+            return False
+        return info.get("input_cost_per_token") is not None
+
+    def require_price(self) -> None:
+        """A USD budget needs to know what a reply costs."""
+        if not self.priced():
+            raise ModelConfigError(
+                f"a USD budget cannot hold for {self.name!r}: litellm has no price for it (a local server or a newer "
+                f"model). Give its prices with --price-input-per-mtok and --price-output-per-mtok (USD per million "
+                f"tokens; price-input-per-mtok / price-output-per-mtok in [tool.perfagent], or --set for batch), "
+                f"or limit it with --max-calls or --max-tokens instead")
 
     def _environment(self) -> tuple[list[str], bool]:
         """The environment variables litellm misses for this model, and whether its server is local."""
@@ -213,13 +235,15 @@ class LiteLLMModel:
             text=response.choices[0].message.content or "",
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            cost_usd=self._cost(response),
+            cost_usd=self._cost(response, usage),
             model=self.name,
             seconds=seconds,
         )
 
-    @staticmethod
-    def _cost(response) -> float | None:
+    def _cost(self, response, usage) -> float | None:
+        if self.prices:
+            tokens_in, tokens_out = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+            return (tokens_in * self.prices[0] + tokens_out * self.prices[1]) / 1e6
         try:
             return float(_litellm().completion_cost(completion_response=response))
         except Exception:  # litellm raises assorted errors for models missing from its price map
@@ -284,6 +308,7 @@ def make_model(
     api_key: str | None = None,
     timeout: float = 120.0,
     num_retries: int = 3,
+    prices: tuple[float, float] | None = None,
 ) -> Model:
     """"scripted:PATH" replays a script file, "oracle:PATCH" a known patch; anything else is a litellm model name such
     as "openai/gpt-4o-mini"."""
@@ -291,26 +316,32 @@ def make_model(
         return ScriptedModel(Path(spec.removeprefix("scripted:")))
     if spec.startswith("oracle:"):
         return OracleModel(Path(spec.removeprefix("oracle:")))
-    return LiteLLMModel(spec, api_base=api_base, api_key=api_key, timeout=timeout, num_retries=num_retries)
+    return LiteLLMModel(spec, api_base=api_base, api_key=api_key, timeout=timeout, num_retries=num_retries,
+                        prices=prices)
 
 
 @dataclass
 class Budget:
     max_usd: float | None = None
     max_calls: int | None = None
+    max_tokens: int | None = None  # prompt and completion tokens together
     spent_usd: float = 0.0
     calls: int = 0
+    tokens: int = 0
     cost_unknown: bool = False  # some reply had no known price, so spent_usd is a lower bound
 
     def check(self) -> None:
         """Raise BudgetExceeded if another call is not allowed."""
         if self.max_calls is not None and self.calls >= self.max_calls:
             raise BudgetExceeded(f"call budget used up: {self.calls} of {self.max_calls} calls made")
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            raise BudgetExceeded(f"token budget used up: {self.tokens} of {self.max_tokens} tokens used")
         if self.max_usd is not None and self.spent_usd >= self.max_usd:
             raise BudgetExceeded(f"cost budget used up: ${self.spent_usd:.4f} spent of ${self.max_usd:.4f}")
 
     def charge(self, reply: Reply) -> None:
         self.calls += 1
+        self.tokens += reply.prompt_tokens + reply.completion_tokens
         if reply.cost_usd is None:
             self.cost_unknown = True
         else:

@@ -15,8 +15,8 @@ from rich.markup import escape
 from agent.config import Settings
 from agent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
 from agent.guards import repository_changes
-from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptExhausted, Session, Trajectory, \
-    make_model
+from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptExhausted, Session, \
+    Trajectory, make_model
 from agent.cache import BaselineCache, interpreter
 from agent.localize import Hotspot, Profile, profile_workload
 from agent.prompts import Attempt, fix_edit_message, optimize_messages
@@ -74,14 +74,17 @@ class Optimizer:
         self.settings, self.say = settings, say
         self.reviewer = reviewer or AutoReviewer()  # see agent/review.py; agent/interactive.py for a person
         self._review_seconds = 0.0
-        self.budget = budget or Budget(max_usd=settings.budget_usd)
+        self.budget = budget or Budget(max_usd=settings.budget_usd, max_calls=settings.max_calls,
+                                       max_tokens=settings.max_tokens)
         self.cache = BaselineCache(settings.cache_dir if settings.cache else None)
         self.repo = open_repo(repo_path)
         self.repo_path = Path(self.repo.working_tree_dir)
         self.workload = Workload.parse(settings.workload, self.repo_path)
-        self.model = make_model(settings.model, api_base=settings.api_base)
+        self.model = make_model(settings.model, api_base=settings.api_base, prices=settings.prices)
         if isinstance(self.model, LiteLLMModel):
             self.model.check_environment()
+            if self.budget.max_usd or getattr(self.budget, "total_usd", None):
+                self.model.require_price()
         self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         self.branch = f"perfagent/{self.run_id}"
         self.out = Path(out or Path.cwd() / "perfagent-runs" / self.run_id)

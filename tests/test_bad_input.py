@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_LIB, make_repo, perfagent_branches, repo_state, scripted_session
+from tests.conftest import ROOT, SMALL_LIB, make_repo, perfagent_branches, repo_state, scripted_session
 from tests.test_optimize import invoke
 
 
@@ -140,3 +140,10 @@ def test_a_suite_pytest_cannot_collect_shows_pytests_own_error(tmp_path):
     code, output = _run(repo, tmp_path, "-w", "bench.py")
     _assert_error(repo, before, code, output, "pytest cannot run the test suite", "SyntaxError")
     assert "fail on the unmodified code" not in output
+
+
+def test_batch_refuses_a_usd_budget_for_an_unpriced_model_before_any_task(tmp_path):
+    code, output = invoke("batch", ROOT / "workloads" / "tasks.jsonl", "--model", "openai/my-local-model",
+                          "--api-base", "http://127.0.0.1:9/v1", "--budget-usd", "5", "--out", tmp_path / "b")
+    assert code == 2 and "litellm has no price for it" in " ".join(output.split())
+    assert not (tmp_path / "b").exists()

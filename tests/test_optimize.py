@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from tests.conftest import git, perfagent_branches, repo_state, scripted_session, search_replace
-from tests.fake_openai import serve
+from tests.fake_openai import count_words, serve
 
 CORE = "mylib/core.py"
 UNIQUE_BODY = "    seen = []\n    for x in items:\n        if x not in seen:\n            seen.append(x)\n    return sorted(seen)"
@@ -189,3 +189,28 @@ def test_oracle_patch_is_accepted_and_a_second_run_reuses_the_baseline(small_rep
     assert first["baseline"]["cache_hits"] == 0 and second["baseline"]["cache_hits"] == 2
     assert "\ntiming noise:" in first_output and "\ntiming noise:" not in second_output  # A/A pairs: not again
     assert second["baseline"]["noise"] == first["baseline"]["noise"]
+
+
+def test_a_usd_budget_needs_a_price_and_per_token_prices_make_it_hold(small_repo, tmp_path):
+    """A model litellm has no price for (a local server's) gets no USD budget without prices; with per-million-token
+    prices the budget is charged exactly and stops the run. Call and token limits need no price."""
+    with serve(["Nothing to change here.", GOOD]) as server:
+        args = ["optimize", small_repo, "-w", "bench.py", "-m", "openai/my-local-model", "--api-base", server.base_url]
+        code, output = invoke(*args, "--budget-usd", "1", "--out", tmp_path / "unpriced")
+        assert code == 2 and server.requests == []
+        assert "litellm has no price for it" in " ".join(output.split()) and "--price-input-per-mtok" in output
+        code, output = invoke(*args, "--budget-usd", "0.000001", "--price-input-per-mtok", "3",
+                              "--price-output-per-mtok", "15", "--out", tmp_path / "priced")
+        assert code == 0, output
+        [request] = server.requests
+    summary = json.loads((tmp_path / "priced" / "summary.json").read_text())
+    tokens_in, tokens_out = summary["llm"]["prompt_tokens"], summary["llm"]["completion_tokens"]
+    assert (tokens_in, tokens_out) == (count_words(request.body["messages"]), 4)  # the fake server counts words
+    assert summary["llm"]["cost_usd"] == pytest.approx((tokens_in * 3 + tokens_out * 15) / 1e6)
+    assert summary["stop_reason"].startswith("budget spent (cost budget used up")
+    with serve(["Nothing to change here.", GOOD]) as server:
+        code, output = invoke(*args[:-1], server.base_url, "--max-tokens", "10", "--out", tmp_path / "tokens")
+        assert code == 0, output
+        assert len(server.requests) == 1
+    summary = json.loads((tmp_path / "tokens" / "summary.json").read_text())
+    assert summary["stop_reason"].startswith("budget spent (token budget used up")
