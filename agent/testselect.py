@@ -1,7 +1,7 @@
 """Which tests guard which functions, found at the scale of the change, not of the suite.
 
-A small suite (at most `whole-suite-files` test files) runs whole under coverage, once. In a larger one nothing runs
-up front. For each function in question, the test files likely to reach it are found from their text, ranked by
+A small suite (at most `whole-suite-files` test files) runs whole under coverage, once, within `timeout-s`. In a larger
+one, or a small one too slow for that, nothing runs up front. For each function in question, the test files likely to reach it are found from their text, ranked by
 evidence:
     named after the function's module (test_<module>.py)     8  (in the module's folder, or outside its package)
     imports the module                                       4
@@ -193,10 +193,9 @@ class TestPlan:
         py.require("coverage", why="maps the target's tests to the functions they run")
         test_files = [f for f in all_files if is_test_module(f)]
         if len(test_files) <= self.settings.whole_suite_files:
-            self.whole_suite = True
             self.say(f"{len(test_files)} test files: running the whole suite under coverage, then once more")
-            self._baseline(worktree, commit, [], coverage=True)
-        else:
+            self.whole_suite = self._baseline(worktree, commit, [], coverage=True)
+        if not self.whole_suite:  # a large suite, or a small one too slow to run whole
             self._static = StaticIndex(worktree, all_files)
             self.say(f"{len(test_files)} test files: each function's likeliest test files run when a candidate "
                      f"edits it")
@@ -317,18 +316,19 @@ class TestPlan:
                 out[file], self.files[file] = entry["outcomes"], entry["seconds"]
         self._plain.update(out)
 
-    def _baseline(self, worktree: Path, commit: str, targets: list[str], *, coverage: bool) -> None:
+    def _baseline(self, worktree: Path, commit: str, targets: list[str], *, coverage: bool) -> bool:
         """Run `targets` (the whole suite when empty) twice, the first time under coverage when asked, or take both
-        runs from the cache."""
+        runs from the cache; False when the whole suite did not finish in time."""
         key = ("tests", commit, interpreter(self.python).fingerprint, targets or WHOLE_SUITE, coverage)
         entry = self.cache.get(*key)
         if entry is None:
             entry = self._run_twice(worktree, targets, coverage)
             if entry is None:
-                return
+                return False
             self.cache.put(entry, *key)
         self.files.update(entry["seconds"])
         self._fold(entry["first"], entry["second"], entry["reached"])
+        return True
 
     def _fold(self, first: dict[str, str], second: dict[str, str], reached: dict[str, list[str]]) -> None:
         """Two baseline runs' outcomes and a coverage map into the plan: stable passes guard, outcomes that differ
@@ -377,14 +377,17 @@ class TestPlan:
                 "reached": self._reached(worktree, coverage_file) if coverage_file else {}}
 
     def _usable(self, run: SuiteRun, targets: list[str], limits: Limits) -> bool:
-        """False for a selected file that cannot serve (left out, with a warning); raises when the user's own
-        choice or the whole suite cannot."""
+        """False for a selected file that cannot serve (left out, with a warning) or a whole suite too slow to run
+        whole; raises when the user's own choice, or the whole suite, cannot be collected or run."""
         what = ", ".join(targets) if targets else "the test suite"
-        chosen_by_user = bool(self.settings.explicit) or not targets
         problem = None
         cut = run.cut_short()
+        if cut and not targets:  # a small suite that is slow all the same: choose per function instead
+            self.say(f"[yellow]the baseline run of {what} {cut}; choosing test files per function instead (raise "
+                     f"timeout-s, now {limits.timeout_s:.0f} s, to run it whole)[/]")
+            return False
         if cut:
-            setting = "test-file-timeout-s" if targets and not self.settings.explicit else "timeout-s"
+            setting = "timeout-s" if self.settings.explicit else "test-file-timeout-s"
             problem = (f"the baseline run of {what} {cut}; raise {setting} (now {limits.timeout_s:.0f} s)"
                        + ("" if self.settings.explicit else ", or name the tests to run with --tests"))
         elif PYTEST_ITSELF in run.outcomes:
@@ -395,7 +398,7 @@ class TestPlan:
             problem = f"pytest found no tests in {what}"
         if problem is None:
             return True
-        if chosen_by_user:
+        if self.settings.explicit or not targets:  # the user's own choice, or the whole suite
             raise TestSelectionError(problem)
         self.say(f"[yellow]{problem.splitlines()[0]}: left out[/]")
         return False

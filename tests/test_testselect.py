@@ -126,17 +126,19 @@ def test_a_selected_file_that_times_out_is_left_out_with_the_reason(tmp_path):
     assert "fail" not in timeout
 
 
-def test_whole_suite_timeout_is_a_timeout_not_a_failing_test(tmp_path):
+def test_a_small_suite_too_slow_to_run_whole_is_selected_from_instead(tmp_path):
+    """A timeout is reported as one, never as a failing test, and the plan falls back to choosing per function."""
     repo = make_repo(tmp_path / "r", {**SHOP, "tests/test_slow.py": "import time\n\n\ndef test_slow():\n"
                                       "    time.sleep(60)\n"})
-    plan = _plan(tmp_path, whole_suite_files=40)
+    messages = []
+    plan = _plan(tmp_path, messages=messages, whole_suite_files=40)
     plan.limits = Limits(timeout_s=5)
-    with pytest.raises(TestSelectionError) as error:
-        _start(plan, repo)
-    message = str(error.value)
+    _start(plan, repo)
+    timeout = next(m for m in messages if "timed out" in m)
     assert "the baseline run of the test suite timed out after 5 s while tests/test_slow.py::test_slow had been " \
-           "running for" in message and "raise timeout-s (now 5 s), or name the tests to run with --tests" in message
-    assert "fail on the unmodified code" not in message
+           "running for" in timeout and "choosing test files per function instead (raise timeout-s" in timeout
+    assert "fail" not in timeout and plan.selecting and not plan.whole_suite
+    assert plan.guard(repo, "HEAD", [TOTAL]).files == ["shop/tests/test_prices.py", "shop/tests/test_public.py"]
 
 
 def test_named_tests_that_cannot_be_collected_are_a_usage_error(tmp_path):
