@@ -15,9 +15,9 @@ from rich.markup import escape
 from agent.config import Settings
 from agent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
 from agent.guards import repository_changes
-from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptExhausted, Session, \
-    Trajectory, make_model
 from agent.cache import BaselineCache, interpreter
+from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptExhausted, Session, Trajectory, \
+    make_model
 from agent.localize import Hotspot, Profile, profile_workload
 from agent.prompts import Attempt, fix_edit_message, optimize_messages
 from agent.record import RunRecord
@@ -27,7 +27,7 @@ from agent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
 from agent.testselect import PlanSettings, Selection, TestPlan
 from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
-from sandbox.measure import Noise, Sampling, compare_speed, measure_noise, samples_record, walls
+from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, walls
 from sandbox import isolation
 from sandbox.run import USAGE, Limits, run_shell
 from sandbox.workspace import Workspaces, commit_files, head, open_repo
@@ -100,7 +100,8 @@ class Optimizer:
         plan = TestPlan(PlanSettings(s.tests, s.whole_suite_files, s.files_per_function, s.test_file_timeout_s,
                                      s.allow_failing_tests),
                         python=s.python, tmp=tmp, limits=self.limits, cache=self.cache, say=self.say)
-        self.say("baseline: " + ("running the named tests twice" if s.tests else "finding the tests that guard the code"))
+        self.say("baseline: " + ("running the named tests twice" if s.tests else
+                                 "finding the tests that guard the code"))
         plan.start(worktree, commit, self.repo.git.ls_files().splitlines())
         if plan.flaky:
             self.say(f"[yellow]{len(plan.flaky)} flaky test(s) ignored for verdicts: "
@@ -134,7 +135,8 @@ class Optimizer:
         """The workload's result, time, loop count and A/A noise on the unmodified code, from the cache when this
         commit, interpreter and workload were measured before."""
         s = self.settings
-        key = ("workload", commit, interpreter(s.python).fingerprint, self.workload.digest(), s.sample_seconds, s.min_samples, s.max_samples, self.isolation.level)
+        key = ("workload", commit, interpreter(s.python).fingerprint, self.workload.digest(), s.sample_seconds,
+               s.min_samples, s.max_samples, self.isolation.level)
         cached = self.cache.get(*key)
         if cached:
             self.say("baseline workload measurements: from the cache")
