@@ -1,8 +1,8 @@
 """Which tests guard which functions, found at the scale of the change, not of the suite.
 
 A small suite (at most `whole-suite-files` test files) runs whole under coverage, once, within `timeout-s`. In a larger
-one, or a small one too slow for that, nothing runs up front. For each function in question, the test files likely to reach it are found from their text, ranked by
-evidence:
+one, or a small one too slow for that, nothing runs up front. For each function in question, the test files likely
+to reach it are found from their text, ranked by evidence:
     named after the function's module (test_<module>.py)     8  (in the module's folder, or outside its package)
     imports the module                                       4
     mentions the function's name (or its class's)            2
@@ -73,8 +73,8 @@ class _TestFile:
                 continue
             module = _resolve(path, dots, module) if dots else module
             imports.add(module)
-            imports |= {f"{module}.{n.split(' as ')[0].strip()}" for n in names.strip("()").replace("\n", " ").split(",")
-                        if n.strip()}
+            names = names.strip("()").replace("\n", " ").split(",")
+            imports |= {f"{module}.{n.split(' as ')[0].strip()}" for n in names if n.strip()}
         return cls(path, text, imports)
 
 
