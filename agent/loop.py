@@ -367,7 +367,7 @@ class Optimizer:
                      f"call of each process[/]")
         self.say(f"baseline: workload {seconds * 1000:.1f} ms, {loops} call(s) per timing sample")
         ref = Reference(branch_wt, plan.passing, baseline["results"], seconds, plan.files,
-                        set(repository_changes(branch_wt)))
+                        set(repository_changes(branch_wt)), plan.excluded)
         self.record.update(baseline={"workload_seconds": seconds, "loops": loops, "noise": baseline["noise"],
                                      "cold_start": runner.cold_start, "cache_hits": self.cache.hits})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),

@@ -173,6 +173,7 @@ class TestPlan:
             settings, python, tmp, limits, cache, say
         self.passing: set[str] = set()
         self.flaky: set[str] = set()
+        self.excluded: set[str] = set()  # flaky, or failing at baseline (allowed): never run for a candidate
         self.reached: dict[str, set[str]] = {}  # function key -> node ids of tests that run it
         self.files: dict[str, float] = {}  # test file (or node id for --tests) run at baseline -> seconds
         self.why: dict[str, str] = {}  # test file -> why it was selected
@@ -340,6 +341,7 @@ class TestPlan:
                 f"{len(failing)} test(s) fail on the unmodified code: {', '.join(failing[:10])}\n"
                 f"Fix them, choose passing tests with --tests, or pass --allow-failing-tests to leave them out.")
         self.passing |= {t for t, outcome in first.items() if outcome == "passed" and second.get(t) == "passed"}
+        self.excluded |= self.flaky | set(failing)
         for key, nodeids in reached.items():
             self.reached.setdefault(key, set()).update(nodeids)
 

@@ -72,6 +72,7 @@ class Reference:
     seconds: float  # one workload run at baseline
     test_seconds: dict[str, float]  # test file (or --tests target) -> seconds of its baseline run
     writes: set[str]  # files the baseline's tests and workload runs left in the repository
+    excluded_tests: set[str] = field(default_factory=set)  # flaky or failing at baseline: deselected, never run
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Judge:
         tmp = self.tmp / candidate.name
         tmp.mkdir(parents=True, exist_ok=True)
         run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref, tests),
-                         exitfirst=True)
+                         exitfirst=True, deselect=ref.excluded_tests)
         failed = [t for t in checked if run.outcomes.get(t) in ("failed", "error")]
         broken = [t for t in run.failing() if t.startswith("<")]  # collection errors, pytest itself
         cut = run.cut_short()

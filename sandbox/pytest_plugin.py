@@ -3,7 +3,8 @@
 Appends one JSON line per event to $PERFAGENT_TEST_REPORT as it happens, so a run that is killed (a timeout) still
 tells which tests finished and which one was running: {"start": node id, "t": time}, {"test": node id, "outcome":
 passed / failed / error / skipped, "seconds": duration}, and for a file that cannot be collected {"test": "<collect>
-path", "outcome": "error", "detail": pytest's message}. Under `coverage run` it also switches coverage's dynamic context
+path", "outcome": "error", "detail": pytest's message}. Tests named in $PERFAGENT_DESELECT are left out. Under
+`coverage run` it also switches coverage's dynamic context
 to the running test's node id, so each covered line knows which tests reached it.
 """
 import json
@@ -22,6 +23,20 @@ def _write(event):
         _report = open(path, "a", encoding="utf-8")
     _report.write(json.dumps(event) + "\n")
     _report.flush()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the tests named in $PERFAGENT_DESELECT (one node id a line): tests that do not count, such as ones
+    failing at baseline, must not stop a run that ends at the first failure."""
+    path = os.environ.get("PERFAGENT_DESELECT")
+    if not path:
+        return
+    with open(path, encoding="utf-8") as f:
+        unwanted = set(f.read().splitlines())
+    kept = [item for item in items if item.nodeid not in unwanted]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid in unwanted])
+        items[:] = kept
 
 
 def pytest_runtest_logstart(nodeid, location):

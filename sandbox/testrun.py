@@ -78,16 +78,20 @@ def _read_events(report: Path) -> tuple[dict[str, str], dict[str, float], tuple[
 
 
 def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, limits: Limits,
-               coverage_file: Path | None = None, measure: list[str] = (), exitfirst: bool = False) -> SuiteRun:
+               coverage_file: Path | None = None, measure: list[str] = (), exitfirst: bool = False,
+               deselect: set[str] = frozenset()) -> SuiteRun:
     """Run pytest on `targets` (all of the suite when empty), in this order; with `coverage_file`, record per-test
     coverage of the repository's code, or of the files in `measure` only (much faster: the rest runs untraced);
-    with `exitfirst`, stop at the first failing test."""
+    with `exitfirst`, stop at the first failing test; the tests in `deselect` do not run."""
     plugin_dir = tmp / "plugin"
     plugin_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_PLUGIN, plugin_dir / f"{_PLUGIN_MODULE}.py")
     report = tmp / "outcomes.jsonl"
     report.unlink(missing_ok=True)
+    deselected = tmp / "deselect.txt"
+    deselected.write_text("".join(f"{nodeid}\n" for nodeid in sorted(deselect)), encoding="utf-8")
     env = child_env({"PYTHONPATH": f"{worktree}:{plugin_dir}", "PERFAGENT_TEST_REPORT": str(report),
+                     "PERFAGENT_DESELECT": str(deselected),
                      "PYTHONDONTWRITEBYTECODE": "1",
                      "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp / "hypothesis")})  # not in the worktree
     pytest_args = ["-m", "pytest", "-q", "-p", _PLUGIN_MODULE, "-p", "no:cacheprovider", "--color=no",

@@ -116,7 +116,7 @@ def test_command_output_and_files_left_behind(tmp_path):
     base = make_repo(tmp_path / "base", {"tool.sh": "sleep 0.3\necho done > report.txt\necho '[1, 2, 3]'\n"})
     runner = WorkloadRunner(Workload.parse("sh tool.sh", base), sys.executable, tmp_path, Limits(timeout_s=60))
     results, seconds = runner.results(base)
-    ref = Reference(base, set(), results, seconds, 5.0, set(repository_changes(base)))
+    ref = Reference(base, set(), results, seconds, {}, set(repository_changes(base)))
     assert ref.writes == {"report.txt"}
 
     def judge(name: str, code: str, compare_output: bool = True):

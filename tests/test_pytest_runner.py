@@ -80,6 +80,11 @@ def test_exitfirst_stops_at_the_first_failure_and_a_timeout_says_what_was_runnin
                      limits=Limits(timeout_s=120), exitfirst=True)
     assert run.failing() == ["tests/test_m.py::test_half"] and "tests/test_other.py::test_half_again" not in \
         run.outcomes and run.cut_short() is None
+    run = run_pytest(repo, ["tests/test_m.py", "tests/test_other.py"], python=sys.executable, tmp=tmp_path / "t",
+                     limits=Limits(timeout_s=120), exitfirst=True,
+                     deselect={"tests/test_m.py::test_half", "tests/test_m.py::test_error"})  # failing at baseline
+    assert run.failing() == [] and "tests/test_other.py::test_half_again" in run.outcomes
+    assert "tests/test_m.py::test_half" not in run.outcomes
     run = run_pytest(repo, ["tests/test_other.py", "tests/test_slow.py"], python=sys.executable, tmp=tmp_path / "t",
                      limits=Limits(timeout_s=3))
     assert run.outcomes == {"tests/test_other.py::test_half_again": "passed"} and run.failing() == []
