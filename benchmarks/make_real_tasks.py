@@ -79,8 +79,11 @@ SETUPS = [
     # pandas 2). Their pytest settings turn every warning raised from dask's modules into an error, and on Python
     # 3.11 with pandas 1.5 importing dask raises DeprecationWarnings (distutils) and FutureWarnings (pandas), so most
     # test modules fail to import. The .pth file makes pytest in this environment ignore those two categories, as
-    # SWE-fficiency runs dask's tests (`-W ignore::DeprecationWarning`); the workloads are not affected.
-    ("2022-01-01", "python -m pip install 'numpy<1.24' 'pandas<1.6' toolz partd cloudpickle fsspec pyyaml 'pytest<8' "
+    # SWE-fficiency runs dask's tests (`-W ignore::DeprecationWarning`); the workloads are not affected. scipy is
+    # pinned too: perfagent's environments see its own packages after their own, and its scipy warns (UserWarning,
+    # an error in dask's tests) when it meets this numpy.
+    ("2022-01-01", "python -m pip install 'numpy<1.24' 'scipy<1.10' 'pandas<1.6' toolz partd cloudpickle fsspec pyyaml "
+                   "'pytest<8' "
                    "&& echo 'import os; os.environ.setdefault(\"PYTEST_ADDOPTS\", \"-W ignore::DeprecationWarning "
                    "-W ignore::FutureWarning\")' > \"$(python -c 'import sysconfig; print(sysconfig.get_paths()"
                    "[\"purelib\"])')/zz_pytest_warnings.pth\""),
