@@ -142,19 +142,23 @@ def optimize(
                                      "accept, edit or reject each candidate; undo, change limits, quit"),
 ):
     """Make a workload faster: a new branch perfagent/RUN_ID gets one commit per verified speedup."""
+    _run_optimizer(repo, dict(workload=workload, tests=tests, model=model, api_base=api_base,
+                              max_iterations=max_iterations, budget_usd=budget_usd, python=python,
+                              max_calls=max_calls, max_tokens=max_tokens, price_input_per_mtok=price_input_per_mtok,
+                              price_output_per_mtok=price_output_per_mtok, allow_failing_tests=allow_failing_tests,
+                              cache=False if no_cache else None), out, interactive)
+
+
+def _run_optimizer(repo: Path, flags: dict, out: Path | None, interactive: bool = False) -> None:
+    """optimize's body, for `optimize` and `demo`: `flags` are the settings given on the command line (None: not
+    given), over the repository's [tool.perfagent]."""
     _terminate_on_sigterm()
     if interactive and not (sys.stdin.isatty() and console.is_terminal):
         _fail("--interactive needs a terminal for input and output: run it in one (or under tmux/screen), "
               "or drop --interactive")
     optimizer = None
     try:
-        settings = load_settings(repo, dict(workload=workload, tests=tests, model=model, api_base=api_base,
-                                            max_iterations=max_iterations, budget_usd=budget_usd, python=python,
-                                            max_calls=max_calls, max_tokens=max_tokens,
-                                            price_input_per_mtok=price_input_per_mtok,
-                                            price_output_per_mtok=price_output_per_mtok,
-                                            allow_failing_tests=allow_failing_tests,
-                                            cache=False if no_cache else None))
+        settings = load_settings(repo, flags)
         optimizer = Optimizer(repo, settings, out, say=console.print,
                               reviewer=TerminalReviewer(console) if interactive else None)
         summary = optimizer.run()
@@ -228,9 +232,8 @@ def demo(
     session = EXAMPLE / "textstats.session.json"
     console.print(f"created the example repository {target}; optimizing it with the recorded responses in "
                   f"{session.name} (a scripted model, not a live one)")
-    optimize(target, workload="workload.py", tests=None, model=f"scripted:{session}", api_base=None,
-             max_iterations=max_iterations, budget_usd=None, python=None, allow_failing_tests=None,
-             out=target.parent / f"{target.name}-run", interactive=False)
+    _run_optimizer(target, dict(workload="workload.py", model=f"scripted:{session}", max_iterations=max_iterations),
+                   target.parent / f"{target.name}-run")
 
 
 CACHE = default_root()
