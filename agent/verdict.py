@@ -132,9 +132,10 @@ class Judge:
         elif failed or broken:
             detail = (f"{len(failed) + len(broken)} test(s) fail, the run stopping at the first failure: "
                       f"{', '.join((broken + failed)[:5])}")
-        elif any(t not in run.outcomes for t in checked):
-            missing = [t for t in checked if t not in run.outcomes]
-            failed, detail = missing, f"{len(missing)} of {len(checked)} tests did not run: {', '.join(missing[:5])}"
+        elif any(run.outcomes.get(t) != "passed" for t in checked):  # skipped now, or never ran
+            lost = [t for t in checked if run.outcomes.get(t) != "passed"]
+            failed, detail = lost, (f"{len(lost)} of {len(checked)} tests no longer pass (skipped or not run): "
+                                    f"{', '.join(lost[:5])}")
         else:
             return checked, None
         return checked, Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)

@@ -154,3 +154,19 @@ def test_every_harness_run_gets_a_fresh_output_folder(tmp_path):
     runner = WorkloadRunner(Workload.parse("wl.py", repo), sys.executable, runs, Limits(timeout_s=60))
     assert [runner.result(repo)[0] for _ in range(2)] == [False, False]
     assert list(runs.iterdir()) == []
+
+
+def test_a_test_that_now_skips_counts_as_failing(tmp_path):
+    """Stopping at the first failure must not let a candidate pass by making a test skip instead of fail."""
+    files = {"lib.py": "def f():\n    return 1\n", "tool.sh": "echo 1\n",
+             "tests/test_lib.py": "from lib import f\n\n\ndef test_f():\n    assert f() == 1\n"}
+    base = make_repo(tmp_path / "base", files)
+    runner = WorkloadRunner(Workload.parse("sh tool.sh", base), sys.executable, tmp_path, Limits(timeout_s=60))
+    results, seconds = runner.results(base)
+    ref = Reference(base, {"tests/test_lib.py::test_f"}, results, seconds, {}, set(repository_changes(base)))
+    candidate = make_repo(tmp_path / "candidate", {**files, "lib.py": "import pytest\n\n\ndef f():\n"
+                                                   "    pytest.skip('not today')\n"})
+    verdict = Judge(runner, sys.executable, tmp_path / "tests", Sampling(min_samples=8, max_samples=8), 1, None,
+                    30.0).judge(candidate, ref, ["tests/test_lib.py"])
+    assert verdict.reason == "tests failed" and verdict.tests_failed == ["tests/test_lib.py::test_f"]
+    assert "no longer pass (skipped or not run)" in verdict.detail
