@@ -14,7 +14,6 @@ from functools import lru_cache
 from pathlib import Path
 
 
-
 def default_root() -> Path:
     """perfagent's cache folder: $XDG_CACHE_HOME/perfagent, by default ~/.cache/perfagent."""
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "perfagent"
