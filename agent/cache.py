@@ -53,6 +53,9 @@ def interpreter(python: str) -> Interpreter:
     return Interpreter(python, hashlib.sha256(out.stdout.encode()).hexdigest()[:16], packages)
 
 
+FORMAT = 2  # raised when entries change shape (2: the runs' behaviour), so older entries are misses
+
+
 class BaselineCache:
     """get/put JSON values by key parts; `root=None` (--no-cache) keeps nothing."""
 
@@ -61,7 +64,8 @@ class BaselineCache:
         self.hits = 0
 
     def _path(self, parts: tuple) -> Path:
-        return self.root / f"{hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]}.json"
+        digest = hashlib.sha256(json.dumps([FORMAT, parts], sort_keys=True).encode()).hexdigest()[:32]
+        return self.root / f"{digest}.json"
 
     def get(self, *parts) -> dict | None:
         if self.root is None:

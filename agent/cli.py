@@ -135,6 +135,11 @@ def optimize(
                                          "(default: the one running perfagent)"),
     allow_failing_tests: Optional[bool] = typer.Option(None, "--allow-failing-tests",
                                                        help="leave out tests that fail at baseline"),
+    allow_behaviour: Optional[list[str]] = typer.Option(None, "--allow-behaviour", help="what candidates may do that "
+                                                        "the unmodified code did not (repeatable): KIND or KIND:GLOB, "
+                                                        "e.g. process:git, network, write:~/.cache/*"),
+    isolation_level: Optional[str] = typer.Option(None, "--isolation", help="sandbox level: auto (the strongest "
+                                                  "that works here), bubblewrap, landlock, unshare or rlimits"),
     out: Optional[Path] = typer.Option(None, help="run directory (default ./perfagent-runs/RUN_ID)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="measure the baseline afresh: neither read nor write "
                                   "the cache of baseline tests, coverage and timing (~/.cache/perfagent)"),
@@ -146,6 +151,7 @@ def optimize(
                               max_iterations=max_iterations, budget_usd=budget_usd, python=python,
                               max_calls=max_calls, max_tokens=max_tokens, price_input_per_mtok=price_input_per_mtok,
                               price_output_per_mtok=price_output_per_mtok, allow_failing_tests=allow_failing_tests,
+                              allow_behaviour=allow_behaviour, isolation=isolation_level,
                               cache=False if no_cache else None), out, interactive)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.cache import default_root
+from sandbox.behaviour import check_allow_list
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,7 +54,11 @@ class Settings(BaseModel):
                                        "otherwise 10x the baseline's time")
     memory_mb: int = Field(4096, ge=64, description="address-space limit of every child process")
     max_processes: int = Field(256, ge=8, description="processes and threads a child may have alive at once")
-    isolation: str = Field("auto", description="auto, bubblewrap, unshare or rlimits (see sandbox/isolation.py)")
+    isolation: str = Field("auto", description="auto, bubblewrap, landlock, unshare or rlimits (see "
+                           "sandbox/isolation.py)")
+    allow_behaviour: list[str] = Field(default_factory=list, description="what a candidate may do that the unmodified "
+                                       "code did not: KIND or KIND:GLOB, KIND one of write, process, network, native, "
+                                       "signal, secret (e.g. process:git, write:~/.cache/*)")
     allow_edits: list[str] = Field(default_factory=list, description="globs of protected files (tests, CI, "
                                    "packaging) that candidates may edit all the same")
     rebuild_cmd: str | None = Field(None, description="shell command run in the sandbox after each code change, "
@@ -71,6 +76,11 @@ class Settings(BaseModel):
                         "earlier runs on the same commit and interpreter")
     cache_dir: Path = Field(default_factory=default_root, description="where that cache lives")
 
+
+    @model_validator(mode="after")
+    def _allow_list_names_kinds(self):
+        check_allow_list(self.allow_behaviour)
+        return self
 
     @model_validator(mode="after")
     def _prices_in_pairs(self):

@@ -29,6 +29,7 @@ from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits,
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
 from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, walls
 from sandbox import isolation
+from sandbox.behaviour import from_records
 from sandbox.run import USAGE, Limits, run_shell
 from sandbox.workspace import Workspaces, commit_files, head, open_repo
 
@@ -154,7 +155,7 @@ class Optimizer:
         loops = runner.calibrate(worktree, s.sample_seconds)
         noise = self._noise(runner, worktree, loops)
         measured = {"results": results, "seconds": seconds, "loops": loops, "cold_start": runner.cold_start,
-                    "noise": noise.as_dict()}
+                    "noise": noise.as_dict(), "behaviour": [e.as_dict() for e in runner.behaviour(worktree)]}
         self.cache.put(measured, *key)
         return measured
 
@@ -366,14 +367,15 @@ class Optimizer:
                      f"{later * 1000:.1f} ms on later ones (a cache setup() does not reset?): timing only the first "
                      f"call of each process[/]")
         self.say(f"baseline: workload {seconds * 1000:.1f} ms, {loops} call(s) per timing sample")
+        plan.behaviour |= from_records(baseline["behaviour"])  # one set, growing with the tests the run selects
         ref = Reference(branch_wt, plan.passing, baseline["results"], seconds, plan.files,
-                        set(repository_changes(branch_wt)), plan.excluded)
+                        set(repository_changes(branch_wt)), plan.excluded, plan.behaviour)
         self.record.update(baseline={"workload_seconds": seconds, "loops": loops, "noise": baseline["noise"],
                                      "cold_start": runner.cold_start, "cache_hits": self.cache.hits})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
                                      candidate_limits(self.limits, seconds * loops, s.candidate_timeout_s)),
                       s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative,
-                      s.candidate_timeout_s, s.allow_edits, compare_output)
+                      s.candidate_timeout_s, s.allow_edits, compare_output, s.allow_behaviour)
         attempts: list[Attempt] = []
         commits: list[tuple[int, str]] = []  # (candidate, commit) on the branch, oldest first
         rejected_in_row, stop = 0, "iteration limit reached"

@@ -23,6 +23,7 @@ from typing import Callable
 
 from agent.cache import BaselineCache, interpreter
 from agent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
+from sandbox.behaviour import Event, from_records
 from sandbox.run import Limits
 from sandbox.testrun import PYTEST_ITSELF, SuiteRun, coverage_by_line, run_pytest, test_file_of
 
@@ -92,6 +93,11 @@ def _own_or_outside(test_file: str, source: str) -> bool:
     same name means another module (pkg/other/tests/test_m.py)."""
     test_dir, source_dir = PurePosixPath(test_file).parent, PurePosixPath(source).parent
     return test_dir.is_relative_to(source_dir) or test_dir.parts[:1] != source_dir.parts[:1]
+
+
+def _records(*runs: SuiteRun) -> list[dict]:
+    """The runs' behaviour, as the cache keeps it."""
+    return [e.as_dict() for e in set().union(*(r.process.behaviour for r in runs))]
 
 
 def _label(span: FunctionSpan) -> str:
@@ -182,6 +188,7 @@ class TestPlan:
         self._plain: dict[str, dict[str, str]] = {}  # test file -> outcomes of its plain baseline run
         self._static: StaticIndex | None = None
         self.whole_suite = False
+        self.behaviour: set[Event] = set()  # what the baseline's runs did (sandbox/behaviour.py)
 
     # -- what the loop asks ----------------------------------------------------------------------------------------
     def start(self, worktree: Path, commit: str, all_files: list[str]) -> None:
@@ -280,6 +287,7 @@ class TestPlan:
         self._plain_runs(worktree, commit, [f for f in measured if f not in self._plain])
         for file, entry in measured.items():
             self._fold(entry["outcomes"], self._plain.get(file, {}), entry["reached"])  # no plain run: all flaky
+            self.behaviour |= from_records(entry["behaviour"])
 
     def _coverage_run(self, worktree: Path, file: str, sources: list[str]) -> dict | None:
         started = time.perf_counter()
@@ -293,7 +301,8 @@ class TestPlan:
         if not self._usable(run, [file], limits):
             return None
         self.say(f"  {file}: {len(run.outcomes)} tests under coverage in {time.perf_counter() - started:.0f} s")
-        return {"outcomes": run.outcomes, "reached": self._reached(worktree, coverage_file)}
+        return {"outcomes": run.outcomes, "reached": self._reached(worktree, coverage_file),
+                "behaviour": _records(run)}
 
     def _plain_runs(self, worktree: Path, commit: str, files: list[str]) -> None:
         """The second baseline run of `files`, in one process (cached per file), into `_plain` and `files`."""
@@ -305,6 +314,7 @@ class TestPlan:
                 todo.append(file)
             else:
                 out[file], self.files[file] = entry["outcomes"], entry["seconds"]
+                self.behaviour |= from_records(entry["behaviour"])
         if todo:
             limits = self._limits(len(todo))
             run = run_pytest(worktree, todo, python=self.python, tmp=self.tmp / "baseline-tests", limits=limits)
@@ -312,7 +322,8 @@ class TestPlan:
                 todo = []
             for file in todo:
                 entry = {"outcomes": {t: o for t, o in run.outcomes.items() if test_file_of(t) == file},
-                         "seconds": run.seconds_by_file.get(file, 0.0)}
+                         "seconds": run.seconds_by_file.get(file, 0.0), "behaviour": _records(run)}
+                self.behaviour |= from_records(entry["behaviour"])
                 self.cache.put(entry, "plain", commit, fp, file)
                 out[file], self.files[file] = entry["outcomes"], entry["seconds"]
         self._plain.update(out)
@@ -329,6 +340,7 @@ class TestPlan:
             self.cache.put(entry, *key)
         self.files.update(entry["seconds"])
         self._fold(entry["first"], entry["second"], entry["reached"])
+        self.behaviour |= from_records(entry["behaviour"])
         return True
 
     def _fold(self, first: dict[str, str], second: dict[str, str], reached: dict[str, list[str]]) -> None:
@@ -376,7 +388,8 @@ class TestPlan:
         seconds = {target: second.process.seconds / len(targets) for target in targets} if targets else \
             dict(second.seconds_by_file)
         return {"first": first.outcomes, "second": second.outcomes, "seconds": seconds,
-                "reached": self._reached(worktree, coverage_file) if coverage_file else {}}
+                "reached": self._reached(worktree, coverage_file) if coverage_file else {},
+                "behaviour": _records(first, second)}
 
     def _usable(self, run: SuiteRun, targets: list[str], limits: Limits) -> bool:
         """False for a selected file that cannot serve (left out, with a warning) or a whole suite too slow to run

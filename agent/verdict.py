@@ -9,6 +9,7 @@ from typing import Callable
 
 from agent.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
 from agent.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
+from sandbox.behaviour import Event, new_behaviour
 from sandbox.compare import Comparison, compare_results
 from sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
 from sandbox.run import Limits
@@ -18,6 +19,7 @@ ACCEPTED = "accepted"
 PROTECTED_FILE = "edits a protected file"
 SUSPICIOUS_CODE = "games the benchmark"
 UNSAFE_CODE = "unsafe code"
+UNSAFE_BEHAVIOUR = "unsafe behaviour"
 SYNTAX_ERROR = "syntax error"
 TESTS_FAILED = "tests failed"
 WORKLOAD_FAILED = "workload failed"
@@ -52,6 +54,7 @@ class Verdict:
     speed: SpeedStats | None = None
     samples: dict | None = None  # timing values (seconds per call, wall and CPU) of baseline and candidate
     unguarded: list[str] = field(default_factory=list)  # edited functions that no selected test reaches
+    behaviour: list[dict] = field(default_factory=list)  # unsafe behaviour: what the candidate's code did, new
 
     @property
     def accepted(self) -> bool:
@@ -73,6 +76,7 @@ class Reference:
     test_seconds: dict[str, float]  # test file (or --tests target) -> seconds of its baseline run
     writes: set[str]  # files the baseline's tests and workload runs left in the repository
     excluded_tests: set[str] = field(default_factory=set)  # flaky or failing at baseline: deselected, never run
+    behaviour: set[Event] = field(default_factory=set)  # what the baseline's runs did (sandbox/behaviour.py)
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Judge:
     timeout_floor_s: float
     allowed_edits: list[str] = field(default_factory=list)
     compare_output: bool = True  # False: a command workload's stdout is not compared, only its exit status counts
+    allowed_behaviour: list[str] = field(default_factory=list)  # allow-behaviour: KIND or KIND:GLOB
 
     def test_limits(self, ref: "Reference", tests: list[str]) -> Limits:
         return candidate_limits(self.runner.limits, sum(ref.test_seconds.get(t, 0.0) for t in tests),
@@ -114,6 +119,19 @@ class Judge:
                     return Verdict(SYNTAX_ERROR, f"{path}:{exc.lineno}: {exc.msg}")
         return None
 
+    def _unsafe(self, candidate: Path, ref: Reference, behaviour: set[Event], checked: list[str],
+                result_check: str = "") -> Verdict | None:
+        """Reject what the candidate's runs did that the baseline's never did: the audit hook sees it even when the
+        sandbox made it fail, and the code would do it for real once merged."""
+        baseline = ref.behaviour | self.runner.behaviour(ref.worktree)
+        fresh = new_behaviour(behaviour | self.runner.behaviour(candidate), baseline, self.allowed_behaviour)
+        if not fresh:
+            return None
+        more = f" (and {len(fresh) - 1} more: {'; '.join(e.describe() for e in fresh[1:4])})" if len(fresh) > 1 else ""
+        return Verdict(UNSAFE_BEHAVIOUR, f"{fresh[0].describe()}{more}; the unmodified code never does this "
+                       f"(allow it with allow-behaviour = [\"{fresh[0].kind}:...\"])", checked,
+                       result_check=result_check, behaviour=[e.as_dict() for e in fresh])
+
     def _tests(self, candidate: Path, ref: Reference, tests: list[str]) -> tuple[list[str], Verdict | None]:
         """Run the selected tests in order, stopping at the first failure; (the baseline-passing tests checked, a
         rejection or None)."""
@@ -124,6 +142,9 @@ class Judge:
         tmp.mkdir(parents=True, exist_ok=True)
         run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref, tests),
                          exitfirst=True, deselect=ref.excluded_tests)
+        unsafe = self._unsafe(candidate, ref, set(run.process.behaviour), checked)
+        if unsafe:
+            return checked, unsafe
         failed = [t for t in checked if run.outcomes.get(t) in ("failed", "error")]
         broken = [t for t in run.failing() if t.startswith("<")]  # collection errors, pytest itself
         cut = run.cut_short()
@@ -151,7 +172,10 @@ class Judge:
         try:
             results, _ = self.runner.results(candidate)
         except WorkloadFailed as exc:
-            return Verdict(WORKLOAD_FAILED, str(exc), checked)
+            return self._unsafe(candidate, ref, set(), checked) or Verdict(WORKLOAD_FAILED, str(exc), checked)
+        unsafe = self._unsafe(candidate, ref, set(), checked)
+        if unsafe:
+            return unsafe
         written = sorted(files_written(candidate, before) - ref.writes)
         if written:
             return Verdict(SUSPICIOUS_CODE, f"writes files into the repository while running: {', '.join(written[:5])}",
@@ -168,7 +192,11 @@ class Judge:
                 self.sampling, lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after "
                                                   f"{s.n_base} pairs, p={s.p_value:.1g}: {s.decision}"))
         except WorkloadFailed as exc:
-            return Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check)
+            return (self._unsafe(candidate, ref, set(), checked, result_check)
+                    or Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check))
+        unsafe = self._unsafe(candidate, ref, set(), checked, result_check)  # the timing runs ran more calls
+        if unsafe:
+            return unsafe
         reason = {FASTER: ACCEPTED, NOT_FASTER: NOT_FASTER_REASON}.get(speed.decision, TOO_NOISY)
         detail = speed.describe()
         if reason == TOO_NOISY:

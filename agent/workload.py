@@ -9,12 +9,13 @@ import json
 import resource
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from sandbox import HARNESS
+from sandbox.behaviour import Event
 from sandbox.measure import Timing
 from sandbox.run import Limits, RunResult, child_env, run
 
@@ -105,10 +106,17 @@ class WorkloadRunner:
     tmp: Path
     limits: Limits
     cold_start: tuple[float, float] | None = None
+    seen: dict[Path, set[Event]] = field(default_factory=dict, repr=False)  # worktree -> what its runs did
 
     def _run(self, worktree: Path, argv: list[str], writable: list[Path] = ()) -> RunResult:
-        return run(argv, cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=self.limits,
-                   writable=writable, readable=self.workload.files)
+        result = run(argv, cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=self.limits,
+                     writable=writable, readable=self.workload.files)
+        self.seen.setdefault(Path(worktree).resolve(), set()).update(result.behaviour)
+        return result
+
+    def behaviour(self, worktree: Path) -> set[Event]:
+        """What the workload's runs on `worktree` did (sandbox/behaviour.py), so far."""
+        return self.seen.get(Path(worktree).resolve(), set())
 
     def _harness(self, worktree: Path, mode: str, arg: object = None) -> dict:
         """Run the harness with a fresh output folder, removed afterwards: nothing written there reaches a later run."""

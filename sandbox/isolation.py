@@ -3,18 +3,22 @@
 - "bubblewrap": `bwrap` with every namespace unshared (no network, own PID namespace), the whole file system
   read-only, a private /tmp, credentials in the home folder hidden, and only the workspace and declared output
   folders writable;
-- "unshare": `unshare` with user, network and PID namespaces (no network; the file system is not protected);
+- "landlock": user, network, mount and PID namespaces (`unshare`), then Landlock: the file system may be written only
+  in the workspace, the declared output folders and the child's own temporary folder, credentials in the home folder
+  cannot be read, and no signal reaches a process outside; needs no package and no root;
+- "unshare": the same namespaces without Landlock (no network; the file system is not protected);
 - "rlimits": resource limits and a process group only.
 
 Independently, a pids cgroup (v2, or v1's pids hierarchy) caps the number of processes when the cgroup file system is
-writable; otherwise RLIMIT_NPROC does, except for root, whom the kernel exempts from it.
+writable; otherwise RLIMIT_NPROC does, except for root, whom the kernel exempts from it. Every child starts through
+sandbox/launch.py, which sets all of this up inside the fresh process before exec.
 """
 from __future__ import annotations
 
 import atexit
 import itertools
+import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -25,8 +29,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-LEVELS = ("bubblewrap", "unshare", "rlimits")
+LEVELS = ("bubblewrap", "landlock", "unshare", "rlimits")
+# what each level protects, beyond the limits every level sets; tests/test_sandbox.py tries each claim at each level
+FILES, NETWORK, PROCESSES, CREDENTIALS = "files", "network", "processes", "credentials"
+PROTECTS = {"bubblewrap": (FILES, NETWORK, PROCESSES, CREDENTIALS), "landlock": (FILES, NETWORK, PROCESSES, CREDENTIALS),
+            "unshare": (NETWORK, PROCESSES), "rlimits": ()}
 _PERFAGENT_SOURCE = Path(__file__).resolve().parent.parent
+_LAUNCH = Path(__file__).resolve().with_name("launch.py")
+# user, network, mount and PID namespaces; /proc remounted for the new PID namespace (py-spy finds its child there)
+_UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--mount-proc", "--fork", "--kill-child"]
 _counter = itertools.count()
 
 
@@ -47,9 +58,17 @@ def available(level: str) -> bool:
         return bool(shutil.which("bwrap")) and _works(
             ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"])
     if level == "unshare":
-        return bool(shutil.which("unshare")) and _works(
-            ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "true"])
+        return bool(shutil.which("unshare")) and _works([*_UNSHARE, "true"])
+    if level == "landlock":
+        return available("unshare") and _works(Isolation("landlock").wrap(["true"], Path.cwd(), []))
     return level == "rlimits"
+
+
+def launcher(steps: dict[str, object]) -> list[str]:
+    """The argv prefix that applies `steps` (see sandbox/launch.py) to a fresh process, then execs what follows."""
+    args = [f"{name}={':'.join(map(str, v)) if isinstance(v, tuple) else json.dumps(v) if isinstance(v, dict) else v}"
+            for name, v in steps.items()]
+    return [sys.executable, "-I", "-S", str(_LAUNCH), *args, "--"]
 
 
 @lru_cache(maxsize=None)
@@ -76,6 +95,8 @@ class Isolation:
             "processes capped by RLIMIT_NPROC" if os.geteuid() != 0 else "NO process cap (root, no writable cgroup)")
         what = {"bubblewrap": "no network, read-only file system except the workspace, private /tmp, "
                               "credentials hidden",
+                "landlock": "no network, own PID namespace, writes only in the workspace (Landlock), "
+                            "credentials hidden",
                 "unshare": "no network, own PID namespace; the file system is NOT protected",
                 "rlimits": "resource limits only: network and file system are NOT protected"}[self.level]
         return f"{self.level} ({what}; {limit})"
@@ -83,8 +104,14 @@ class Isolation:
     def wrap(self, argv: list[str], cwd: Path, writable: list[Path], readable: list[Path] = ()) -> list[str]:
         if self.level == "bubblewrap":
             return self._bwrap(argv, cwd, writable, readable)
+        if self.level == "landlock":
+            import landlockpy  # a Linux-only dependency, needed here only
+
+            rules = {"read": _readable_roots(), "write": [str(p) for p in [cwd, *writable, *_DEVICES]],
+                     "site": str(Path(landlockpy.__file__).parents[1])}
+            return [*_UNSHARE, "--", *launcher({"landlock": rules}), *argv]
         if self.level == "unshare":
-            return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--", *argv]
+            return [*_UNSHARE, "--", *argv]
         return argv
 
     @staticmethod
@@ -101,6 +128,31 @@ class Isolation:
         for path in dict.fromkeys(p.resolve() for p in [cwd, *writable]):
             args += ["--bind", str(path), str(path)]
         return [*args, "--chdir", str(Path(cwd).resolve()), "--", *argv]
+
+
+_DEVICES = [Path("/dev/null"), Path("/dev/zero"), Path("/dev/full"), Path("/dev/shm")]  # shm: multiprocessing's locks
+
+
+def _readable_roots() -> list[str]:
+    """Everything but the credentials in the home folder: Landlock only grants, so each folder on the way to a
+    credential is replaced by its other entries."""
+    hidden = {path for path in (Path.home() / name for name in SECRETS) if os.path.lexists(path)}
+    roots: list[str] = []
+
+    def grant(folder: Path) -> None:
+        if not any(h.is_relative_to(folder) for h in hidden):
+            roots.append(str(folder))
+            return
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry not in hidden:
+                grant(entry)
+
+    grant(Path("/"))
+    return roots
 
 
 def _programs_in_tmp(argv: list[str]) -> list[Path]:
@@ -175,13 +227,11 @@ class ProcessCap:
             self.path.mkdir()
             (self.path / "pids.max").write_text(str(max_processes))
 
-    def enter(self) -> None:
-        """In the child, before exec: join the cgroup, or fall back to RLIMIT_NPROC."""
+    def steps(self) -> dict:
+        """What sandbox/launch.py does in the child: join the cgroup, or fall back to RLIMIT_NPROC."""
         if self.path:
-            (self.path / "cgroup.procs").write_text(str(os.getpid()))
-        elif os.geteuid() != 0:
-            running = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
-            resource.setrlimit(resource.RLIMIT_NPROC, (running + self.max_processes,) * 2)
+            return {"cgroup": str(self.path)}
+        return {"nproc": self.max_processes} if os.geteuid() != 0 else {}
 
     def close(self) -> None:
         """Kill whatever is still in the cgroup (daemons that left the process group too) and remove it."""

@@ -1,14 +1,16 @@
-"""Run one untrusted process: scrubbed environment, resource limits, wall-clock timeout, whole-group kill.
+"""Run one untrusted process: scrubbed environment, resource limits, wall-clock timeout, whole-group kill, and a log
+of what it did.
 
-Every child gets its own session (process group). On timeout, on Ctrl-C, or when perfagent exits, the whole group is
-killed, so no grandchild outlives the run.
+Every child gets its own session (process group) and its own temporary folder (TMPDIR), removed afterwards. On
+timeout, on Ctrl-C, or when perfagent exits, the whole group is killed, so no grandchild outlives the run. Python
+children log their behaviour (sandbox/monitor.py); the result carries it.
 """
 from __future__ import annotations
 
 import atexit
 import os
-import re
-import resource
+import select
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -16,9 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox.isolation import ProcessCap, current
+from sandbox.behaviour import Event, read_log
+from sandbox.isolation import ProcessCap, current, launcher
+from sandbox.monitor import SECRET
 
-_SECRET = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PASSWORD|^AWS_|^AZURE_|^GOOGLE_APPLICATION_CREDENTIALS$)", re.I)
+_STARTUP = Path(__file__).resolve().with_name("startup")  # its sitecustomize starts the monitor
 _OUTPUT_LIMIT = 1 << 20  # keep at most the last 1 MiB of stdout / stderr
 _live_groups: set[int] = set()
 
@@ -41,15 +45,15 @@ class Limits:
     cpu_s: int | None = None  # CPU seconds (RLIMIT_CPU); defaults to twice the timeout
     processes: int = 256  # processes and threads alive at once (pids cgroup, else RLIMIT_NPROC)
 
-    def apply(self) -> None:
-        """Set the rlimits; runs in the child between fork and exec."""
+    def rlimits(self) -> dict[str, tuple[int, int]]:
+        """The rlimits sandbox/launch.py sets in the child."""
         cpu = self.cpu_s or int(self.timeout_s * 2) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU first, SIGKILL a second later
+        limits = {"RLIMIT_CPU": (cpu, cpu + 1), "RLIMIT_CORE": (0, 0)}  # SIGXCPU first, SIGKILL a second later
         if self.memory_mb:
-            resource.setrlimit(resource.RLIMIT_AS, (self.memory_mb << 20,) * 2)
+            limits["RLIMIT_AS"] = (self.memory_mb << 20,) * 2
         if self.file_mb:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_mb << 20,) * 2)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            limits["RLIMIT_FSIZE"] = (self.file_mb << 20,) * 2
+        return limits
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class RunResult:
     seconds: float
     timed_out: bool = False
     limits: Limits = field(default_factory=Limits)
+    behaviour: frozenset[Event] = frozenset()  # what its Python processes did that a user might not want
 
     @property
     def ok(self) -> bool:
@@ -87,7 +92,7 @@ class RunResult:
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The parent's environment without secrets, with deterministic hashing, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not _SECRET.search(k)}
+    env = {k: v for k, v in os.environ.items() if not SECRET.search(k)}
     env["PYTHONHASHSEED"] = "0"
     env.update(extra or {})
     return env
@@ -110,6 +115,23 @@ def kill_all() -> None:
 atexit.register(kill_all)
 
 
+def _ends_in_time(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for the child; False when `timeout_s` passed first. A pidfd wakes us the moment it exits, where Popen.wait
+    polls with sleeps of up to 50 ms (a 60 ms child would cost 113 ms)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux 5.3+
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
 def _read_tail(f) -> str:
     f.seek(0, os.SEEK_END)
     f.seek(max(0, f.tell() - _OUTPUT_LIMIT))
@@ -122,37 +144,42 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
     `cwd` and `writable` are the only places the child may write to (besides a private temporary folder);
     `readable` are files it must see even where the sandbox hides their folder (/tmp, home)."""
     cap = ProcessCap(limits.processes)
-
-    def in_child() -> None:
-        limits.apply()
-        cap.enter()
-
-    wrapped = current().wrap([str(a) for a in argv], Path(cwd), list(map(Path, writable)), list(map(Path, readable)))
+    private = Path(tempfile.mkdtemp(prefix="perfagent-child-"))
+    log = private / "behaviour.jsonl"
+    tmp = private / "tmp"
+    tmp.mkdir()
+    writable = [Path(cwd), *map(Path, writable), private]
+    env = dict(env if env is not None else child_env())
+    env.update(TMPDIR=str(tmp), PERFAGENT_BEHAVIOUR_LOG=str(log),
+               PERFAGENT_WRITABLE=os.pathsep.join(str(p) for p in writable),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(_STARTUP), env.get("PYTHONPATH")])))
+    wrapped = current().wrap([str(a) for a in argv], Path(cwd), writable[1:], list(map(Path, readable)))
+    steps = {**limits.rlimits(), **cap.steps()}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         try:
-            proc = subprocess.Popen(wrapped, cwd=cwd, env=env if env is not None else child_env(),
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-                                    preexec_fn=in_child)
+            proc = subprocess.Popen([*launcher(steps), *wrapped], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True)
         except BaseException:
             cap.close()
+            shutil.rmtree(private, ignore_errors=True)
             raise
         _live_groups.add(proc.pid)
         timed_out = False
         try:
-            proc.wait(timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            timed_out = not _ends_in_time(proc, limits.timeout_s)
         finally:  # also on KeyboardInterrupt: the group, and anything that left it, dies with us
             _kill_group(proc.pid)
             proc.wait()
             _live_groups.discard(proc.pid)
             cap.close()
+            behaviour = read_log(log)
+            shutil.rmtree(private, ignore_errors=True)
         seconds = time.perf_counter() - start
         USAGE.processes += 1
         USAGE.seconds += seconds
         return RunResult(list(map(str, argv)), proc.returncode, _read_tail(out), _read_tail(err), seconds,
-                         timed_out, limits)
+                         timed_out, limits, behaviour)
 
 
 def run_shell(command: str, worktree: Path, python: str, limits: Limits) -> str | None:
