@@ -135,8 +135,9 @@ _DEVICES = [Path("/dev/null"), Path("/dev/zero"), Path("/dev/full"), Path("/dev/
 
 def _readable_roots() -> list[str]:
     """Everything but the credentials in the home folder: Landlock only grants, so each folder on the way to a
-    credential is replaced by its other entries."""
-    hidden = {path for path in (Path.home() / name for name in SECRETS) if os.path.lexists(path)}
+    credential is replaced by its other entries. Symbolic links get no rule of their own (one would grant its
+    target): what they lead to is readable under the target's own rule."""
+    hidden = {path.resolve() for path in (Path.home() / name for name in SECRETS) if os.path.lexists(path)}
     roots: list[str] = []
 
     def grant(folder: Path) -> None:
@@ -148,7 +149,7 @@ def _readable_roots() -> list[str]:
         except OSError:
             return
         for entry in entries:
-            if entry not in hidden:
+            if entry not in hidden and not entry.is_symlink():
                 grant(entry)
 
     grant(Path("/"))
