@@ -104,20 +104,20 @@ class _Tally:
         self.depth = Counter()  # sum over samples of the number of repository functions above this one
         self.spans: dict[str, FunctionSpan] = {}
 
-    def repo_span(self, filename: str, line: int) -> FunctionSpan | None:
+    def repo_span(self, filename: str, line: int, name: str | None = None) -> FunctionSpan | None:
         file = self.index.relative(filename)
         if file is None or not is_repository_code(file, self.workload):
             return None
-        span = self.index.function_at(file, line)
+        span = self.index.function_at(file, line, name)
         self.spans.setdefault(span.key, span)
         return span
 
-    def add_stack(self, frames: list[tuple[str, int]], count: int) -> None:
-        """frames: (filename, line) from the outermost workload frame to the leaf."""
+    def add_stack(self, frames: list[tuple[str, str, int]], count: int) -> None:
+        """frames: (function, filename, line) from the outermost workload frame to the leaf."""
         self.total += count
         chain: list[tuple[str, int]] = []
-        for filename, line in frames:
-            span = self.repo_span(filename, line)
+        for name, filename, line in frames:
+            span = self.repo_span(filename, line, name)
             if span is not None:
                 chain.append((span.key, line))
         if not chain:
@@ -181,7 +181,7 @@ def read_stacks(raw: str, below_harness: bool = True) -> list[tuple[list[tuple[s
 def tally_pyspy(raw: str, index: SourceIndex, workload: Workload, *, below_harness: bool = True) -> _Tally:
     tally = _Tally(index, workload)
     for frames, count in read_stacks(raw, below_harness):
-        tally.add_stack([(file, line) for _, file, line in frames], count)
+        tally.add_stack(frames, count)
     return tally
 
 

@@ -96,13 +96,13 @@ class SourceIndex:
             return ()
         return _functions(path, file, mtime)
 
-    def function_at(self, file: str, line: int) -> FunctionSpan:
-        """The innermost function around `line`; comprehensions and lambdas fold into it by construction."""
-        best = None
-        for span in self.functions(file):
-            if span.start <= line <= span.end and (best is None or span.start >= best.start):
-                best = span
-        return best or FunctionSpan(file, MODULE_LEVEL, 1, max(1, line))
+    def function_at(self, file: str, line: int, name: str | None = None) -> FunctionSpan:
+        """The innermost function around `line`; comprehensions and lambdas fold into it by construction. With the
+        `name` of the running function (a profiler's frame), the innermost one of that name: a nested function's
+        `def` line runs in the frame of the function around it."""
+        around = sorted((s for s in self.functions(file) if s.start <= line <= s.end), key=lambda s: -s.start)
+        named = [s for s in around if name and name in (s.qualname, s.qualname.rsplit(".", 1)[-1])]
+        return (named or around or [FunctionSpan(file, MODULE_LEVEL, 1, max(1, line))])[0]
 
     def lines(self, file: str, start: int, end: int) -> list[str]:
         try:

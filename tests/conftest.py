@@ -161,3 +161,31 @@ def scripted_session(path: Path, responses: list[str]) -> str:
 
 def search_replace(file: str, search: str, replace: str, prose: str = "A change.") -> str:
     return f"{prose}\n\n{file}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
+
+
+@pytest.fixture
+def without_bubblewrap(tmp_path, monkeypatch, request):
+    """As on a machine without bubblewrap: `bwrap` hidden from PATH, so "auto" finds the next level; restored after."""
+    monkeypatch.setenv("PATH", path_without("bwrap", tmp_path / "bin"))
+    isolation.available.cache_clear()
+    previous = isolation.current().level
+    yield
+    monkeypatch.undo()
+    isolation.available.cache_clear()
+    isolation.configure(previous)
+
+
+def path_without(program: str, tmp: Path) -> str:
+    """$PATH with `program` hidden: each folder holding it is replaced by a folder of links to its other entries."""
+    folders = []
+    for i, folder in enumerate(os.environ.get("PATH", "").split(os.pathsep)):
+        if not (Path(folder) / program).exists():
+            folders.append(folder)
+            continue
+        shadow = tmp / f"path-{i}"
+        shadow.mkdir(parents=True)
+        for entry in Path(folder).iterdir():
+            if entry.name != program:
+                (shadow / entry.name).symlink_to(entry)
+        folders.append(str(shadow))
+    return os.pathsep.join(folders)

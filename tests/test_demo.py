@@ -7,13 +7,17 @@ from tests.conftest import EXAMPLE, git, perfagent_branches
 from tests.test_optimize import invoke
 
 
-def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, tmp_path):
+def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, tmp_path, without_bubblewrap):
+    """As a pip user without bubblewrap runs it: the landlock level, profiled by py-spy, with flame graphs."""
     out = tmp_path / "run"
     code, output = invoke("optimize", example_repo, "-w", "workload.py", "-m",
                           f"scripted:{EXAMPLE.parent / 'textstats.session.json'}", "--out", out)
     assert code == 0, output
+    assert json.loads((out / "profile-before.json").read_text())["profiler"] == "py-spy"
+    assert (out / "report.html").read_text().count('<svg class="flamegraph"') >= 2  # before and after
     assert "baseline timing noise:" in output and "timing noise: samples vary" in output
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["isolation"].startswith("landlock")
     for c in summary["candidates"]:
         if c["verdict"]["reason"] == "accepted":  # each kept patch: speedup, interval and p-value, in the table too
             speed = c["verdict"]["speed"]
@@ -41,3 +45,4 @@ def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, t
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=check,
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout
+

@@ -194,6 +194,19 @@ def test_recursive_stack_counted_once(program):
     assert spots["squares"].callers == [("pkg.mod:rec", 1.0)]
 
 
+def test_a_nested_def_line_runs_in_the_enclosing_function(program):
+    """py-spy names the running function: outer's frame on the `def inner` line (making the function object) is
+    outer's time, and inner's frame on its own `def` line (3.11 reports that while a call starts) is inner's."""
+    workload = Workload.parse("bench.py", program)
+    frame = "{} (" + str(program / "pkg" / "mod.py") + ":{})"
+    top = f"perfagent_profiled_workload ({program}/harness.py:1)"
+    raw = (";".join([top, frame.format("outer", 24)]) + " 3\n"
+           + ";".join([top, frame.format("outer", 29), frame.format("outer.<locals>.inner", 24)]) + " 1\n")
+    spots = {h.qualname: h for h in tally_pyspy(raw, SourceIndex(program), workload).hotspots()}
+    assert spots["outer"].self_share == 0.75 and spots["outer"].cum_share == 1.0
+    assert spots["outer.<locals>.inner"].self_share == 0.25
+
+
 def test_source_index_names_and_spans(tmp_path):
     (tmp_path / "m.py").write_text(
         "class A:\n"

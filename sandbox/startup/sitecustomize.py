@@ -9,7 +9,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _start_monitor():
     log = os.environ.get("PERFAGENT_BEHAVIOUR_LOG")
-    if not log:
+    if not log or not hasattr(sys, "addaudithook"):  # audit hooks came with Python 3.8
         return
     spec = importlib.util.spec_from_file_location("_perfagent_monitor", os.path.join(_HERE, "..", "monitor.py"))
     monitor = importlib.util.module_from_spec(spec)
