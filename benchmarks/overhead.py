@@ -7,7 +7,9 @@
 2. Orchestration: `perfagent optimize` on the example with the recorded session; for every iteration, the seconds
    perfagent spent itself (wall time minus child processes minus model calls) against the seconds in child
    processes. Target: under 10%.
-Both are ratios measured side by side in one run, so machine noise hits both sides alike.
+3. Sandbox start: per isolation level, the median seconds of a sandboxed `python -c pass` (launcher, namespaces,
+   Landlock, behaviour monitor, private TMPDIR, wait) against the same command started directly, interleaved.
+Each is a ratio or difference measured side by side in one run, so machine noise hits both sides alike.
 """
 from __future__ import annotations
 
@@ -110,6 +112,27 @@ def orchestration_overhead(repo: Path, tmp: Path) -> None:
     print(f"  all iterations: {own:.2f} s / {child:.2f} s = {own / child:.1%}  target < 10%")
 
 
+def sandbox_start(tmp: Path, rounds: int = 30) -> None:
+    from sandbox import isolation
+    from sandbox.run import Limits, run
+
+    argv = [sys.executable, "-c", "pass"]
+    levels = [level for level in isolation.LEVELS if isolation.available(level)]
+    seconds: dict[str, list[float]] = {level: [] for level in ["direct", *levels]}
+    for _ in range(rounds):
+        for level in seconds:
+            start = time.perf_counter()
+            if level == "direct":
+                subprocess.run(argv, check=True)
+            else:
+                isolation.configure(level)
+                assert run(argv, cwd=tmp, limits=Limits(timeout_s=60)).ok
+            seconds[level].append(time.perf_counter() - start)
+    direct = float(np.median(seconds["direct"]))
+    print(f"sandbox start ({rounds} rounds, median): direct {direct * 1000:.0f} ms; " + "; ".join(
+        f"{level} +{(np.median(seconds[level]) - direct) * 1000:.0f} ms" for level in levels))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20)
@@ -117,6 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         repo = example_repo(tmp)
+        sandbox_start(tmp)
         pyspy_overhead(repo, tmp, args.pairs)
         orchestration_overhead(repo, tmp)
 
