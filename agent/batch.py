@@ -22,7 +22,7 @@ from rich.text import Text
 from agent.config import load_settings
 from agent.envs import Environments
 from agent.llm import SharedBudget
-from agent.loop import Optimizer
+from agent.loop import MODEL_FAILURE_STATUS, Optimizer
 from agent.record import append_jsonl, read_jsonl, write_json
 from agent.repos import RepoCache, diff
 from agent.tasks import Task, load_tasks
@@ -90,7 +90,8 @@ def solve(task_record: dict, job_record: dict) -> dict:
                     result["model_patch"] = diff(worktree, task.base_commit, summary["final_commit"])
                     subprocess.run(["git", "branch", "-D", summary["branch"]], cwd=worktree, capture_output=True)
                 final = summary.get("final") or {}
-                result.update(status="finished", accepted=summary["accepted"], stop_reason=summary["stop_reason"],
+                result.update(status="failed" if summary["status"] == MODEL_FAILURE_STATUS else "finished",
+                              accepted=summary["accepted"], stop_reason=summary["stop_reason"],
                               speedup=(final.get("speed") or {}).get("speedup"), llm=summary["llm"])
         except Exception as exc:  # the task failed; the batch goes on
             result["error"] = f"{type(exc).__name__}: {exc}"
@@ -99,6 +100,8 @@ def solve(task_record: dict, job_record: dict) -> dict:
 
 
 def done_ids(out: Path) -> set[str]:
+    """Tasks whose model run finished. A task that failed (environment, repository, setup, the model's server) has
+    no prediction and is tried again on resume."""
     return {r["instance_id"] for r in read_jsonl(out / PREDICTIONS) if "instance_id" in r}
 
 
@@ -131,8 +134,9 @@ def run_batch(tasks_file: Path, job: BatchJob, executor, *, say: Callable[[str],
                 outcome = {"instance_id": task.instance_id, "model_patch": "", "model_name_or_path": job.model,
                            "status": "failed", "accepted": 0, "error": f"{type(outcome).__name__}: {outcome}"}
             append_jsonl(job.out / RESULTS, outcome)
-            append_jsonl(job.out / PREDICTIONS, {k: outcome[k] for k in
-                                                 ("instance_id", "model_patch", "model_name_or_path")})
+            if outcome["status"] == "finished":
+                append_jsonl(job.out / PREDICTIONS, {k: outcome[k] for k in
+                                                     ("instance_id", "model_patch", "model_name_or_path")})
             state["done"] += 1
             state["failed"] += outcome["status"] == "failed"
             state["running"] = min(state["total"] - state["done"], executor.workers)

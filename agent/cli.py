@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -22,11 +23,11 @@ from agent.config import ConfigError, Settings, load_settings
 from agent.evaluate import EvalJob, read_predictions, run_evaluation
 from agent.executors import make_executor
 from agent.interactive import TerminalReviewer
-from agent.llm import ModelError, make_model
+from agent.llm import ModelConfigError, ModelError, make_model
 from agent.localize import ProfileError, profile_workload
-from agent.loop import BaselineError, Optimizer
+from agent.loop import MODEL_FAILURE_STATUS, BaselineError, Optimizer
 from agent.report import ReportError, write_report
-from agent.testselect import TestSelectionError
+from agent.testselect import FailingTests, TestSelectionError
 from agent.workload import Workload, WorkloadError
 from sandbox import isolation
 from sandbox.isolation import IsolationError
@@ -48,22 +49,59 @@ def _console() -> Console:
 
 
 console = _console()
+errors = Console(stderr=True, highlight=False, soft_wrap=True, width=UNWRAPPED_WIDTH)
 EXAMPLE = Path(__file__).resolve().parent.parent / "workloads"
-USER_ERRORS = (ConfigError, WorkloadError, WorkspaceError, ModelError, BaselineError, ProfileError, IsolationError,
-               InterpreterError, TestSelectionError)
+
+# Exit codes, one per way a run ends (the README's table)
+IMPROVED = 0  # finished, with commits on the new branch
+NOT_IMPROVED = 1  # finished, nothing accepted (no branch left)
+USAGE = 2  # bad flags, settings, repository, workload file or test paths
+MODEL_FAILED = 3  # the model could not be reached or answered nonsense
+USER_CODE_FAILED = 4  # the user's workload or tests fail on the unmodified code
+INTERNAL = 70  # a bug in perfagent itself (EX_SOFTWARE)
+INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129)
+
+# the first matching class decides (subclasses before their bases)
+FAILURES = ((ModelConfigError, USAGE), (ModelError, MODEL_FAILED), (BaselineError, USER_CODE_FAILED),
+            (ProfileError, USER_CODE_FAILED), (FailingTests, USER_CODE_FAILED),
+            ((ConfigError, WorkloadError, WorkspaceError, IsolationError, InterpreterError, TestSelectionError), USAGE))
+USER_ERRORS = tuple(c for classes, _ in FAILURES for c in (classes if isinstance(classes, tuple) else (classes,)))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, exits 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
 
 
 def _terminate_on_sigterm() -> None:
     """SIGTERM and SIGHUP unwind like Ctrl-C, so worktrees are removed and child process groups killed."""
     def handler(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise Terminated(signum)
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
 
 
-def _fail(message: str, code: int = 2):
-    console.print(f"[bold red]error:[/] {escape(message)}")
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    return exc.exit_code if isinstance(exc, Terminated) else INTERRUPTED
+
+
+def _fail(message: str, code: int = USAGE):
+    errors.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def _fail_for(exc: BaseException):
+    """A known failure: its message and exit code. Anything else is perfagent's own bug: its traceback, and a
+    request to report it."""
+    for classes, code in FAILURES:
+        if isinstance(exc, classes):
+            _fail(str(exc), code)
+    errors.print("".join(traceback.format_exception(exc)).rstrip(), markup=False)
+    _fail(f"perfagent stopped on a bug of its own ({type(exc).__name__}: {exc}). Please report it with the "
+          f"traceback above; your repository is unchanged", INTERNAL)
 
 
 def _save_report(folder: Path) -> None:
@@ -171,14 +209,17 @@ def _run_optimizer(repo: Path, flags: dict, out: Path | None, interactive: bool 
     except BaseException as exc:
         if optimizer is not None and (optimizer.out / "summary.json").exists():  # what the run recorded so far
             _save_report(optimizer.out)
-        if isinstance(exc, USER_ERRORS):
-            _fail(str(exc))
         if isinstance(exc, KeyboardInterrupt):
             console.print("[yellow]interrupted: worktrees removed; commits made so far stay on the branch[/]")
-            raise typer.Exit(130)
-        raise
+            raise typer.Exit(_interrupted(exc))
+        if isinstance(exc, (typer.Exit, SystemExit)):
+            raise
+        _fail_for(exc)
     _report(summary, optimizer.out)
     _save_report(optimizer.out)
+    if summary["status"] == MODEL_FAILURE_STATUS:
+        _fail(f"the model failed: {summary['stop_reason']}", MODEL_FAILED)
+    raise typer.Exit(IMPROVED if summary["accepted"] else NOT_IMPROVED)
 
 
 @app.command()
@@ -205,7 +246,7 @@ def profile(
         finally:
             ws.close()
     except USER_ERRORS as exc:
-        _fail(str(exc))
+        _fail_for(exc)
     result.hotspots = result.top(top)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
@@ -337,7 +378,7 @@ def batch(
             _save_report(out)
         console.print(f"[yellow]interrupted: finished tasks are kept in {out}; rerun the same command to do the "
                       f"rest[/]")
-        raise typer.Exit(130)
+        raise typer.Exit(INTERRUPTED)
     console.print(_progress_table(state))
     _save_report(out)
     console.print(f"predictions: {out / 'predictions.jsonl'}; score them with: perfagent evaluate {tasks} "
@@ -419,7 +460,7 @@ def evaluate(
         if (out / "evaluation.jsonl").exists():
             _save_report(out)
         console.print(f"[yellow]interrupted: evaluated tasks are kept in {out}; rerun the same command to go on[/]")
-        raise typer.Exit(130)
+        raise typer.Exit(INTERRUPTED)
     console.print(_evaluation_table(report))
     s = report["summary"]
     hmean, reach = s["harmonic_mean_ratio"], s["at_or_above_expert"]

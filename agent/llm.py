@@ -97,15 +97,31 @@ def _is_transient(exc: Exception) -> bool:
     return (getattr(exc, "status_code", None) or 0) >= 500
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, outermost first: litellm reports a refused connection or a reply that is
+    not JSON as "InternalServerError (HTTP 500)", and the true cause is further down."""
+    chain = []
+    while exc is not None and exc not in chain and len(chain) < 20:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
 def _failure_reason(exc: Exception, timeout: float) -> str:
     import openai
 
+    causes = _causes(exc)
+    root = causes[-1]
+    if any(isinstance(e, ConnectionRefusedError) for e in causes):
+        return "connection refused: nothing listens at that address (is the server running? is the port right?)"
+    if any(isinstance(e, (openai.APITimeoutError, TimeoutError)) for e in causes):
+        return f"no reply within {timeout:g} s"
+    if any(isinstance(e, json.JSONDecodeError) for e in causes):
+        return "the server's reply is not JSON: is it an OpenAI-compatible endpoint (usually ending in /v1)?"
+    if any(isinstance(e, openai.APIConnectionError) for e in causes):
+        return f"cannot reach the server: {type(root).__name__}: {root}"
     detail = getattr(exc, "message", None) or str(exc)
     status = getattr(exc, "status_code", None)
-    if isinstance(exc, openai.APITimeoutError):
-        return f"no reply within {timeout:g} s"
-    if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach the server: {detail}"
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
         return f"the API key was rejected (HTTP {status}), check it: {detail}"
     if isinstance(exc, openai.RateLimitError):
@@ -181,7 +197,7 @@ class LiteLLMModel:
         if missing and not self.api_key and not local:
             raise ModelConfigError(
                 f"model {self.name!r} needs {' and '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} "
-                f"in the environment (or pass the API key explicitly)"
+                f"in the environment (a local server given with --api-base needs no key)"
             )
 
     def _request(self, messages: list[dict]) -> dict:

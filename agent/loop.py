@@ -12,12 +12,12 @@ from typing import Callable
 import git
 from rich.markup import escape
 
-from agent.config import Settings
+from agent.config import ConfigError, Settings
 from agent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
 from agent.guards import repository_changes
 from agent.cache import BaselineCache, interpreter
-from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelError, ScriptExhausted, Session, Trajectory, \
-    make_model
+from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelConfigError, ModelError, ScriptExhausted, Session, \
+    Trajectory, make_model
 from agent.localize import Hotspot, Profile, profile_workload
 from agent.prompts import Attempt, fix_edit_message, optimize_messages
 from agent.record import RunRecord
@@ -39,6 +39,9 @@ BUILD_FAILED = "build failed"
 REVIEWER_REJECTED = "rejected by the reviewer"
 NOT_VALIDATED = "not validated (quit)"
 QUIT = "quit by the reviewer"
+
+
+MODEL_FAILURE_STATUS = "model failed"  # a run's status when it ended because the model could not answer
 
 
 class BaselineError(RuntimeError):
@@ -89,6 +92,8 @@ class Optimizer:
         self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         self.branch = f"perfagent/{self.run_id}"
         self.out = Path(out or Path.cwd() / "perfagent-runs" / self.run_id)
+        if (self.out / "summary.json").exists():  # two runs' records in one folder would mix their counts
+            raise ConfigError(f"{self.out} already holds a run's records: pass another --out, or remove the folder")
         self.isolation = isolation.configure(settings.isolation)
         self.limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
                              processes=settings.max_processes)
@@ -146,14 +151,15 @@ class Optimizer:
         try:
             results, seconds = runner.results(worktree)
             again, _ = runner.results(worktree)
+            same = compare_inputs(results, again)
+            if compare_output and not same.equal:
+                raise BaselineError("the workload's result differs between two runs of the unmodified code "
+                                    f"({same.detail}); make it deterministic (seed random generators)")
+            loops = runner.calibrate(worktree, s.sample_seconds)
+            noise = self._noise(runner, worktree, loops)
         except WorkloadFailed as exc:
-            raise BaselineError(f"the workload fails on the unmodified code: {exc}") from None
-        same = compare_inputs(results, again)
-        if compare_output and not same.equal:
-            raise BaselineError("the workload's result differs between two runs of the unmodified code "
-                                f"({same.detail}); make it deterministic (seed random generators)")
-        loops = runner.calibrate(worktree, s.sample_seconds)
-        noise = self._noise(runner, worktree, loops)
+            raise BaselineError(f"the workload fails on the unmodified code: {exc}\nFix the workload, or raise "
+                                f"timeout-s or memory-mb if it needs more time or memory") from None
         measured = {"results": results, "seconds": seconds, "loops": loops, "cold_start": runner.cold_start,
                     "noise": noise.as_dict(), "behaviour": [e.as_dict() for e in runner.behaviour(worktree)]}
         self.cache.put(measured, *key)
@@ -162,22 +168,25 @@ class Optimizer:
     # -- one candidate ----------------------------------------------------------------------------------------
     def _ask_for_edits(self, session: Session, messages: list[dict], worktree: Path):
         """Ask, and send unusable edits back with the reason and the closest real lines.
-        Returns (reply, apply result or None, problem): no result and no problem means the reply had no edit."""
+        Returns (reply, apply result or None, problem, the files the last unusable edits named): no result and no
+        problem means the reply had no edit."""
         reply = session.ask(messages, purpose="optimize")
         for attempt in range(self.settings.edit_retries + 1):
+            named: list[str] = []
             try:
                 edits = parse_edits(reply.text)
             except EditFormatError as exc:
                 problem, details = "the edit blocks are malformed", str(exc)
             else:
                 if not edits:
-                    return reply, None, None
+                    return reply, None, None, []
                 applied = apply_edits(worktree, edits, write=False)
                 if applied.ok:
-                    return reply, applied, None
+                    return reply, applied, None, []
                 problem, details = "some edits do not apply", describe_failures(applied)
+                named = sorted({e.path for e in edits})
             if attempt == self.settings.edit_retries:
-                return reply, None, f"{problem} (after {attempt} correction(s)): {details.splitlines()[0]}"
+                return reply, None, f"{problem} (after {attempt} correction(s)): {details}", named
             self.say(escape(f"  edit not usable ({problem}); asking the model to correct it"))
             messages = messages + [{"role": "assistant", "content": reply.text}, fix_edit_message(problem, details)]
             reply = session.ask(messages, purpose="fix edit")
@@ -190,9 +199,9 @@ class Optimizer:
         messages = optimize_messages(workload=self.workload, seconds=ref.seconds, profile=profile, index=index,
                                      attempts=attempts, top_k=top_k, prompt_tokens=self.settings.prompt_tokens,
                                      model=self.settings.model)
-        reply, applied, problem = self._ask_for_edits(session, messages, branch_wt)
+        reply, applied, problem, named = self._ask_for_edits(session, messages, branch_wt)
         summary = explanation(reply.text)
-        entry = {"n": n, "summary": summary, "files": [], "functions": [], "diff": "", "commit": None}
+        entry = {"n": n, "summary": summary, "files": named, "functions": [], "diff": "", "commit": None}
         edited = False
         if applied is None:
             verdict = Verdict(EDIT_FAILED, problem) if problem else Verdict(NO_EDIT, "the reply contains no edit")
@@ -303,18 +312,21 @@ class Optimizer:
         base_commit = self.repo.head.commit.hexsha
         if self.repo.is_dirty(untracked_files=True):
             self.say(f"[yellow]the repository has uncommitted changes: they are ignored; working from HEAD "
-                     f"{base_commit[:10]}[/]")
+                     f"{base_commit[:10]} (settings in pyproject.toml are read as they are on disk)[/]")
         self._started = time.perf_counter()
         self.record = RunRecord(self.out, run_id=self.run_id, repo=str(self.repo_path), branch=self.branch,
                                 base_commit=base_commit, workload=self.workload.describe(),
                                 workload_file=str(self.workload.path) if self.workload.kind == "python" else None,
                                 model=s.model, settings=s.model_dump(), isolation=self.isolation.describe())
         session = Session(self.model, self.budget, Trajectory(self.record.trajectory_path))
-        ws = Workspaces(self.repo, self.run_id)
+        ws = Workspaces(self.repo, self.run_id, self.record.dir / "summary.json")
+        for summary in ws.stale_records:
+            RunRecord.mark_killed(summary)
         try:
             return self._run(session, ws, base_commit)
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            status = ("interrupted" if isinstance(exc, KeyboardInterrupt) else MODEL_FAILURE_STATUS
+                      if isinstance(exc, ModelError) and not isinstance(exc, ModelConfigError) else "failed")
             self.record.update(status=status, error=f"{type(exc).__name__}: {exc}", llm=self._llm(session))
             raise
         finally:
@@ -349,6 +361,9 @@ class Optimizer:
 
     def _run(self, session: Session, ws: Workspaces, base_commit: str) -> dict:
         s = self.settings
+        if isinstance(self.model, LiteLLMModel):  # one cheap request first: a dead server costs seconds, not a baseline
+            self.say(f"checking the model {s.model}{' at ' + s.api_base if s.api_base else ''}")
+            session.ask([{"role": "user", "content": "Reply with the word OK."}], purpose="check")
         branch_wt = ws.branch(self.branch, base_commit)
         tmp = ws.tmpdir("baseline")
         self.say(f"working on branch [bold]{self.branch}[/] (run {self.run_id})")
@@ -378,7 +393,7 @@ class Optimizer:
                       s.candidate_timeout_s, s.allow_edits, compare_output, s.allow_behaviour)
         attempts: list[Attempt] = []
         commits: list[tuple[int, str]] = []  # (candidate, commit) on the branch, oldest first
-        rejected_in_row, stop = 0, "iteration limit reached"
+        rejected_in_row, stop, status = 0, "iteration limit reached", "finished"
         focus = profiled = None  # the profile as the prompts present it; the commit it was taken at
         n = 0
         while n < s.max_iterations:  # the reviewer may change the limit
@@ -409,7 +424,7 @@ class Optimizer:
                 stop = f"budget spent ({exc})"
                 break
             except ModelError as exc:
-                stop = f"model error: {exc}"
+                stop, status = f"model error: {exc}", MODEL_FAILURE_STATUS
                 break
             finally:
                 self.record.update(llm=self._llm(session))
@@ -430,7 +445,7 @@ class Optimizer:
                 break
         self.say(escape(f"stopping: {stop}"))
         final = self._final(ws, branch_wt, base_commit, runner, loops, len(commits)) if commits else None
-        self.record.update(status="finished", stop_reason=stop, final=final, accepted=len(commits),
+        self.record.update(status=status, stop_reason=stop, final=final, accepted=len(commits),
                            elapsed_s=time.perf_counter() - self._started,
                            final_commit=head(branch_wt), llm=self._llm(session), tests=self._tests_record(plan),
                            tests_run=sorted(plan.passing))

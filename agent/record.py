@@ -50,6 +50,16 @@ def write_json(path: Path, data) -> None:
 
 
 class RunRecord:
+    @staticmethod
+    def mark_killed(summary: Path) -> None:
+        """A run that died without a word (SIGKILL, power loss) still says "running": say "killed" instead."""
+        try:
+            data = json.loads(summary.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if data.get("status") == "running":
+            write_json(summary, {**data, "status": "killed"})
+
     def __init__(self, out: Path, **header):
         self.dir = Path(out)
         self.dir.mkdir(parents=True, exist_ok=True)

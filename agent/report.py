@@ -30,7 +30,12 @@ class ReportError(ValueError):
 
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path} is damaged ({exc}): it is not the JSON perfagent wrote") from None
 
 
 def _ms(seconds: float | None) -> str:

@@ -36,6 +36,10 @@ class TestSelectionError(RuntimeError):
     __test__ = False  # not a pytest test class
 
 
+class FailingTests(TestSelectionError):
+    """Tests fail on the unmodified code: the user's code, not the command line, needs fixing."""
+
+
 def is_test_module(path: str) -> bool:
     """pytest's default rule for the files it collects."""
     name = PurePosixPath(path).name
@@ -349,7 +353,7 @@ class TestPlan:
         self.flaky |= {t for t in first.keys() | second.keys() if first.get(t) != second.get(t)}
         failing = sorted(t for t in first if first[t] in ("failed", "error") and second.get(t) == first[t])
         if failing and not self.settings.allow_failing:
-            raise TestSelectionError(
+            raise FailingTests(
                 f"{len(failing)} test(s) fail on the unmodified code: {', '.join(failing[:10])}\n"
                 f"Fix them, choose passing tests with --tests, or pass --allow-failing-tests to leave them out.")
         self.passing |= {t for t, outcome in first.items() if outcome == "passed" and second.get(t) == "passed"}

@@ -91,11 +91,26 @@ class Workload:
 
 
 class WorkloadFailed(RuntimeError):
-    """The workload crashed or timed out; `run` holds the process result for the message."""
+    """The workload crashed or timed out; `run` holds the process result for the message, which shows the
+    workload's own output and traceback (the harness's frames left out)."""
 
     def __init__(self, what: str, result: RunResult):
-        super().__init__(f"{what} {result.failure()}:\n{result.tail()}")
+        output = user_frames(result.tail(60))
+        super().__init__(f"{what} {result.failure()}" + (f":\n{output}" if output else ""))
         self.run = result
+
+
+def user_frames(output: str) -> str:
+    """`output` with the traceback entries of perfagent's harness removed: the user's frames are what they can fix."""
+    kept, skipping = [], False
+    for line in output.splitlines():
+        if line.startswith('  File "'):
+            skipping = line.startswith(f'  File "{HARNESS.parent}')
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept[-25:])
 
 
 @dataclass

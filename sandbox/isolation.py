@@ -15,7 +15,6 @@ sandbox/launch.py, which sets all of this up inside the fresh process before exe
 """
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
 import os
@@ -23,11 +22,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from sandbox import scratch
 
 LEVELS = ("bubblewrap", "landlock", "unshare", "rlimits")
 # what each level protects, beyond the limits every level sets; tests/test_sandbox.py tries each claim at each level
@@ -74,11 +74,9 @@ def launcher(steps: dict[str, object]) -> list[str]:
 @lru_cache(maxsize=None)
 def _empty_file() -> Path:
     """An empty file to mount over credential files (a device node would not open on the nodev mounts)."""
-    fd, path = tempfile.mkstemp(prefix="perfagent-empty-")
-    os.close(fd)
-    os.chmod(path, 0o444)
-    atexit.register(os.unlink, path)
-    return Path(path)
+    path = scratch.folder() / "empty"
+    path.touch(0o444)
+    return path
 
 
 # credentials under the home folder that sandboxed code has no business reading

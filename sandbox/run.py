@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import scratch
 from sandbox.behaviour import Event, read_log
 from sandbox.isolation import ProcessCap, current, launcher
 from sandbox.monitor import SECRET
@@ -144,7 +145,7 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
     `cwd` and `writable` are the only places the child may write to (besides a private temporary folder);
     `readable` are files it must see even where the sandbox hides their folder (/tmp, home)."""
     cap = ProcessCap(limits.processes)
-    private = Path(tempfile.mkdtemp(prefix="perfagent-child-"))
+    private = Path(tempfile.mkdtemp(prefix="child-", dir=scratch.folder()))
     log = private / "behaviour.jsonl"
     tmp = private / "tmp"
     tmp.mkdir()

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import git
 
+from sandbox.scratch import alive
+
 _PREFIX = "perfagent-"
 _OWNER = "owner.pid"
+_BRANCH = "branch.start"  # the run's branch and the commit it started at
+_RECORD = "record.path"  # the run's summary.json
 
 
 class WorkspaceError(RuntimeError):
@@ -30,6 +34,9 @@ def open_repo(path: Path) -> git.Repo:
         repo = git.Repo(path, search_parent_directories=True)
     except git.InvalidGitRepositoryError:
         raise WorkspaceError(f"{path} is not a git repository: run `git init` and commit your code first") from None
+    if repo.bare:
+        raise WorkspaceError(f"{path} is a bare repository, with no work tree: clone it (git clone {path} work) and "
+                             f"point perfagent at the clone")
     top = Path(repo.working_tree_dir).resolve()
     if top != path:
         raise WorkspaceError(f"{path} is inside the git repository {top}: pass the repository's top folder")
@@ -38,43 +45,43 @@ def open_repo(path: Path) -> git.Repo:
     return repo
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(repo: git.Repo) -> list[Path]:
-    """Remove worktrees left by perfagent runs that died without cleaning up; return their folders."""
-    removed = []
+    """Remove what perfagent runs that died without cleaning up left in `repo`: their worktrees, and their branches
+    when no commit was made on them. Returns the summary.json files of those runs."""
+    records = []
     def worktree(*args: str) -> str:  # by --git-dir: also right for a bare mirror
         return repo.git.execute(["git", f"--git-dir={repo.git_dir}", "worktree", *args])
 
+    branches = []
     for line in worktree("list", "--porcelain").splitlines():
         if not line.startswith("worktree "):
             continue
         root = Path(line.split(" ", 1)[1]).parent
         owner = root / _OWNER
-        if not root.name.startswith(_PREFIX) or (owner.exists() and _alive(int(owner.read_text() or 0))):
+        if not root.name.startswith(_PREFIX) or (owner.exists() and alive(int(owner.read_text() or 0))):
             continue
+        if (root / _BRANCH).exists():
+            branches.append((root / _BRANCH).read_text().split())
+        if (root / _RECORD).exists():
+            records.append(Path((root / _RECORD).read_text()))
         shutil.rmtree(root, ignore_errors=True)
-        removed.append(root)
     worktree("prune")
-    return removed
+    for name, start in dict.fromkeys(map(tuple, branches)):
+        if name in repo.heads and repo.heads[name].commit.hexsha == start:
+            repo.git.branch("-D", name)
+    return records
 
 
 class Workspaces:
     """All worktrees of one run, under one temporary folder."""
 
-    def __init__(self, repo: git.Repo, run_id: str):
+    def __init__(self, repo: git.Repo, run_id: str, record: Path | None = None):
         self.repo = repo
-        remove_stale(repo)
+        self.stale_records = remove_stale(repo)
         self.root = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{run_id}-"))
         (self.root / _OWNER).write_text(str(os.getpid()))
+        if record:
+            (self.root / _RECORD).write_text(str(Path(record).resolve()))
         self._count = 0
 
     def branch(self, name: str, start: str) -> Path:
@@ -82,6 +89,7 @@ class Workspaces:
         if name in self.repo.heads:
             raise WorkspaceError(f"branch {name} already exists")
         path = self.root / "branch"
+        (self.root / _BRANCH).write_text(f"{name} {start}")
         self.repo.git.worktree("add", "--quiet", "-b", name, str(path), start)
         return path
 

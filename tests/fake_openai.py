@@ -58,7 +58,7 @@ class FakeOpenAI:
 
     def __init__(self, replies: Iterable[str] = ()):
         self._replies = deque(replies)
-        self._failures: deque[int] = deque()
+        self._failures: deque[int | None] = deque()  # None: a 200 reply whose body is not JSON
         self._delay = 0.0
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -80,6 +80,11 @@ class FakeOpenAI:
         """Answer the next `n` requests with an OpenAI-style error and this HTTP status."""
         with self._lock:
             self._failures.extend([status] * n)
+
+    def malformed_next(self, n: int) -> None:
+        """Answer the next `n` requests with HTTP 200 and a body that is not JSON."""
+        with self._lock:
+            self._failures.extend([None] * n)
 
     def delay(self, seconds: float) -> None:
         """Wait this long before answering each following request."""
@@ -107,6 +112,8 @@ class FakeOpenAI:
             serial = len(self.requests)
             if self._failures:
                 status = self._failures.popleft()
+                if status is None:
+                    return 200, None
                 return status, error_body(status, f"fake failure with HTTP {status}")
             if not self._replies:
                 return 400, error_body(400, "fake server has no scripted reply left")
@@ -128,8 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(status, payload)
 
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
+    def _send(self, status: int, payload: dict | None) -> None:
+        data = json.dumps(payload).encode() if payload is not None else b"<html>not json</html>"
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

@@ -1,23 +1,37 @@
-"""Bad input gets a clear, actionable error, exit code 2, and leaves the user's repository exactly as it was."""
+"""Bad input and faults, through the installed `perfagent` command as a user meets them: a clear error on stderr that
+says what to fix, the exit code of its kind (README, "Exit codes and failures"), and the user's repository exactly as
+it was."""
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SMALL_LIB, make_repo, perfagent_branches, repo_state, scripted_session
-from tests.test_optimize import invoke
+from tests.conftest import ROOT, SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session
+
+PERFAGENT = str(Path(sys.executable).with_name("perfagent"))
+USAGE, MODEL_FAILED, USER_CODE_FAILED = 2, 3, 4
 
 
-def _run(repo, tmp_path, *extra, model=None):
+def invoke(*args, env=None):
+    """The installed command: (exit code, stdout and stderr)."""
+    done = subprocess.run([PERFAGENT, *map(str, args)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+    return done.returncode, done.stdout + done.stderr
+
+
+def _run(repo, tmp_path, *extra, model=None, out="run", env=None):
     model = model or scripted_session(tmp_path / "s.json", ["no edit"])
-    return invoke("optimize", repo, "--model", model, "--out", tmp_path / "run", *extra)
+    return invoke("optimize", repo, "--model", model, "--out", tmp_path / out, *extra, env=env)
 
 
-def _assert_error(repo, before, code, output, *needles):
-    assert code == 2, output
-    assert "error:" in output
+def _assert_error(repo, before, code, output, *needles, exit_code=USAGE):
+    assert code == exit_code, output
+    assert "error:" in output and f'File "{ROOT}' not in output  # never perfagent's own frames
     flat = " ".join(output.split())
     for needle in needles:
         assert needle in flat, output
@@ -51,7 +65,7 @@ def test_workload_that_fails_at_baseline(tmp_path):
     before = repo_state(repo)
     code, output = _run(repo, tmp_path, "-w", "crash.py")
     _assert_error(repo, before, code, output, "the workload fails on the unmodified code",
-                  "boom: input file missing")
+                  "boom: input file missing", exit_code=USER_CODE_FAILED)
 
 
 def test_workload_that_times_out_at_baseline(tmp_path):
@@ -61,7 +75,9 @@ def test_workload_that_times_out_at_baseline(tmp_path):
     repo = make_repo(tmp_path / "r", files)
     before = repo_state(repo)
     code, output = _run(repo, tmp_path, "-w", "hang.py")
-    _assert_error(repo, before, code, output, "the workload fails on the unmodified code", "timed out after 3 s")
+    _assert_error(repo, before, code, output, "the workload fails on the unmodified code", "timed out after 3 s",
+                  exit_code=USER_CODE_FAILED)
+    assert "timed out after 3 s\n" in output and "timed out after 3 s:" not in output  # nothing printed: no colon
 
 
 def test_failing_baseline_tests(tmp_path):
@@ -69,14 +85,15 @@ def test_failing_baseline_tests(tmp_path):
     before = repo_state(repo)
     code, output = _run(repo, tmp_path, "-w", "bench.py")
     _assert_error(repo, before, code, output, "1 test(s) fail on the unmodified code",
-                  "tests/test_broken.py::test_broken", "--allow-failing-tests")
+                  "tests/test_broken.py::test_broken", "--allow-failing-tests", exit_code=USER_CODE_FAILED)
 
 
 def test_missing_api_key_names_the_variable(small_repo, tmp_path, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     before = repo_state(small_repo)
     code, output = _run(small_repo, tmp_path, "-w", "bench.py", model="anthropic/claude-3-5-sonnet-20240620")
-    _assert_error(small_repo, before, code, output, "ANTHROPIC_API_KEY")
+    _assert_error(small_repo, before, code, output, "needs ANTHROPIC_API_KEY: set it in the environment",
+                  "a local server given with --api-base needs no key")
 
 
 def test_invalid_settings_in_pyproject(tmp_path):
@@ -115,7 +132,7 @@ def test_no_test_reaches_the_hot_functions(tmp_path):
     files = {**SMALL_LIB, "tests/test_core.py": "def test_arithmetic():\n    assert 1 + 1 == 2\n"}
     repo = make_repo(tmp_path / "r", files)
     code, output = _run(repo, tmp_path, "-w", "bench.py")
-    assert code == 0, output
+    assert code == 1, output  # finished, nothing accepted
     flat = " ".join(output.split())
     assert "warning: no test reaches " in flat and "correctness rests on the workload's result alone" in flat
     files["pyproject.toml"] += "require-tests = true\n"
@@ -123,7 +140,8 @@ def test_no_test_reaches_the_hot_functions(tmp_path):
     before = repo_state(repo)
     code, output = invoke("optimize", repo, "-w", "bench.py", "--model",
                           scripted_session(tmp_path / "s2.json", ["no edit"]), "--out", tmp_path / "run2")
-    _assert_error(repo, before, code, output, "no test reaches", "(require-tests = true)")
+    _assert_error(repo, before, code, output, "no test reaches", "(require-tests = true)",
+                  exit_code=USER_CODE_FAILED)
 
 
 def test_named_test_file_that_does_not_exist(small_repo, tmp_path):
@@ -147,3 +165,159 @@ def test_batch_refuses_a_usd_budget_for_an_unpriced_model_before_any_task(tmp_pa
                           "--api-base", "http://127.0.0.1:9/v1", "--budget-usd", "5", "--out", tmp_path / "b")
     assert code == 2 and "litellm has no price for it" in " ".join(output.split())
     assert not (tmp_path / "b").exists()
+
+
+# -- the model fails ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fault, cause", [
+    ("closed port", "connection refused: nothing listens at that address"),
+    ("HTTP 500 forever", "server error (HTTP 500)"),
+    ("not JSON", "the server's reply is not JSON"),
+])
+def test_a_model_that_never_answers_fails_fast_with_its_cause(small_repo, tmp_path, fault, cause):
+    """One short request before the baseline: the run stops at once, says why, exits 3, status "model failed"."""
+    from tests.fake_openai import serve
+
+    with serve([]) as closed:
+        closed_base = closed.base_url  # once the block ends, nothing listens there
+    with serve([]) as server:
+        if fault == "HTTP 500 forever":
+            server.fail_next(100, 500)
+        elif fault == "not JSON":
+            server.malformed_next(100)
+        before = repo_state(small_repo)
+        code, output = _run(small_repo, tmp_path, "-w", "bench.py", "--api-base",
+                            closed_base if fault == "closed port" else server.base_url, model="openai/local-model")
+    _assert_error(small_repo, before, code, output, cause, exit_code=MODEL_FAILED)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "model failed" and summary["baseline"] is None  # no baseline work was done
+    assert "server error (HTTP 500)" not in output or fault == "HTTP 500 forever"
+
+
+def test_a_model_that_fails_during_the_run_ends_it_as_a_model_failure(small_repo, tmp_path):
+    from tests.fake_openai import serve
+
+    with serve(["OK"]) as server:  # the check passes; then the server has nothing left and answers HTTP 400
+        code, output = _run(small_repo, tmp_path, "-w", "bench.py", "--api-base", server.base_url,
+                            model="openai/local-model")
+    assert code == MODEL_FAILED, output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "model failed" and "HTTP 400" in summary["stop_reason"]
+    assert summary["baseline"] is not None and perfagent_branches(small_repo) == []
+
+
+# -- runs, folders and repositories ---------------------------------------------------------------------------------
+def test_a_bare_repository_needs_a_work_tree(small_repo, tmp_path):
+    bare = tmp_path / "bare.git"
+    git(small_repo, "clone", "-q", "--bare", str(small_repo), str(bare))
+    code, output = _run(bare, tmp_path, "-w", "bench.py")
+    assert code == USAGE and "is a bare repository, with no work tree: clone it" in " ".join(output.split()), output
+
+
+def _crash_repo(tmp_path, name="r"):
+    return make_repo(tmp_path / name, {**SMALL_LIB, "crash.py": "def setup():\n    pass\n\n\ndef workload():\n"
+                                                             "    raise ValueError('bad input')\n"})
+
+
+def test_an_out_folder_holding_another_run_is_refused(tmp_path):
+    repo = _crash_repo(tmp_path)
+    first, _ = _run(repo, tmp_path, "-w", "crash.py")
+    assert first == USER_CODE_FAILED
+    records = (tmp_path / "run" / "summary.json").read_text()
+    code, output = _run(repo, tmp_path, "-w", "crash.py")
+    assert code == USAGE and "already holds a run's records: pass another --out" in " ".join(output.split())
+    assert (tmp_path / "run" / "summary.json").read_text() == records  # the first run's records are intact
+
+
+def test_user_code_failures_show_the_users_traceback_only(tmp_path):
+    """A workload that raises in calibration (its second call), and one over memory-mb: the user's frames and what
+    to fix, exit 4, never perfagent's own frames."""
+    files = {**SMALL_LIB,
+             "later.py": "from mylib.core import tokens\ncalls = 0\n\n\ndef setup():\n    pass\n\n\n"
+                         "def workload():\n    global calls\n    calls += 1\n"
+                         "    return tokens(None) if calls > 1 else 1\n",
+             "hungry.py": "def setup():\n    pass\n\n\ndef workload():\n    return len(bytearray(600 << 20))\n"}
+    files["pyproject.toml"] += "memory-mb = 300\n"
+    repo = make_repo(tmp_path / "r", files)
+    before = repo_state(repo)
+    code, output = _run(repo, tmp_path, "-w", "later.py")
+    _assert_error(repo, before, code, output, "the workload (calibrate) exited with status 1",
+                  'later.py", line 12, in workload', "mylib/core.py", "AttributeError",
+                  "Fix the workload, or raise timeout-s or memory-mb", exit_code=USER_CODE_FAILED)
+    assert "harness.py" not in output
+    code, output = _run(repo, tmp_path, "-w", "hungry.py", out="run2")
+    _assert_error(repo, before, code, output, "ran out of memory (limit 300 MB)", exit_code=USER_CODE_FAILED)
+    assert "harness.py" not in output
+
+
+def test_unapplied_edits_are_in_the_summary(small_repo, tmp_path):
+    missing = "Tweak.\n\nmylib/core.py\n<<<<<<< SEARCH\nnot in the file\n=======\nx = 1\n>>>>>>> REPLACE\n"
+    code, output = _run(small_repo, tmp_path, "-w", "bench.py", "--max-iterations", "1",
+                        model=scripted_session(tmp_path / "s.json", [missing] * 3))
+    assert code == 1, output
+    [candidate] = json.loads((tmp_path / "run" / "summary.json").read_text())["candidates"]
+    assert candidate["verdict"]["reason"] == "edit did not apply" and candidate["files"] == ["mylib/core.py"]
+    assert "not in the file" in candidate["verdict"]["detail"]
+    assert "edit did not apply" in output
+
+
+def _wait_for(predicate, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def test_sigterm_exits_143_and_a_killed_runs_traces_go_with_the_next_run(small_repo, tmp_path):
+    session = scripted_session(tmp_path / "s.json", ["no edit"] * 5)
+    runs = []
+    for out in ("term", "kill"):
+        process = subprocess.Popen([PERFAGENT, "optimize", small_repo, "-w", "bench.py", "--model", session, "--out",
+                                    tmp_path / out], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _wait_for(lambda: perfagent_branches(small_repo) and (tmp_path / out / "summary.json").exists()
+                  and list(Path("/tmp").glob(f"perfagent-tmp-{process.pid}-*")))
+        runs.append((process, perfagent_branches(small_repo)[0]))
+        if out == "term":
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(60) == 143, process.stdout.read()
+            assert perfagent_branches(small_repo) == []  # it cleaned up after itself
+        else:
+            process.kill()
+            process.wait(60)
+    killed, branch = runs[1]
+    assert perfagent_branches(small_repo) == [branch]  # SIGKILL: nothing could clean up
+    leftovers = list(Path("/tmp").glob(f"perfagent-tmp-{killed.pid}-*"))
+    assert leftovers and json.loads((tmp_path / "kill" / "summary.json").read_text())["status"] == "running"
+    code, _ = _run(_crash_repo(tmp_path, "other"), tmp_path, "-w", "crash.py", out="unrelated")  # another repository
+    assert code == USER_CODE_FAILED and not any(p.exists() for p in leftovers)  # dead processes' temp folders go
+    code, _ = _run(small_repo, tmp_path, "-w", "bench.py", "--max-iterations", "1", out="next")
+    assert code == 1
+    assert perfagent_branches(small_repo) == []  # the killed run's branch had no commit of its own
+    assert json.loads((tmp_path / "kill" / "summary.json").read_text())["status"] == "killed"
+    assert "perfagent-" not in git(small_repo, "worktree", "list")
+
+
+def test_report_on_a_damaged_summary_is_an_error(tmp_path):
+    (tmp_path / "summary.json").write_text("{damaged")
+    code, output = invoke("report", tmp_path)
+    assert code == USAGE and "summary.json is damaged" in output and "Traceback" not in output
+
+
+def test_an_unexpected_exception_is_reported_as_perfagents_bug(capsys):
+    """Exit 70 with the traceback and a request to report it; known failures map to their own codes."""
+    import typer
+
+    from agent.cli import INTERNAL, _fail_for
+    from agent.llm import ModelConfigError, ModelError
+
+    for exc, code in [(KeyError("summary"), INTERNAL), (ModelError("down"), MODEL_FAILED),
+                      (ModelConfigError("no key"), USAGE)]:
+        with pytest.raises(typer.Exit) as exit_:
+            try:
+                raise exc
+            except Exception as raised:
+                _fail_for(raised)
+        assert exit_.value.exit_code == code
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'summary'" in err and "Please report it" in err

@@ -97,30 +97,31 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
 
 
 def test_litellm_path_against_a_local_openai_compatible_server(small_repo, tmp_path):
-    with serve([GOOD]) as server:
+    with serve(["OK", GOOD]) as server:  # the first reply answers the check before the baseline
         code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m", "openai/test-model",
                               "--api-base", server.base_url, "--max-iterations", "1", "--out", tmp_path / "run")
-        prompt = server.requests[0].body["messages"]
+        prompt = server.requests[1].body["messages"]
     assert code == 0, output
     user = prompt[-1]["content"]
     assert "unique_sorted" in user and "if x not in seen:" in user and "SEARCH" in prompt[0]["content"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["accepted"]
     assert summary["stop_reason"] == "iteration limit reached"  # --max-iterations 1, not the server's last reply
-    assert summary["llm"]["calls"] == 1 and summary["llm"]["prompt_tokens"] > 0
+    assert summary["llm"]["calls"] == 2 and summary["llm"]["prompt_tokens"] > 0
     assert perfagent_branches(small_repo) == [summary["branch"]]
 
 
 def test_budget_is_a_hard_limit(small_repo, tmp_path):
-    with serve(["Nothing to change here.", GOOD]) as server:
+    with serve(["OK", GOOD]) as server:
         code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m", "openai/gpt-4o-mini",
-                              "--api-base", server.base_url, "--budget-usd", "0.000001", "--out", tmp_path / "run")
+                              "--api-base", server.base_url, "--budget-usd", "0.0000001", "--out", tmp_path / "run")
         requests = len(server.requests)
-    assert code == 0, output
+    assert code == 1, output  # finished, nothing accepted
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert requests == 1 and summary["llm"]["calls"] == 1 and summary["llm"]["cost_usd"] > 0.000001
+    # the check before the baseline is a call like any other: it spent the budget, and nothing more was asked
+    assert requests == 1 and summary["llm"]["calls"] == 1 and summary["llm"]["cost_usd"] > 0.0000001
     assert summary["stop_reason"].startswith("budget spent")
-    assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["no edit"]
+    assert summary["candidates"] == []
     assert perfagent_branches(small_repo) == [], "no accepted commit, no branch"
 
 
@@ -201,17 +202,17 @@ def test_a_usd_budget_needs_a_price_and_per_token_prices_make_it_hold(small_repo
         assert "litellm has no price for it" in " ".join(output.split()) and "--price-input-per-mtok" in output
         code, output = invoke(*args, "--budget-usd", "0.000001", "--price-input-per-mtok", "3",
                               "--price-output-per-mtok", "15", "--out", tmp_path / "priced")
-        assert code == 0, output
-        [request] = server.requests
+        assert code == 1, output
+        [request] = server.requests  # the check before the baseline, which spent the budget
     summary = json.loads((tmp_path / "priced" / "summary.json").read_text())
     tokens_in, tokens_out = summary["llm"]["prompt_tokens"], summary["llm"]["completion_tokens"]
     assert (tokens_in, tokens_out) == (count_words(request.body["messages"]), 4)  # the fake server counts words
     assert summary["llm"]["cost_usd"] == pytest.approx((tokens_in * 3 + tokens_out * 15) / 1e6)
     assert summary["stop_reason"].startswith("budget spent (cost budget used up")
     with serve(["Nothing to change here.", GOOD]) as server:
-        code, output = invoke(*args[:-1], server.base_url, "--max-tokens", "10", "--out", tmp_path / "tokens")
-        assert code == 0, output
-        assert len(server.requests) == 1
+        code, output = invoke(*args[:-1], server.base_url, "--max-tokens", "5", "--out", tmp_path / "tokens")
+        assert code == 1, output
+        assert len(server.requests) == 1  # the check before the baseline used 9 tokens: nothing more was asked
     summary = json.loads((tmp_path / "tokens" / "summary.json").read_text())
     assert summary["stop_reason"].startswith("budget spent (token budget used up")
 
