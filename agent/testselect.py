@@ -201,6 +201,11 @@ class TestPlan:
         py.require("pytest", why="runs the target's tests")
         if self.settings.explicit:
             self._baseline(worktree, commit, list(self.settings.explicit), coverage=False)
+            if not self.passing:  # every candidate would pass zero tests: never a silent state
+                raise TestSelectionError(
+                    f"none of the tests named with --tests passes on the unmodified code twice ("
+                    f"{len(self.excluded)} fail or are flaky): {', '.join(self.settings.explicit)}; name tests "
+                    f"that pass")
             return
         py.require("coverage", why="maps the target's tests to the functions they run")
         test_files = [f for f in all_files if is_test_module(f)]

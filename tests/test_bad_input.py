@@ -152,6 +152,15 @@ def test_named_test_file_that_does_not_exist(small_repo, tmp_path):
     assert "fail on the unmodified code" not in output
 
 
+def test_named_tests_of_which_none_passes(tmp_path):
+    """With --allow-failing-tests, named tests that all fail would leave candidates zero tests to pass."""
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "tests/test_broken.py": "def test_broken():\n    assert 1 == 2\n"})
+    before = repo_state(repo)
+    code, output = _run(repo, tmp_path, "-w", "bench.py", "--tests", "tests/test_broken.py", "--allow-failing-tests")
+    _assert_error(repo, before, code, output, "none of the tests named with --tests passes on the unmodified code",
+                  "(1 fail or are flaky): tests/test_broken.py")
+
+
 def test_a_suite_pytest_cannot_collect_shows_pytests_own_error(tmp_path):
     repo = make_repo(tmp_path / "r", {**SMALL_LIB, "conftest.py": "import pytest\n\ndef broken(:\n"})
     before = repo_state(repo)
@@ -296,6 +305,31 @@ def test_sigterm_exits_143_and_a_killed_runs_traces_go_with_the_next_run(small_r
     assert perfagent_branches(small_repo) == []  # the killed run's branch had no commit of its own
     assert json.loads((tmp_path / "kill" / "summary.json").read_text())["status"] == "killed"
     assert "perfagent-" not in git(small_repo, "worktree", "list")
+
+
+def test_a_batch_task_that_fails_outside_the_model_is_retried_on_resume(tmp_path):
+    """A repository missing from the cache: no prediction is written, the task counts as failed, and a resumed
+    batch tries it again (and counts it again) instead of taking it as done."""
+    record = json.loads((ROOT / "workloads" / "tasks.jsonl").read_text().splitlines()[0])
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({**record, "instance_id": "missing-repo", "repo": "nobody/nothing"}) + "\n")
+    out = tmp_path / "out"
+    for attempt in (1, 2):
+        code, output = invoke("batch", tasks, "--model", "oracle", "--out", out, "--repo-cache", tmp_path / "repos",
+                              "--env-cache", tmp_path / "envs")
+        assert code == 1 and "resuming" not in output and "missing-repo: failed" in output, output
+        results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert len(results) == attempt and results[-1]["status"] == "failed"
+        assert "nobody/nothing is not in the repository cache" in results[-1]["error"]
+        assert not (out / "predictions.jsonl").exists() or "missing-repo" not in (out / "predictions.jsonl").read_text()
+
+
+def test_uncommitted_settings_are_read_as_on_disk(small_repo, tmp_path):
+    """Code is taken from HEAD, settings from pyproject.toml as it is on disk (README, "What a run does")."""
+    with open(small_repo / "pyproject.toml", "a") as pyproject:
+        pyproject.write("max-iteration = 3\n")  # uncommitted, and misspelt
+    code, output = _run(small_repo, tmp_path, "-w", "bench.py")
+    assert code == USAGE and "max_iteration: Extra inputs are not permitted" in " ".join(output.split())
 
 
 def test_report_on_a_damaged_summary_is_an_error(tmp_path):

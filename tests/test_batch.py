@@ -277,19 +277,3 @@ def test_script_mode_with_rebuild_and_test_commands(tmp_path):
     assert not bad["applied"] and bad["apply_error"].startswith("rebuild failed: `python build.py`"), bad
     assert bad["ratio"] == pytest.approx(1 / bad["expert"]["speedup"])
 
-
-def test_a_task_that_fails_outside_the_model_is_retried_on_resume(tmp_path, caches):
-    """A repository missing from the cache: no prediction is written, the task counts as failed, and a resumed
-    batch tries it again (and counts it again) instead of taking it as done."""
-    record = json.loads(TASK_FILE.read_text().splitlines()[0])
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text(json.dumps({**record, "instance_id": "missing-repo", "repo": "nobody/nothing"}) + "\n")
-    out = tmp_path / "out"
-    for attempt in (1, 2):
-        done = cli("batch", str(tasks), "--model", "oracle", "--out", str(out), *caches)
-        assert done.returncode == 1, done.stdout + done.stderr
-        assert "resuming" not in done.stdout and "missing-repo: failed" in done.stdout
-        results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-        assert len(results) == attempt and results[-1]["status"] == "failed"
-        assert "nobody/nothing is not in the repository cache" in results[-1]["error"]
-        assert not (out / "predictions.jsonl").exists() or "missing-repo" not in (out / "predictions.jsonl").read_text()
