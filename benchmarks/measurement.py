@@ -9,8 +9,8 @@ about 5 ms, 50 ms and 1 s per call.
    each from a fresh sandboxed process exactly as perfagent takes them (WorkloadRunner.sample, loops calibrated to
    --sample-seconds, perfagent's sample_seconds by default). Saved to --data; --replay re-analyses a saved
    file without recording.
-2. Replay: sandbox.measure.compare_speed itself, with perfagent's default Sampling, for the "paired" and the
-   "mannwhitney" rules on the same data: fed from the recorded run starting at every --stride-th pair (real order,
+2. Replay: sandbox.measure.compare_speed itself, with perfagent's default Sampling, for the "paired",
+   "mannwhitney" and "sequential" (first look after 5 pairs) rules on the same data: fed from the recorded run starting at every --stride-th pair (real order,
    but overlapping trials), and fed the run's pairs in --shuffled random orders (many more trials, assuming pairs
    are exchangeable).
 Prints, per case, the share of trials accepted as faster, rejected and left undecided, the pairs used and the
@@ -42,7 +42,8 @@ from sandbox.measure import FASTER, NOT_FASTER, Sampling, Timing, compare_speed,
 from sandbox.run import Limits  # noqa: E402
 
 EFFECTS = {"A/A": 0.0, "3%": 0.03, "5%": 0.05, "10%": 0.10, "30%": 0.30}  # baseline's extra work
-RULES = ("paired", "mannwhitney")
+RULES = ("paired", "mannwhitney", "sequential")
+FIRST_LOOK = {"sequential": 5}  # pairs before a rule's first decision, where it differs from Sampling()'s
 WORK = """N = {n}
 
 
@@ -169,7 +170,7 @@ def describe_sequences(data: dict) -> None:
 
 def trials(pairs: list, rule: str, stride: int, count: int) -> tuple[list, list] | None:
     """Trials from every `stride`-th offset and `count` shuffled trials; None when the run is too short."""
-    sampling = Sampling(test=rule)
+    sampling = Sampling(test=rule, min_samples=FIRST_LOOK.get(rule, Sampling.min_samples))
     last = len(pairs) - sampling.warmup - sampling.max_samples
     if last < 0:
         return None
