@@ -177,29 +177,20 @@ def test_batch_refuses_a_usd_budget_for_an_unpriced_model_before_any_task(tmp_pa
 
 
 # -- the model fails ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("fault, cause", [
-    ("closed port", "connection refused: nothing listens at that address"),
-    ("HTTP 500 forever", "server error (HTTP 500)"),
-    ("not JSON", "the server's reply is not JSON"),
-])
-def test_a_model_that_never_answers_fails_fast_with_its_cause(small_repo, tmp_path, fault, cause):
-    """One short request before the baseline: the run stops at once, says why, exits 3, status "model failed"."""
+def test_a_model_that_never_answers_fails_fast_with_its_cause(small_repo, tmp_path):
+    """One short request before the baseline: the run stops at once, says why (not "HTTP 500", as litellm reports a
+    refused connection), exits 3, status "model failed". tests/test_llm.py names the other causes."""
     from tests.fake_openai import serve
 
     with serve([]) as closed:
         closed_base = closed.base_url  # once the block ends, nothing listens there
-    with serve([]) as server:
-        if fault == "HTTP 500 forever":
-            server.fail_next(100, 500)
-        elif fault == "not JSON":
-            server.malformed_next(100)
-        before = repo_state(small_repo)
-        code, output = _run(small_repo, tmp_path, "-w", "bench.py", "--api-base",
-                            closed_base if fault == "closed port" else server.base_url, model="openai/local-model")
-    _assert_error(small_repo, before, code, output, cause, exit_code=MODEL_FAILED)
+    before = repo_state(small_repo)
+    code, output = _run(small_repo, tmp_path, "-w", "bench.py", "--api-base", closed_base, model="openai/local-model")
+    _assert_error(small_repo, before, code, output, "connection refused: nothing listens at that address",
+                  exit_code=MODEL_FAILED)
+    assert "HTTP 500" not in output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "model failed" and summary["baseline"] is None  # no baseline work was done
-    assert "server error (HTTP 500)" not in output or fault == "HTTP 500 forever"
 
 
 def test_a_model_that_fails_during_the_run_ends_it_as_a_model_failure(small_repo, tmp_path):
@@ -256,17 +247,6 @@ def test_user_code_failures_show_the_users_traceback_only(tmp_path):
     code, output = _run(repo, tmp_path, "-w", "hungry.py", out="run2")
     _assert_error(repo, before, code, output, "ran out of memory (limit 300 MB)", exit_code=USER_CODE_FAILED)
     assert "harness.py" not in output
-
-
-def test_unapplied_edits_are_in_the_summary(small_repo, tmp_path):
-    missing = "Tweak.\n\nmylib/core.py\n<<<<<<< SEARCH\nnot in the file\n=======\nx = 1\n>>>>>>> REPLACE\n"
-    code, output = _run(small_repo, tmp_path, "-w", "bench.py", "--max-iterations", "1",
-                        model=scripted_session(tmp_path / "s.json", [missing] * 3))
-    assert code == 1, output
-    [candidate] = json.loads((tmp_path / "run" / "summary.json").read_text())["candidates"]
-    assert candidate["verdict"]["reason"] == "edit did not apply" and candidate["files"] == ["mylib/core.py"]
-    assert "not in the file" in candidate["verdict"]["detail"]
-    assert "edit did not apply" in output
 
 
 def _wait_for(predicate, seconds=120):

@@ -123,8 +123,18 @@ def test_unreachable_server_is_a_model_error():
         port = sock.getsockname()[1]
     model = LiteLLMModel("openai/fake-model", api_base=f"http://127.0.0.1:{port}/v1", api_key="k", num_retries=1)
     model.retry_delay = 0.01
-    with pytest.raises(ModelError, match=r"127\.0\.0\.1.*after 2 attempts"):
+    with pytest.raises(ModelError, match=r"127\.0\.0\.1.*connection refused.*after 2 attempts") as caught:
         model.complete(MESSAGES)
+    assert "HTTP 500" not in str(caught.value)  # litellm's own wording for it
+
+
+def test_a_reply_that_is_not_json_says_so():
+    """litellm reports it as "InternalServerError (HTTP 500)"; the cause further down the chain is what to fix."""
+    with serve([]) as fake:
+        fake.malformed_next(2)
+        with pytest.raises(ModelError, match=r"the server's reply is not JSON: is it an OpenAI-compatible") as caught:
+            fake_model(fake, num_retries=1).complete(MESSAGES)
+    assert "HTTP 500" not in str(caught.value)
 
 
 def test_cost_is_known_for_a_priced_model():

@@ -130,10 +130,10 @@ def test_sequential_rule_takes_more_pairs_for_a_small_effect():
     assert len(b) == 40 and stats.decision == UNDECIDED
 
 
-@pytest.mark.parametrize("heavy", [False, True])
-def test_sequential_rule_false_acceptance_under_the_null(heavy):
-    """Identical code, 1000 fixed seeds, normal and heavy-tailed (t with 3 degrees of freedom) noise, and no minimum
-    effect to hide behind: alpha = 1% spread over 8 looks bounds the rate by 1% (4 and 7 in 1000 here)."""
+def test_sequential_rule_false_acceptance_under_the_null():
+    """Identical code, 1000 fixed seeds, heavy-tailed noise (t with 3 degrees of freedom, the harder case for a t
+    bound), and no minimum effect to hide behind: alpha = 1% spread over 8 looks bounds the rate by 1% (7 in 1000
+    here; 4 with normal noise)."""
     rule = replace(SEQUENTIAL, min_effect=0.0)
-    accepted = sum(compare_speed(*_pairs(1.0, 0.05, seed, heavy), rule)[0].decision == FASTER for seed in range(1000))
+    accepted = sum(compare_speed(*_pairs(1.0, 0.05, seed, True), rule)[0].decision == FASTER for seed in range(1000))
     assert accepted / 1000 <= 0.01

@@ -56,6 +56,8 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
                        "tests failed", "result changed", "tests failed", "tests failed", "not faster",
                        "games the benchmark", "accepted"]
     details = [c["verdict"]["detail"] for c in summary["candidates"]]
+    # an edit that never applied keeps the files it named and why, in full
+    assert summary["candidates"][0]["files"] == ["mylib/nope.py"] and "mylib/nope.py" in details[0]
     assert "test_tokens" in details[4] and "the run stopping at the first failure" in details[4]
     assert summary["candidates"][4]["verdict"]["speed"] is None  # a test-breaking candidate is never timed
     assert "timed out" in details[6] and "MemoryError" in details[7]
