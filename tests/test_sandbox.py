@@ -81,7 +81,7 @@ def test_fork_bomb_is_capped_and_cleaned_up(level, tmp_path):
         print("forked", children, flush=True)
         time.sleep(60)
     """
-    result = _sandboxed(code, tmp_path, timeout_s=4, processes=64)
+    result = _sandboxed(code, tmp_path, timeout_s=2.5, processes=64)
     assert result.timed_out
     forked = int(result.stdout.split()[1])
     assert 10 <= forked < 64, result.stdout
