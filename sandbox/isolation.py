@@ -32,8 +32,10 @@ from sandbox import scratch
 LEVELS = ("bubblewrap", "landlock", "unshare", "rlimits")
 # what each level protects, beyond the limits every level sets; tests/test_sandbox.py tries each claim at each level
 FILES, NETWORK, PROCESSES, CREDENTIALS = "files", "network", "processes", "credentials"
-PROTECTS = {"bubblewrap": (FILES, NETWORK, PROCESSES, CREDENTIALS), "landlock": (FILES, NETWORK, PROCESSES, CREDENTIALS),
-            "unshare": (NETWORK, PROCESSES), "rlimits": ()}
+PROTECTS = {"bubblewrap": (FILES, NETWORK, PROCESSES, CREDENTIALS),
+            "landlock": (FILES, NETWORK, PROCESSES, CREDENTIALS),
+            "unshare": (NETWORK, PROCESSES),
+            "rlimits": ()}
 _PERFAGENT_SOURCE = Path(__file__).resolve().parent.parent
 _LAUNCH = Path(__file__).resolve().with_name("launch.py")
 # user, network, mount and PID namespaces; /proc remounted for the new PID namespace (py-spy finds its child there)

@@ -190,6 +190,10 @@ def test_oracle_patch_is_accepted_and_a_second_run_reuses_the_baseline(small_rep
         assert "the oracle has replayed its patch" in summary["stop_reason"]
         assert git(small_repo, "diff", "main", summary["branch"]) == patch.read_text()
     assert first["baseline"]["cache_hits"] == 0 and second["baseline"]["cache_hits"] == 2
+    # one commit on the original is the whole branch: its own comparison is the final measurement, not timed again
+    assert first["final"]["from_candidate"] == 1
+    assert first["final"]["speed"] == first["candidates"][0]["verdict"]["speed"]
+    assert "\nmeasuring the final code" not in first_output
     assert "\ntiming noise:" in first_output and "\ntiming noise:" not in second_output  # A/A pairs: not again
     assert second["baseline"]["noise"] == first["baseline"]["noise"]
 
