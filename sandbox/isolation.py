@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from sandbox import scratch
+from sandbox.monitor import CREDENTIAL_FILES  # credentials in the home folder
 
 LEVELS = ("bubblewrap", "landlock", "unshare", "rlimits")
 # what each level protects, beyond the limits every level sets; tests/test_sandbox.py tries each claim at each level
@@ -81,9 +82,6 @@ def _empty_file() -> Path:
     return path
 
 
-# credentials under the home folder that sandboxed code has no business reading
-SECRETS = (".ssh", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".gnupg", ".netrc", ".git-credentials",
-           ".pypirc", ".npmrc", ".config/gh", ".local/share/keyrings")
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ class Isolation:
     def _bwrap(argv: list[str], cwd: Path, writable: list[Path], readable: list[Path]) -> list[str]:
         args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--hostname", "sandbox",
                 "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        for secret in (Path.home() / name for name in SECRETS):
+        for secret in (Path.home() / name for name in CREDENTIAL_FILES):
             if secret.is_dir():
                 args += ["--tmpfs", str(secret)]
             elif secret.exists():
@@ -137,7 +135,7 @@ def _readable_roots() -> list[str]:
     """Everything but the credentials in the home folder: Landlock only grants, so each folder on the way to a
     credential is replaced by its other entries. Symbolic links get no rule of their own (one would grant its
     target): what they lead to is readable under the target's own rule."""
-    hidden = {path.resolve() for path in (Path.home() / name for name in SECRETS) if os.path.lexists(path)}
+    hidden = {path.resolve() for path in (Path.home() / name for name in CREDENTIAL_FILES) if os.path.lexists(path)}
     roots: list[str] = []
 
     def grant(folder: Path) -> None:

@@ -22,6 +22,7 @@ import threading
 
 # names whose values perfagent keeps out of every sandboxed environment (sandbox/run.py imports this)
 SECRET = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PASSWORD|^AWS_|^AZURE_|^GOOGLE_APPLICATION_CREDENTIALS$)", re.I)
+# credentials under the home folder that sandboxed code has no business reading (sandbox/isolation.py hides them)
 CREDENTIAL_FILES = (".ssh", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".gnupg", ".netrc",
                     ".git-credentials", ".pypirc", ".npmrc", ".config/gh", ".local/share/keyrings")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
