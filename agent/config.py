@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -41,13 +42,17 @@ class Settings(BaseModel):
     prompt_tokens: int = Field(10000, ge=1000, description="budget of one optimize prompt in tokens (litellm's count "
                                "for the model); the code shown is shortened to fit")
     profile_seconds: float = Field(3.0, gt=0)
-    sample_seconds: float = Field(1.0, gt=0, description="target duration of the workload calls behind one timing "
-                                  "value (loop calibration); shorter values are cheaper but noisier")
+    sample_seconds: float = Field(1.0, gt=0, description="duration of the workload calls behind one timing value "
+                                  "at the careful end (loop calibration): small effects are decided on these")
+    short_sample_seconds: float = Field(0.1, gt=0, description="duration behind the first, short values, on which "
+                                        "large effects are decided; at or above sample-seconds: long values only")
+    decision_rule: Literal["sequential", "paired", "mannwhitney"] = Field(
+        "sequential", description="sequential: decide at 3, 5, 10, ... pairs as soon as the answer is clear (alpha "
+        "spent over the looks); paired / mannwhitney: the earlier fixed-look rules")
     min_effect: float = Field(0.03, ge=0, description="smallest speedup worth keeping (0.03 = 3% faster)")
-    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the Mann-Whitney U test")
-    min_samples: int = Field(10, ge=8, description="timing pairs before the first decision (a signed-rank test "
-                             "on n pairs cannot go below p = 2**-n)")
-    max_samples: int = Field(40, ge=8)
+    alpha: float = Field(0.01, gt=0, lt=1, description="the chance of accepting identical code, over every look")
+    min_samples: int = Field(5, ge=3, description="pairs of long values before their first decision")
+    max_samples: int = Field(40, ge=5, description="pairs of long values at most; still undecided: too noisy")
     edit_retries: int = Field(2, ge=0, description="times a non-applying edit is sent back to the model")
     timeout_s: float = Field(600.0, gt=0, description="wall-clock limit for baseline runs")
     candidate_timeout_s: float = Field(30.0, gt=0, description="floor of a candidate's time limit, which is "
@@ -80,6 +85,15 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _allow_list_names_kinds(self):
         check_allow_list(self.allow_behaviour)
+        return self
+
+    @model_validator(mode="after")
+    def _sample_counts(self):
+        if self.min_samples > self.max_samples:
+            raise ValueError("min-samples must not exceed max-samples")
+        if self.decision_rule != "sequential" and self.min_samples < 8:
+            raise ValueError(f"decision-rule {self.decision_rule} needs min-samples >= 8 (its rank test on n pairs "
+                             f"cannot go below p = 2**-n); 10 was its default")
         return self
 
     @model_validator(mode="after")

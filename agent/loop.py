@@ -27,7 +27,7 @@ from agent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
 from agent.testselect import PlanSettings, Selection, TestPlan
 from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
 from agent.workload import Workload, WorkloadFailed, WorkloadRunner
-from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, walls
+from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, value_ladder, walls
 from sandbox import isolation
 from sandbox.behaviour import from_records
 from sandbox.run import USAGE, Limits, run_shell
@@ -41,6 +41,8 @@ NOT_VALIDATED = "not validated (quit)"
 QUIT = "quit by the reviewer"
 
 
+NOISE_PAIRS = 10  # A/A pairs of the unmodified code at baseline, for the noise estimate
+FINAL_PAIRS = 10  # at most, for the branch's final measurement: its interval, not a decision, is what it is for
 MODEL_FAILURE_STATUS = "model failed"  # a run's status when it ended because the model could not answer
 
 
@@ -97,8 +99,9 @@ class Optimizer:
         self.isolation = isolation.configure(settings.isolation)
         self.limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
                              processes=settings.max_processes)
-        self.sampling = Sampling(min_samples=settings.min_samples, max_samples=settings.max_samples,
-                                 alpha=settings.alpha, min_effect=settings.min_effect)
+        self.sampling = Sampling(test=settings.decision_rule, min_samples=settings.min_samples,
+                                 max_samples=settings.max_samples, alpha=settings.alpha, min_effect=settings.min_effect,
+                                 warmup=0 if settings.decision_rule == "sequential" else 1)
 
     # -- baseline ---------------------------------------------------------------------------------------------
     def _test_plan(self, worktree: Path, commit: str, tmp: Path) -> TestPlan:
@@ -142,7 +145,7 @@ class Optimizer:
         commit, interpreter and workload were measured before."""
         s = self.settings
         key = ("workload", commit, interpreter(s.python).fingerprint, self.workload.digest(), s.sample_seconds,
-               s.min_samples, s.max_samples, self.isolation.level)
+               NOISE_PAIRS, s.max_samples, self.isolation.level)
         cached = self.cache.get(*key)
         if cached:
             self.say("baseline workload measurements: from the cache")
@@ -381,7 +384,9 @@ class Optimizer:
             self.say(f"[yellow]workload() takes {first * 1000:.1f} ms on its first call in a process and "
                      f"{later * 1000:.1f} ms on later ones (a cache setup() does not reset?): timing only the first "
                      f"call of each process[/]")
-        self.say(f"baseline: workload {seconds * 1000:.1f} ms, {loops} call(s) per timing sample")
+        ladder = value_ladder(loops, s.sample_seconds, s.short_sample_seconds)
+        self.say(f"baseline: workload {seconds * 1000:.1f} ms, {' or '.join(map(str, ladder))} call(s) per timing "
+                 f"value")
         plan.behaviour |= from_records(baseline["behaviour"])  # one set, growing with the tests the run selects
         ref = Reference(branch_wt, plan.passing, baseline["results"], seconds, plan.files,
                         set(repository_changes(branch_wt)), plan.excluded, plan.behaviour)
@@ -389,7 +394,7 @@ class Optimizer:
                                      "cold_start": runner.cold_start, "cache_hits": self.cache.hits})
         judge = Judge(WorkloadRunner(self.workload, s.python, ws.tmpdir("candidates"),
                                      candidate_limits(self.limits, seconds * loops, s.candidate_timeout_s)),
-                      s.python, ws.tmpdir("tests"), self.sampling, loops, self.workload.repo_relative,
+                      s.python, ws.tmpdir("tests"), self.sampling, ladder, self.workload.repo_relative,
                       s.candidate_timeout_s, s.allow_edits, compare_output, s.allow_behaviour)
         attempts: list[Attempt] = []
         commits: list[tuple[int, str]] = []  # (candidate, commit) on the branch, oldest first
@@ -444,7 +449,7 @@ class Optimizer:
                 stop = QUIT
                 break
         self.say(escape(f"stopping: {stop}"))
-        final = self._final(ws, branch_wt, base_commit, runner, loops, commits) if commits else None
+        final = self._final(ws, branch_wt, base_commit, runner, ladder, commits) if commits else None
         self.record.update(status=status, stop_reason=stop, final=final, accepted=len(commits),
                            elapsed_s=time.perf_counter() - self._started,
                            final_commit=head(branch_wt), llm=self._llm(session), tests=self._tests_record(plan),
@@ -498,8 +503,7 @@ class Optimizer:
 
     def _noise(self, runner: WorkloadRunner, worktree: Path, loops: int):
         """Time the unmodified code against itself in back-to-back pairs: how small a gain can be resolved here."""
-        pairs = [(runner.sample(worktree, loops), runner.sample(worktree, loops))
-                 for _ in range(self.settings.min_samples)]
+        pairs = [(runner.sample(worktree, loops), runner.sample(worktree, loops)) for _ in range(NOISE_PAIRS)]
         noise = measure_noise(walls(p[0] for p in pairs), walls(p[1] for p in pairs), self.settings.max_samples)
         self.say(f"timing noise: {noise.describe()}")
         if noise.resolvable > 1 + self.settings.min_effect:
@@ -507,7 +511,7 @@ class Optimizer:
                      f"{self.settings.min_effect:.0%} reliably: expect 'too noisy' verdicts for small gains[/]")
         return noise
 
-    def _final(self, ws: Workspaces, branch_wt: Path, base_commit: str, runner: WorkloadRunner, loops: int,
+    def _final(self, ws: Workspaces, branch_wt: Path, base_commit: str, runner: WorkloadRunner, ladder: tuple[int, ...],
                commits: list[tuple[int, str]]) -> dict:
         """The branch against the original: profiled, and timed unless one commit on the original is the whole
         branch, whose own comparison already timed exactly that (same code on both sides)."""
@@ -523,10 +527,10 @@ class Optimizer:
         original = ws.scratch(base_commit)
         try:
             self._rebuild(original)
-            sampling = Sampling(min_samples=self.settings.min_samples, max_samples=self.settings.min_samples,
-                                alpha=self.settings.alpha, min_effect=0.0)
-            speed, base, final = compare_speed(lambda: runner.sample(original, loops),
-                                               lambda: runner.sample(branch_wt, loops), sampling)
+            speed, base, final = compare_speed(lambda loops: runner.sample(original, loops),
+                                               lambda loops: runner.sample(branch_wt, loops),
+                                               replace(self.sampling, min_effect=0.0, max_samples=FINAL_PAIRS),
+                                               ladder=ladder)
         finally:
             ws.discard(original)
         return {"speed": speed.as_dict(), "samples": samples_record(base, final), "accepted": len(commits)}

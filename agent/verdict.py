@@ -85,7 +85,7 @@ class Judge:
     python: str
     tmp: Path
     sampling: Sampling
-    loops: int
+    ladder: tuple[int, ...]  # loop counts of the value lengths timing may use, shortest first (value_ladder)
     workload_path: str | None  # repository-relative, when the workload lives in the repository
     timeout_floor_s: float
     allowed_edits: list[str] = field(default_factory=list)
@@ -170,7 +170,7 @@ class Judge:
             return rejection
         progress(f"tests: {len(checked)} of {len(checked)} pass")
         try:
-            results, _ = self.runner.results(candidate)
+            results, _ = self.runner.results(candidate, ref.results if self.compare_output else None)
         except WorkloadFailed as exc:
             return self._unsafe(candidate, ref, set(), checked) or Verdict(WORKLOAD_FAILED, str(exc), checked)
         unsafe = self._unsafe(candidate, ref, set(), checked)
@@ -188,9 +188,9 @@ class Judge:
         progress(f"result: {result_check}")
         try:
             speed, base, cand = compare_speed(
-                lambda: self.runner.sample(ref.worktree, self.loops), lambda: self.runner.sample(candidate, self.loops),
+                lambda loops: self.runner.sample(ref.worktree, loops), lambda loops: self.runner.sample(candidate, loops),
                 self.sampling, lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after "
-                                                  f"{s.n_base} pairs, p={s.p_value:.1g}: {s.decision}"))
+                                                  f"{s.n_base} pairs, p={s.p_value:.1g}: {s.decision}"), self.ladder)
         except WorkloadFailed as exc:
             return (self._unsafe(candidate, ref, set(), checked, result_check)
                     or Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check))

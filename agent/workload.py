@@ -16,6 +16,7 @@ import numpy as np
 
 from sandbox import HARNESS
 from sandbox.behaviour import Event
+from sandbox.compare import compare_results
 from sandbox.measure import Timing
 from sandbox.run import Limits, RunResult, child_env, run
 
@@ -156,12 +157,13 @@ class WorkloadRunner:
         value = self._harness(worktree, "result-perturbed" if perturbed else "result")
         return value["result"], value["seconds"]
 
-    def results(self, worktree: Path) -> tuple[dict[str, object], float]:
+    def results(self, worktree: Path, expected: dict[str, object] | None = None) -> tuple[dict[str, object], float]:
         """The result on each input (OWN_INPUT, and PERTURBED_INPUT when the file defines perturbed_setup()) and the
-        seconds of the run on its own input."""
+        seconds of the run on its own input. With `expected`, a result on the own input that differs from it ends
+        the runs there: the perturbed input could not change that verdict."""
         result, seconds = self.result(worktree)
         results = {OWN_INPUT: result}
-        if self.workload.perturbed:
+        if self.workload.perturbed and (expected is None or compare_results(expected[OWN_INPUT], result).equal):
             results[PERTURBED_INPUT] = self.result(worktree, perturbed=True)[0]
         return results, seconds
 

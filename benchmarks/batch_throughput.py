@@ -45,7 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="perfagent-throughput-") as tmp:
         tmp = Path(tmp)
         caches = ["--repo-cache", str(tmp / "repos"), "--env-cache", str(tmp / "envs")]
-        warm = batch(tmp / "warm-up", 1, caches, ["--max-iterations", "1", "--set", "min-samples=8"])
+        warm = batch(tmp / "warm-up", 1, caches, ["--max-iterations", "1"])
         print(f"warm-up (builds caches, 1 candidate per task): {warm:.0f} s")
         tasks = len(TASKS.read_text().splitlines())
         print(f"{'workers':>7}  {'tasks':>5}  {'seconds':>7}  {'tasks/hour':>10}  {'failed':>6}  speedups")

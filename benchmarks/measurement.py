@@ -1,22 +1,19 @@
-"""Benchmark: how often perfagent's speed decision is right, and how long it takes.
+"""Benchmark: how often perfagent's speed decision is right, and how long it takes, for the rule before issue 15
+and the sequential rule, side by side on the same recorded data.
 
-    python benchmarks/measurement.py [--pairs 150] [--long-pairs 55] [--data PATH] [--replay]   (~25 min)
+    python benchmarks/measurement.py [--data PATH] [--replay] [--short-seconds 0.1 0.3]   (~50 min to record)
 
 Code variants differ only in the iteration count of one pure-Python loop: the candidate A, an identical copy of it
-(the A/A case) and baselines with 3, 5, 10 and 30% more iterations (A is then that much faster), on workloads of
-about 5 ms, 50 ms and 1 s per call.
-1. Record: for each workload and baseline, a long run of back-to-back (baseline, candidate) samples in ABBA order,
-   each from a fresh sandboxed process exactly as perfagent takes them (WorkloadRunner.sample, loops calibrated to
-   --sample-seconds, perfagent's sample_seconds by default). Saved to --data; --replay re-analyses a saved
-   file without recording.
-2. Replay: sandbox.measure.compare_speed itself, with perfagent's default Sampling, for the "paired",
-   "mannwhitney" and "sequential" (first look after 5 pairs) rules on the same data: fed from the recorded run starting at every --stride-th pair (real order,
-   but overlapping trials), and fed the run's pairs in --shuffled random orders (many more trials, assuming pairs
-   are exchangeable).
-Prints, per case, the share of trials accepted as faster, rejected and left undecided, the pairs used and the
-measurement seconds (wall time of the samples consumed, warm-up included). Targets: A/A acceptance (the false
-acceptance rate) under 1%; detection of a 10% effect at least 95%. A 3% effect equals the minimum effect, so it is
-accepted only when its interval happens to clear 3%.
+(the A/A case), baselines with 3, 5, 10 and 30% and 2x more iterations (A is then that much faster) and one with half
+as many (A is 2x slower), on workloads of about 5 ms, 50 ms and 1 s per call.
+1. Record: for each workload, case and value length (0.1, 0.3 and 1 s of calls; loops calibrated on the baseline),
+   a run of back-to-back (baseline, candidate) values in ABBA order, each from a fresh sandboxed process exactly as
+   perfagent takes them (WorkloadRunner.sample). Saved to --data; --replay re-analyses a saved file.
+2. Replay: sandbox.measure.compare_speed itself, with the rule before ("today": paired, 1 s values) and the
+   sequential rule (Sampling() defaults, starting with each --short-seconds length), fed from the recorded runs
+   starting at every recorded pair and in --shuffled random orders.
+Prints per case the share accepted, rejected and left undecided, the pairs and the measurement seconds (wall time
+of the processes consumed, warm-up included); then issue 15's targets, met or not, and the README's table.
 """
 from __future__ import annotations
 
@@ -29,6 +26,7 @@ import time
 import timeit
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,12 +36,14 @@ from scipy import stats  # noqa: E402
 
 from agent.config import Settings  # noqa: E402
 from agent.workload import Workload, WorkloadRunner  # noqa: E402
-from sandbox.measure import FASTER, NOT_FASTER, Sampling, Timing, compare_speed, relative_spread  # noqa: E402
+from sandbox import isolation  # noqa: E402
+from sandbox.measure import FASTER, NOT_FASTER, UNDECIDED, Sampling, Timing, compare_speed, relative_spread  # noqa: E402
 from sandbox.run import Limits  # noqa: E402
 
-EFFECTS = {"A/A": 0.0, "3%": 0.03, "5%": 0.05, "10%": 0.10, "30%": 0.30}  # baseline's extra work
-RULES = ("paired", "mannwhitney", "sequential")
-FIRST_LOOK = {"sequential": 5}  # pairs before a rule's first decision, where it differs from Sampling()'s
+# the baseline's extra work: the candidate is that much faster ("0.5x": the baseline does half, so 2x slower)
+EFFECTS = {"A/A": 0.0, "3%": 0.03, "5%": 0.05, "10%": 0.10, "30%": 0.30, "2x": 1.0, "0.5x": -0.5}
+LENGTHS = (0.1, 0.3, 1.0)  # seconds of calls behind one value, recorded for each case
+TODAY = Sampling(test="paired", min_samples=10, warmup=1)  # the rule before issue 15, on values of sample_seconds
 WORK = """N = {n}
 
 
@@ -107,7 +107,10 @@ def record_pairs(runner: WorkloadRunner, base: Path, cand: Path, loops: int, cou
 
 
 def record(args) -> dict:
-    data = {"python": sys.version, "sample_seconds": args.sample_seconds, "sequences": []}
+    """Per workload, effect and value length (loops calibrated on the baseline, as perfagent does), one run of
+    pairs; lengths that give the same loop count share one run."""
+    level = isolation.configure("auto").level  # values are taken as perfagent takes them, sandbox included
+    data = {"python": sys.version, "sample_seconds": args.sample_seconds, "isolation": level, "sequences": []}
     with tempfile.TemporaryDirectory(prefix="perfagent-measurement-") as tmp:
         tmp = Path(tmp)
         (tmp / "workload.py").write_text(WORKLOAD)
@@ -117,37 +120,22 @@ def record(args) -> dict:
         for d, seconds in enumerate(args.durations):
             n = iterations_for(seconds)
             cand = make_variant(tmp / f"d{d}-cand", n)
-            count = args.long_pairs if seconds >= 0.5 else args.pairs
             for v, (name, effect) in enumerate(EFFECTS.items()):
                 if name not in args.effects:
                     continue
                 base = make_variant(tmp / f"d{d}-base{v}", round(n * (1 + effect)))
-                loops = runner.calibrate(base, args.sample_seconds)
-                what = f"{label(seconds)} {name} ({loops} loops)"
-                print(f"recording {what}", file=sys.stderr, flush=True)
-                data["sequences"].append({"seconds": seconds, "effect": name, "n": n, "loops": loops,
-                                          "pairs": record_pairs(runner, base, cand, loops, count, what)})
-                Path(args.data).write_text(json.dumps(data))
+                by_loops: dict[int, list[float]] = {}
+                for length in args.lengths:
+                    by_loops.setdefault(runner.calibrate(base, length), []).append(length)
+                for loops, lengths in by_loops.items():
+                    count = args.long_pairs if max(lengths) >= args.sample_seconds else args.pairs
+                    what = f"{label(seconds)} {name} ({loops} loops, values of {'/'.join(map(label, lengths))})"
+                    print(f"recording {what}", file=sys.stderr, flush=True)
+                    data["sequences"].append({"seconds": seconds, "effect": name, "n": n, "loops": loops,
+                                              "lengths": lengths,
+                                              "pairs": record_pairs(runner, base, cand, loops, count, what)})
+                    Path(args.data).write_text(json.dumps(data))
     return data
-
-
-def replay(pairs: list, start: int, sampling: Sampling) -> tuple[str, int, float]:
-    """compare_speed fed from the recorded pairs from `start` on: decision, pairs used, measurement seconds."""
-    bases, cands, walls = iter(pairs[start:]), iter(pairs[start:]), []
-
-    def take(stream, i):
-        pair = next(stream)
-        walls.append(pair[i + 1])
-        return pair[i]
-
-    speed, base, _ = compare_speed(lambda: take(bases, 0), lambda: take(cands, 2), sampling)
-    return speed.decision, len(base), sum(walls)
-
-
-def shuffled(pairs: list, sampling: Sampling, count: int, rng) -> list:
-    """`count` trials on the recorded pairs in random order: many more trials than the offsets give, valid as far
-    as the pairs are exchangeable (see the autocorrelation column)."""
-    return [replay([pairs[i] for i in rng.permutation(len(pairs))], 0, sampling) for _ in range(count)]
 
 
 def describe_sequences(data: dict) -> None:
@@ -168,65 +156,150 @@ def describe_sequences(data: dict) -> None:
               f"{np.median(p[:, 4]):>5.1f}")
 
 
-def trials(pairs: list, rule: str, stride: int, count: int) -> tuple[list, list] | None:
-    """Trials from every `stride`-th offset and `count` shuffled trials; None when the run is too short."""
-    sampling = Sampling(test=rule, min_samples=FIRST_LOOK.get(rule, Sampling.min_samples))
-    last = len(pairs) - sampling.warmup - sampling.max_samples
-    if last < 0:
-        return None
-    return ([replay(pairs, s, sampling) for s in range(0, last + 1, stride)],
-            shuffled(pairs, sampling, count, np.random.default_rng(0)))
+class Trial(NamedTuple):
+    decision: str
+    pairs: int  # pairs used, every stage together, warm-up excluded
+    seconds: float  # wall time of every process the decision consumed, warm-up included
+
+
+def streams_for(sequences: list[dict], lengths: tuple[float, ...]) -> tuple[list, ...] | None:
+    """The recorded runs that values of `lengths` (shortest first) come from; one run serves lengths with the same
+    loop count, as value_ladder merges them. None when one is not recorded."""
+    found = []
+    for length in lengths:
+        seq = next((q for q in sequences if length in q["lengths"]), None)
+        if seq is None:
+            return None
+        if not found or seq is not found[-1]:
+            found.append(seq)
+    return tuple(q["pairs"] for q in found)
+
+
+def replay(streams: tuple[list, ...], sampling: Sampling) -> Trial:
+    """compare_speed fed from recorded runs (one per rung of the ladder, each read from its start)."""
+    positions, walls = [0] * len(streams), []
+
+    def take(rung: int, side: int) -> float:
+        pairs = streams[rung]
+        pair = pairs[positions[rung] // 2 % len(pairs)]
+        positions[rung] += 1
+        walls.append(pair[2 * side + 1])
+        return pair[2 * side]
+
+    ladder = tuple(range(len(streams)))
+    speed, _, _ = compare_speed(lambda k: take(k, 0), lambda k: take(k, 1), sampling, ladder=ladder)
+    return Trial(speed.decision, sum(positions) // 2 - sampling.warmup, sum(walls))
+
+
+def trials(streams: tuple[list, ...], sampling: Sampling, count: int) -> tuple[list, list]:
+    """Trials starting at every recorded pair (circularly: each run read in its real order from there, wrapping at its
+    end) and `count` trials on the runs' pairs in random order (valid as far as pairs are exchangeable: see the
+    autocorrelation column)."""
+    rng = np.random.default_rng(0)
+    offsets = [replay(tuple(p[s % len(p):] + p[:s % len(p)] for p in streams), sampling)
+               for s in range(max(len(p) for p in streams))]
+    mixed = [replay(tuple([p[i] for i in rng.permutation(len(p))] for p in streams), sampling) for _ in range(count)]
+    return offsets, mixed
 
 
 def rate(trials: list, decision: str = FASTER) -> float:
-    return sum(t[0] == decision for t in trials) / len(trials)
+    return sum(t.decision == decision for t in trials) / len(trials)
 
 
-def analyse(data: dict, stride: int, count: int) -> dict:
-    """Per (workload, effect, rule): (offset trials, shuffled trials), each trial (decision, pairs, seconds)."""
-    results, defaults = {}, Sampling()
-    print(f"\ndecisions: compare_speed with Sampling() defaults (first look after {defaults.min_samples} pairs, then "
-          f"every {defaults.step}, at most {defaults.max_samples}, {defaults.warmup} warm-up pair). In each recorded "
-          f"run, trials\nstart {stride} pair(s) apart (while {defaults.warmup + defaults.max_samples} pairs remain); "
-          f"overlapping trials are not independent: ~indep = recorded pairs / pairs per trial.\n"
-          f"pairs and seconds are medians; seconds = wall time of the samples used, warm-up included. shuffled = "
-          f"accepted in {count} trials on the run's pairs in random order.")
-    print(f"{'workload':>8}  {'effect':>6}  {'rule':<11}  {'trials':>6}  {'~indep':>6}  {'accepted':>8}  "
-          f"{'not faster':>10}  {'undecided':>9}  {'pairs':>5}  {'seconds':>7}  {'shuffled':>8}")
+def upper(trials: list) -> float:
+    """95% upper bound of the acceptance rate (Clopper-Pearson)."""
+    return stats.binomtest(sum(t.decision == FASTER for t in trials), len(trials)).proportion_ci(0.95).high
+
+
+def rules(args) -> dict[str, tuple[Sampling, tuple[float, ...]]]:
+    """Each replayed rule: its Sampling and the value lengths it uses, shortest first."""
+    new = {f"seq {label(short)}": (Sampling(), (short, args.sample_seconds)) for short in args.short_seconds}
+    return {"today": (TODAY, (args.sample_seconds,)), **new}
+
+
+def analyse(data: dict, args) -> dict:
+    """Per (workload, effect, rule): (offset trials, shuffled trials)."""
+    cases: dict[tuple, list] = {}
+    for seq in data["sequences"]:
+        cases.setdefault((seq["seconds"], seq["effect"]), []).append(seq)
+    print(f"\ndecisions, per rule: 'today' is the paired rule before (first look at 10 pairs of {label(args.sample_seconds)}"
+          f" values, 1 warm-up pair); 'seq X' is the sequential rule\n(Sampling() defaults) starting with values of X."
+          f" Trials start at every recorded pair (offset) and on shuffled pairs ({args.shuffled} per case).\n"
+          f"pairs and seconds are medians over offset trials; seconds = wall time of the processes used; <=5: share "
+          f"decided within 5 pairs.")
+    print(f"{'workload':>8}  {'effect':>6}  {'rule':<10}  {'trials':>6}  {'accepted':>8}  {'not faster':>10}  "
+          f"{'undecided':>9}  {'pairs':>5}  {'<=5':>4}  {'seconds':>7}  {'shuffled':>8}")
+    results = {}
     with ProcessPoolExecutor() as pool:  # the replay takes minutes: use every core
-        jobs = [(seq, rule, pool.submit(trials, seq["pairs"], rule, stride, count))
-                for seq in data["sequences"] for rule in RULES]
-        for seq, rule, job in jobs:
-            what = f"{label(seq['seconds']):>8}  {seq['effect']:>6}  {rule:<11}"
-            if job.result() is None:
-                print(f"{what}  too few pairs recorded")
-                continue
-            offsets, mixed = results[seq["seconds"], seq["effect"], rule] = job.result()
+        jobs = [(key, name, pool.submit(trials, streams, sampling, args.shuffled))
+                for key, seqs in cases.items() for name, (sampling, lengths) in rules(args).items()
+                if (streams := streams_for(seqs, lengths))]
+        for (seconds, effect), name, job in jobs:
+            offsets, mixed = results[seconds, effect, name] = job.result()
             accepted, rejected = rate(offsets), rate(offsets, NOT_FASTER)
-            used = np.median([t[1] for t in offsets])
-            print(f"{what}  {len(offsets):>6}  {len(seq['pairs']) / (used + defaults.warmup):>6.1f}  "
-                  f"{accepted:>8.1%}  {rejected:>10.1%}  {1 - accepted - rejected:>9.1%}  {used:>5.0f}  "
-                  f"{np.median([t[2] for t in offsets]):>7.1f}  {rate(mixed):>8.1%}")
+            print(f"{label(seconds):>8}  {effect:>6}  {name:<10}  {len(offsets):>6}  {accepted:>8.1%}  "
+                  f"{rejected:>10.1%}  {1 - accepted - rejected:>9.1%}  {np.median([t.pairs for t in offsets]):>5.0f}  "
+                  f"{np.mean([t.pairs <= 5 and t.decision != UNDECIDED for t in offsets]):>4.0%}  "
+                  f"{np.median([t.seconds for t in offsets]):>7.1f}  {rate(mixed):>8.1%}")
     return results
 
 
-def verdicts(results: dict) -> None:
-    """One line per rule and target; a target is met when both the offset and the shuffled trials meet it."""
+def verdicts(results: dict, args) -> None:
+    """The targets of issue 15, per rule; each detection and speed target must hold on offset and shuffled trials."""
+    sizes = sorted({s for s, _, _ in results})
+
+    def both(seconds, effect, name):
+        return results.get((seconds, effect, name), ([], []))
+
+    def median_seconds(seconds, effect, name):
+        return np.median([t.seconds for t in both(seconds, effect, name)[0]])
+
     print()
-    for rule in RULES:
-        aa = [v for (_, effect, r), v in results.items() if r == rule and effect == "A/A"]
+    for name in rules(args):
+        aa = [t for s in sizes for t in both(s, "A/A", name)[1]]
+        aa_offsets = [t for s in sizes for t in both(s, "A/A", name)[0]]
         if aa:
-            trials, mixed = (sum((v[i] for v in aa), []) for i in (0, 1))
-            high = stats.binomtest(round(rate(mixed) * len(mixed)), len(mixed)).proportion_ci(0.95).high
-            met = max(rate(trials), rate(mixed)) < 0.01
-            print(f"{rule}: false acceptance {rate(trials):.1%} of {len(trials)} offset trials, {rate(mixed):.1%} of "
-                  f"{len(mixed)} shuffled (95% upper bound {high:.1%}); target < 1%: {'MET' if met else 'NOT MET'}")
-        tens = {s: v for (s, effect, r), v in results.items() if r == rule and effect == "10%"}
-        if tens:
-            met = min(min(rate(v[0]), rate(v[1])) for v in tens.values()) >= 0.95
-            print(f"{rule}: detection of a 10% speedup (offset / shuffled trials) "
-                  + ", ".join(f"{label(s)} {rate(v[0]):.0%} / {rate(v[1]):.0%}" for s, v in tens.items())
-                  + f"; target >= 95%: {'MET' if met else 'NOT MET'}")
+            met = max(rate(aa), rate(aa_offsets)) < 0.01
+            print(f"{name}: false acceptance {rate(aa_offsets):.1%} of {len(aa_offsets)} offset trials, {rate(aa):.1%} "
+                  f"of {len(aa)} shuffled (95% upper bound {upper(aa):.1%}); target < 1%: {'MET' if met else 'NOT MET'}")
+        for effect, need, where in (("10%", 0.99, sizes), ("5%", 0.95, [s for s in sizes if s >= 0.05])):
+            got = {s: min(rate(both(s, effect, name)[0]), rate(both(s, effect, name)[1]))
+                   for s in where if both(s, effect, name)[0]}
+            if got:
+                print(f"{name}: {effect} detected " + ", ".join(f"{label(s)} {r:.0%}" for s, r in got.items())
+                      + f"; target >= {need:.0%}: {'MET' if min(got.values()) >= need else 'NOT MET'}")
+        if name == "today":
+            continue
+        fast = {(s, e): min(np.mean([t.pairs <= 5 and t.decision != UNDECIDED for t in v]) for v in both(s, e, name))
+                for s in sizes for e in ("2x", "0.5x") if both(s, e, name)[0]}
+        if fast:
+            print(f"{name}: 2x / 0.5x decided within 5 pairs " + ", ".join(f"{label(s)} {e} {r:.0%}" for (s, e), r in
+                                                                         fast.items())
+                  + f"; target >= 95%: {'MET' if min(fast.values()) >= 0.95 else 'NOT MET'}")
+        for effects, need in ((("2x", "0.5x"), 0.20), (("10%",), 0.60)):
+            ratios = {(s, e): median_seconds(s, e, name) / median_seconds(s, e, "today")
+                      for s in sizes for e in effects if both(s, e, name)[0]}
+            if ratios:
+                print(f"{name}: median seconds per decision / today's: "
+                      + ", ".join(f"{label(s)} {e} {r:.0%}" for (s, e), r in ratios.items())
+                      + f"; target <= {need:.0%}: {'MET' if max(ratios.values()) <= need else 'NOT MET'}")
+
+
+def markdown(results: dict, args) -> None:
+    """The README's table: per workload size and rule, the targets' figures and median seconds per effect."""
+    sizes = sorted({s for s, _, _ in results})
+    effects = [e for e in EFFECTS if any((s, e, "today") in results for s in sizes)]
+    print("\n| workload | rule | false acceptance (A/A) | 10% detected | 5% detected | median seconds per decision: "
+          + ", ".join(effects) + " |\n|---|---|---|---|---|---|")
+    for s in sizes:
+        for name in rules(args):
+            def got(effect):
+                return results.get((s, effect, name))
+            aa = got("A/A")
+            cells = [f"{sum(t.decision == FASTER for t in aa[0] + aa[1])} of {len(aa[0] + aa[1])}" if aa else "-"]
+            cells += [f"{min(rate(got(e)[0]), rate(got(e)[1])):.0%}" if got(e) else "-" for e in ("10%", "5%")]
+            times = " / ".join(f"{np.median([t.seconds for t in got(e)[0]]):.1f}" if got(e) else "-" for e in effects)
+            print(f"| {label(s)} | {name} | " + " | ".join(cells) + f" | {times} |")
 
 
 def main() -> None:
@@ -237,16 +310,22 @@ def main() -> None:
                         help="target duration of one timing sample (perfagent's sample_seconds)")
     parser.add_argument("--effects", nargs="+", default=list(EFFECTS), choices=list(EFFECTS),
                         help="cases to record (A/A is identical code)")
-    parser.add_argument("--pairs", type=int, default=150, help="pairs recorded per case, workloads under 0.5 s")
-    parser.add_argument("--long-pairs", type=int, default=55, help="pairs recorded per case, workloads of 0.5 s+")
-    parser.add_argument("--stride", type=int, default=1, help="pairs between the starts of two replayed trials")
+    parser.add_argument("--lengths", type=float, nargs="+", default=list(LENGTHS),
+                        help="value lengths to record (seconds of calls behind one value)")
+    parser.add_argument("--pairs", type=int, default=50, help="pairs recorded per case with short values")
+    parser.add_argument("--long-pairs", type=int, default=42,
+                        help="pairs recorded per case with values of --sample-seconds")
+    parser.add_argument("--short-seconds", type=float, nargs="+", default=[Settings.model_fields["short_sample_seconds"].default],
+                        help="short value lengths to replay the sequential rule with (each must be recorded)")
     parser.add_argument("--shuffled", type=int, default=150, help="shuffled-order trials per case")
     parser.add_argument("--data", default="/tmp/perfagent-measurement.json", help="recorded samples (JSON)")
     parser.add_argument("--replay", action="store_true", help="analyse --data instead of recording")
     args = parser.parse_args()
     data = json.loads(Path(args.data).read_text()) if args.replay else record(args)
     describe_sequences(data)
-    verdicts(analyse(data, args.stride, args.shuffled))
+    results = analyse(data, args)
+    verdicts(results, args)
+    markdown(results, args)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,29 @@
 """Speed measurement: interleaved samples from fresh processes, and the statistical decision.
 
-Samples come in pairs taken back to back (baseline and candidate, in ABBA order). Two decision rules:
-- "paired" (default): per-pair speedups r_i = baseline_i / candidate_i; a one-sided Wilcoxon signed-rank test on
-  log r_i, and a bootstrap confidence interval of median(r_i). Pairing cancels the machine's slow swings in speed,
-  which hit both members of a pair alike.
+Samples come in pairs taken back to back (baseline and candidate, in ABBA order), so the machine's slow swings in
+speed hit both members of a pair alike; each pair gives a log speedup log(baseline / candidate). Rules:
+- "sequential" (default): decide at every look, as soon as the answer is clear. Values start short
+  (`short_sample_seconds`), looks at 3 and 5 pairs; still open, values of `sample_seconds` (the careful end: the
+  lower quartile of about 1 s of calls), looks at 5, 10, ... 40 pairs. A look accepts when a one-sided t-test rejects
+  "no difference" at the stage's nominal level AND the 95% t-interval of the geometric-mean speedup lies at or above
+  1 + min_effect; it rejects as "not faster" when that interval lies below 1 + min_effect. The nominal level is the
+  same at every look of a stage and is set so that, over all the stage's looks, identical code is accepted with
+  chance at most the stage's share of `alpha` (sequential_level: a Pocock-type group-sequential boundary). The short
+  stage spends `short_alpha`, the long one the rest, so the whole comparison keeps `alpha` (a union bound, whatever
+  the choice between the stages). Under "no difference" the log speedups are symmetric about 0 (ABBA order makes
+  the sides exchangeable), where the t-test is valid and, for heavy tails, conservative. A 2x or 0.5x effect is
+  decided at the first looks on short values; a small one goes on to long values and more pairs.
+- "paired" (the rule before): Wilcoxon signed-rank on the log speedups at level `alpha` and a bootstrap interval
+  of the median speedup, at 10, 15, ... 40 pairs of long values.
 - "mannwhitney": the two groups as independent samples; a one-sided Mann-Whitney U test, and a bootstrap interval
   of median(baseline) / median(candidate).
-Either way a candidate is faster when the test rejects "no difference" at level `alpha` AND the whole interval lies
-at or above 1 + `min_effect`; it is "not faster" as soon as the interval's upper end is below 1 + `min_effect`;
-otherwise more samples are taken, up to a cap, and a still-open question is reported as too noisy.
-- "sequential": a group-sequential paired rule that may decide at every look, from the first (5 pairs by default):
-  one-sided t bounds on the mean log speedup at level alpha / (number of planned looks). Bonferroni over the looks
-  holds whatever their dependence, so false acceptance stays below alpha overall; under "no difference" the pairs'
-  log speedups are symmetric about 0 (ABBA order makes the two sides exchangeable), where the t bound is sound and,
-  for heavy tails, conservative. A 2x or 0.5x effect is decided at the first look; small ones take every look.
+For the last two, a candidate is faster when the test rejects "no difference" at level `alpha` AND the whole interval
+lies at or above 1 + `min_effect`, and "not faster" as soon as the interval's upper end is below 1 + `min_effect`.
+Otherwise more samples are taken, up to a cap, and a still-open question is reported as too noisy.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Callable, NamedTuple
 
@@ -69,24 +76,41 @@ def _interval(data: tuple, statistic, confidence: float, n_resamples: int, seed:
                            random_state=np.random.default_rng(seed)).confidence_interval
 
 
-def sequential_stats(base, cand, *, alpha: float = 0.01, min_effect: float = 0.03, looks: int = 8) -> SpeedStats:
-    """One look of the "sequential" rule (module docstring): the geometric-mean speedup and its two-sided interval at
-    confidence 1 - 2 * alpha / looks, whose lower end must clear 1 + min_effect to accept."""
+@functools.lru_cache(maxsize=None)
+def sequential_level(looks: tuple[int, ...], alpha: float, draws: int = 200_000) -> float:
+    """The one-sided level at which each look tests "no difference", so that over all `looks` (pair counts) the
+    chance of any look rejecting it is `alpha`: the alpha-quantile of the smallest p-value across the looks, for
+    Gaussian pairs under the null (a Pocock-type boundary computed by simulation; t statistics are scale-free, so
+    one simulation fits any noise level). Seeded: the same looks always give the same level."""
+    rng = np.random.default_rng(20261130)
+    smallest = np.ones(draws)
+    for chunk in np.array_split(np.arange(draws), 8):
+        x = rng.standard_normal((len(chunk), looks[-1]))
+        for n in looks:
+            head = x[:, :n]
+            t = head.mean(axis=1) / (head.std(axis=1, ddof=1) / np.sqrt(n))
+            smallest[chunk] = np.minimum(smallest[chunk], stats.t.sf(t, n - 1))
+    return float(np.quantile(smallest, alpha))
+
+
+def sequential_stats(base, cand, *, level: float, min_effect: float = 0.03, confidence: float = 0.95) -> SpeedStats:
+    """One look of the "sequential" rule (module docstring) on the log speedups of the pairs so far."""
     base, cand = np.asarray(base, float), np.asarray(cand, float)
     logs = np.log(base / cand)
-    level = alpha / looks
     mean = float(np.mean(logs))
-    if len(logs) < 2 or np.ptp(logs) == 0:
+    if len(logs) < 2 or np.ptp(logs) == 0:  # no spread: the data say exactly this
         low = high = mean
         p_value = 0.0 if mean > 0 and len(logs) >= 2 else 1.0
     else:
-        half = float(stats.t.ppf(1 - level, len(logs) - 1) * np.std(logs, ddof=1) / np.sqrt(len(logs)))
+        error = float(np.std(logs, ddof=1) / np.sqrt(len(logs)))
+        half = float(stats.t.ppf(0.5 + confidence / 2, len(logs) - 1)) * error
         low, high = mean - half, mean + half
-        p_value = float(stats.ttest_1samp(logs, 0.0, alternative="greater").pvalue)
+        p_value = float(stats.t.sf(mean / error, len(logs) - 1))
     threshold = np.log1p(min_effect)
-    decision = FASTER if low >= threshold else NOT_FASTER if high < threshold else UNDECIDED
+    decision = (FASTER if p_value <= level and low >= threshold else NOT_FASTER if high < threshold
+                else UNDECIDED)
     return SpeedStats(
-        speedup=float(np.exp(mean)), ci_low=float(np.exp(low)), ci_high=float(np.exp(high)), confidence=1 - 2 * level,
+        speedup=float(np.exp(mean)), ci_low=float(np.exp(low)), ci_high=float(np.exp(high)), confidence=confidence,
         p_value=p_value, n_base=len(base), n_cand=len(cand), base_median=float(np.median(base)),
         cand_median=float(np.median(cand)), base_spread=relative_spread(base), decision=decision,
     )
@@ -122,54 +146,75 @@ def speed_stats(base, cand, *, alpha: float = 0.01, min_effect: float = 0.03, co
     )
 
 
+class Stage(NamedTuple):
+    """Part of a sequential comparison: values of one length (`rung` of the caller's ladder of loop counts), the pair
+    counts at which a decision may be taken, and the share of the false-acceptance rate spent on them."""
+    rung: int
+    looks: tuple[int, ...]
+    alpha: float
+
+
 @dataclass(frozen=True)
 class Sampling:
-    min_samples: int = 10  # per side, before the first decision
-    max_samples: int = 40  # per side; beyond this the machine is called too noisy
-    step: int = 5  # samples added per side between decisions
-    warmup: int = 1  # pairs discarded at the start
-    alpha: float = 0.01
+    test: str = "sequential"  # or "paired" / "mannwhitney" (module docstring)
+    min_samples: int = 5  # pairs per side before the first decision on the longest values
+    max_samples: int = 40  # pairs per side; beyond this the machine is called too noisy
+    step: int = 5  # pairs added between decisions
+    warmup: int = 0  # pairs discarded at the start (the candidate's result check has just run its code)
+    alpha: float = 0.01  # false acceptance of identical code, over every look
     min_effect: float = 0.03
     confidence: float = 0.95
-    test: str = "paired"  # or "mannwhitney", or "sequential" (best with min_samples=5)
+    short_looks: tuple[int, ...] = (3, 5)  # sequential rule: looks on the short values, when they are shorter
+    short_alpha: float = 0.002  # the share of alpha they spend
 
     @property
-    def looks(self) -> int:
-        """How many decisions compare_speed may take: at min_samples, then every `step` pairs up to max_samples."""
-        return 1 + -(-max(0, self.max_samples - self.min_samples) // self.step)
+    def looks(self) -> tuple[int, ...]:
+        """Pair counts at which the longest values are judged: min_samples, then every `step` up to max_samples."""
+        return (*range(self.min_samples, self.max_samples, self.step), self.max_samples)
 
-    def decide(self, base, cand) -> SpeedStats:
+    def stages(self, rungs: int) -> list[Stage]:
+        """The sequential plan for a ladder of `rungs` value lengths (1 or 2): short values first, where their looks
+        may decide, then the longest. With one length, the short looks lead into the long ones."""
+        if self.test != "sequential":
+            return [Stage(rungs - 1, self.looks, self.alpha)]
+        if rungs == 1:
+            return [Stage(0, tuple(sorted({*self.short_looks, *self.looks})), self.alpha)]
+        return [Stage(0, self.short_looks, self.short_alpha), Stage(rungs - 1, self.looks, self.alpha - self.short_alpha)]
+
+    def decide(self, base, cand, stage: Stage) -> SpeedStats:
         if self.test == "sequential":
-            return sequential_stats(base, cand, alpha=self.alpha, min_effect=self.min_effect, looks=self.looks)
+            return sequential_stats(base, cand, level=sequential_level(stage.looks, stage.alpha),
+                                    min_effect=self.min_effect, confidence=self.confidence)
         return speed_stats(base, cand, alpha=self.alpha, min_effect=self.min_effect, confidence=self.confidence,
                            test=self.test)
 
 
-def compare_speed(sample_base: Callable[[], Timing | float], sample_cand: Callable[[], Timing | float],
-                  sampling: Sampling = Sampling(),
-                  progress: Callable[[SpeedStats], None] | None = None) -> tuple[SpeedStats, list, list]:
-    """Alternate baseline and candidate samples (ABBA order, so drift hits both alike) until decided; returns the
-    decision on wall time and the samples as the sample functions gave them. `progress` sees every interim
+def compare_speed(sample_base: Callable[[int], Timing | float], sample_cand: Callable[[int], Timing | float],
+                  sampling: Sampling = Sampling(), progress: Callable[[SpeedStats], None] | None = None,
+                  ladder: tuple[int, ...] = (1,)) -> tuple[SpeedStats, list, list]:
+    """Alternate baseline and candidate values (ABBA order, so drift hits both alike) until decided; returns the
+    decision on wall time and the last stage's values as the sample functions gave them. The sample functions take a
+    loop count from `ladder` (increasing: short values first; see Sampling.stages). `progress` sees every interim
     decision."""
-    for i in range(sampling.warmup):
-        sample_base(), sample_cand()
-    base: list = []
-    cand: list = []
-    target = sampling.min_samples
-    while True:
-        while len(base) < target:
-            if len(base) % 2:
-                cand.append(sample_cand())
-                base.append(sample_base())
-            else:
-                base.append(sample_base())
-                cand.append(sample_cand())
-        result = sampling.decide(walls(base), walls(cand))
-        if progress:
-            progress(result)
-        if result.decision != UNDECIDED or target >= sampling.max_samples:
-            return result, base, cand
-        target = min(target + sampling.step, sampling.max_samples)
+    for _ in range(sampling.warmup):
+        sample_base(ladder[0]), sample_cand(ladder[0])
+    stages = sampling.stages(len(ladder))
+    for stage in stages:
+        loops, base, cand = ladder[stage.rung], [], []
+        for target in stage.looks:
+            while len(base) < target:
+                if len(base) % 2:
+                    cand.append(sample_cand(loops))
+                    base.append(sample_base(loops))
+                else:
+                    base.append(sample_base(loops))
+                    cand.append(sample_cand(loops))
+            result = sampling.decide(walls(base), walls(cand), stage)
+            if progress:
+                progress(result)
+            if result.decision != UNDECIDED:
+                return result, base, cand
+    return result, base, cand
 
 
 @dataclass(frozen=True)
@@ -197,6 +242,13 @@ def measure_noise(first, second, max_samples: int) -> Noise:
     # the median's standard error is about 1.25 sigma / sqrt(n); a 95% interval must clear 1 by two of them
     resolvable = float(np.exp(2 * 1.96 * 1.2533 * sigma / np.sqrt(max_samples)))
     return Noise(len(first), relative_spread(np.concatenate([first, second])), sigma, resolvable)
+
+
+def value_ladder(loops: int, sample_seconds: float, short_seconds: float) -> tuple[int, ...]:
+    """Loop counts of the value lengths a comparison may use, shortest first: `loops` is calibrated to
+    `sample_seconds`; short values take about `short_seconds` (one call at least). One rung when they coincide."""
+    short = max(1, round(loops * short_seconds / sample_seconds))
+    return (short, loops) if short < loops else (loops,)
 
 
 def samples_record(base: list, cand: list) -> dict:

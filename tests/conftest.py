@@ -114,7 +114,6 @@ SMALL_LIB = {
         [tool.perfagent]
         profile-seconds = 1.0
         sample-seconds = 0.05
-        min-samples = 8
         max-samples = 20
         candidate-timeout-s = 8
         patience = 20

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TASK_FILE = ROOT / "workloads" / "tasks.jsonl"
 SESSIONS = ROOT / "workloads" / "sessions"
 FAST = ["--sample-seconds", "0.05"]  # timing quality is not what these tests are about
-BATCH_FAST = [*FAST, "--set", "min-samples=8", "--set", "profile-seconds=1"]
+BATCH_FAST = [*FAST, "--set", "profile-seconds=1"]
 # Ray's variant of the kill test is a slow end-to-end check (about 90 s): run with -m benchmark. Ray stays in the suite
 # through the gold evaluation.
 EXECUTORS = ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.benchmark])]

@@ -68,7 +68,7 @@ STATIC = [
 @pytest.mark.parametrize("path, text, reason, why", STATIC, ids=[f"{i}-{row[3] or 'honest'}" for i, row in
                                                                  enumerate(STATIC)])
 def test_static_cheats(path, text, reason, why):
-    judge = Judge(None, sys.executable, None, None, 1, "bench.py", 5.0)
+    judge = Judge(None, sys.executable, None, None, (1,), "bench.py", 5.0)
     verdict = judge.static_checks({CORE: ORIGINAL}, {path: text})
     if reason is None:
         assert verdict is None
@@ -84,7 +84,7 @@ def test_dynamic_cheats_in_one_optimize_run(tmp_path):
             global docs
             docs = [f"hello world thing{i % 700} foo bar" for i in range(3000)]
         ''')
-    settings = ("[tool.perfagent]\nprofile-seconds = 0.3\nsample-seconds = 0.05\nmin-samples = 8\nmax-samples = 12\n"
+    settings = ("[tool.perfagent]\nprofile-seconds = 0.3\nsample-seconds = 0.05\nmax-samples = 12\n"
                 "candidate-timeout-s = 20\n")
     repo = make_repo(tmp_path / "repo", {**SMALL_LIB, "bench.py": bench, "pyproject.toml": settings})
     input_size = '    if len(items) == 15000:  # the benchmark\'s input\n' \
@@ -121,7 +121,7 @@ def test_command_output_and_files_left_behind(tmp_path):
 
     def judge(name: str, code: str, compare_output: bool = True):
         candidate = make_repo(tmp_path / name, {"tool.sh": "echo done > report.txt\n" + code})
-        return Judge(runner, sys.executable, tmp_path / "tests", Sampling(min_samples=8, max_samples=8), 1, None,
+        return Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (1,), None,
                      30.0, compare_output=compare_output).judge(candidate, ref, [])
 
     changed = judge("changed", "echo '[0, 1, 2, 3]'\n")
@@ -166,7 +166,7 @@ def test_a_test_that_now_skips_counts_as_failing(tmp_path):
     ref = Reference(base, {"tests/test_lib.py::test_f"}, results, seconds, {}, set(repository_changes(base)))
     candidate = make_repo(tmp_path / "candidate", {**files, "lib.py": "import pytest\n\n\ndef f():\n"
                                                    "    pytest.skip('not today')\n"})
-    verdict = Judge(runner, sys.executable, tmp_path / "tests", Sampling(min_samples=8, max_samples=8), 1, None,
+    verdict = Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (1,), None,
                     30.0).judge(candidate, ref, ["tests/test_lib.py"])
     assert verdict.reason == "tests failed" and verdict.tests_failed == ["tests/test_lib.py::test_f"]
     assert "no longer pass (skipped or not run)" in verdict.detail

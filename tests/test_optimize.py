@@ -67,10 +67,10 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
     assert good["functions"] == ["mylib.core:unique_sorted"] and good["verdict"]["speed"]["speedup"] > 1.2
     assert good["verdict"]["speed"]["p_value"] < 0.01
     samples = good["verdict"]["samples"]  # wall and CPU time per call, pair by pair
-    assert len(samples["baseline"]) == len(samples["candidate_cpu"]) == good["verdict"]["speed"]["n_base"] >= 8
+    assert len(samples["baseline"]) == len(samples["candidate_cpu"]) == good["verdict"]["speed"]["n_base"] >= 3
     assert samples["cpu_speedup"] > 1.2
     noise = summary["baseline"]["noise"]
-    assert noise["pairs"] == 8 and noise["resolvable"] > 1.0 and noise["sample_spread"] >= 0
+    assert noise["pairs"] == 10 and noise["resolvable"] > 1.0 and noise["sample_spread"] >= 0
 
     # the user's checkout is as it was; the new branch has exactly the accepted commit
     assert repo_state(small_repo)["files"] == before["files"]
@@ -131,7 +131,7 @@ def test_guards_on_the_diff_alone():
     """Protected files, benchmark gaming and syntax errors are caught before anything runs."""
     from agent.verdict import Judge
 
-    judge = Judge(None, sys.executable, None, None, 1, "bench/workload.py", 5.0, ["docs/conftest.py"])
+    judge = Judge(None, sys.executable, None, None, (1,), "bench/workload.py", 5.0, ["docs/conftest.py"])
     before = {"pkg/m.py": "def f():\n    return 1\n"}
     cases = {
         "tests/test_m.py": ("edits a protected file", "a test file"),

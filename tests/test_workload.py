@@ -5,7 +5,7 @@ import pytest
 
 from agent.config import ConfigError, load_settings
 from agent.localize import profile_workload
-from agent.workload import Workload, WorkloadError, WorkloadFailed, WorkloadRunner
+from agent.workload import OWN_INPUT, PERTURBED_INPUT, Workload, WorkloadError, WorkloadFailed, WorkloadRunner
 from sandbox.run import Limits
 from tests.conftest import SMALL_LIB, make_repo
 
@@ -144,3 +144,37 @@ def test_settings_from_pyproject_with_flags_winning(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.perfagent\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(tmp_path, {})
+
+
+PERTURBABLE = """
+def setup():
+    pass
+
+
+def perturbed_setup():
+    raise RuntimeError("the perturbed input ran")
+
+
+def workload():
+    return 42
+"""
+
+
+def test_a_result_that_differs_on_the_own_input_ends_the_result_runs(tmp_path):
+    """The perturbed input runs only when the own input's result matches: here it would fail, so it did not run."""
+    repo = make_repo(tmp_path / "r", {"wl.py": PERTURBABLE})
+    runner = _runner(Workload.parse("wl.py", repo), tmp_path)
+    own, _ = runner.result(repo)
+    results, _ = runner.results(repo, {OWN_INPUT: 41, PERTURBED_INPUT: 41})
+    assert list(results) == [OWN_INPUT]
+    with pytest.raises(WorkloadFailed, match="the perturbed input ran"):
+        runner.results(repo, {OWN_INPUT: own, PERTURBED_INPUT: own})
+
+
+def test_sample_settings_are_checked_together(tmp_path):
+    base = {"workload": "w.py", "model": "m"}
+    with pytest.raises(ConfigError, match="min-samples must not exceed max-samples"):
+        load_settings(tmp_path, {**base, "min_samples": 12, "max_samples": 10})
+    with pytest.raises(ConfigError, match="decision-rule paired needs min-samples >= 8"):
+        load_settings(tmp_path, {**base, "decision_rule": "paired"})
+    assert load_settings(tmp_path, {**base, "decision_rule": "paired", "min_samples": 10}).min_samples == 10
