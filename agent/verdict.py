@@ -3,6 +3,7 @@ perturbed input too), then speed. Cheap checks first; every rejection carries a 
 from __future__ import annotations
 
 import difflib
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -53,6 +54,7 @@ class Verdict:
     result_check: str = ""
     speed: SpeedStats | None = None
     samples: dict | None = None  # timing values (seconds per call, wall and CPU) of baseline and candidate
+    timing_s: float | None = None  # wall seconds the speed decision took
     unguarded: list[str] = field(default_factory=list)  # edited functions that no selected test reaches
     behaviour: list[dict] = field(default_factory=list)  # unsafe behaviour: what the candidate's code did, new
 
@@ -186,6 +188,7 @@ class Judge:
                 return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
         result_check = IDENTICAL if self.compare_output else NOT_COMPARED
         progress(f"result: {result_check}")
+        started = time.perf_counter()
         try:
             speed, base, cand = compare_speed(
                 lambda loops: self.runner.sample(ref.worktree, loops), lambda loops: self.runner.sample(candidate, loops),
@@ -203,5 +206,5 @@ class Judge:
             detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
                        f"{self.sampling.max_samples} samples per side")
         return Verdict(reason, detail, checked, result_check=result_check, speed=speed,
-                       samples=samples_record(base, cand))
+                       samples=samples_record(base, cand), timing_s=time.perf_counter() - started)
 
