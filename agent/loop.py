@@ -385,6 +385,7 @@ class Optimizer:
                      f"{later * 1000:.1f} ms on later ones (a cache setup() does not reset?): timing only the first "
                      f"call of each process[/]")
         ladder = value_ladder(loops, s.sample_seconds, s.short_sample_seconds)
+        self.sampling = replace(self.sampling, noise_floor=baseline["noise"]["pair_spread"])
         self.say(f"baseline: workload {seconds * 1000:.1f} ms, {' or '.join(map(str, ladder))} call(s) per timing "
                  f"value")
         plan.behaviour |= from_records(baseline["behaviour"])  # one set, growing with the tests the run selects

@@ -25,6 +25,7 @@ import tempfile
 import time
 import timeit
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,7 +38,8 @@ from scipy import stats  # noqa: E402
 from agent.config import Settings  # noqa: E402
 from agent.workload import Workload, WorkloadRunner  # noqa: E402
 from sandbox import isolation  # noqa: E402
-from sandbox.measure import FASTER, NOT_FASTER, UNDECIDED, Sampling, Timing, compare_speed, relative_spread  # noqa: E402
+from sandbox.measure import (FASTER, NOT_FASTER, UNDECIDED, Sampling, Timing, compare_speed,  # noqa: E402
+                             measure_noise, relative_spread)
 from sandbox.run import Limits  # noqa: E402
 
 # the baseline's extra work: the candidate is that much faster ("0.5x": the baseline does half, so 2x slower)
@@ -214,11 +216,24 @@ def rules(args) -> dict[str, tuple[Sampling, tuple[float, ...]]]:
     return {"today": (TODAY, (args.sample_seconds,)), **new}
 
 
+def noise_floors(cases: dict, args) -> dict[float, float]:
+    """Per workload size, the A/A pair spread perfagent would measure at baseline (its first 10 pairs of long values),
+    which the sequential rule takes as the least spread of log speedups."""
+    floors = {}
+    for (seconds, effect), seqs in cases.items():
+        if effect == "A/A":
+            pairs = np.array(streams_for(seqs, (args.sample_seconds,))[0][:10])
+            floors[seconds] = measure_noise(pairs[:, 0], pairs[:, 2], Sampling.max_samples).pair_spread
+    return floors
+
+
 def analyse(data: dict, args) -> dict:
     """Per (workload, effect, rule): (offset trials, shuffled trials)."""
     cases: dict[tuple, list] = {}
     for seq in data["sequences"]:
         cases.setdefault((seq["seconds"], seq["effect"]), []).append(seq)
+    floors = noise_floors(cases, args)
+    print("\nnoise floors (A/A pair spread at baseline): " + ", ".join(f"{label(s)} {f:.1%}" for s, f in floors.items()))
     print(f"\ndecisions, per rule: 'today' is the paired rule before (first look at 10 pairs of {label(args.sample_seconds)}"
           f" values, 1 warm-up pair); 'seq X' is the sequential rule\n(Sampling() defaults) starting with values of X."
           f" Trials start at every recorded pair (offset) and on shuffled pairs ({args.shuffled} per case).\n"
@@ -228,7 +243,8 @@ def analyse(data: dict, args) -> dict:
           f"{'undecided':>9}  {'pairs':>5}  {'<=5':>4}  {'seconds':>7}  {'shuffled':>8}")
     results = {}
     with ProcessPoolExecutor() as pool:  # the replay takes minutes: use every core
-        jobs = [(key, name, pool.submit(trials, streams, sampling, args.shuffled))
+        jobs = [(key, name, pool.submit(trials, streams, replace(sampling, noise_floor=floors.get(key[0], 0.0))
+                                        if sampling.test == "sequential" else sampling, args.shuffled))
                 for key, seqs in cases.items() for name, (sampling, lengths) in rules(args).items()
                 if (streams := streams_for(seqs, lengths))]
         for (seconds, effect), name, job in jobs:
