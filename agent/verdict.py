@@ -191,7 +191,8 @@ class Judge:
         started = time.perf_counter()
         try:
             speed, base, cand = compare_speed(
-                lambda loops: self.runner.sample(ref.worktree, loops), lambda loops: self.runner.sample(candidate, loops),
+                lambda loops: self.runner.sample(ref.worktree, loops),
+                lambda loops: self.runner.sample(candidate, loops),
                 self.sampling, lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after "
                                                   f"{s.n_base} pairs, p={s.p_value:.1g}: {s.decision}"), self.ladder)
         except WorkloadFailed as exc:

@@ -187,7 +187,8 @@ class Sampling:
             return [Stage(rungs - 1, self.looks, self.alpha)]
         if rungs == 1:
             return [Stage(0, tuple(sorted({*self.short_looks, *self.looks})), self.alpha)]
-        return [Stage(0, self.short_looks, self.short_alpha), Stage(rungs - 1, self.looks, self.alpha - self.short_alpha)]
+        return [Stage(0, self.short_looks, self.short_alpha),
+                Stage(rungs - 1, self.looks, self.alpha - self.short_alpha)]
 
     def decide(self, base, cand, stage: Stage) -> SpeedStats:
         if self.test == "sequential":
