@@ -19,13 +19,13 @@ from typing import Callable
 from pydantic import BaseModel
 from rich.text import Text
 
-from agent.config import load_settings
-from agent.envs import Environments
-from agent.llm import SharedBudget
-from agent.loop import MODEL_FAILURE_STATUS, Optimizer
-from agent.record import append_jsonl, read_jsonl, write_json
-from agent.repos import RepoCache, diff
-from agent.tasks import Task, load_tasks
+from perfagent.config import load_settings
+from perfagent.envs import Environments
+from perfagent.llm import SharedBudget
+from perfagent.loop import MODEL_FAILURE_STATUS, Optimizer
+from perfagent.record import append_jsonl, read_jsonl, write_json
+from perfagent.repos import RepoCache, diff
+from perfagent.tasks import Task, load_tasks
 
 PREDICTIONS, RESULTS, LEDGER = "predictions.jsonl", "results.jsonl", "spend.json"
 ORACLE = "oracle"  # --model oracle: each task's expert patch is the model's reply

@@ -17,22 +17,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agent.batch import ORACLE, BatchJob, run_batch
-from agent.cache import InterpreterError, default_root
-from agent.config import ConfigError, Settings, load_settings
-from agent.evaluate import EvalJob, read_predictions, run_evaluation
-from agent.executors import make_executor
-from agent.interactive import TerminalReviewer
-from agent.llm import ModelConfigError, ModelError, make_model
-from agent.localize import ProfileError, profile_workload
-from agent.loop import MODEL_FAILURE_STATUS, BaselineError, Optimizer
-from agent.report import ReportError, write_report
-from agent.testselect import FailingTests, TestSelectionError
-from agent.workload import Workload, WorkloadError
-from sandbox import isolation
-from sandbox.isolation import IsolationError
-from sandbox.run import Limits
-from sandbox.workspace import WorkspaceError, Workspaces, open_repo
+from perfagent import workloads
+from perfagent.batch import ORACLE, BatchJob, run_batch
+from perfagent.cache import InterpreterError, default_root
+from perfagent.config import ConfigError, Settings, load_settings
+from perfagent.evaluate import EvalJob, read_predictions, run_evaluation
+from perfagent.executors import make_executor
+from perfagent.interactive import TerminalReviewer
+from perfagent.llm import ModelConfigError, ModelError, make_model
+from perfagent.localize import ProfileError, profile_workload
+from perfagent.loop import MODEL_FAILURE_STATUS, BaselineError, Optimizer
+from perfagent.report import ReportError, write_report
+from perfagent.testselect import FailingTests, TestSelectionError
+from perfagent.workload import Workload, WorkloadError
+from perfagent.sandbox import isolation
+from perfagent.sandbox.isolation import IsolationError
+from perfagent.sandbox.run import Limits
+from perfagent.sandbox.workspace import WorkspaceError, Workspaces, open_repo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="An LLM-driven performance engineer: profile, patch, verify, keep only real speedups.")
@@ -50,7 +51,7 @@ def _console() -> Console:
 
 console = _console()
 errors = Console(stderr=True, highlight=False, soft_wrap=True, width=UNWRAPPED_WIDTH)
-EXAMPLE = Path(__file__).resolve().parent.parent / "workloads"
+EXAMPLE = Path(workloads.__file__).parent
 
 # Exit codes, one per way a run ends (the README's table)
 IMPROVED = 0  # finished, with commits on the new branch

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.cache import default_root
-from sandbox.behaviour import check_allow_list
+from perfagent.cache import default_root
+from perfagent.sandbox.behaviour import check_allow_list
 
 if sys.version_info >= (3, 11):
     import tomllib

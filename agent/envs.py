@@ -19,8 +19,8 @@ import sysconfig
 import venv
 from pathlib import Path
 
-from agent.record import file_lock
-from agent.tasks import Task
+from perfagent.record import file_lock
+from perfagent.tasks import Task
 
 DEFAULT_SETUP = "python -m pip install --quiet -e '.[test,tests,testing]'"  # pip skips extras a project lacks
 _READY = "perfagent-ready"

@@ -7,8 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from perfagent import workloads
+
 OWNER = "perfagent-examples"  # the `repo` field of bundled tasks is "perfagent-examples/<name>"
-SOURCES = Path(__file__).resolve().parent.parent / "workloads" / "repos"
+SOURCES = Path(workloads.__file__).parent / "repos"
 _IDENTITY = {"GIT_AUTHOR_NAME": "perfagent examples", "GIT_AUTHOR_EMAIL": "examples@perfagent.invalid",
              "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+0000", "GIT_COMMITTER_NAME": "perfagent examples",
              "GIT_COMMITTER_EMAIL": "examples@perfagent.invalid", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+0000"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path, PurePosixPath
 
-from agent import localize
+from perfagent import localize
 
 REPOSITORY, WORKLOAD, STDLIB, THIRD_PARTY = "repository", "workload", "stdlib", "third-party"
 _STDLIB = re.compile(r"/lib/python3\.\d+/|^<frozen |^<built-in")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from agent.record import file_lock, write_json
+from perfagent.record import file_lock, write_json
 
 # Sent to key-less local servers because the provider SDKs refuse to run without some key.
 LOCAL_PLACEHOLDER_KEY = "no-key-needed"

@@ -12,26 +12,26 @@ from typing import Callable
 import git
 from rich.markup import escape
 
-from agent.config import ConfigError, Settings
-from agent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
-from agent.guards import repository_changes
-from agent.cache import BaselineCache, interpreter
-from agent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelConfigError, ModelError, ScriptExhausted, Session, \
+from perfagent.config import ConfigError, Settings
+from perfagent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
+from perfagent.guards import repository_changes
+from perfagent.cache import BaselineCache, interpreter
+from perfagent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelConfigError, ModelError, ScriptExhausted, Session, \
     Trajectory, make_model
-from agent.localize import Hotspot, Profile, profile_workload
-from agent.prompts import Attempt, fix_edit_message, optimize_messages
-from agent.record import RunRecord
-from agent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, AutoReviewer, Candidate, Decision, Quit, \
+from perfagent.localize import Hotspot, Profile, profile_workload
+from perfagent.prompting import Attempt, fix_edit_message, optimize_messages
+from perfagent.record import RunRecord
+from perfagent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, AutoReviewer, Candidate, Decision, Quit, \
     RunState, unified_diff
-from agent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
-from agent.testselect import PlanSettings, Selection, TestPlan
-from agent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
-from agent.workload import Workload, WorkloadFailed, WorkloadRunner
-from sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, value_ladder, walls
-from sandbox import isolation
-from sandbox.behaviour import from_records
-from sandbox.run import USAGE, Limits, run_shell
-from sandbox.workspace import Workspaces, commit_files, head, open_repo
+from perfagent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
+from perfagent.testselect import PlanSettings, Selection, TestPlan
+from perfagent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
+from perfagent.workload import Workload, WorkloadFailed, WorkloadRunner
+from perfagent.sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, value_ladder, walls
+from perfagent.sandbox import isolation
+from perfagent.sandbox.behaviour import from_records
+from perfagent.sandbox.run import USAGE, Limits, run_shell
+from perfagent.sandbox.workspace import Workspaces, commit_files, head, open_repo
 
 EDIT_FAILED = "edit did not apply"
 NO_EDIT = "no edit"

@@ -12,12 +12,12 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
-from agent.batch import RESULTS as BATCH_RESULTS
-from agent.evaluate import RESULTS as EVALUATION, row_key, row_label, summarize
-from agent.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, flame_svg, \
+from perfagent.batch import RESULTS as BATCH_RESULTS
+from perfagent.evaluate import RESULTS as EVALUATION, row_key, row_label, summarize
+from perfagent.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, flame_svg, \
     load_profile, speedscope
-from agent.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
-from agent.record import read_jsonl, write_json
+from perfagent.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
+from perfagent.record import read_jsonl, write_json
 
 REPORT = "report.html"
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import git
 
-from agent import examples
-from agent.record import file_lock
-from sandbox.workspace import remove_stale
+from perfagent import examples
+from perfagent.record import file_lock
+from perfagent.sandbox.workspace import remove_stale
 
 _PREFIX = "perfagent-task-"  # worktree folders; remove_stale() in sandbox.workspace clears dead runs' ones
 _OWNER = "owner.pid"

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.localize import Hotspot
+from perfagent.localize import Hotspot
 
 ACCEPT, REJECT, EDIT = "accept", "reject", "edit"  # candidate decisions; "accept" means: validate it
 CONTINUE, UNDO, LIMITS = "continue", "undo", "limits"  # between candidates

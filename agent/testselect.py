@@ -21,11 +21,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from agent.cache import BaselineCache, interpreter
-from agent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
-from sandbox.behaviour import Event, from_records
-from sandbox.run import Limits
-from sandbox.testrun import PYTEST_ITSELF, SuiteRun, coverage_by_line, run_pytest, test_file_of
+from perfagent.cache import BaselineCache, interpreter
+from perfagent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
+from perfagent.sandbox.behaviour import Event, from_records
+from perfagent.sandbox.run import Limits
+from perfagent.sandbox.testrun import PYTEST_ITSELF, SuiteRun, coverage_by_line, run_pytest, test_file_of
 
 WHOLE_SUITE = "(whole suite)"
 SCORES = {"named after the module": 8, "imports the module": 4, "mentions": 2, "in the package's tests": 1}

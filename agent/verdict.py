@@ -8,13 +8,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from agent.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
-from agent.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
-from sandbox.behaviour import Event, new_behaviour
-from sandbox.compare import Comparison, compare_results
-from sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
-from sandbox.run import Limits
-from sandbox.testrun import run_pytest
+from perfagent.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
+from perfagent.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
+from perfagent.sandbox.behaviour import Event, new_behaviour
+from perfagent.sandbox.compare import Comparison, compare_results
+from perfagent.sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
+from perfagent.sandbox.run import Limits
+from perfagent.sandbox.testrun import run_pytest
 
 ACCEPTED = "accepted"
 PROTECTED_FILE = "edits a protected file"

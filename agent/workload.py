@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sandbox import HARNESS
-from sandbox.behaviour import Event
-from sandbox.compare import compare_results
-from sandbox.measure import Timing
-from sandbox.run import Limits, RunResult, child_env, run
+from perfagent.sandbox import HARNESS
+from perfagent.sandbox.behaviour import Event
+from perfagent.sandbox.compare import compare_results
+from perfagent.sandbox.measure import Timing
+from perfagent.sandbox.run import Limits, RunResult, child_env, run
 
 OWN_INPUT, PERTURBED_INPUT = "input", "perturbed input"
 COLD_START_FACTOR = 3  # first call of a process this many times slower than the later ones: only the first counts

@@ -18,10 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from perfagent.record import read_jsonl
 
-from agent.record import read_jsonl  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TASKS = ROOT / "workloads" / "tasks.jsonl"
 SESSIONS = ROOT / "workloads" / "sessions"
@@ -29,7 +28,7 @@ SESSIONS = ROOT / "workloads" / "sessions"
 
 def batch(out: Path, workers: int, caches: list[str], extra: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "agent.cli", "batch", str(TASKS), "--model", f"scripted:{SESSIONS}",
+    subprocess.run([sys.executable, "-m", "perfagent", "batch", str(TASKS), "--model", f"scripted:{SESSIONS}",
                     "--out", str(out), "--workers", str(workers), *caches, *extra], check=True,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

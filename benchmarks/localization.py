@@ -6,7 +6,7 @@
 
 For each task (SWE-fficiency format, with the expert patch), the workload is profiled at the base commit exactly as
 `perfagent optimize` profiles it (profile_workload, in the task's environment). The expert patch's hunks are mapped
-to the functions they edit at the base commit (agent.source.edited_spans); then, per task:
+to the functions they edit at the base commit (perfagent.source.edited_spans); then, per task:
 - rank of each edited function in perfagent's ranking (None: not among the ranked functions);
 - hit@k: any edited function is in the top k; recall@k: the share of edited functions in the top k;
 - file hit@k / file recall@k: the same for the edited files among the files of the top k functions.
@@ -22,23 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from agent import localize  # noqa: E402
-from agent.envs import Environments  # noqa: E402
-from agent.localize import is_repository_code, profile_workload  # noqa: E402
-from agent.record import read_jsonl  # noqa: E402
-from agent.repos import RepoCache  # noqa: E402
-from agent.source import MODULE_LEVEL, SourceIndex, edited_spans  # noqa: E402
-from agent.tasks import load_tasks  # noqa: E402
-from agent.workload import Workload  # noqa: E402
-from sandbox import isolation  # noqa: E402
-from sandbox.run import Limits, run_shell  # noqa: E402
+from perfagent import localize
+from perfagent.envs import Environments
+from perfagent.localize import is_repository_code, profile_workload
+from perfagent.record import read_jsonl
+from perfagent.repos import RepoCache
+from perfagent.source import MODULE_LEVEL, SourceIndex, edited_spans
+from perfagent.tasks import load_tasks
+from perfagent.workload import Workload
+from perfagent.sandbox import isolation
+from perfagent.sandbox.run import Limits, run_shell
 
 KS = (1, 3, 5, 10)
 

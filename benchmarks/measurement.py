@@ -31,18 +31,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
+import numpy as np
+from scipy import stats
 
-from agent.config import Settings  # noqa: E402
-from agent.workload import Workload, WorkloadRunner  # noqa: E402
-from sandbox import isolation  # noqa: E402
-from sandbox.measure import (FASTER, NOT_FASTER, UNDECIDED, Sampling, Timing, compare_speed,  # noqa: E402
+from perfagent.config import Settings
+from perfagent.workload import Workload, WorkloadRunner
+from perfagent.sandbox import isolation
+from perfagent.sandbox.measure import (FASTER, NOT_FASTER, UNDECIDED, Sampling, Timing, compare_speed,
                              measure_noise, relative_spread)
-from sandbox.run import Limits  # noqa: E402
+from perfagent.sandbox.run import Limits
 
 # the baseline's extra work: the candidate is that much faster ("0.5x": the baseline does half, so 2x slower)
 EFFECTS = {"A/A": 0.0, "3%": 0.03, "5%": 0.05, "10%": 0.10, "30%": 0.30, "2x": 1.0, "0.5x": -0.5}

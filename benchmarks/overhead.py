@@ -22,11 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from scipy import stats
 
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 EXAMPLE = ROOT / "workloads" / "textstats"
 
@@ -99,7 +98,7 @@ def pyspy_overhead(repo: Path, tmp: Path, pairs: int, window: float = 2.0) -> No
 def orchestration_overhead(repo: Path, tmp: Path) -> None:
     out = tmp / "run"
     session = EXAMPLE.parent / "textstats.session.json"
-    subprocess.run([sys.executable, "-m", "agent.cli", "optimize", str(repo), "-w", "workload.py", "-m",
+    subprocess.run([sys.executable, "-m", "perfagent", "optimize", str(repo), "-w", "workload.py", "-m",
                     f"scripted:{session}", "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
     candidates = json.loads((out / "summary.json").read_text())["candidates"]
     print("orchestration overhead per iteration (perfagent's own seconds / child-process seconds):")
@@ -113,8 +112,8 @@ def orchestration_overhead(repo: Path, tmp: Path) -> None:
 
 
 def sandbox_start(tmp: Path, rounds: int = 30) -> None:
-    from sandbox import isolation
-    from sandbox.run import Limits, run
+    from perfagent.sandbox import isolation
+    from perfagent.sandbox.run import Limits, run
 
     argv = [sys.executable, "-c", "pass"]
     levels = [level for level in isolation.LEVELS if isolation.available(level)]

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from sandbox import scratch
-from sandbox.monitor import CREDENTIAL_FILES  # credentials in the home folder
+from perfagent.sandbox import scratch
+from perfagent.sandbox.monitor import CREDENTIAL_FILES  # credentials in the home folder
 
 LEVELS = ("bubblewrap", "landlock", "unshare", "rlimits")
 # what each level protects, beyond the limits every level sets; tests/test_sandbox.py tries each claim at each level

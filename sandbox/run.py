@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import scratch
-from sandbox.behaviour import Event, read_log
-from sandbox.isolation import ProcessCap, current, launcher
-from sandbox.monitor import SECRET
+from perfagent.sandbox import scratch
+from perfagent.sandbox.behaviour import Event, read_log
+from perfagent.sandbox.isolation import ProcessCap, current, launcher
+from perfagent.sandbox.monitor import SECRET
 
 _STARTUP = Path(__file__).resolve().with_name("startup")  # its sitecustomize starts the monitor
 _OUTPUT_LIMIT = 1 << 20  # keep at most the last 1 MiB of stdout / stderr

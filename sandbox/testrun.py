@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox.run import Limits, RunResult, child_env, run
+from perfagent.sandbox.run import Limits, RunResult, child_env, run
 
 _PLUGIN = Path(__file__).with_name("pytest_plugin.py")
 _PLUGIN_MODULE = "perfagent_pytest_plugin"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import git
 
-from sandbox.scratch import alive
+from perfagent.sandbox.scratch import alive
 
 _PREFIX = "perfagent-"
 _OWNER = "owner.pid"

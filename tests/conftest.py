@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import isolation
+from perfagent.sandbox import isolation
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 isolation.configure("auto")  # every test runs children at the strongest level this machine has, as users would

@@ -322,8 +322,8 @@ def test_an_unexpected_exception_is_reported_as_perfagents_bug(capsys):
     """Exit 70 with the traceback and a request to report it; known failures map to their own codes."""
     import typer
 
-    from agent.cli import INTERNAL, _fail_for
-    from agent.llm import ModelConfigError, ModelError
+    from perfagent.cli import INTERNAL, _fail_for
+    from perfagent.llm import ModelConfigError, ModelError
 
     for exc, code in [(KeyError("summary"), INTERNAL), (ModelError("down"), MODEL_FAILED),
                       (ModelConfigError("no key"), USAGE)]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from agent.record import read_jsonl
+from perfagent.record import read_jsonl
 from tests.browser import assert_shown, open_page, screenshot as save_screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def task_file(path: Path, ids: list[str]) -> Path:
 
 
 def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "perfagent", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "COLUMNS": "200"})
     return done
 
@@ -132,7 +132,7 @@ def test_killed_batch_resumes_and_does_every_task_once(tmp_path, caches, executo
     ids = ["perfagent-examples__inventory-1", "perfagent-examples__graphkit-2"]
     tasks = task_file(tmp_path / "tasks.jsonl", ids)
     out = tmp_path / "batch"
-    args = [sys.executable, "-m", "agent.cli", "batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out",
+    args = [sys.executable, "-m", "perfagent", "batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out",
             str(out), "--executor", executor, "--max-iterations", "1", *BATCH_FAST, *caches]
     mark = {**os.environ, "PERFAGENT_TEST_MARK": str(tmp_path)}  # inherited by every process the batch starts
     first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=mark)

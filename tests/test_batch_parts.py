@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from agent import examples
-from agent.envs import EnvError, Environments
-from agent.evaluate import RESULTS, EvalJob, _prepare, describe_row, run_evaluation, summarize
-from agent.executors import LocalExecutor
-from agent.llm import BudgetExceeded, Reply, SharedBudget
-from agent.record import append_jsonl, read_jsonl
-from agent.report import write_report
-from agent.repos import GIT_APPLY, PATCH_FUZZ, RepoCache, RepoError
-from agent.tasks import Task, patched_files
+from perfagent import examples
+from perfagent.envs import EnvError, Environments
+from perfagent.evaluate import RESULTS, EvalJob, _prepare, describe_row, run_evaluation, summarize
+from perfagent.executors import LocalExecutor
+from perfagent.llm import BudgetExceeded, Reply, SharedBudget
+from perfagent.record import append_jsonl, read_jsonl
+from perfagent.report import write_report
+from perfagent.repos import GIT_APPLY, PATCH_FUZZ, RepoCache, RepoError
+from perfagent.tasks import Task, patched_files
 from conftest import git, make_repo
 
 WORKLOAD = "def setup():\n    pass\n\n\ndef workload():\n    return 1\n"
@@ -212,7 +212,7 @@ def test_invalid_task_records_are_rows_that_are_counted_once(tmp_path):
     assert "1 only by the fallback" in html and "applied by patch --fuzz" in html
     assert html.count("skipped, not a valid task: ") == 4 and "line 4" in html
     from rich.console import Console
-    from agent.cli import _evaluation_table
+    from perfagent.cli import _evaluation_table
     console = Console(record=True, width=200)
     console.print(_evaluation_table(report))
     table = console.export_text()

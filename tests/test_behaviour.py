@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.behaviour import Event, check_allow_list, new_behaviour
-from sandbox.run import Limits, child_env, run
+from perfagent.sandbox.behaviour import Event, check_allow_list, new_behaviour
+from perfagent.sandbox.run import Limits, child_env, run
 from tests.test_sandbox import Listener
 
 PY = sys.executable
@@ -137,7 +137,7 @@ def test_children_start_with_no_python_code_between_fork_and_exec(tmp_path):
     script = f"""
         import os
         from pathlib import Path
-        from sandbox.run import Limits, run
+        from perfagent.sandbox.run import Limits, run
         os.register_at_fork(after_in_child=lambda: os.write(os.open({str(marker)!r}, os.O_CREAT | os.O_WRONLY), b"x"))
         result = run(["sh", "-c", "ulimit -v"], cwd=Path({str(tmp_path)!r}), limits=Limits(memory_mb=300))
         print(result.stdout.strip())

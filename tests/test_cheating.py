@@ -7,11 +7,11 @@ import textwrap
 
 import pytest
 
-from agent.guards import repository_changes
-from agent.verdict import Judge, Reference
-from agent.workload import Workload, WorkloadRunner
-from sandbox.measure import Sampling
-from sandbox.run import Limits
+from perfagent.guards import repository_changes
+from perfagent.verdict import Judge, Reference
+from perfagent.workload import Workload, WorkloadRunner
+from perfagent.sandbox.measure import Sampling
+from perfagent.sandbox.run import Limits
 from tests.conftest import SMALL_LIB, git, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD, UNIQUE_BODY, invoke
 

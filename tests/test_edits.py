@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.edits import (
+from perfagent.edits import (
     ApplyResult,
     Edit,
     EditFormatError,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import examples
-from agent.edits import apply_edits, parse_edits
-from agent.guards import protected_reason
-from agent.tasks import load_tasks
+from perfagent import examples
+from perfagent.edits import apply_edits, parse_edits
+from perfagent.guards import protected_reason
+from perfagent.tasks import load_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "workloads"

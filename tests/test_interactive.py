@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agent.interactive import TerminalReviewer, prose
-from agent.localize import Hotspot
-from agent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Quit, RunState
+from perfagent.interactive import TerminalReviewer, prose
+from perfagent.localize import Hotspot
+from perfagent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Quit, RunState
 from tests.conftest import SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session, search_replace
 
 CORE = "mylib/core.py"
@@ -234,7 +234,7 @@ def session(tmp_path_factory):
     before = repo_state(repo)
     model = scripted_session(tmp / "session.json", RESPONSES)
     out, status = tmp / "run", tmp / "status"
-    command = (f"{sys.executable} -m agent.cli optimize {repo} -w bench.py -m {model} --out {out} --interactive; "
+    command = (f"{sys.executable} -m perfagent optimize {repo} -w bench.py -m {model} --out {out} --interactive; "
                f"echo $? > {status}; sleep 600")
     env = {"EDITOR": editor_script(tmp, EDITOR), "LANG": "C.UTF-8", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     term = Terminal(f"perfagent-test-{os.getpid()}", command, tmp, env, status)
@@ -350,7 +350,7 @@ def test_ctrl_c_in_the_terminal_cleans_up(tmp_path):
     repo = make_repo(tmp_path / "lib", LIB)
     before = repo_state(repo)
     out, status = tmp_path / "run", tmp_path / "status"
-    command = (f"{sys.executable} -m agent.cli optimize {repo} -w bench.py -m "
+    command = (f"{sys.executable} -m perfagent optimize {repo} -w bench.py -m "
                f"{scripted_session(tmp_path / 's.json', RESPONSES)} --out {out} --interactive; echo $? > {status}; "
                f"sleep 600")
     term = Terminal(f"perfagent-test-{os.getpid()}-c", command, tmp_path, {"LANG": "C.UTF-8"}, status)

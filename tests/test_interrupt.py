@@ -51,7 +51,7 @@ def test_signal_mid_run(small_repo, tmp_path, sig):
                           "    import time\n    time.sleep(300)\n    return []", "Sleep.")
     model = scripted_session(tmp_path / "s.json", [GOOD, slow])
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "optimize", str(small_repo), "-w", "bench.py",
+    proc = subprocess.Popen([sys.executable, "-m", "perfagent", "optimize", str(small_repo), "-w", "bench.py",
                              "-m", model, "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, preexec_fn=deliver_sigint)
     try:

@@ -4,10 +4,10 @@ import sys
 
 import pytest
 
-from agent.localize import profile_workload, tally_pyspy
-from agent.source import SourceIndex, edited_spans
-from agent.workload import Workload
-from sandbox.run import Limits
+from perfagent.localize import profile_workload, tally_pyspy
+from perfagent.source import SourceIndex, edited_spans
+from perfagent.workload import Workload
+from perfagent.sandbox.run import Limits
 from tests.conftest import make_repo
 
 PROGRAM = {
@@ -280,7 +280,7 @@ diff --git a/pkg/new.py b/pkg/new.py
 def test_profile_command_json(program):
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from perfagent.cli import app
 
     result = CliRunner().invoke(app, ["profile", str(program), "-w", "bench.py", "--seconds", "1", "--json",
                                       "--top", "4"])

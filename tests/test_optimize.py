@@ -7,7 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from perfagent.cli import app
 from tests.conftest import git, perfagent_branches, repo_state, scripted_session, search_replace
 from tests.fake_openai import count_words, serve
 
@@ -129,7 +129,7 @@ def test_budget_is_a_hard_limit(small_repo, tmp_path):
 
 def test_guards_on_the_diff_alone():
     """Protected files, benchmark gaming and syntax errors are caught before anything runs."""
-    from agent.verdict import Judge
+    from perfagent.verdict import Judge
 
     judge = Judge(None, sys.executable, None, None, (1,), "bench/workload.py", 5.0, ["docs/conftest.py"])
     before = {"pkg/m.py": "def f():\n    return 1\n"}

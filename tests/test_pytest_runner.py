@@ -1,8 +1,8 @@
 """sandbox.tests: exact node ids and outcomes from real pytest runs, and per-test coverage."""
 import sys
 
-from sandbox.run import Limits
-from sandbox.testrun import run_pytest, coverage_by_line
+from perfagent.sandbox.run import Limits
+from perfagent.sandbox.testrun import run_pytest, coverage_by_line
 from tests.conftest import make_repo
 
 FILES = {

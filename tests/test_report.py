@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.flamegraph import PathMapper, flame_svg, frame_tree, read_stacks
+from perfagent.cli import app
+from perfagent.flamegraph import PathMapper, flame_svg, frame_tree, read_stacks
 from tests.browser import assert_shown, open_page, screenshot
 from tests.conftest import SMALL_LIB, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD
@@ -27,7 +27,7 @@ def run(tmp_path_factory) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("report")
     repo = make_repo(tmp / "small", SMALL_LIB)
     out = tmp / "run"
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "optimize", str(repo), "-w", "bench.py", "-m",
+    done = subprocess.run([sys.executable, "-m", "perfagent", "optimize", str(repo), "-w", "bench.py", "-m",
                            scripted_session(tmp / "s.json", [SPLIT, GOOD]), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 0, done.stdout + done.stderr

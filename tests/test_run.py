@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from sandbox import isolation
-from sandbox.run import Limits, child_env, run
+from perfagent.sandbox import isolation
+from perfagent.sandbox.run import Limits, child_env, run
 from tests.conftest import deliver_sigint
 
 PY = sys.executable
@@ -103,7 +103,7 @@ def test_ctrl_c_kills_the_child_group(tmp_path):
         import sys
         sys.path.insert(0, {str(os.getcwd())!r})
         from pathlib import Path
-        from sandbox.run import run
+        from perfagent.sandbox.run import run
         script = "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
         try:
             run([sys.executable, "-c", script], cwd=Path({str(tmp_path)!r}))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import isolation
-from sandbox.isolation import CREDENTIALS, FILES, NETWORK, PROCESSES, PROTECTS
-from sandbox.run import Limits, child_env, run
+from perfagent.sandbox import isolation
+from perfagent.sandbox.isolation import CREDENTIALS, FILES, NETWORK, PROCESSES, PROTECTS
+from perfagent.sandbox.run import Limits, child_env, run
 from tests.conftest import git, make_repo
 
 PY = sys.executable
@@ -256,8 +256,8 @@ def test_cannot_delete_the_users_git_or_kill_everything(level, tmp_path):
 
 
 def test_py_spy_profiles_at_every_level(level, tmp_path):
-    from agent.localize import profile_workload
-    from agent.workload import Workload
+    from perfagent.localize import profile_workload
+    from perfagent.workload import Workload
 
     (tmp_path / "lib.py").write_text("def squares():\n    return sum(i * i for i in range(200000))\n")
     (tmp_path / "work.py").write_text("from lib import squares\n\n\ndef setup():\n    pass\n\n\n"

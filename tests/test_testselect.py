@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from agent.cache import BaselineCache, InterpreterError
-from agent.source import FunctionSpan
-from agent.testselect import PlanSettings, Selection, StaticIndex, TestPlan, TestSelectionError
-from sandbox.run import USAGE, Limits
+from perfagent.cache import BaselineCache, InterpreterError
+from perfagent.source import FunctionSpan
+from perfagent.testselect import PlanSettings, Selection, StaticIndex, TestPlan, TestSelectionError
+from perfagent.sandbox.run import USAGE, Limits
 from tests.conftest import git, make_repo
 
 SHOP = {

@@ -3,10 +3,10 @@ import sys
 
 import pytest
 
-from agent.config import ConfigError, load_settings
-from agent.localize import profile_workload
-from agent.workload import OWN_INPUT, PERTURBED_INPUT, Workload, WorkloadError, WorkloadFailed, WorkloadRunner
-from sandbox.run import Limits
+from perfagent.config import ConfigError, load_settings
+from perfagent.localize import profile_workload
+from perfagent.workload import OWN_INPUT, PERTURBED_INPUT, Workload, WorkloadError, WorkloadFailed, WorkloadRunner
+from perfagent.sandbox.run import Limits
 from tests.conftest import SMALL_LIB, make_repo
 
 SWEFFICIENCY_STYLE = r'''

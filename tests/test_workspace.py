@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sandbox.workspace import Workspaces, WorkspaceError, commit_files, open_repo
+from perfagent.sandbox.workspace import Workspaces, WorkspaceError, commit_files, open_repo
 from tests.conftest import git, make_repo, repo_state
 
 
@@ -67,7 +67,7 @@ def test_worktrees_of_a_killed_run_are_removed_by_the_next(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.getcwd()!r})
-        from sandbox.workspace import Workspaces, open_repo
+        from perfagent.sandbox.workspace import Workspaces, open_repo
         ws = Workspaces(open_repo({str(repo)!r}), "killed")
         ws.scratch("HEAD")
         print(ws.root, flush=True)

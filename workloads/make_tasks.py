@@ -23,12 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from perfagent import examples
+from perfagent.edits import apply_edits, parse_edits
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-
-from agent import examples  # noqa: E402
-from agent.edits import apply_edits, parse_edits  # noqa: E402
 
 SOURCES = HERE / "task-sources"
 HARNESS = ROOT / "sandbox" / "harness.py"

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import jinja2
 
-from agent.llm import count_tokens
-from agent.localize import Hotspot, Profile
-from agent.source import MODULE_LEVEL, SourceIndex
-from agent.workload import Workload
+from perfagent import prompts  # the templates folder (prompts/)
+from perfagent.llm import count_tokens
+from perfagent.localize import Hotspot, Profile
+from perfagent.source import MODULE_LEVEL, SourceIndex
+from perfagent.workload import Workload
 
-PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS = Path(prompts.__file__).parent
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(PROMPTS), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=False)
 _env.globals["pct"] = lambda share: f"{share:.1%}"

@@ -1,0 +1,4 @@
+"""`python -m perfagent`: the command line."""
+from perfagent.cli import app
+
+app()

@@ -1,0 +1,32 @@
+"""The installed distribution: one import name, `perfagent`, with everything a run needs inside it."""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_installs_one_package_that_runs_on_its_own(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(tmp_path)],
+                   check=True, capture_output=True)
+    [wheel] = tmp_path.glob("perfagent-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"perfagent", wheel.name.split("-py")[0] + ".dist-info"}
+    for needed in ("perfagent/sandbox/harness.py", "perfagent/sandbox/startup/sitecustomize.py",
+                   "perfagent/prompts/optimize.j2", "perfagent/templates/report.html.j2",
+                   "perfagent/workloads/textstats/workload.py", "perfagent/workloads/tasks.jsonl"):
+        assert needed in names
+    # installed beside (not instead of) this checkout's dependencies; its folder comes first on the path
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    probe = ("import perfagent, perfagent.prompting as p, perfagent.sandbox as s, perfagent.cli as c; "
+             "print(perfagent.__file__, p.PROMPTS, s.HARNESS, c.EXAMPLE, sep='\\n')")
+    out = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert all(Path(line).resolve().is_relative_to(target) for line in out), out
+    assert Path(out[1], "optimize.j2").is_file() and Path(out[2]).is_file() and Path(out[3], "textstats").is_dir()
+    helped = subprocess.run([sys.executable, "-m", "perfagent", "--help"], env={"PYTHONPATH": str(target),
+                            "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert helped.returncode == 0 and "optimize" in helped.stdout

@@ -1,0 +1,1 @@
+"""The bundled example targets, recorded model sessions and task files, shipped as package data."""
