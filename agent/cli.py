@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from importlib.metadata import version
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +21,7 @@ from rich.table import Table
 from perfagent import workloads
 from perfagent.batch import ORACLE, BatchJob, run_batch
 from perfagent.cache import InterpreterError, default_root
-from perfagent.config import ConfigError, Settings, load_settings
+from perfagent.config import ConfigError, Settings, assignments, load_settings
 from perfagent.evaluate import EvalJob, read_predictions, run_evaluation
 from perfagent.executors import make_executor
 from perfagent.interactive import TerminalReviewer
@@ -35,10 +36,21 @@ from perfagent.sandbox.isolation import IsolationError
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.workspace import WorkspaceError, Workspaces, open_repo
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="An LLM-driven performance engineer: profile, patch, verify, keep only real speedups.")
+app = typer.Typer(no_args_is_help=True)
 
 UNWRAPPED_WIDTH = 1000  # wider than any line perfagent prints
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"perfagent {version('perfagent')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print perfagent's version and exit")):
+    """An LLM-driven performance engineer: profile, patch, verify, keep only real speedups."""
 
 
 def _console() -> Console:
@@ -184,14 +196,22 @@ def optimize(
                                   "the cache of baseline tests, coverage and timing (~/.cache/perfagent)"),
     interactive: bool = typer.Option(False, "--interactive", "-i", help="review in the terminal: pick hotspots; "
                                      "accept, edit or reject each candidate; undo, change limits, quit"),
+    setting: Optional[list[str]] = typer.Option(None, "--set", help="any setting, as KEY=VALUE with KEY as in "
+                                                "[tool.perfagent] (e.g. --set min-effect=0.05; repeatable); also "
+                                                "PERFAGENT_KEY variables (PERFAGENT_MIN_EFFECT=0.05)"),
 ):
     """Make a workload faster: a new branch perfagent/RUN_ID gets one commit per verified speedup."""
-    _run_optimizer(repo, dict(workload=workload, tests=tests, model=model, api_base=api_base,
-                              max_iterations=max_iterations, budget_usd=budget_usd, python=python,
-                              max_calls=max_calls, max_tokens=max_tokens, price_input_per_mtok=price_input_per_mtok,
-                              price_output_per_mtok=price_output_per_mtok, allow_failing_tests=allow_failing_tests,
-                              allow_behaviour=allow_behaviour, isolation=isolation_level,
-                              cache=False if no_cache else None), out, interactive)
+    flags = dict(workload=workload, tests=tests, model=model, api_base=api_base, max_iterations=max_iterations,
+                 budget_usd=budget_usd, python=python, max_calls=max_calls, max_tokens=max_tokens,
+                 price_input_per_mtok=price_input_per_mtok, price_output_per_mtok=price_output_per_mtok,
+                 allow_failing_tests=allow_failing_tests, allow_behaviour=allow_behaviour, isolation=isolation_level,
+                 cache=False if no_cache else None)
+    try:
+        assigned = assignments(setting or [])
+    except ConfigError as exc:
+        _fail(str(exc))
+    _run_optimizer(repo, {**assigned, **{k: v for k, v in flags.items() if v is not None and v != []}}, out,
+                   interactive)
 
 
 def _run_optimizer(repo: Path, flags: dict, out: Path | None, interactive: bool = False) -> None:
@@ -232,8 +252,8 @@ def profile(
     python: str = typer.Option(sys.executable, help="the interpreter that runs the target's code"),
     as_json: bool = typer.Option(False, "--json", help="print the ranking as JSON"),
 ):
-    """Profile a workload on the committed code and rank the repository's own functions, as optimize does (see
-    agent/localize.py for the attribution rules and the ranking score)."""
+    """Profile a workload on the committed code and rank the repository's own functions, as optimize does (the
+    README's Localization section gives the attribution rules and the ranking score)."""
     _terminate_on_sigterm()
     try:
         git_repo = open_repo(repo)
@@ -346,14 +366,10 @@ def batch(
     _terminate_on_sigterm()
     _check_task_file(tasks)
     settings = {"max_iterations": max_iterations, **({"sample_seconds": sample_seconds} if sample_seconds else {})}
-    for item in setting or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            _fail(f"--set {item}: expected KEY=VALUE")
-        key = key.strip().replace("-", "_")
-        field = Settings.model_fields.get(key)
-        is_list = field is not None and getattr(field.annotation, "__origin__", None) is list
-        settings[key] = [v.strip() for v in value.split(",") if v.strip()] if is_list else value.strip()
+    try:
+        settings.update(assignments(setting or []))
+    except ConfigError as exc:
+        _fail(str(exc))
     try:
         every_task = Settings.model_validate({**settings, "workload": "-", "model": model}, strict=False)
     except ValidationError as exc:

@@ -1,6 +1,7 @@
 """Run settings: command-line flags over `[tool.perfagent]` in the target's pyproject.toml over defaults."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+ENV_PREFIX = "PERFAGENT_"
 
 
 class ConfigError(ValueError):
@@ -59,8 +63,8 @@ class Settings(BaseModel):
                                        "otherwise 10x the baseline's time")
     memory_mb: int = Field(4096, ge=64, description="address-space limit of every child process")
     max_processes: int = Field(256, ge=8, description="processes and threads a child may have alive at once")
-    isolation: str = Field("auto", description="auto, bubblewrap, landlock, unshare or rlimits (see "
-                           "sandbox/isolation.py)")
+    isolation: str = Field("auto", description="auto (the strongest that works here), bubblewrap, landlock, unshare "
+                           "or rlimits (the README's table says what each protects)")
     allow_behaviour: list[str] = Field(default_factory=list, description="what a candidate may do that the unmodified "
                                        "code did not: KIND or KIND:GLOB, KIND one of write, process, network, native, "
                                        "signal, secret (e.g. process:git, write:~/.cache/*)")
@@ -120,13 +124,42 @@ def pyproject_settings(repo: Path) -> dict:
     return {key.replace("-", "_"): value for key, value in section.items()}
 
 
-def load_settings(repo: Path, overrides: dict) -> Settings:
-    """Settings for `repo`: non-None `overrides` (the CLI flags) win over its [tool.perfagent] table."""
+def _from_text(key: str, value: str) -> object:
+    """A setting given as text (KEY=VALUE, an environment variable): lists are comma-separated, the rest is parsed by
+    the field's type."""
+    field = Settings.model_fields.get(key)
+    if field is not None and getattr(field.annotation, "__origin__", None) is list:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value.strip()
+
+
+def assignments(items: list[str]) -> dict:
+    """--set KEY=VALUE items (KEY as in pyproject.toml, e.g. min-effect) as settings values."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set min-effect=0.05")
+        key = key.strip().replace("-", "_")
+        values[key] = _from_text(key, value)
+    return values
+
+
+def environment_settings(environ: dict[str, str]) -> dict:
+    """Settings from PERFAGENT_<NAME> variables (e.g. PERFAGENT_MIN_EFFECT=0.05)."""
+    return {name: _from_text(name, environ[f"{ENV_PREFIX}{name.upper()}"]) for name in Settings.model_fields
+            if f"{ENV_PREFIX}{name.upper()}" in environ}
+
+
+def load_settings(repo: Path, overrides: dict, environ: dict[str, str] | None = None) -> Settings:
+    """Settings for `repo`, each from the first place that gives it: non-None `overrides` (the command line),
+    PERFAGENT_* variables of `environ` (default: this process's), its [tool.perfagent] table, the defaults."""
     values = pyproject_settings(repo)
+    values.update(environment_settings(os.environ if environ is None else environ))
     values.update({k: v for k, v in overrides.items() if v is not None and v != []})
     try:
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings (flags or [tool.perfagent] in {repo}/pyproject.toml): "
-                          f"{problems}") from None
+        raise ConfigError(f"invalid settings (flags, PERFAGENT_* variables or [tool.perfagent] in "
+                          f"{repo}/pyproject.toml): {problems}") from None

@@ -104,6 +104,18 @@ def test_invalid_settings_in_pyproject(tmp_path):
     assert code == 2 and "max_iteration: Extra inputs are not permitted" in " ".join(output.split())
 
 
+
+@pytest.mark.parametrize("extra, env, message", [
+    (["--set", "min-effect"], {}, "--set min-effect: expected KEY=VALUE"),
+    (["--set", "min-effect=a lot"], {}, "min_effect: Input should be a valid number"),
+    ([], {"PERFAGENT_MAX_SAMPLES": "2"}, "max_samples: Input should be greater than or equal to 5"),
+])
+def test_invalid_settings_on_the_command_line_or_in_the_environment(small_repo, tmp_path, extra, env, message):
+    before = repo_state(small_repo)
+    code, output = _run(small_repo, tmp_path, "-w", "bench.py", *extra, env=env)
+    _assert_error(small_repo, before, code, output, message)
+
+
 @pytest.mark.parametrize("spec, message", [
     ("scripted:/nonexistent/session.json", "/nonexistent/session.json"),
 ])

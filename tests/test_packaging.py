@@ -1,4 +1,5 @@
 """The installed distribution: one import name, `perfagent`, with everything a run needs inside it."""
+import re
 import subprocess
 import sys
 import zipfile
@@ -30,3 +31,29 @@ def test_the_wheel_installs_one_package_that_runs_on_its_own(tmp_path):
     helped = subprocess.run([sys.executable, "-m", "perfagent", "--help"], env={"PYTHONPATH": str(target),
                             "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert helped.returncode == 0 and "optimize" in helped.stdout
+
+
+PERFAGENT = str(Path(sys.executable).with_name("perfagent"))
+COMMANDS = ["optimize", "profile", "demo", "batch", "evaluate", "report"]
+
+
+def _command(*args):
+    done = subprocess.run([PERFAGENT, *args], capture_output=True, text=True, env={"COLUMNS": "200",
+                          "PATH": "/usr/bin:/bin"})
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_version_and_shell_completion():
+    from importlib.metadata import version
+
+    assert _command("--version") == (0, f"perfagent {version('perfagent')}\n", "")
+    code, script, _ = _command("--show-completion", "bash")
+    assert code == 0 and "_perfagent_completion" in script and "complete " in script
+
+
+def test_help_never_points_into_the_source():
+    """A user reads --help without perfagent's source: no text there may send them to one of its files."""
+    texts = [_command("--help")[1]] + [_command(name, "--help")[1] for name in COMMANDS]
+    assert all("Usage:" in text for text in texts)
+    for text in texts:
+        assert not re.search(r"\b(agent|sandbox|perfagent)/\w+\.py\b", " ".join(text.split())), text

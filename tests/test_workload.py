@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from perfagent.config import ConfigError, load_settings
+from perfagent.config import ConfigError, assignments, load_settings
 from perfagent.localize import profile_workload
 from perfagent.workload import OWN_INPUT, PERTURBED_INPUT, Workload, WorkloadError, WorkloadFailed, WorkloadRunner
 from perfagent.sandbox.run import Limits
@@ -178,3 +178,18 @@ def test_sample_settings_are_checked_together(tmp_path):
     with pytest.raises(ConfigError, match="decision-rule paired needs min-samples >= 8"):
         load_settings(tmp_path, {**base, "decision_rule": "paired"})
     assert load_settings(tmp_path, {**base, "decision_rule": "paired", "min_samples": 10}).min_samples == 10
+
+
+def test_settings_from_the_environment_between_pyproject_and_the_command_line(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.perfagent]\nworkload = "bench.py"\nmodel = "m"\n'
+                                             "min-effect = 0.05\nmax-iterations = 3\n")
+    environ = {"PERFAGENT_MIN_EFFECT": "0.07", "PERFAGENT_MAX_ITERATIONS": "4", "PERFAGENT_TESTS": "a.py, b.py",
+               "PERFAGENT_SCREENSHOT_DIR": "/elsewhere"}  # a variable that names no setting is not one
+    settings = load_settings(tmp_path, {"max_iterations": 9, **assignments(["allow-behaviour=process:git,network"])},
+                             environ)
+    assert (settings.min_effect, settings.max_iterations, settings.tests) == (0.07, 9, ["a.py", "b.py"])
+    assert settings.allow_behaviour == ["process:git", "network"]
+    with pytest.raises(ConfigError, match="min_effect"):
+        load_settings(tmp_path, {}, {"PERFAGENT_MIN_EFFECT": "a lot"})
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        assignments(["min-effect"])
