@@ -19,18 +19,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from perfagent import workloads
-from perfagent.batch import ORACLE, BatchJob, run_batch
-from perfagent.cache import InterpreterError, default_root
+from perfagent.runs.batch import ORACLE, BatchJob, run_batch
+from perfagent.repos.cache import InterpreterError, default_root
 from perfagent.config import ConfigError, Settings, assignments, load_settings
-from perfagent.evaluate import EvalJob, read_predictions, run_evaluation
-from perfagent.executors import make_executor
-from perfagent.interactive import TerminalReviewer
-from perfagent.llm import ModelConfigError, ModelError, make_model
-from perfagent.localize import ProfileError, profile_workload
-from perfagent.loop import MODEL_FAILURE_STATUS, BaselineError, Optimizer
-from perfagent.report import ReportError, write_report
-from perfagent.testselect import FailingTests, TestSelectionError
-from perfagent.workload import Workload, WorkloadError
+from perfagent.runs.evaluate import EvalJob, read_predictions, run_evaluation
+from perfagent.runs.executors import make_executor
+from perfagent.loop.interactive import TerminalReviewer
+from perfagent.model.llm import ModelConfigError, ModelError, make_model
+from perfagent.localize.hotspots import ProfileError, profile_workload
+from perfagent.loop.optimizer import MODEL_FAILURE_STATUS, BaselineError, Optimizer
+from perfagent.report.render import ReportError, write_report
+from perfagent.localize.testselect import FailingTests, TestSelectionError
+from perfagent.measure.workload import Workload, WorkloadError
 from perfagent.sandbox import isolation
 from perfagent.sandbox.isolation import IsolationError
 from perfagent.sandbox.run import Limits

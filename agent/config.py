@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from perfagent.cache import default_root
+from perfagent.repos.cache import default_root
 from perfagent.sandbox.behaviour import check_allow_list
 
 if sys.version_info >= (3, 11):

@@ -6,7 +6,7 @@
 
 For each task (SWE-fficiency format, with the expert patch), the workload is profiled at the base commit exactly as
 `perfagent optimize` profiles it (profile_workload, in the task's environment). The expert patch's hunks are mapped
-to the functions they edit at the base commit (perfagent.source.edited_spans); then, per task:
+to the functions they edit at the base commit (perfagent.localize.source.edited_spans); then, per task:
 - rank of each edited function in perfagent's ranking (None: not among the ranked functions);
 - hit@k: any edited function is in the top k; recall@k: the share of edited functions in the top k;
 - file hit@k / file recall@k: the same for the edited files among the files of the top k functions.
@@ -26,14 +26,14 @@ import tempfile
 from pathlib import Path
 
 
-from perfagent import localize
-from perfagent.envs import Environments
-from perfagent.localize import is_repository_code, profile_workload
+from perfagent.localize import hotspots as localize
+from perfagent.runs.envs import Environments
+from perfagent.localize.hotspots import is_repository_code, profile_workload
 from perfagent.record import read_jsonl
-from perfagent.repos import RepoCache
-from perfagent.source import MODULE_LEVEL, SourceIndex, edited_spans
-from perfagent.tasks import load_tasks
-from perfagent.workload import Workload
+from perfagent.repos.repositories import RepoCache
+from perfagent.localize.source import MODULE_LEVEL, SourceIndex, edited_spans
+from perfagent.runs.tasks import load_tasks
+from perfagent.measure.workload import Workload
 from perfagent.sandbox import isolation
 from perfagent.sandbox.run import Limits, run_shell
 

@@ -14,7 +14,7 @@ From the project's history: the instance id carries the PR number; the commit on
 `(#N)` (dask squash-merges its PRs), or a `Merge pull request #N` commit, is the PR's merge. `base_commit` is its
 first parent; `patch` is `git diff base merge` over non-test files and `test_patch` over test files, as the
 benchmark splits them. `edited_functions` maps the patch's hunks to the functions they edit at the base commit
-(perfagent's own `perfagent.source.edited_spans`); `covering_tests` are the test modules named after each edited module
+(perfagent's own `perfagent.localize.source.edited_spans`); `covering_tests` are the test modules named after each edited module
 in the nearest `tests/` folder at the base commit (e.g. `dask/array/core.py` -> `dask/array/tests/test_array_core.py`).
 
 `setup_cmd` installs the dependencies (never the repository itself: perfagent runs the task's code from its
@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 
-from perfagent.source import SourceIndex, edited_spans
+from perfagent.localize.source import SourceIndex, edited_spans
 
 REPO = "dask/dask"
 WORKLOADS = "predictions/workload_generation/workload_generation.jsonl"

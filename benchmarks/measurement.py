@@ -11,7 +11,7 @@ as many (A is 2x slower), on workloads of about 5 ms, 50 ms and 1 s per call.
 1. Record: for each workload, case and value length (0.1, 0.3 and 1 s of calls; loops calibrated on the baseline),
    a run of back-to-back (baseline, candidate) values in ABBA order, each from a fresh sandboxed process exactly as
    perfagent takes them (WorkloadRunner.sample). Saved to --data; --replay re-analyses a saved file.
-2. Replay: sandbox.measure.compare_speed itself, with the rule before ("today": paired, 1 s values) and the
+2. Replay: perfagent.measure.stats.compare_speed itself, with the rule before ("today": paired, 1 s values) and the
    sequential rule (Sampling() defaults, starting with each --short-seconds length), fed from the recorded runs
    starting at every recorded pair and in --shuffled random orders.
 Prints per case the share accepted, rejected and left undecided, the pairs and the measurement seconds (wall time
@@ -36,9 +36,9 @@ import numpy as np
 from scipy import stats
 
 from perfagent.config import Settings
-from perfagent.workload import Workload, WorkloadRunner
+from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
-from perfagent.sandbox.measure import (FASTER, NOT_FASTER, UNDECIDED, Sampling, Timing, compare_speed,
+from perfagent.measure.stats import (FASTER, NOT_FASTER, UNDECIDED, Sampling, Timing, compare_speed,
                              measure_noise, relative_spread)
 from perfagent.sandbox.run import Limits
 

@@ -1,4 +1,1 @@
-"""Isolated execution and measurement of untrusted code."""
-from pathlib import Path
-
-HARNESS = Path(__file__).resolve().with_name("harness.py")
+"""Isolated execution of untrusted code: limits, isolation levels, the audit-hook monitor, worktrees and pytest runs."""

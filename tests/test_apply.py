@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from perfagent.repos import GIT_APPLY, PATCH_FUZZ, apply_patch
+from perfagent.repos.repositories import GIT_APPLY, PATCH_FUZZ, apply_patch
 from conftest import git, make_repo
 
 LIB = "def total(xs):\n    s = 0\n    for x in xs:\n        s += x\n    return s\n\n\nNAME = 'lib'\n"

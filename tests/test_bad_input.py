@@ -335,7 +335,7 @@ def test_an_unexpected_exception_is_reported_as_perfagents_bug(capsys):
     import typer
 
     from perfagent.cli import INTERNAL, _fail_for
-    from perfagent.llm import ModelConfigError, ModelError
+    from perfagent.model.llm import ModelConfigError, ModelError
 
     for exc, code in [(KeyError("summary"), INTERNAL), (ModelError("down"), MODEL_FAILED),
                       (ModelConfigError("no key"), USAGE)]:

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from perfagent import examples
-from perfagent.envs import EnvError, Environments
-from perfagent.evaluate import RESULTS, EvalJob, _prepare, describe_row, run_evaluation, summarize
-from perfagent.executors import LocalExecutor
-from perfagent.llm import BudgetExceeded, Reply, SharedBudget
+from perfagent.repos import examples
+from perfagent.runs.envs import EnvError, Environments
+from perfagent.runs.evaluate import RESULTS, EvalJob, _prepare, describe_row, run_evaluation, summarize
+from perfagent.runs.executors import LocalExecutor
+from perfagent.model.llm import BudgetExceeded, Reply, SharedBudget
 from perfagent.record import append_jsonl, read_jsonl
-from perfagent.report import write_report
-from perfagent.repos import GIT_APPLY, PATCH_FUZZ, RepoCache, RepoError
-from perfagent.tasks import Task, patched_files
+from perfagent.report.render import write_report
+from perfagent.repos.repositories import GIT_APPLY, PATCH_FUZZ, RepoCache, RepoError
+from perfagent.runs.tasks import Task, patched_files
 from conftest import git, make_repo
 
 WORKLOAD = "def setup():\n    pass\n\n\ndef workload():\n    return 1\n"

@@ -7,10 +7,10 @@ import textwrap
 
 import pytest
 
-from perfagent.guards import repository_changes
-from perfagent.verdict import Judge, Reference
-from perfagent.workload import Workload, WorkloadRunner
-from perfagent.sandbox.measure import Sampling
+from perfagent.loop.guards import repository_changes
+from perfagent.loop.verdict import Judge, Reference
+from perfagent.measure.workload import Workload, WorkloadRunner
+from perfagent.measure.stats import Sampling
 from perfagent.sandbox.run import Limits
 from tests.conftest import SMALL_LIB, git, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD, UNIQUE_BODY, invoke

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfagent.sandbox import normal_form
-from perfagent.sandbox.compare import compare_results
-from perfagent.sandbox.normal_form import dumps, normalize
+from perfagent.measure import normal_form
+from perfagent.measure.compare import compare_results
+from perfagent.measure.normal_form import dumps, normalize
 
 NORMAL_FORM_FILE = Path(normal_form.__file__)
 

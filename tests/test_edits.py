@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from perfagent.edits import (
+from perfagent.edits.search_replace import (
     ApplyResult,
     Edit,
     EditFormatError,

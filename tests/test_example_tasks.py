@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from perfagent import examples
-from perfagent.edits import apply_edits, parse_edits
-from perfagent.guards import protected_reason
-from perfagent.tasks import load_tasks
+from perfagent.repos import examples
+from perfagent.edits.search_replace import apply_edits, parse_edits
+from perfagent.loop.guards import protected_reason
+from perfagent.runs.tasks import load_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "workloads"
 TASK_FILE = WORKLOADS / "tasks.jsonl"
-HARNESS = ROOT / "sandbox" / "harness.py"
+HARNESS = ROOT / "agent" / "measure" / "harness.py"
 TASKS, BAD = load_tasks(TASK_FILE)
 RECORDS = {r["instance_id"]: r for r in map(json.loads, TASK_FILE.read_text(encoding="utf-8").splitlines())}
 BY_ID = {task.instance_id: task for task in TASKS}

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from perfagent.interactive import TerminalReviewer, prose
-from perfagent.localize import Hotspot
-from perfagent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Quit, RunState
+from perfagent.loop.interactive import TerminalReviewer, prose
+from perfagent.localize.hotspots import Hotspot
+from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Quit, RunState
 from tests.conftest import SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session, search_replace
 
 CORE = "mylib/core.py"

@@ -1,4 +1,4 @@
-"""perfagent.llm against the real litellm -> openai code path, served by a fake OpenAI server on 127.0.0.1."""
+"""perfagent.model.llm against the real litellm -> openai code path, served by a fake OpenAI server on 127.0.0.1."""
 
 import json
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from perfagent.llm import (
+from perfagent.model.llm import (
     LOCAL_PLACEHOLDER_KEY,
     Budget,
     BudgetExceeded,
@@ -356,7 +356,7 @@ def test_litellm_never_touches_the_network():
         events = []
         network = ("socket.getaddrinfo", "socket.gethostbyname", "socket.connect", "urllib.Request")
         sys.addaudithook(lambda event, args: events.append(event) if event in network else None)
-        from perfagent.llm import count_tokens
+        from perfagent.model.llm import count_tokens
         count_tokens("scripted:s.json", [{"role": "user", "content": "hello"}])
         print(sorted(set(events)))
     """)

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from perfagent.localize import profile_workload, tally_pyspy
-from perfagent.source import SourceIndex, edited_spans
-from perfagent.workload import Workload
+from perfagent.localize.hotspots import profile_workload, tally_pyspy
+from perfagent.localize.source import SourceIndex, edited_spans
+from perfagent.measure.workload import Workload
 from perfagent.sandbox.run import Limits
 from tests.conftest import make_repo
 

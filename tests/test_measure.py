@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from perfagent.sandbox.measure import (FASTER, NOT_FASTER, UNDECIDED, Sampling, compare_speed, relative_spread,
+from perfagent.measure.stats import (FASTER, NOT_FASTER, UNDECIDED, Sampling, compare_speed, relative_spread,
                              sequential_level, sequential_stats, speed_stats, value_ladder)
 
 
@@ -92,7 +92,7 @@ def test_unknown_test_is_an_error():
 
 
 def test_noise_estimate():
-    from perfagent.sandbox.measure import measure_noise
+    from perfagent.measure.stats import measure_noise
 
     rng = np.random.default_rng(3)
     phase = np.repeat(rng.choice([1.0, 1.6], size=10), 4)

@@ -129,7 +129,7 @@ def test_budget_is_a_hard_limit(small_repo, tmp_path):
 
 def test_guards_on_the_diff_alone():
     """Protected files, benchmark gaming and syntax errors are caught before anything runs."""
-    from perfagent.verdict import Judge
+    from perfagent.loop.verdict import Judge
 
     judge = Judge(None, sys.executable, None, None, (1,), "bench/workload.py", 5.0, ["docs/conftest.py"])
     before = {"pkg/m.py": "def f():\n    return 1\n"}

@@ -14,15 +14,15 @@ def test_the_wheel_installs_one_package_that_runs_on_its_own(tmp_path):
     [wheel] = tmp_path.glob("perfagent-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"perfagent", wheel.name.split("-py")[0] + ".dist-info"}
-    for needed in ("perfagent/sandbox/harness.py", "perfagent/sandbox/startup/sitecustomize.py",
-                   "perfagent/prompts/optimize.j2", "perfagent/templates/report.html.j2",
+    for needed in ("perfagent/measure/harness.py", "perfagent/sandbox/startup/sitecustomize.py",
+                   "perfagent/prompts/optimize.j2", "perfagent/report/templates/report.html.j2",
                    "perfagent/workloads/textstats/workload.py", "perfagent/workloads/tasks.jsonl"):
         assert needed in names
     # installed beside (not instead of) this checkout's dependencies; its folder comes first on the path
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
-    probe = ("import perfagent, perfagent.prompting as p, perfagent.sandbox as s, perfagent.cli as c; "
+    probe = ("import perfagent, perfagent.model.prompting as p, perfagent.measure as s, perfagent.cli as c; "
              "print(perfagent.__file__, p.PROMPTS, s.HARNESS, c.EXAMPLE, sep='\\n')")
     out = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, check=True).stdout.split()
@@ -57,3 +57,21 @@ def test_help_never_points_into_the_source():
     assert all("Usage:" in text for text in texts)
     for text in texts:
         assert not re.search(r"\b(agent|sandbox|perfagent)/\w+\.py\b", " ".join(text.split())), text
+
+
+def test_the_subpackages_import_each_other_in_one_direction():
+    """The layout shows the flow: among perfagent's subpackages (and its top modules) no import goes in a circle."""
+    import ast
+    import graphlib
+
+    graph: dict[str, set[str]] = {}
+    for path in [*(ROOT / "agent").rglob("*.py"), *(ROOT / "sandbox").glob("*.py")]:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        unit = "sandbox" if parts[0] == "sandbox" else parts[1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("perfagent"):
+                module = node.module.split(".")
+                targets = [module[1]] if len(module) > 1 else [alias.name for alias in node.names]
+                graph.setdefault(unit, set()).update(t for t in targets if t != unit)
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a circle
+    assert order.index("sandbox") < order.index("measure") < order.index("loop") < order.index("cli")

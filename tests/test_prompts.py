@@ -1,11 +1,11 @@
 """The optimize prompt: what the model is told about the hot functions, within the token budget."""
 import pytest
 
-from perfagent.localize import Hotspot, Profile
-from perfagent.llm import count_tokens
-from perfagent.prompting import Attempt, optimize_messages
-from perfagent.source import SourceIndex
-from perfagent.workload import Workload
+from perfagent.localize.hotspots import Hotspot, Profile
+from perfagent.model.llm import count_tokens
+from perfagent.model.prompting import Attempt, optimize_messages
+from perfagent.localize.source import SourceIndex
+from perfagent.measure.workload import Workload
 
 MODEL = "openai/gpt-4o"
 BODY = "\n".join(f"    total += values[{i}] * {i}  # step {i}" for i in range(300))

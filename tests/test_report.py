@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from perfagent.cli import app
-from perfagent.flamegraph import PathMapper, flame_svg, frame_tree, read_stacks
+from perfagent.report.flamegraph import PathMapper, flame_svg, frame_tree, read_stacks
 from tests.browser import assert_shown, open_page, screenshot
 from tests.conftest import SMALL_LIB, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD

@@ -256,8 +256,8 @@ def test_cannot_delete_the_users_git_or_kill_everything(level, tmp_path):
 
 
 def test_py_spy_profiles_at_every_level(level, tmp_path):
-    from perfagent.localize import profile_workload
-    from perfagent.workload import Workload
+    from perfagent.localize.hotspots import profile_workload
+    from perfagent.measure.workload import Workload
 
     (tmp_path / "lib.py").write_text("def squares():\n    return sum(i * i for i in range(200000))\n")
     (tmp_path / "work.py").write_text("from lib import squares\n\n\ndef setup():\n    pass\n\n\n"

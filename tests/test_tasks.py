@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from perfagent.tasks import load_tasks
+from perfagent.runs.tasks import load_tasks
 
 WORKLOAD = "import timeit\n\ndef setup():\n    pass\n\ndef workload():\n    return 1\n\ntimeit.repeat(workload)\n"
 GOOD = {"instance_id": "lib__lib-1", "repo": "owner/lib", "base_commit": "a" * 40, "workload": WORKLOAD,

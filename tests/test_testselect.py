@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from perfagent.cache import BaselineCache, InterpreterError
-from perfagent.source import FunctionSpan
-from perfagent.testselect import PlanSettings, Selection, StaticIndex, TestPlan, TestSelectionError
+from perfagent.repos.cache import BaselineCache, InterpreterError
+from perfagent.localize.source import FunctionSpan
+from perfagent.localize.testselect import PlanSettings, Selection, StaticIndex, TestPlan, TestSelectionError
 from perfagent.sandbox.run import USAGE, Limits
 from tests.conftest import git, make_repo
 

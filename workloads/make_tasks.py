@@ -23,8 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from perfagent import examples
-from perfagent.edits import apply_edits, parse_edits
+from perfagent.repos import examples
+from perfagent.edits.search_replace import apply_edits, parse_edits
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -83,7 +83,7 @@ def collect(repo: Path, test_files: list[str]) -> list[str]:
 
 
 def harness(mode: str, repo: Path, workload: Path, tmp: Path, *args: str) -> dict:
-    """Run sandbox/harness.py in `repo` (it drops the workload's own timeit loop) and return what it wrote."""
+    """Run the harness (agent/measure/harness.py) in `repo` (it drops the workload's own timeit loop) and return what it wrote."""
     out = tmp / f"{mode}.json"
     run([sys.executable, str(HARNESS), mode, str(workload), str(out), *args], repo)
     return json.loads(out.read_text())

@@ -12,11 +12,11 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
-from perfagent.batch import RESULTS as BATCH_RESULTS
-from perfagent.evaluate import RESULTS as EVALUATION, row_key, row_label, summarize
-from perfagent.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, flame_svg, \
+from perfagent.runs.batch import RESULTS as BATCH_RESULTS
+from perfagent.runs.evaluate import RESULTS as EVALUATION, row_key, row_label, summarize
+from perfagent.report.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, flame_svg, \
     load_profile, speedscope
-from perfagent.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
+from perfagent.report.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
 from perfagent.record import read_jsonl, write_json
 
 REPORT = "report.html"

@@ -20,12 +20,12 @@ from pydantic import BaseModel
 from rich.text import Text
 
 from perfagent.config import load_settings
-from perfagent.envs import Environments
-from perfagent.llm import SharedBudget
-from perfagent.loop import MODEL_FAILURE_STATUS, Optimizer
+from perfagent.runs.envs import Environments
+from perfagent.model.llm import SharedBudget
+from perfagent.loop.optimizer import MODEL_FAILURE_STATUS, Optimizer
 from perfagent.record import append_jsonl, read_jsonl, write_json
-from perfagent.repos import RepoCache, diff
-from perfagent.tasks import Task, load_tasks
+from perfagent.repos.repositories import RepoCache, diff
+from perfagent.runs.tasks import Task, load_tasks
 
 PREDICTIONS, RESULTS, LEDGER = "predictions.jsonl", "results.jsonl", "spend.json"
 ORACLE = "oracle"  # --model oracle: each task's expert patch is the model's reply

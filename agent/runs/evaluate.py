@@ -2,7 +2,7 @@
 
 Per task, three detached worktrees at the base commit: the base, the patch under evaluation, and the expert patch.
 The patch is applied as SWE-fficiency's harness applies it (`git apply`, else GNU `patch --fuzz=5`, see
-perfagent.repos.apply_patch; each row records which one did); test files it touches are reset (and the task's test_patch
+perfagent.repos.repositories.apply_patch; each row records which one did); test files it touches are reset (and the task's test_patch
 applied) so a patch cannot pass by editing tests. The task's tests run on the base and on the patch: a patch passes
 when every test passing on the base still passes, and its workload result must equal the base's (GSO's check: a
 patch that passes the tests but computes something else is incorrect). The workload is then timed in fresh sandboxed processes, base,
@@ -29,15 +29,15 @@ import numpy as np
 from pydantic import BaseModel
 from scipy import stats
 
-from perfagent.envs import Environments
-from perfagent.guards import protected_reason
+from perfagent.runs.envs import Environments
+from perfagent.loop.guards import protected_reason
 from perfagent.record import append_jsonl, read_jsonl, write_json
-from perfagent.repos import PATCH_FUZZ, Applied, RepoCache, apply_patch
-from perfagent.tasks import BadRecord, Task, load_tasks, patched_files
-from perfagent.verdict import compare_inputs
-from perfagent.workload import Workload, WorkloadRunner
+from perfagent.repos.repositories import PATCH_FUZZ, Applied, RepoCache, apply_patch
+from perfagent.runs.tasks import BadRecord, Task, load_tasks, patched_files
+from perfagent.loop.verdict import compare_inputs
+from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
-from perfagent.sandbox.measure import ratio_of_speedups, speed_stats
+from perfagent.measure.stats import ratio_of_speedups, speed_stats
 from perfagent.sandbox.run import Limits, child_env, run, run_shell
 from perfagent.sandbox.testrun import run_pytest
 

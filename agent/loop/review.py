@@ -1,6 +1,6 @@
 """The reviewer hooks of the optimize loop: who picks the hotspots, looks at each candidate before it is validated,
 and decides between candidates. `AutoReviewer` (the default) decides nothing, so a run without a person goes on
-exactly as the agent plans it; agent/interactive.py puts a person in these places."""
+exactly as the agent plans it; interactive.py puts a person in these places."""
 from __future__ import annotations
 
 import difflib
@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perfagent.localize import Hotspot
+from perfagent.localize.hotspots import Hotspot
 
 ACCEPT, REJECT, EDIT = "accept", "reject", "edit"  # candidate decisions; "accept" means: validate it
 CONTINUE, UNDO, LIMITS = "continue", "undo", "limits"  # between candidates

@@ -7,10 +7,10 @@ from pathlib import Path
 import jinja2
 
 from perfagent import prompts  # the templates folder (prompts/)
-from perfagent.llm import count_tokens
-from perfagent.localize import Hotspot, Profile
-from perfagent.source import MODULE_LEVEL, SourceIndex
-from perfagent.workload import Workload
+from perfagent.model.llm import count_tokens
+from perfagent.localize.hotspots import Hotspot, Profile
+from perfagent.localize.source import MODULE_LEVEL, SourceIndex
+from perfagent.measure.workload import Workload
 
 PROMPTS = Path(prompts.__file__).parent
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(PROMPTS), undefined=jinja2.StrictUndefined,

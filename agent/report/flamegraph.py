@@ -1,6 +1,6 @@
 """py-spy raw stacks -> a frame tree -> an inline SVG flame graph, and the same stacks as speedscope JSON.
 
-Only what runs below the harness's `perfagent_profiled_workload` frame is kept (as in agent/localize.py), so setup()
+Only what runs below the harness's `perfagent_profiled_workload` frame is kept (as in localize/hotspots.py), so setup()
 and interpreter start-up are left out; a profile without that frame (a shell-command workload) is kept whole.
 Files under the repository (or the worktree it was profiled in) are shown repository-relative.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path, PurePosixPath
 
-from perfagent import localize
+from perfagent.localize import hotspots as localize
 
 REPOSITORY, WORKLOAD, STDLIB, THIRD_PARTY = "repository", "workload", "stdlib", "third-party"
 _STDLIB = re.compile(r"/lib/python3\.\d+/|^<frozen |^<built-in")

@@ -33,11 +33,11 @@ from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from perfagent.source import FunctionSpan, SourceIndex
-from perfagent.workload import Workload
+from perfagent.localize.source import FunctionSpan, SourceIndex
+from perfagent.measure.workload import Workload
 from perfagent.sandbox.run import Limits, child_env, run
 
-from perfagent.sandbox import HARNESS
+from perfagent.measure import HARNESS
 WORKLOAD_FRAME = "perfagent_profiled_workload"
 WORKLOAD_CALLER = "<workload>"  # the caller of the repository functions the workload calls directly
 

@@ -20,7 +20,7 @@ import venv
 from pathlib import Path
 
 from perfagent.record import file_lock
-from perfagent.tasks import Task
+from perfagent.runs.tasks import Task
 
 DEFAULT_SETUP = "python -m pip install --quiet -e '.[test,tests,testing]'"  # pip skips extras a project lacks
 _READY = "perfagent-ready"

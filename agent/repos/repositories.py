@@ -12,7 +12,7 @@ from pathlib import Path
 
 import git
 
-from perfagent import examples
+from perfagent.repos import examples
 from perfagent.record import file_lock
 from perfagent.sandbox.workspace import remove_stale
 

@@ -13,21 +13,21 @@ import git
 from rich.markup import escape
 
 from perfagent.config import ConfigError, Settings
-from perfagent.edits import EditFormatError, apply_edits, describe_failures, parse_edits
-from perfagent.guards import repository_changes
-from perfagent.cache import BaselineCache, interpreter
-from perfagent.llm import Budget, BudgetExceeded, LiteLLMModel, ModelConfigError, ModelError, ScriptExhausted, Session, \
+from perfagent.edits.search_replace import EditFormatError, apply_edits, describe_failures, parse_edits
+from perfagent.loop.guards import repository_changes
+from perfagent.repos.cache import BaselineCache, interpreter
+from perfagent.model.llm import Budget, BudgetExceeded, LiteLLMModel, ModelConfigError, ModelError, ScriptExhausted, Session, \
     Trajectory, make_model
-from perfagent.localize import Hotspot, Profile, profile_workload
-from perfagent.prompting import Attempt, fix_edit_message, optimize_messages
+from perfagent.localize.hotspots import Hotspot, Profile, profile_workload
+from perfagent.model.prompting import Attempt, fix_edit_message, optimize_messages
 from perfagent.record import RunRecord
-from perfagent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, AutoReviewer, Candidate, Decision, Quit, \
+from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, AutoReviewer, Candidate, Decision, Quit, \
     RunState, unified_diff
-from perfagent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
-from perfagent.testselect import PlanSettings, Selection, TestPlan
-from perfagent.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
-from perfagent.workload import Workload, WorkloadFailed, WorkloadRunner
-from perfagent.sandbox.measure import Sampling, compare_speed, measure_noise, samples_record, value_ladder, walls
+from perfagent.localize.source import MODULE_LEVEL, FunctionSpan, SourceIndex
+from perfagent.localize.testselect import PlanSettings, Selection, TestPlan
+from perfagent.loop.verdict import ACCEPTED, Judge, Reference, Verdict, candidate_limits, compare_inputs
+from perfagent.measure.workload import Workload, WorkloadFailed, WorkloadRunner
+from perfagent.measure.stats import Sampling, compare_speed, measure_noise, samples_record, value_ladder, walls
 from perfagent.sandbox import isolation
 from perfagent.sandbox.behaviour import from_records
 from perfagent.sandbox.run import USAGE, Limits, run_shell
@@ -78,7 +78,7 @@ class Optimizer:
     def __init__(self, repo_path: Path, settings: Settings, out: Path | None = None,
                  say: Callable[[str], None] = print, budget: Budget | None = None, reviewer=None):
         self.settings, self.say = settings, say
-        self.reviewer = reviewer or AutoReviewer()  # see agent/review.py; agent/interactive.py for a person
+        self.reviewer = reviewer or AutoReviewer()  # see review.py; interactive.py for a person
         self._review_seconds = 0.0
         self.budget = budget or Budget(max_usd=settings.budget_usd, max_calls=settings.max_calls,
                                        max_tokens=settings.max_tokens)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from perfagent.sandbox import HARNESS
+from perfagent.measure import HARNESS
 from perfagent.sandbox.behaviour import Event
-from perfagent.sandbox.compare import compare_results
-from perfagent.sandbox.measure import Timing
+from perfagent.measure.compare import compare_results
+from perfagent.measure.stats import Timing
 from perfagent.sandbox.run import Limits, RunResult, child_env, run
 
 OWN_INPUT, PERTURBED_INPUT = "input", "perturbed input"

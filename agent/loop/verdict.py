@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from perfagent.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
-from perfagent.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
+from perfagent.loop.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
+from perfagent.measure.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
 from perfagent.sandbox.behaviour import Event, new_behaviour
-from perfagent.sandbox.compare import Comparison, compare_results
-from perfagent.sandbox.measure import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
+from perfagent.measure.compare import Comparison, compare_results
+from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
 

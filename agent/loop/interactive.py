@@ -19,8 +19,8 @@ from rich.rule import Rule
 from rich.syntax import Syntax
 from rich.table import Table
 
-from perfagent.localize import Hotspot
-from perfagent.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Decision, Quit, RunState, Step, \
+from perfagent.localize.hotspots import Hotspot
+from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Decision, Quit, RunState, Step, \
     unified_diff
 
 _BLOCK = re.compile(r"^<<<<<<< SEARCH$.*?^>>>>>>> REPLACE$|^```.*?^```$", re.M | re.S)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from perfagent.cache import BaselineCache, interpreter
-from perfagent.source import MODULE_LEVEL, FunctionSpan, SourceIndex
+from perfagent.repos.cache import BaselineCache, interpreter
+from perfagent.localize.source import MODULE_LEVEL, FunctionSpan, SourceIndex
 from perfagent.sandbox.behaviour import Event, from_records
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import PYTEST_ITSELF, SuiteRun, coverage_by_line, run_pytest, test_file_of

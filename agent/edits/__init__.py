@@ -1,0 +1,1 @@
+"""Edits a model proposes: SEARCH/REPLACE blocks and unified diffs, parsed tolerantly and applied."""

@@ -1,0 +1,1 @@
+"""Model access: litellm sessions with budgets and trajectories, and the prompts rendered for them."""

@@ -1,0 +1,1 @@
+"""Reports: a run's, batch's or evaluation's files rendered to HTML, with flame graphs and plots."""

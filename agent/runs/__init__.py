@@ -1,0 +1,1 @@
+"""Benchmark runs over task files: tasks, their environments, batch, evaluate and executors."""
