@@ -5,7 +5,8 @@ import pytest
 
 from perfagent.config import ConfigError, assignments, load_settings
 from perfagent.localize.hotspots import profile_workload
-from perfagent.measure.workload import OWN_INPUT, PERTURBED_INPUT, Workload, WorkloadError, WorkloadFailed, WorkloadRunner
+from perfagent.measure.workload import (OWN_INPUT, PERTURBED_INPUT, Workload, WorkloadError, WorkloadFailed,
+                                        WorkloadRunner)
 from perfagent.sandbox.run import Limits
 from tests.conftest import SMALL_LIB, make_repo
 
