@@ -51,7 +51,7 @@ class Settings(BaseModel):
     short_sample_seconds: float = Field(0.1, gt=0, description="duration behind the first, short values, on which "
                                         "large effects are decided; at or above sample-seconds: long values only")
     decision_rule: Literal["sequential", "paired", "mannwhitney"] = Field(
-        "sequential", description="sequential: decide at 3, 5, 10, ... pairs as soon as the answer is clear (alpha "
+        "sequential", description="sequential: decide at 3, 5, 8, 10, ... pairs as soon as the answer is clear (alpha "
         "spent over the looks); paired / mannwhitney: the earlier fixed-look rules")
     min_effect: float = Field(0.03, ge=0, description="smallest speedup worth keeping (0.03 = 3% faster)")
     alpha: float = Field(0.01, gt=0, lt=1, description="the chance of accepting identical code, over every look")
@@ -147,8 +147,8 @@ def assignments(items: list[str]) -> dict:
 
 def environment_settings(environ: dict[str, str]) -> dict:
     """Settings from PERFAGENT_<NAME> variables (e.g. PERFAGENT_MIN_EFFECT=0.05)."""
-    return {name: _from_text(name, environ[f"{ENV_PREFIX}{name.upper()}"]) for name in Settings.model_fields
-            if f"{ENV_PREFIX}{name.upper()}" in environ}
+    given = {name: environ.get(ENV_PREFIX + name.upper()) for name in Settings.model_fields}
+    return {name: _from_text(name, value) for name, value in given.items() if value is not None}
 
 
 def load_settings(repo: Path, overrides: dict, environ: dict[str, str] | None = None) -> Settings:

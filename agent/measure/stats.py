@@ -47,11 +47,12 @@ def walls(samples) -> list[float]:
 
 @dataclass(frozen=True)
 class SpeedStats:
-    speedup: float  # median(baseline) / median(candidate); > 1 means the candidate is faster
+    speedup: float  # > 1: the candidate is faster (sequential: geometric mean of the pairs' ratios; paired: their
+    # median; mannwhitney: median(baseline) / median(candidate))
     ci_low: float
     ci_high: float
     confidence: float
-    p_value: float  # one-sided: the candidate is faster (Wilcoxon signed-rank on pairs, or Mann-Whitney U)
+    p_value: float  # one-sided, against "no difference": a t-test, Wilcoxon signed-rank or Mann-Whitney U
     n_base: int
     n_cand: int
     base_median: float
