@@ -111,7 +111,7 @@ def test_command_workload_is_profiled_with_pyspy(tmp_path):
     """Inside the sandbox too: py-spy gives up when it looks at a shell that is still starting the interpreter."""
     repo = make_repo(tmp_path / "r", SMALL_LIB)
     command = (f"{sys.executable} -c 'from mylib.core import unique_sorted; "
-               f"[unique_sorted(list(range(400)) * 3) for _ in range(60)]'")
+               f"[unique_sorted(list(range(400)) * 3) for _ in range(600)]'")
     profile = profile_workload(repo, Workload.parse(command, repo), python=sys.executable, tmp=tmp_path,
                                seconds=1, limits=Limits(timeout_s=120))
     assert profile.profiler == "py-spy" and profile.hotspots[0].qualname == "unique_sorted"
