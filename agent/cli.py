@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import traceback
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from pydantic import ValidationError
@@ -24,10 +25,15 @@ from perfagent.repos.cache import InterpreterError, default_root
 from perfagent.config import ConfigError, Settings, assignments, load_settings
 from perfagent.runs.evaluate import EvalJob, read_predictions, run_evaluation
 from perfagent.runs.executors import make_executor
+from perfagent.runs.outputs import BATCH_RESULTS, EVALUATION, EVALUATION_REPORT, PATCH_FUZZ, PREDICTIONS
+from perfagent.runs.runner import TaskCounts, TaskFileError, read_task_file
 from perfagent.loop.interactive import TerminalReviewer
 from perfagent.model.llm import ModelConfigError, ModelError, make_model
-from perfagent.localize.hotspots import ProfileError, profile_workload
-from perfagent.loop.optimizer import MODEL_FAILURE_STATUS, BaselineError, Optimizer
+from perfagent.localize.hotspots import ProfileError, ProfileOptions, profile_workload
+from perfagent.loop.baseline import BaselineError
+from perfagent.loop.optimizer import Optimizer
+from perfagent import reasons
+from perfagent.report.live import TerminalObserver, task_bar
 from perfagent.report.render import ReportError, write_report
 from perfagent.localize.testselect import FailingTests, TestSelectionError
 from perfagent.measure.workload import Workload, WorkloadError
@@ -68,7 +74,8 @@ EXAMPLE = Path(workloads.__file__).parent
 # Exit codes, one per way a run ends (the README's table)
 IMPROVED = 0  # finished, with commits on the new branch
 NOT_IMPROVED = 1  # finished, nothing accepted (no branch left)
-USAGE = 2  # bad flags, settings, repository, workload file or test paths
+TASKS_FAILED = 1  # batch: finished, but some task failed (it has no prediction and is tried again on resume)
+USAGE = 2  # bad flags, settings, repository, workload file, test paths or task file
 MODEL_FAILED = 3  # the model could not be reached or answered nonsense
 USER_CODE_FAILED = 4  # the user's workload or tests fail on the unmodified code
 INTERNAL = 70  # a bug in perfagent itself (EX_SOFTWARE)
@@ -77,8 +84,8 @@ INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 12
 # the first matching class decides (subclasses before their bases)
 FAILURES = ((ModelConfigError, USAGE), (ModelError, MODEL_FAILED), (BaselineError, USER_CODE_FAILED),
             (ProfileError, USER_CODE_FAILED), (FailingTests, USER_CODE_FAILED),
-            ((ConfigError, WorkloadError, WorkspaceError, IsolationError, InterpreterError, TestSelectionError), USAGE))
-USER_ERRORS = tuple(c for classes, _ in FAILURES for c in (classes if isinstance(classes, tuple) else (classes,)))
+            ((ConfigError, WorkloadError, WorkspaceError, IsolationError, InterpreterError, TestSelectionError,
+              TaskFileError, ReportError), USAGE))
 
 
 class Terminated(KeyboardInterrupt):
@@ -135,7 +142,7 @@ def _summary_table(summary: dict) -> Table:
     for c in summary["candidates"]:
         speed = c["verdict"].get("speed")
         speedup = f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else ""
-        style = "green" if c["verdict"]["reason"] == "accepted" else "red"
+        style = "green" if c["verdict"]["reason"] == reasons.ACCEPTED else "red"
         undone = " (undone)" if c.get("undone") else ""
         table.add_row(str(c["n"]), f"[{style}]{c['verdict']['reason']}{undone}[/]", speedup,
                       f"{speed['p_value']:.0e}" if speed else "", c["summary"])
@@ -166,7 +173,7 @@ def _report(summary: dict, out: Path) -> None:
 
 
 @app.command()
-def optimize(
+def optimize(  # one parameter per command-line option (typer)
     repo: Path = typer.Argument(..., help="the git repository to optimize (its top folder)"),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help=".py file with setup()/workload(), "
                                            "or a shell command"),
@@ -221,13 +228,14 @@ def _run_optimizer(repo: Path, flags: dict, out: Path | None, interactive: bool 
     if interactive and not (sys.stdin.isatty() and console.is_terminal):
         _fail("--interactive needs a terminal for input and output: run it in one (or under tmux/screen), "
               "or drop --interactive")
-    optimizer = None
+    optimizer, observer = None, TerminalObserver(console, interactive)
     try:
         settings = load_settings(repo, flags)
-        optimizer = Optimizer(repo, settings, out, say=console.print,
+        optimizer = Optimizer(repo, settings, out, observer,
                               reviewer=TerminalReviewer(console) if interactive else None)
         summary = optimizer.run()
     except BaseException as exc:
+        observer.close()  # a progress display the interruption left open
         if optimizer is not None and (optimizer.out / "summary.json").exists():  # what the run recorded so far
             _save_report(optimizer.out)
         if isinstance(exc, KeyboardInterrupt):
@@ -238,13 +246,13 @@ def _run_optimizer(repo: Path, flags: dict, out: Path | None, interactive: bool 
         _fail_for(exc)
     _report(summary, optimizer.out)
     _save_report(optimizer.out)
-    if summary["status"] == MODEL_FAILURE_STATUS:
+    if summary["status"] == reasons.MODEL_FAILED:
         _fail(f"the model failed: {summary['stop_reason']}", MODEL_FAILED)
     raise typer.Exit(IMPROVED if summary["accepted"] else NOT_IMPROVED)
 
 
 @app.command()
-def profile(
+def profile(  # one parameter per command-line option (typer)
     repo: Path = typer.Argument(..., help="the git repository (its top folder)"),
     workload: str = typer.Option(..., "--workload", "-w", help=".py file with setup()/workload(), or a command"),
     seconds: float = typer.Option(3.0, help="how long to sample the workload"),
@@ -258,15 +266,17 @@ def profile(
     try:
         git_repo = open_repo(repo)
         spec = Workload.parse(workload, repo)
-        isolation.configure("auto")
         ws = Workspaces(git_repo, "profile")
         try:
             worktree = ws.scratch(git_repo.head.commit.hexsha)
-            result = profile_workload(worktree, spec, python=python, tmp=ws.tmpdir("profile"),
-                                      seconds=seconds, limits=Limits())
+            limits = Limits(isolation=isolation.choose("auto"))
+            result = profile_workload(worktree, spec, python=python, tmp=ws.tmpdir("profile"), limits=limits,
+                                      options=ProfileOptions(seconds=seconds))
         finally:
             ws.close()
-    except USER_ERRORS as exc:
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(_interrupted(exc))
+    except Exception as exc:
         _fail_for(exc)
     result.hotspots = result.top(top)
     if as_json:
@@ -285,7 +295,7 @@ def profile(
 
 
 @app.command()
-def demo(
+def demo(  # one parameter per command-line option (typer)
     target: Path = typer.Option(Path("perfagent-demo"), help="where to create the example repository"),
     max_iterations: int = typer.Option(8, help="candidates to try"),
 ):
@@ -310,6 +320,8 @@ REPO_CACHE_HELP = ("folder of git clones or mirrors, one per repository (owner__
 
 
 def _executor(kind: str, workers: int, ray_address: str | None):
+    """Where tasks run. From here on SIGTERM and SIGHUP unwind like Ctrl-C: workers stop, worktrees are removed."""
+    _terminate_on_sigterm()
     try:
         executor = make_executor(kind, workers, ray_address)
     except (ValueError, RuntimeError) as exc:
@@ -321,23 +333,65 @@ def _executor(kind: str, workers: int, ray_address: str | None):
 
 
 def _check_task_file(tasks: Path) -> None:
-    if not tasks.is_file():
-        _fail(f"task file {tasks} not found")
+    """A missing or unreadable task file, or one without a valid task, stops the command before any worker starts."""
+    try:
+        read_task_file(tasks)
+    except TaskFileError as exc:
+        _fail(str(exc))
 
 
-def _progress_table(state: dict) -> Table:
+def _over_tasks(run: Callable, what: str, out: Path, results: str, kept: str):
+    """A batch's or an evaluation's pass, `run(say=..., progress=...)`, with its progress bar. Interrupted, it renders
+    the report of what was recorded and exits 130 (143, 129 for SIGTERM, SIGHUP); a bug exits 70."""
+    try:
+        with task_bar(Console(stderr=True), what, redirect_stdout=console.is_terminal) as progress:
+            return run(say=console.print, progress=progress)
+    except KeyboardInterrupt as exc:
+        if (out / results).exists():
+            _save_report(out)
+        console.print(f"[yellow]interrupted: {kept}[/]")
+        raise typer.Exit(_interrupted(exc))
+    except Exception as exc:
+        _fail_for(exc)
+
+
+def _progress_table(counts: TaskCounts) -> Table:
     table = Table(title="batch progress")
     for column in ("tasks", "done", "running", "failed", "bad records", "model calls", "spend"):
         table.add_column(column, justify="right")
-    spent = state["spend"]
-    table.add_row(str(state["total"]), str(state["done"]), str(state["running"]), str(state["failed"]),
-                  str(state["bad"]), str(spent.get("calls", 0)),
+    spent = counts.spend or {}
+    table.add_row(str(counts.total), str(counts.done), str(counts.running), str(counts.failed), str(counts.bad),
+                  str(spent.get("calls", 0)),
                   f"${spent.get('usd', 0.0):.4f}" + ("+" if spent.get("cost_unknown") else ""))
     return table
 
 
+def _task_settings(model: str, max_iterations: int, sample_seconds: float | None,
+                   setting: list[str] | None) -> tuple[dict, Settings]:
+    """What every task of a batch gets (--max-iterations, --sample-seconds, --set), and the Settings it makes: a bad
+    setting stops the batch before any task starts."""
+    settings = {"max_iterations": max_iterations, **({"sample_seconds": sample_seconds} if sample_seconds else {})}
+    try:
+        settings.update(assignments(setting or []))
+        return settings, Settings.model_validate({**settings, "workload": "-", "model": model}, strict=False)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        _fail("invalid --set: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+def _require_price(job: BatchJob, every_task: Settings) -> None:
+    """A USD budget needs the model's price: refused before any task starts, not once per task."""
+    if not (job.budget_usd or job.task_budget_usd) or job.model == ORACLE or job.model.startswith("scripted:"):
+        return
+    try:
+        make_model(job.model, api_base=job.api_base, prices=every_task.prices).require_price()
+    except ModelError as exc:
+        _fail(str(exc))
+
+
 @app.command()
-def batch(
+def batch(  # one parameter per command-line option (typer)
     tasks: Path = typer.Argument(..., help="JSONL task file (SWE-fficiency format)"),
     model: str = typer.Option(..., "--model", "-m", help="litellm model name, scripted:FILE, scripted:FOLDER "
                               "with one recorded session per task (FOLDER/INSTANCE_ID.json), or oracle (each task's "
@@ -361,47 +415,21 @@ def batch(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
 ):
     """Run the optimize loop on every task of a task file; writes predictions.jsonl for `perfagent evaluate`."""
-    from rich.live import Live
-
-    _terminate_on_sigterm()
     _check_task_file(tasks)
-    settings = {"max_iterations": max_iterations, **({"sample_seconds": sample_seconds} if sample_seconds else {})}
-    try:
-        settings.update(assignments(setting or []))
-    except ConfigError as exc:
-        _fail(str(exc))
-    try:
-        every_task = Settings.model_validate({**settings, "workload": "-", "model": model}, strict=False)
-    except ValidationError as exc:
-        _fail("invalid --set: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    if (budget_usd or task_budget_usd) and model != ORACLE and not model.startswith("scripted:"):
-        try:  # refused before any task starts, not once per task
-            make_model(model, api_base=api_base, prices=every_task.prices).require_price()
-        except ModelError as exc:
-            _fail(str(exc))
+    settings, every_task = _task_settings(model, max_iterations, sample_seconds, setting)
     job = BatchJob(model=model, out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(),
                    api_base=api_base, budget_usd=budget_usd, max_calls=max_calls, task_budget_usd=task_budget_usd,
                    settings=settings, select_tests=select_tests)
+    _require_price(job, every_task)
     pool = _executor(executor, workers, ray_address)
-    try:
-        with Live(console=console, auto_refresh=False, transient=not console.is_terminal) as live:
-            def say(message: str) -> None:
-                live.console.print(message)
-
-            state = run_batch(tasks, job, pool, say=say,
-                              progress=lambda st: live.update(_progress_table(st), refresh=True))
-    except KeyboardInterrupt:
-        if (out / "results.jsonl").exists():
-            _save_report(out)
-        console.print(f"[yellow]interrupted: finished tasks are kept in {out}; rerun the same command to do the "
-                      f"rest[/]")
-        raise typer.Exit(INTERRUPTED)
-    console.print(_progress_table(state))
+    counts = _over_tasks(partial(run_batch, tasks, job, pool), "batch", out, BATCH_RESULTS,
+                         f"finished tasks are kept in {out}; rerun the same command to do the rest")
+    console.print(_progress_table(counts))
     _save_report(out)
-    console.print(f"predictions: {out / 'predictions.jsonl'}; score them with: perfagent evaluate {tasks} "
-                  f"--predictions {out / 'predictions.jsonl'} --out {out / 'evaluation'}")
-    if state["failed"]:
-        raise typer.Exit(1)
+    console.print(f"predictions: {out / PREDICTIONS}; score them with: perfagent evaluate {tasks} "
+                  f"--predictions {out / PREDICTIONS} --out {out / 'evaluation'}")
+    if counts.failed:
+        raise typer.Exit(TASKS_FAILED)
 
 
 def _evaluation_table(report: dict) -> Table:
@@ -431,7 +459,7 @@ def _evaluation_table(report: dict) -> Table:
         status = ("no patch" if not row.get("predicted") else "[red]no apply[/]" if not row["applied"]
                   else "[red]tests fail[/]" if not row["tests_passed"]
                   else "[red]result changed[/]" if row.get("result_unchanged") is False else "tests ok")
-        if row["applied"] and row.get("apply_method") == "patch --fuzz":
+        if row["applied"] and row.get("apply_method") == PATCH_FUZZ:
             status += "\n[yellow]by patch --fuzz[/]"
         table.add_row(name, status,
                       interval(speed["speedup"], speed["ci_low"], speed["ci_high"]) if speed else "1.00x",
@@ -441,8 +469,22 @@ def _evaluation_table(report: dict) -> Table:
     return table
 
 
+def _patches(gold: bool, predictions: Path | None) -> dict[str, str] | None:
+    """What evaluate scores: the patches of the predictions file, or (--gold; None) the tasks' expert patches."""
+    if gold == (predictions is not None):
+        _fail("give either --predictions FILE or --gold")
+    if gold:
+        return None
+    if not predictions.is_file():
+        _fail(f"predictions file {predictions} not found")
+    try:
+        return read_predictions(predictions)
+    except UnicodeDecodeError as exc:
+        _fail(f"cannot read the predictions file {predictions}: {exc}")
+
+
 @app.command()
-def evaluate(
+def evaluate(  # one parameter per command-line option (typer)
     tasks: Path = typer.Argument(..., help="JSONL task file (SWE-fficiency format)"),
     out: Path = typer.Option(..., help="output folder (report.json, evaluation.jsonl); rerunning resumes"),
     predictions: Optional[Path] = typer.Option(None, help="predictions.jsonl (instance_id, model_patch)"),
@@ -459,25 +501,15 @@ def evaluate(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
 ):
     """Score patches as SWE-fficiency does: tests, speedup against the expert patch, harmonic mean of the ratios."""
-    _terminate_on_sigterm()
     _check_task_file(tasks)
-    if gold == (predictions is not None):
-        _fail("give either --predictions FILE or --gold")
-    if predictions is not None and not predictions.is_file():
-        _fail(f"predictions file {predictions} not found")
+    patches = _patches(gold, predictions)
     if mode not in ("harness", "script"):
         _fail(f"unknown --mode {mode}: use harness or script")
     job = EvalJob(out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(), mode=mode,
                   pairs=pairs, sample_seconds=sample_seconds, timeout_s=timeout_s)
-    patches = None if gold else read_predictions(predictions)
     pool = _executor(executor, workers, ray_address)
-    try:
-        report = run_evaluation(tasks, patches, job, pool, say=console.print)
-    except KeyboardInterrupt:
-        if (out / "evaluation.jsonl").exists():
-            _save_report(out)
-        console.print(f"[yellow]interrupted: evaluated tasks are kept in {out}; rerun the same command to go on[/]")
-        raise typer.Exit(INTERRUPTED)
+    report = _over_tasks(partial(run_evaluation, tasks, patches, job, pool), "evaluate", out, EVALUATION,
+                         f"evaluated tasks are kept in {out}; rerun the same command to go on")
     console.print(_evaluation_table(report))
     s = report["summary"]
     hmean, reach = s["harmonic_mean_ratio"], s["at_or_above_expert"]
@@ -485,20 +517,20 @@ def evaluate(
                   f"tests passed {s['tests_passed']}; harmonic mean speedup ratio "
                   f"{'n/a' if hmean is None else f'{hmean:.3f}'}; at or above expert speedup (within the interval): "
                   f"{'n/a' if reach is None else f'{reach:.0%}'}")
-    console.print(f"report: {out / 'report.json'}")
+    console.print(f"report: {out / EVALUATION_REPORT}")
     _save_report(out)
 
 
 @app.command()
-def report(
+def report(  # one parameter per command-line option (typer)
     folder: Path = typer.Argument(..., help="a run directory (optimize --out), or the --out folder of batch or "
                                   "evaluate"),
 ):
     """Render FOLDER/report.html again from the files a run, batch or evaluation left there (offline, one file)."""
     try:
         console.print(f"report: {write_report(folder)}")
-    except ReportError as exc:
-        _fail(str(exc))
+    except Exception as exc:
+        _fail_for(exc)
 
 
 if __name__ == "__main__":

@@ -78,10 +78,6 @@ class RunRecord:
         self.summary.update(fields)
         self.save()
 
-    def add_candidate(self, entry: dict) -> None:
-        self.summary["candidates"].append(entry)
-        self.save()
-
     def save_profile(self, name: str, profile) -> None:
         """Keep a profile's ranking (JSON) and py-spy's raw stacks for reports."""
         write_json(self.dir / f"{name}.json", profile.as_dict())

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from perfagent.localize import hotspots as localize
 from perfagent.runs.envs import Environments
-from perfagent.localize.hotspots import is_repository_code, profile_workload
+from perfagent.localize.hotspots import is_repository_code, ProfileOptions, profile_workload
 from perfagent.record import read_jsonl
 from perfagent.repos.repositories import RepoCache
 from perfagent.localize.source import MODULE_LEVEL, SourceIndex, edited_spans
@@ -84,8 +84,8 @@ def localize_task(task, cache: RepoCache, python_for, seconds: float, limits: Li
                   if s.file.endswith(".py") and is_repository_code(s.file, workload)]
         targets = [s.key for s in edited if s.qualname != MODULE_LEVEL]
         files = list(dict.fromkeys(s.file for s in edited))
-        profile = profile_workload(worktree, workload, python=python, tmp=tmp, seconds=seconds, limits=limits,
-                                   use_pyspy=use_pyspy, limit=None)
+        profile = profile_workload(worktree, workload, python=python, tmp=tmp, limits=limits,
+                                   options=ProfileOptions(seconds=seconds, use_pyspy=use_pyspy, limit=None))
     row.update(profiler=profile.profiler, samples=profile.samples, edited=targets, edited_files=files,
                module_level_only=sorted({s.file for s in edited if s.qualname == MODULE_LEVEL} - {
                    s.file for s in edited if s.qualname != MODULE_LEVEL}),
@@ -168,10 +168,9 @@ def main(argv: list[str] | None = None) -> None:
         rows = [r for r in json.loads(args.rescore.read_text())["rows"] if r["instance_id"] in
                 {t.instance_id for t in tasks}]
     else:
-        isolation.configure("auto")
         cache, envs = RepoCache(args.repo_cache), Environments(args.env_cache)
         python_for = (lambda task, tree: args.python) if args.python else envs.python_for
-        limits = Limits(timeout_s=args.timeout, memory_mb=4096)
+        limits = Limits(timeout_s=args.timeout, memory_mb=4096, isolation=isolation.choose("auto"))
         rows = []
         for task in tasks:
             try:

@@ -38,6 +38,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 
+from perfagent.localize import testselect
 from perfagent.localize.source import SourceIndex, edited_spans
 
 REPO = "dask/dask"
@@ -98,15 +99,11 @@ SETUPS = [
     ("9999-12-31", _NEW),
 ]
 
-_TEST_DIRS = {"test", "tests", "testing"}
-
 
 def is_test_file(path: str) -> bool:
-    """Test code, as SWE-bench-style benchmarks split an expert change into `patch` and `test_patch`."""
-    parts = PurePosixPath(path).parts
-    name = parts[-1]
-    return (any(p in _TEST_DIRS for p in parts[:-1]) or name == "conftest.py" or name.startswith("test_")
-            or name.endswith("_test.py"))
+    """Test code, as SWE-bench-style benchmarks split an expert change into `patch` and `test_patch`: perfagent's
+    rule, and also files in a `testing` folder."""
+    return testselect.is_test_file(path) or "testing" in PurePosixPath(path).parent.parts
 
 
 class Git:

@@ -111,13 +111,13 @@ def record_pairs(runner: WorkloadRunner, base: Path, cand: Path, loops: int, cou
 def record(args) -> dict:
     """Per workload, effect and value length (loops calibrated on the baseline, as perfagent does), one run of
     pairs; lengths that give the same loop count share one run."""
-    level = isolation.configure("auto").level  # values are taken as perfagent takes them, sandbox included
-    data = {"python": sys.version, "sample_seconds": args.sample_seconds, "isolation": level, "sequences": []}
+    level = isolation.choose("auto")  # values are taken as perfagent takes them, sandbox included
+    data = {"python": sys.version, "sample_seconds": args.sample_seconds, "isolation": level.level, "sequences": []}
     with tempfile.TemporaryDirectory(prefix="perfagent-measurement-") as tmp:
         tmp = Path(tmp)
         (tmp / "workload.py").write_text(WORKLOAD)
         runner = WorkloadRunner(Workload.parse("workload.py", tmp), sys.executable, tmp / "runner",
-                                Limits(timeout_s=120))
+                                Limits(timeout_s=120, isolation=level))
         runner.tmp.mkdir()
         for d, seconds in enumerate(args.durations):
             n = iterations_for(seconds)

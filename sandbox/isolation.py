@@ -167,26 +167,16 @@ def _programs_in_tmp(argv: list[str]) -> list[Path]:
     return [p for p in paths if p.resolve().is_relative_to(tmp) and p.exists()]
 
 
-_current = Isolation("rlimits")
-
-
-def configure(requested: str = "auto") -> Isolation:
-    """Choose the isolation level for every later run(); "auto" takes the strongest one that works here."""
-    global _current
+def choose(requested: str = "auto") -> Isolation:
+    """The isolation level runs get (through their Limits); "auto" takes the strongest one that works here."""
     if requested == "auto":
-        _current = Isolation(next(level for level in LEVELS if available(level)))
-    elif requested not in LEVELS:
+        return Isolation(next(level for level in LEVELS if available(level)))
+    if requested not in LEVELS:
         raise IsolationError(f"unknown isolation level {requested!r}: use auto, {', '.join(LEVELS)}")
-    elif not available(requested):
+    if not available(requested):
         hint = " (install the bubblewrap package)" if requested == "bubblewrap" else ""
         raise IsolationError(f"isolation level {requested!r} does not work on this machine{hint}")
-    else:
-        _current = Isolation(requested)
-    return _current
-
-
-def current() -> Isolation:
-    return _current
+    return Isolation(requested)
 
 
 # -- process count ------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from perfagent.sandbox import scratch
 from perfagent.sandbox.behaviour import Event, read_log
-from perfagent.sandbox.isolation import ProcessCap, current, launcher
+from perfagent.sandbox.isolation import Isolation, ProcessCap, launcher
 from perfagent.sandbox.monitor import SECRET
 
 _STARTUP = Path(__file__).resolve().with_name("startup")  # its sitecustomize starts the monitor
@@ -35,16 +35,17 @@ class Usage:
     seconds: float = 0.0
 
 
-USAGE = Usage()
-
-
 @dataclass(frozen=True)
 class Limits:
+    """How a child runs: its resource bounds, its confinement, and where its processes and seconds are counted.
+    Limits derived with dataclasses.replace share the isolation and the counter of the run that made them."""
     timeout_s: float = 600.0
     memory_mb: int | None = 4096  # address space (RLIMIT_AS)
     file_mb: int | None = 1024  # largest file the process may write (RLIMIT_FSIZE)
     cpu_s: int | None = None  # CPU seconds (RLIMIT_CPU); defaults to twice the timeout
     processes: int = 256  # processes and threads alive at once (pids cgroup, else RLIMIT_NPROC)
+    isolation: Isolation = Isolation("rlimits")  # the sandbox level (isolation.choose)
+    usage: Usage = field(default_factory=Usage, compare=False)
 
     def rlimits(self) -> dict[str, tuple[int, int]]:
         """The rlimits sandbox/launch.py sets in the child."""
@@ -154,7 +155,7 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
     env.update(TMPDIR=str(tmp), PERFAGENT_BEHAVIOUR_LOG=str(log),
                PERFAGENT_WRITABLE=os.pathsep.join(str(p) for p in writable),
                PYTHONPATH=os.pathsep.join(filter(None, [str(_STARTUP), env.get("PYTHONPATH")])))
-    wrapped = current().wrap([str(a) for a in argv], Path(cwd), writable[1:], list(map(Path, readable)))
+    wrapped = limits.isolation.wrap([str(a) for a in argv], Path(cwd), writable[1:], list(map(Path, readable)))
     steps = {**limits.rlimits(), **cap.steps()}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
@@ -177,8 +178,8 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
             behaviour = read_log(log)
             shutil.rmtree(private, ignore_errors=True)
         seconds = time.perf_counter() - start
-        USAGE.processes += 1
-        USAGE.seconds += seconds
+        limits.usage.processes += 1
+        limits.usage.seconds += seconds
         return RunResult(list(map(str, argv)), proc.returncode, _read_tail(out), _read_tail(err), seconds,
                          timed_out, limits, behaviour)
 

@@ -77,6 +77,7 @@ def _read_events(report: Path) -> tuple[dict[str, str], dict[str, float], tuple[
     return outcomes, seconds, running, problems
 
 
+# size: where and what to run, then keyword-only pytest and coverage options, most with a default
 def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, limits: Limits,
                coverage_file: Path | None = None, measure: list[str] = (), exitfirst: bool = False,
                deselect: set[str] = frozenset()) -> SuiteRun:

@@ -10,7 +10,6 @@ import pytest
 from perfagent.sandbox import isolation
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-isolation.configure("auto")  # every test runs children at the strongest level this machine has, as users would
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "workloads" / "textstats"
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
@@ -167,11 +166,9 @@ def without_bubblewrap(tmp_path, monkeypatch, request):
     """As on a machine without bubblewrap: `bwrap` hidden from PATH, so "auto" finds the next level; restored after."""
     monkeypatch.setenv("PATH", path_without("bwrap", tmp_path / "bin"))
     isolation.available.cache_clear()
-    previous = isolation.current().level
     yield
     monkeypatch.undo()
     isolation.available.cache_clear()
-    isolation.configure(previous)
 
 
 def path_without(program: str, tmp: Path) -> str:

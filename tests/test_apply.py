@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from perfagent.repos.diffs import DiffError, FileDiff, patched_files, read_diff
 from perfagent.repos.repositories import GIT_APPLY, PATCH_FUZZ, apply_patch
 from conftest import git, make_repo
 
@@ -93,3 +94,54 @@ def test_without_the_patch_program_the_error_says_so(tmp_path, monkeypatch):
 def test_an_empty_patch_does_not_apply(tmp_path):
     repo = make_repo(tmp_path / "r", {"lib.py": LIB})
     assert apply_patch(repo, " \n").error == "the patch is empty"
+
+
+def test_a_git_diff_is_read_as_git_apply_reads_it(tmp_path):
+    """A deleted, a changed, a renamed, an added, and a renamed and changed file: names without git's a/ and b/,
+    None for /dev/null; each run of changed lines as the old lines [start, end) it replaces."""
+    moved = "".join(f"v = {i}\n" for i in range(1, 11))
+    repo = make_repo(tmp_path / "r", {"lib.py": LIB, "old.py": "a = 1\n", "moved.py": moved, "gone.py": "x = 1\n"})
+    (repo / "lib.py").write_text(FAST)
+    (repo / "pkg").mkdir()
+    git(repo, "mv", "old.py", "new.py")
+    git(repo, "mv", "moved.py", "pkg/moved.py")
+    (repo / "pkg" / "moved.py").write_text(moved.replace("v = 5\n", "v = 50\n"))
+    git(repo, "rm", "-q", "gone.py")
+    (repo / "pkg" / "added.py").write_text("z = 3\n")
+    git(repo, "add", "-A")
+    diff = git(repo, "diff", "--cached", "-M")
+    assert read_diff(diff) == [FileDiff("gone.py", None, ((0, 1),)), FileDiff("lib.py", "lib.py", ((1, 5),)),
+                               FileDiff("old.py", "new.py", ()), FileDiff(None, "pkg/added.py", ((0, 0),)),
+                               FileDiff("moved.py", "pkg/moved.py", ((4, 5),))]
+    assert patched_files(diff) == ["gone.py", "lib.py", "old.py", "new.py", "pkg/added.py", "moved.py",
+                                   "pkg/moved.py"]
+
+
+def test_names_lose_their_first_component_as_with_patch_p1():
+    """Whatever the prefixes (here GNU diff's folders, with timestamps); an insertion (-2,0: after line 2) and a
+    replacement in one hunk."""
+    traditional = ("--- old/pkg/mod.py\t2024-01-01 10:00:00\n+++ new/pkg/mod.py\t2024-01-01 10:00:01\n"
+                   "@@ -2,0 +3,2 @@\n+a\n+b\n@@ -4,4 +6,3 @@\n c\n-d\n-e\n+f\n g\n")
+    assert read_diff(traditional) == [FileDiff("pkg/mod.py", "pkg/mod.py", ((2, 2), (4, 6)))]
+    assert patched_files("--- lib.py\n+++ lib.py\n@@ -1 +1 @@\n-a\n+b\n") == ["lib.py"]
+
+
+def test_a_model_written_diff_is_read_with_its_hunks_recounted():
+    """Hunk headers that miscount their lines (8 and 5 for 7 and 4), which GNU patch applies anyway; text that is not
+    a diff at all is a DiffError."""
+    model = CLEAN.removesuffix(" NAME = 'lib'\n").rstrip("\n") + "\n\nThis makes total() faster.\n"
+    assert read_diff(model) == read_diff(CLEAN) == [FileDiff("lib.py", "lib.py", ((1, 5),))]
+    assert read_diff("No diff here.\n") == []
+    for broken in ("+++ b/lib.py\n@@ -1 +1 @@\n-a\n+b\n", CLEAN[CLEAN.index("@@"):]):  # no file header
+        with pytest.raises(DiffError, match="not a unified diff"):
+            read_diff(broken)
+
+
+@needs_patch
+def test_a_patch_whose_files_cannot_be_read_is_not_given_to_gnu_patch(tmp_path):
+    """Had GNU patch applied part of it, that part could not be undone without the names of the files it touches."""
+    repo = make_repo(tmp_path / "r", {"lib.py": LIB})
+    applied = apply_patch(repo, CLEAN[CLEAN.index("@@"):])  # a hunk without its file header
+    assert applied.method is None and "`patch --batch --forward --fuzz=5 -p1`, is not tried: not a unified diff: " \
+        "Unexpected hunk found: @@ -1,8 +1,5 @@\ngit apply: " in applied.error, applied.error
+    assert status(repo) == ""

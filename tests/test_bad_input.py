@@ -347,3 +347,76 @@ def test_an_unexpected_exception_is_reported_as_perfagents_bug(capsys):
         assert exit_.value.exit_code == code
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError: 'summary'" in err and "Please report it" in err
+
+
+def test_sigterm_and_sighup_exit_128_plus_their_number():
+    from perfagent.cli import Terminated, _interrupted
+
+    exits = [_interrupted(KeyboardInterrupt()), _interrupted(Terminated(signal.SIGTERM)),
+             _interrupted(Terminated(signal.SIGHUP))]
+    assert exits == [130, 143, 129]
+
+
+# -- batch, evaluate and profile ------------------------------------------------------------------------------------
+def apart(*args):
+    """The installed command: (exit code, stdout, stderr), kept apart."""
+    done = subprocess.run([PERFAGENT, *map(str, args)], capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_bad_batch_and_evaluate_input_is_one_error_on_stderr(tmp_path):
+    """Exit 2 before any worker starts: nothing on stdout, no output folder, and on stderr one message that names
+    the problem (a task file's own problems by line)."""
+    tasks = ROOT / "workloads" / "tasks.jsonl"
+    predictions = tmp_path / "predictions.jsonl"  # a mix-up: the predictions given as the task file
+    predictions.write_text(json.dumps({"instance_id": "t-1", "model_patch": ""}) + "\n")
+    compressed = tmp_path / "tasks.jsonl.gz"
+    compressed.write_bytes(b"\x1f\x8b\x08\x00\xff")
+    out = tmp_path / "out"
+    for args, message in [
+        (["batch", tmp_path / "missing.jsonl", "--model", "oracle"], f"task file {tmp_path}/missing.jsonl not found"),
+        (["batch", predictions, "--model", "oracle"], f"no valid task in {predictions}: line 1 (t-1): repo: Field "
+                                                      "required"),
+        (["evaluate", compressed, "--gold"], f"cannot read the task file {compressed}"),
+        (["batch", tasks, "--model", "oracle", "--set", "min-effect"], "--set min-effect: expected KEY=VALUE"),
+        (["batch", tasks, "--model", "oracle", "--set", "max-samples=2"], "invalid --set: max_samples: Input should "
+                                                                          "be greater than or equal to 5"),
+        (["evaluate", tasks, "--predictions", tmp_path / "none.jsonl"], f"predictions file {tmp_path}/none.jsonl "
+                                                                        "not found"),
+        (["evaluate", tasks, "--predictions", compressed], f"cannot read the predictions file {compressed}"),
+    ]:
+        code, stdout, stderr = apart(*args, "--out", out)
+        assert (code, stdout) == (USAGE, ""), stdout + stderr
+        assert stderr.startswith("error: ") and message in " ".join(stderr.split()), stderr
+    assert not out.exists()
+
+
+def test_profile_exits_2_for_bad_input_and_4_for_failing_user_code(tmp_path):
+    repo = _crash_repo(tmp_path)
+    code, stdout, stderr = apart("profile", repo, "-w", "nope.py")
+    assert (code, stdout) == (USAGE, "") and "workload file nope.py not found" in stderr, stdout + stderr
+    code, stdout, stderr = apart("profile", repo, "-w", "crash.py", "--seconds", "1")
+    assert (code, stdout) == (USER_CODE_FAILED, ""), stdout + stderr
+    assert "ValueError: bad input" in stderr and "Traceback" in stderr
+
+
+def test_sigterm_stops_a_batch_with_143_and_its_worker_cleans_up(tmp_path):
+    """The batch's own exit code (not 130): SIGTERM reaches the parent while its worker sets up the task."""
+    from tests.test_batch import leftovers
+
+    line = (ROOT / "workloads" / "tasks.jsonl").read_text().splitlines()[0]
+    tasks, out, repos = tmp_path / "tasks.jsonl", tmp_path / "out", tmp_path / "repos"
+    tasks.write_text(line + "\n")
+    process = subprocess.Popen([PERFAGENT, "batch", tasks, "--model", "oracle", "--out", out, "--repo-cache", repos,
+                                "--env-cache", tmp_path / "envs"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        _wait_for(lambda: (out / "tasks" / json.loads(line)["instance_id"] / "log.txt").exists())
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stdout + stderr
+    assert f"interrupted: finished tasks are kept in {out}" in stdout and "Traceback" not in stdout + stderr
+    if repos.exists():  # the worker may have been stopped before it built the example repository
+        assert leftovers(repos) == ([], [])

@@ -76,6 +76,8 @@ def test_batch_writes_predictions_that_evaluate_scores(tmp_path, caches):
     done = cli("batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out", str(out), "--workers", "2",
                *BATCH_FAST, *caches)
     assert done.returncode == 0, done.stdout + done.stderr
+    # not on a terminal: no progress bar, a line per finished task
+    assert "ETA" not in done.stderr and sum(f"/2] {i}: finished" in done.stdout for i in ids) == 2
 
     predictions = read_jsonl(out / "predictions.jsonl")
     assert sorted(p["instance_id"] for p in predictions) == sorted(ids)

@@ -2,7 +2,6 @@
 task test selection, test-file resets, the aggregate score and the rows of invalid task records."""
 import json
 import multiprocessing
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +11,15 @@ from scipy import stats
 
 from perfagent.repos import examples
 from perfagent.runs.envs import EnvError, Environments
-from perfagent.runs.evaluate import RESULTS, EvalJob, _prepare, describe_row, run_evaluation, summarize
+from perfagent.runs.evaluate import EvalJob, _prepare, describe_row, run_evaluation
+from perfagent.runs.outputs import EVALUATION, summarize
 from perfagent.runs.executors import LocalExecutor
 from perfagent.model.llm import BudgetExceeded, Reply, SharedBudget
 from perfagent.record import append_jsonl, read_jsonl
 from perfagent.report.render import write_report
 from perfagent.repos.repositories import GIT_APPLY, PATCH_FUZZ, RepoCache, RepoError
-from perfagent.runs.tasks import Task, patched_files
+from perfagent.repos.diffs import patched_files
+from perfagent.runs.tasks import Task
 from conftest import git, make_repo
 
 WORKLOAD = "def setup():\n    pass\n\n\ndef workload():\n    return 1\n"
@@ -156,6 +157,16 @@ def test_evaluation_resets_the_test_files_a_patch_touches(tmp_path):
     assert (repo / "lib.py").read_text() == "x = 2\n" and not (repo / "tests" / "conftest.py").exists()
 
 
+def test_evaluation_puts_back_a_test_file_a_patch_renames_away(tmp_path):
+    """A rename without changes has no ---/+++ lines: its names come from git's header."""
+    repo = make_repo(tmp_path / "r", {"lib.py": "x = 1\n", "tests/test_lib.py": "def test_x():\n    assert True\n"})
+    patch = ("diff --git a/tests/test_lib.py b/tests/lib_checks.txt\nsimilarity index 100%\n"
+             "rename from tests/test_lib.py\nrename to tests/lib_checks.txt\n")
+    applied, problem, how = _prepare(repo, patch, task())
+    assert (applied, problem, how.method) == (True, "", GIT_APPLY)
+    assert (repo / "tests" / "test_lib.py").is_file() and not (repo / "tests" / "lib_checks.txt").exists()
+
+
 def test_summary_is_the_harmonic_mean_of_ratios():
     rows = [{"ratio": 2.0, "ratio_ci_high": 2.5, "applied": True, "tests_passed": True},
             {"ratio": 0.5, "ratio_ci_high": 0.7, "applied": True, "tests_passed": True},
@@ -184,12 +195,12 @@ def test_invalid_task_records_are_rows_that_are_counted_once(tmp_path):
     evaluated = {"instance_id": "t-1", "predicted": True, "applied": True, "apply_error": "", "tests_passed": True,
                  "apply_method": PATCH_FUZZ, "apply_log": "git apply: error: corrupt patch at line 9",
                  "speedup": SPEED, "expert": SPEED, "ratio": 1.0, "ratio_ci_low": 0.9, "ratio_ci_high": 1.1}
-    append_jsonl(out / RESULTS, evaluated)
+    append_jsonl(out / EVALUATION, evaluated)
     job = EvalJob(out=out, repo_cache=tmp_path / "repos", env_cache=tmp_path / "envs")
     said = []
     for _ in range(2):  # the second run resumes: nothing to do, nothing added
         report = run_evaluation(tasks, {"t-1": "x", "bad": "x"}, job, LocalExecutor(1), say=said.append)
-    rows = read_jsonl(out / RESULTS)
+    rows = read_jsonl(out / EVALUATION)
     skipped = [(r["instance_id"], r["line"], r["skipped"].split(":")[0], r["ratio"], r["predicted"])
                for r in rows if r.get("skipped")]
     assert skipped == [("bad", 2, "workload", None, True), ("no-repo", 3, "repo", None, False),
@@ -221,6 +232,31 @@ def test_invalid_task_records_are_rows_that_are_counted_once(tmp_path):
 
     tasks.write_text(json.dumps(good) + "\nnot json\n")  # bad records removed from the task file
     report = run_evaluation(tasks, {"t-1": "x"}, job, LocalExecutor(1), say=said.append)
-    assert [(r["instance_id"], r.get("line")) for r in read_jsonl(out / RESULTS)] == [("t-1", None), (None, 2)]
+    assert [(r["instance_id"], r.get("line")) for r in read_jsonl(out / EVALUATION)] == [("t-1", None), (None, 2)]
     assert (report["summary"]["tasks"], report["summary"]["skipped"]) == (2, 1)
     assert "1 of 2 tasks scored (0 errors, 1 skipped" in write_report(out).read_text()
+
+
+def test_the_progress_bar_counts_tasks_on_a_terminal_only():
+    """batch and evaluate draw one bar over their tasks on a terminal's stderr, fed by the runner's counts; the
+    tasks an earlier pass finished are where it starts. Anywhere else it draws nothing (the lines are the progress)."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from perfagent.report.live import task_bar
+    from perfagent.runs.runner import TaskCounts
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=120)
+    counts = TaskCounts(total=3, workers=2, done=1, spend={"calls": 4, "usd": 0.25})  # one done by an earlier pass
+    with task_bar(terminal, "batch") as progress:
+        progress(counts)
+        counts.done, counts.failed = 2, 1
+        progress(counts)
+    shown = terminal.file.getvalue()
+    assert re.search(r"batch .*2/3 tasks, 1 failed, \$0\.2500 .*ETA 0:00:0\d", shown), shown
+    piped = Console(file=io.StringIO())
+    with task_bar(piped, "evaluate") as progress:
+        progress(counts)
+    assert piped.file.getvalue() == ""

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from perfagent.loop.interactive import TerminalReviewer, prose
 from perfagent.localize.hotspots import Hotspot
-from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Quit, RunState
+from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, RunState
+from perfagent.loop.stops import Quit
 from tests.conftest import SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session, search_replace
 
 CORE = "mylib/core.py"

@@ -1,14 +1,15 @@
 """Profiling and attribution on small real programs with known answers (real py-spy and cProfile runs)."""
+import difflib
 import json
 import sys
 
 import pytest
 
-from perfagent.localize.hotspots import profile_workload, tally_pyspy
-from perfagent.localize.source import SourceIndex, edited_spans
+from perfagent.localize.hotspots import ProfileOptions, profile_workload, tally_pyspy
+from perfagent.localize.source import FunctionSpan, SourceIndex, edited_spans, touched_functions
 from perfagent.measure.workload import Workload
 from perfagent.sandbox.run import Limits
-from tests.conftest import make_repo
+from tests.conftest import git, make_repo
 
 PROGRAM = {
     "pkg/__init__.py": "",
@@ -90,7 +91,8 @@ def profile(request, program, tmp_path_factory):
     """One real profile per profiler, shared by the attribution tests."""
     workload = Workload.parse("bench.py", program)
     return profile_workload(program, workload, python=sys.executable, tmp=tmp_path_factory.mktemp("profile"),
-                            seconds=1.0, limits=Limits(timeout_s=120), use_pyspy=request.param == "py-spy")
+                            limits=Limits(timeout_s=120),
+                            options=ProfileOptions(seconds=1.0, use_pyspy=request.param == "py-spy"))
 
 
 def _spots(profile):
@@ -275,6 +277,75 @@ diff --git a/pkg/new.py b/pkg/new.py
         "pkg.mod:squares"]
     zero_context = "--- a/pkg/mod.py\n+++ b/pkg/mod.py\n@@ -28,0 +29 @@\n+    n = int(n)\n"  # diff -U0: after line 28
     assert [s.key for s in edited_spans(index, zero_context)] == ["pkg.mod:outer"]
+
+
+SHAPES = '''\
+import os
+
+
+def first(x):
+    y = x + 1
+    return y
+
+
+class Box:
+    size = 3
+
+    def grow(self, n):
+        total = self.size
+        for i in range(n):
+            total += i
+        return total
+
+
+def last():
+    return 0
+'''
+# (what the change does, the new text, the functions it touches as keys of m.py)
+CHANGES = [
+    ("a function inserted between two", SHAPES.replace("def last", "def middle():\n    pass\n\n\ndef last"),
+     ["m:<module>"]),
+    ("a line inserted inside a function", SHAPES.replace("    y = x + 1\n", "    x = int(x)\n    y = x + 1\n"),
+     ["m:first"]),
+    ("a line changed inside a method", SHAPES.replace("total += i\n", "total += 2 * i\n"), ["m:Box.grow"]),
+    ("a class attribute and an import", SHAPES.replace("size = 3", "size = 4").replace("import os", "import sys"),
+     ["m:<module>"]),
+    ("the last function deleted, with the blank lines above it", SHAPES.replace("\n\ndef last():\n    return 0\n", ""),
+     ["m:<module>", "m:last"]),
+    ("a method's last line deleted", SHAPES.replace("        return total\n", ""), ["m:Box.grow"]),
+    ("a decorator added above a def: the module's (its tests include the function's)",
+     SHAPES.replace("def first", "@functools.cache\ndef first"), ["m:<module>"]),
+    ("a line appended to the file", SHAPES + "x = last()\n", ["m:<module>"]),
+]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_repo(tmp_path_factory.mktemp("shapes"), {"m.py": SHAPES})
+
+
+@pytest.mark.parametrize("what, after, keys", CHANGES, ids=[c[0] for c in CHANGES])
+def test_the_functions_a_change_touches(shapes, what, after, keys):
+    """One rule for a change given as before/after texts and as a diff (git's, or difflib's with any context)."""
+    index = SourceIndex(shapes)
+    assert sorted(s.key for s in touched_functions(index, {"m.py": SHAPES}, {"m.py": after})) == keys
+    (shapes / "m.py").write_text(after)
+    try:
+        diffs = [git(shapes, "diff"), git(shapes, "diff", "-U0")]
+    finally:
+        git(shapes, "checkout", "--", "m.py")  # the index reads the old side
+    diffs += ["".join(difflib.unified_diff(SHAPES.splitlines(True), after.splitlines(True), "a/m.py", "b/m.py", n=n))
+              for n in (0, 3)]
+    assert all(sorted(s.key for s in edited_spans(index, diff)) == keys for diff in diffs), diffs
+
+
+def test_a_file_the_change_creates_touches_nothing(shapes):
+    """It has no old lines: a new module is reached through the edits that import it."""
+    index = SourceIndex(shapes)
+    assert touched_functions(index, {"new.py": ""}, {"new.py": "def f():\n    pass\n"}) == []
+    after = {"new.py": "x = 1\n", "m.py": SHAPES.replace("size = 3", "size = 4")}
+    assert touched_functions(index, {"m.py": SHAPES}, after) == [FunctionSpan("m.py", "<module>", 1, 10)]
+    assert edited_spans(index, "--- /dev/null\n+++ b/new.py\n@@ -0,0 +1 @@\n+x = 1\n") == []
 
 
 def test_profile_command_json(program):

@@ -3,11 +3,17 @@ model is scripted."""
 import json
 import subprocess
 import sys
+from io import StringIO
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from perfagent.cli import app
+from perfagent.config import load_settings
+from perfagent.events import Broadcast, CheckDone, LogObserver, Progress, VerdictReached
+from perfagent.loop.optimizer import Optimizer
+from perfagent.report.live import TerminalObserver
 from tests.conftest import git, perfagent_branches, repo_state, scripted_session, search_replace
 from tests.fake_openai import count_words, serve
 
@@ -176,13 +182,17 @@ def test_oracle_patch_is_accepted_and_a_second_run_reuses_the_baseline(small_rep
     patch.write_text(git(small_repo, "diff"))
     git(small_repo, "checkout", "-q", "--", CORE)
     git(small_repo, "checkout", "-q", "main")
-    runs = []
-    for k in range(2):
-        out = tmp_path / f"run{k}"
-        code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m", f"oracle:{patch}", "--out", out)
-        assert code == 0, output
-        runs.append((json.loads((out / "summary.json").read_text()), output))
-    (first, first_output), (second, second_output) = runs
+    # the first run in-process: its events as an observer gets them, on a terminal and in a batch log
+    events, screen, log = [], StringIO(), StringIO()
+    observers = Broadcast(events.append, TerminalObserver(Console(file=screen, force_terminal=True, width=120)),
+                          LogObserver(log))
+    settings = load_settings(small_repo, {"workload": "bench.py", "model": f"oracle:{patch}"})
+    first = Optimizer(small_repo, settings, tmp_path / "run0", observers).run()
+    first_output = log.getvalue()
+    code, second_output = invoke("optimize", small_repo, "-w", "bench.py", "-m", f"oracle:{patch}",
+                                 "--out", tmp_path / "run1")
+    assert code == 0, second_output
+    second = json.loads((tmp_path / "run1" / "summary.json").read_text())
     for summary in (first, second):
         [candidate] = summary["candidates"]
         assert candidate["verdict"]["reason"] == "accepted" and candidate["functions"] == ["mylib.core:unique_sorted"]
@@ -196,6 +206,17 @@ def test_oracle_patch_is_accepted_and_a_second_run_reuses_the_baseline(small_rep
     assert "\nmeasuring the final code" not in first_output
     assert "\ntiming noise:" in first_output and "\ntiming noise:" not in second_output  # A/A pairs: not again
     assert second["baseline"]["noise"] == first["baseline"]["noise"]
+    # events: progress of the noise pairs and of the timing looks, each check as it is done, one verdict
+    noise = [e.done for e in events if isinstance(e, Progress) and e.key == "noise"]
+    timing = [e for e in events if isinstance(e, Progress) and e.key == "timing-1"]
+    assert noise == list(range(1, 11)) and timing[-1].finished and timing[-1].done == first["final"]["speed"]["n_base"]
+    assert [e.done for e in timing] == sorted(e.done for e in timing)
+    steps = [e.step.split(":")[0] for e in events if isinstance(e, CheckDone)]
+    assert steps[:2] == ["tests", "result"] and set(steps[2:]) == {"timing"}
+    assert [e.accepted for e in events if isinstance(e, VerdictReached)] == [True]
+    # the terminal draws progress bars; the log has plain lines, without markup
+    assert "candidate 1: timing" in screen.getvalue() and "baseline: timing noise" in screen.getvalue()
+    assert "  candidate 1: " in first_output and "  accepted: " in first_output and "[/" not in first_output
 
 
 def test_a_usd_budget_needs_a_price_and_per_token_prices_make_it_hold(small_repo, tmp_path):

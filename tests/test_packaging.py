@@ -82,3 +82,23 @@ def test_the_subpackages_import_each_other_in_one_direction():
                 graph.setdefault(unit, set()).update(t for t in targets if t != unit)
     order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a circle
     assert order.index("sandbox") < order.index("measure") < order.index("loop") < order.index("cli")
+
+
+def test_functions_fit_a_screen_and_take_few_parameters():
+    """No function takes more than 6 parameters or runs over 60 lines, unless a comment on its `def` line or a
+    `# size: ...` line above it says why (the typer commands take one parameter per command-line option)."""
+    import ast
+
+    too_big = []
+    for path in [*(ROOT / "agent").rglob("*.py"), *(ROOT / "sandbox").rglob("*.py")]:
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs if a.arg not in ("self", "cls")]
+                size = (len(names) + bool(args.vararg) + bool(args.kwarg), node.end_lineno - node.lineno + 1)
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                why = "  # " in lines[node.lineno - 1] or lines[first - 2].strip().startswith("# size:")
+                if (size[0] > 6 or size[1] > 60) and not why:
+                    too_big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {size}")
+    assert not too_big, too_big

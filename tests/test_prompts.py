@@ -3,7 +3,7 @@ import pytest
 
 from perfagent.localize.hotspots import Hotspot, Profile
 from perfagent.model.llm import count_tokens
-from perfagent.model.prompting import Attempt, optimize_messages
+from perfagent.model.prompting import Attempt, Target, optimize_messages
 from perfagent.localize.source import SourceIndex
 from perfagent.measure.workload import Workload
 
@@ -46,8 +46,8 @@ def _user(messages):
 
 def test_hot_function_with_its_callers_callees_and_lines(repo):
     profile, hot = _profile(repo)
-    messages = optimize_messages(workload=Workload.parse("bench.py", repo), seconds=0.012, profile=profile,
-                                 index=SourceIndex(repo), attempts=[], top_k=2, prompt_tokens=20000, model=MODEL)
+    messages = optimize_messages(Target(Workload.parse("bench.py", repo), 0.012, profile, top_k=2), SourceIndex(repo),
+                                 [], prompt_tokens=20000, model=MODEL)
     user = _user(messages)
     assert "Called on the hot path from: `pkg.calc:run` (70.0%)" in user
     assert "Calls: `pkg.calc:weigh` (70.0%)" in user
@@ -61,18 +61,17 @@ def test_prompt_stays_within_the_token_budget(repo):
     profile, hot = _profile(repo)
     detail = " ".join(map(str, range(80)))  # the loop passes at most 300 characters of detail
     attempts = [Attempt(f"attempt {i}", ["pkg/calc.py"], "not faster", detail) for i in range(30)]
-    kwargs = dict(workload=Workload.parse("bench.py", repo), seconds=0.012, profile=profile,
-                  index=SourceIndex(repo), top_k=2, model=MODEL)
-    full = count_tokens(MODEL, optimize_messages(**kwargs, attempts=[], prompt_tokens=50000))
+    target, index = Target(Workload.parse("bench.py", repo), 0.012, profile, top_k=2), SourceIndex(repo)
+    full = count_tokens(MODEL, optimize_messages(target, index, [], prompt_tokens=50000, model=MODEL))
     assert full > 3000
-    messages = optimize_messages(**kwargs, attempts=[], prompt_tokens=3000)
+    messages = optimize_messages(target, index, [], prompt_tokens=3000, model=MODEL)
     user = _user(messages)
     assert count_tokens(MODEL, messages) <= 3000
     weigh = user.split("### `weigh`")[1].split("### `run`")[0]
     assert "    total += sum(sorted(values))  # the hot line\n    return total\n```" in weigh  # its neighbourhood stays
     assert "(shortened to fit the prompt: lines " in user and "# step 0\n" not in user
     # long rejection details: the oldest attempts go first
-    messages = optimize_messages(**kwargs, attempts=attempts, prompt_tokens=3000)
+    messages = optimize_messages(target, index, attempts, prompt_tokens=3000, model=MODEL)
     user = _user(messages)
     assert count_tokens(MODEL, messages) <= 3000
     assert "attempt 29" in user and "attempt 26" not in user and "**not faster**: 0 1 2" in user

@@ -140,3 +140,16 @@ def test_flame_graph_of_deep_recursion_is_cut():
     stacks = read_stacks(f"{deep} 10\n", PathMapper("/repo", []))
     assert len(stacks[0][0]) == 900 and stacks[0][0][0].file == "m.py"
     assert flame_svg(frame_tree(stacks), max_depth=100).count("<g class=\"frame") == 101
+
+
+def test_reports_render_from_the_records_alone():
+    """Rendering reads what a run, batch or evaluation wrote, through perfagent.runs.outputs: it never loads the
+    optimize loop, the model layer (litellm) or git, so a report renders wherever the records are."""
+    probe = ("import sys, perfagent.report.render; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('git', 'litellm') or m.split('.')[:2] in (['perfagent', 'loop'], ['perfagent', 'model'])))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+    from perfagent.repos.repositories import PATCH_FUZZ
+    from perfagent.runs import outputs
+
+    assert outputs.PATCH_FUZZ == PATCH_FUZZ  # the value rows record, kept in outputs without importing git

@@ -6,22 +6,15 @@ import sys
 import textwrap
 import time
 
-import pytest
 
-from perfagent.sandbox import isolation
 from perfagent.sandbox.run import Limits, child_env, run
 from tests.conftest import deliver_sigint
 
 PY = sys.executable
 
 
-@pytest.fixture(autouse=True)
-def rlimits_level():
-    """These tests check process-group handling by host pids, so they run without namespaces."""
-    previous = isolation.current().level
-    isolation.configure("rlimits")
-    yield
-    isolation.configure(previous)
+# These tests check process-group handling by host pids, so they run without namespaces: Limits() is rlimits only.
+assert Limits().isolation.level == "rlimits"
 
 
 def _alive(pid: int) -> bool:

@@ -24,16 +24,13 @@ HERE = [level for level in isolation.LEVELS if isolation.available(level)]
 
 
 @pytest.fixture(params=HERE)
-def level(request):
-    previous = isolation.current().level
-    isolation.configure(request.param)
-    yield request.param
-    isolation.configure(previous)
+def level(request) -> str:
+    return request.param
 
 
-def _sandboxed(code: str, workspace: Path, **limits) -> "RunResult":  # noqa: F821
+def _sandboxed(level: str, code: str, workspace: Path, **limits) -> "RunResult":  # noqa: F821
     return run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=child_env(),
-               limits=Limits(**{"timeout_s": 20, **limits}))
+               limits=Limits(**{"timeout_s": 20, "isolation": isolation.choose(level), **limits}))
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -57,10 +54,10 @@ def test_every_level_works_on_ci():
 
 
 def test_levels_are_detected_and_described():
-    level = isolation.configure("auto")
+    level = isolation.choose("auto")
     assert level.level == HERE[0] and level.level in level.describe()
     with pytest.raises(isolation.IsolationError, match="unknown isolation level"):
-        isolation.configure("docker")
+        isolation.choose("docker")
 
 
 def test_fork_bomb_is_capped_and_cleaned_up(level, tmp_path):
@@ -81,7 +78,7 @@ def test_fork_bomb_is_capped_and_cleaned_up(level, tmp_path):
         print("forked", children, flush=True)
         time.sleep(60)
     """
-    result = _sandboxed(code, tmp_path, timeout_s=2.5, processes=64)
+    result = _sandboxed(level, code, tmp_path, timeout_s=2.5, processes=64)
     assert result.timed_out
     forked = int(result.stdout.split()[1])
     assert 10 <= forked < 64, result.stdout
@@ -90,11 +87,11 @@ def test_fork_bomb_is_capped_and_cleaned_up(level, tmp_path):
 
 
 def test_endless_allocation_file_and_sleep(level, tmp_path):
-    memory = _sandboxed("x = []\nwhile True: x.append(bytearray(50 << 20))", tmp_path, memory_mb=512)
+    memory = _sandboxed(level, "x = []\nwhile True: x.append(bytearray(50 << 20))", tmp_path, memory_mb=512)
     assert "out of memory" in memory.failure()
-    big = _sandboxed("f = open('big', 'wb')\nwhile True: f.write(b'x' * (1 << 20))", tmp_path, file_mb=16)
+    big = _sandboxed(level, "f = open('big', 'wb')\nwhile True: f.write(b'x' * (1 << 20))", tmp_path, file_mb=16)
     assert "file size limit" in big.failure() and (tmp_path / "big").stat().st_size <= 16 << 20
-    sleeper = _sandboxed("import time\ntime.sleep(600)", tmp_path, timeout_s=2)
+    sleeper = _sandboxed(level, "import time\ntime.sleep(600)", tmp_path, timeout_s=2)
     assert sleeper.timed_out
 
 
@@ -138,7 +135,7 @@ def test_network_to_the_hosts_loopback(level, tmp_path):
             print("blocked", exc.errno)
     """
     try:
-        result = _sandboxed(code, tmp_path)
+        result = _sandboxed(level, code, tmp_path)
     finally:
         listener.close()
     assert result.ok, result.tail()
@@ -170,7 +167,7 @@ def test_writes_outside_the_workspace(level, tmp_path):
         write("inside.txt", "w").write("ok")
     """
     try:
-        result = _sandboxed(code, worktree)
+        result = _sandboxed(level, code, worktree)
         landed = [t for t in [*targets, repo / ".git" / name] if t.exists()] + list((repo / ".git").rglob(name))
     finally:
         for target in [*targets, *(repo / ".git").rglob(name)]:
@@ -196,7 +193,7 @@ def test_processes_outside_are_invisible_and_unreachable(level, tmp_path):
         except OSError as exc:
             print("unreachable", exc.strerror)
     """
-    result = _sandboxed(code, tmp_path)
+    result = _sandboxed(level, code, tmp_path)
     lines = result.stdout.splitlines()
     assert result.ok and len(lines) == 2, result.tail()
     if PROCESSES in PROTECTS[level]:
@@ -225,7 +222,8 @@ def test_credentials_in_home(level, tmp_path, monkeypatch):
                 print("unreadable")
         print((home / "notes.txt").read_text(), getattr(__import__("o" + "s"), "environ").get("MY_SERVICE" + "_TOKEN"))
     """
-    result = run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=child_env(), limits=Limits(timeout_s=20),
+    result = run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=child_env(),
+                 limits=Limits(timeout_s=20, isolation=isolation.choose(level)),
                  readable=[home / "notes.txt"])
     lines = result.stdout.splitlines()
     assert result.ok and len(lines) == 3, result.tail()
@@ -249,14 +247,14 @@ def test_cannot_delete_the_users_git_or_kill_everything(level, tmp_path):
         getattr(os, "ki" + "ll")(os.getppid(), signal.SIGKILL)
         getattr(os, "ki" + "ll")(-1, signal.SIGKILL)
     """
-    result = _sandboxed(code, worktree)
+    result = _sandboxed(level, code, worktree)
     assert not result.ok
     assert git(repo, "log", "--oneline").strip().endswith("initial")
     assert git(repo, "fsck", "--no-progress") == ""
 
 
 def test_py_spy_profiles_at_every_level(level, tmp_path):
-    from perfagent.localize.hotspots import profile_workload
+    from perfagent.localize.hotspots import ProfileOptions, profile_workload
     from perfagent.measure.workload import Workload
 
     (tmp_path / "lib.py").write_text("def squares():\n    return sum(i * i for i in range(200000))\n")
@@ -264,7 +262,8 @@ def test_py_spy_profiles_at_every_level(level, tmp_path):
                                       "def workload():\n    return squares()\n")
     (tmp_path / "tmp").mkdir()
     profile = profile_workload(tmp_path, Workload.parse("work.py", tmp_path), python=PY, tmp=tmp_path / "tmp",
-                               seconds=0.5, limits=Limits(timeout_s=60))
+                               limits=Limits(timeout_s=60, isolation=isolation.choose(level)),
+                               options=ProfileOptions(seconds=0.5))
     assert profile.profiler == "py-spy" and profile.raw_path, profile.note
     assert "squares" in [h.qualname for h in profile.hotspots]
 

@@ -7,9 +7,34 @@ import pytest
 
 from perfagent.repos.cache import BaselineCache, InterpreterError
 from perfagent.localize.source import FunctionSpan
-from perfagent.localize.testselect import PlanSettings, Selection, StaticIndex, TestPlan, TestSelectionError
-from perfagent.sandbox.run import USAGE, Limits
+from perfagent.localize.testselect import PlanSettings, Selection, StaticIndex, TestPlan, TestSelectionError, \
+    is_test_file, is_test_module
+from perfagent.loop.guards import protected_reason
+from perfagent.sandbox.run import Limits
 from tests.conftest import git, make_repo
+
+# path: (a test file, a module pytest collects)
+TEST_FILES = {
+    "tests/test_core.py": (True, True), "pkg/tests/test_core.py": (True, True), "test_core.py": (True, True),
+    "pkg/core_test.py": (True, True), "test/test_io.py": (True, True),
+    "tests/helpers.py": (True, False), "pkg/tests/__init__.py": (True, False), "test/util.py": (True, False),
+    "tests/data/input.csv": (True, False), "conftest.py": (True, False), "pkg/conftest.py": (True, False),
+    "test_utils/factories.py": (True, False), "test_data.json": (True, False),
+    "pkg/core.py": (False, False), "pkg/testing.py": (False, False), "pkg/test.py": (False, False),
+    "tests.py": (False, False), "pkg/contest.py": (False, False), "pkg/latest/mod.py": (False, False),
+    "mytests/mod.py": (False, False), "pkg/testing/assertions.py": (False, False),
+}
+
+
+@pytest.mark.parametrize("path", TEST_FILES)
+def test_which_files_are_test_files(path):
+    """One rule for test code (what candidates may not edit, evaluation resets, profiles leave out), and within it
+    the modules pytest collects; the guard names conftest.py files apart."""
+    assert (is_test_file(path), is_test_module(path)) == TEST_FILES[path]
+    expected = ("a pytest conftest.py" if path.endswith("conftest.py") else "a test file") if is_test_file(path) \
+        else None
+    assert protected_reason(path, None) == expected
+
 
 SHOP = {
     "shop/__init__.py": "from shop.prices import total\n",
@@ -36,7 +61,7 @@ def _plan(tmp_path, cache_root=None, messages=None, **settings):
     settings = {"explicit": [], "whole_suite_files": 0, **settings}
     return TestPlan(PlanSettings(**settings), python=sys.executable, tmp=tmp_path / "tmp",
                     limits=Limits(timeout_s=120), cache=BaselineCache(cache_root),
-                    say=(messages.append if messages is not None else lambda m: None))
+                    notify=(lambda e: messages.append(e.text() or "")) if messages is not None else (lambda e: None))
 
 
 def _start(plan, repo):
@@ -97,18 +122,19 @@ def test_second_plan_on_the_same_commit_runs_nothing(tmp_path):
     first = _plan(tmp_path, cache_root=tmp_path / "cache")
     _start(first, repo)
     head = git(repo, "rev-parse", "HEAD").strip()
-    before = USAGE.processes
+    before = first.limits.usage.processes
     first.guard(repo, head, [TOTAL])
-    assert USAGE.processes - before == 3  # two files under coverage, one process each, then both plain in one
+    assert first.limits.usage.processes - before == 3  # two files under coverage, one each, then both plain in one
     second = _plan(tmp_path, cache_root=tmp_path / "cache")
     _start(second, repo)
-    before = USAGE.processes
+    before = second.limits.usage.processes
     assert second.guard(repo, head, [TOTAL]).files == first.guard(repo, head, [TOTAL]).files
-    assert USAGE.processes == before and second.passing == first.passing and second.cache.hits == 4
+    assert second.limits.usage.processes == before and second.passing == first.passing and second.cache.hits == 4
     uncached = _plan(tmp_path, cache_root=None)  # --no-cache
     _start(uncached, repo)
+    before = uncached.limits.usage.processes
     uncached.guard(repo, head, [TOTAL])
-    assert USAGE.processes - before == 3
+    assert uncached.limits.usage.processes - before == 3
 
 
 def test_a_selected_file_that_times_out_is_left_out_with_the_reason(tmp_path):
@@ -155,7 +181,7 @@ def test_an_interpreter_without_pytest_is_named_with_the_install_command(tmp_pat
     python = str(tmp_path / "bare" / "bin" / "python")
     repo = make_repo(tmp_path / "r", SHOP)
     plan = TestPlan(PlanSettings([]), python=python, tmp=tmp_path / "tmp", limits=Limits(timeout_s=60),
-                    cache=BaselineCache(None), say=print)
+                    cache=BaselineCache(None), notify=lambda e: print(e.text()))
     with pytest.raises(InterpreterError, match=rf"{python} has no pytest, which runs the target's tests: install "
                                                rf"it with `{python} -m pip install pytest`"):
         _start(plan, repo)

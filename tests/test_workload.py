@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from perfagent.config import ConfigError, assignments, load_settings
-from perfagent.localize.hotspots import profile_workload
+from perfagent.localize.hotspots import ProfileOptions, profile_workload
 from perfagent.measure.workload import (OWN_INPUT, PERTURBED_INPUT, Workload, WorkloadError, WorkloadFailed,
                                         WorkloadRunner)
 from perfagent.sandbox.run import Limits
@@ -113,7 +113,7 @@ def test_command_workload_is_profiled_with_pyspy(tmp_path):
     command = (f"{sys.executable} -c 'from mylib.core import unique_sorted; "
                f"[unique_sorted(list(range(400)) * 3) for _ in range(600)]'")
     profile = profile_workload(repo, Workload.parse(command, repo), python=sys.executable, tmp=tmp_path,
-                               seconds=1, limits=Limits(timeout_s=120))
+                               limits=Limits(timeout_s=120), options=ProfileOptions(seconds=1))
     assert profile.profiler == "py-spy" and profile.hotspots[0].qualname == "unique_sorted"
 
 

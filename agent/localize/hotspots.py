@@ -12,7 +12,8 @@ Attribution, per sample (cProfile: per call edge, see tally_cprofile):
   nested functions and methods are named like Python's __qualname__ (`outer.<locals>.inner`, `Class.method`);
 - the hottest lines of a function are its lines on the stack (once per sample), so a caller's hottest line is the
   call that leads to its time; call counts are known with cProfile only (py-spy: None).
-Tests, conftest files, the workload file and installed packages are not the repository's code.
+Test files (perfagent.localize.testselect.is_test_file), the workload file and installed packages are not the
+repository's code.
 
 Ranking score = self share + cumulative share / 2**depth, where depth is how many repository functions sit above
 the function on the stack (py-spy: averaged over its samples; cProfile: the fewest on any path). A change can pay
@@ -34,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from perfagent.localize.source import FunctionSpan, SourceIndex
+from perfagent.localize.testselect import is_test_file
 from perfagent.measure.workload import Workload
 from perfagent.sandbox.run import Limits, child_env, run
 
@@ -86,9 +88,7 @@ def score(self_share: float, cum_share: float, depth: float) -> float:
 
 def is_repository_code(file: str, workload: Workload) -> bool:
     """Tests, the workload itself and installed packages are not the repository's code to optimize."""
-    name, parts = Path(file).name, Path(file).parts
-    return not ("tests" in parts[:-1] or name.startswith("test_") or name == "conftest.py"
-                or "site-packages" in parts or file == workload.repo_relative)
+    return not (is_test_file(file) or "site-packages" in Path(file).parts or file == workload.repo_relative)
 
 
 class _Tally:
@@ -253,15 +253,23 @@ def _shortest_depths(functions: dict, root: dict | None, tally: _Tally) -> dict[
     return depths
 
 
-def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Path, seconds: float = 3.0,
-                     limits: Limits = Limits(), use_pyspy: bool = True, limit: int | None = 50) -> Profile:
+@dataclass(frozen=True)
+class ProfileOptions:
+    seconds: float = 3.0  # of workload() calls, after setup()
+    use_pyspy: bool = True  # False: cProfile only
+    limit: int | None = 50  # hotspots kept, best first (None: all)
+
+
+def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Path, limits: Limits = Limits(),
+                     options: ProfileOptions = ProfileOptions()) -> Profile:
     """Profile `workload` running on the code in `worktree`; py-spy first, cProfile when py-spy cannot run."""
+    seconds, limit = options.seconds, options.limit
     worktree = worktree.resolve()
     index = SourceIndex(worktree)
     env = child_env({"PYTHONPATH": str(worktree)})
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     note = ""
-    if use_pyspy and Path(pyspy).exists():
+    if options.use_pyspy and Path(pyspy).exists():
         raw_path = tmp / "pyspy.raw"
         raw_path.unlink(missing_ok=True)
         target = workload.profile_argv(python, HARNESS, tmp / "profile.json", seconds)

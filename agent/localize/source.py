@@ -6,13 +6,17 @@ Comprehensions, generator expressions and lambdas get no span of their own: they
 """
 from __future__ import annotations
 
-import re
+import difflib
+import io
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
+
+from perfagent.repos.diffs import Change, read_diff
 
 MODULE_LEVEL = "<module>"
 
@@ -112,46 +116,43 @@ class SourceIndex:
         return text[start - 1:end]
 
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
+def touched_functions(index: SourceIndex, before: dict[str, str], after: dict[str, str]) -> list[FunctionSpan]:
+    """The functions, as they are in `index`'s checkout (the old side), whose lines a change touches: each file of
+    `after` against its text in `before`, compared line by line with difflib (see _touched for the rule)."""
+    return _touched(index, ((path, _compare(before.get(path, ""), text)) for path, text in after.items()))
 
 
 def edited_spans(index: SourceIndex, patch: str) -> list[FunctionSpan]:
-    """The functions, as they are in `index`'s checkout (the patch's old side), whose lines a unified diff changes.
+    """touched_functions for a unified diff, read with perfagent.repos.diffs: its hunks are the comparison."""
+    return _touched(index, ((f.old, f.changes) for f in read_diff(patch) if f.old))
 
-    A removed or replaced line belongs to the function around it; lines only added belong to the function that
-    encloses both neighbours of the insertion point, else to the module. Edits outside every function (imports,
-    constants, class attributes, new top-level functions) come back as the file's `<module>` span. Files the patch
-    creates have no old side and are left out."""
+
+def _compare(old: str, new: str) -> tuple[Change, ...]:
+    """The old lines each difference between two texts replaces. Lines end at line feeds only, as git counts them
+    (str.splitlines would also end one at a form feed, which Python does not)."""
+    old_lines, new_lines = (io.StringIO(text, newline="\n").readlines() for text in (old, new))
+    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    return tuple((i1, i2) for tag, i1, i2, _, _ in matcher.get_opcodes() if tag != "equal")
+
+
+def _touched(index: SourceIndex, changes: Iterable[tuple[str, Iterable[Change]]]) -> list[FunctionSpan]:
+    """The one rule for the functions a change touches. A removed or replaced line belongs to the function around it;
+    lines only inserted belong to the innermost function around both neighbours of the insertion point, else to the
+    module. So edits outside every function (imports, constants, class attributes, new top-level functions, a
+    decorator added above a `def`) come back as the file's `<module>` span. A file not in the checkout (one the change
+    creates) has no old lines, so nothing of it is touched."""
     spans: dict[str, FunctionSpan] = {}
-    file, old, replacing = None, 0, False
-    lines = patch.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):  # a file header
-            name = line[4:].split("\t")[0].strip()
-            file = None if name == "/dev/null" else name[2:] if name[:2] in ("a/", "b/") else name
+    for file, ranges in changes:
+        if not (index.root / file).is_file():
             continue
-        if line.startswith("+++ ") and i > 0 and lines[i - 1].startswith("--- ") or file is None:
-            continue
-        hunk = _HUNK.match(line)
-        if hunk:
-            replacing = False
-            old = int(hunk.group(1)) + (hunk.group(2) == "0")  # an empty old side (-10,0) inserts after its line
-            continue
-        if line.startswith("-"):
-            span, replacing = index.function_at(file, old), True
-            old += 1
-        elif line.startswith("+"):
-            if replacing:  # these lines replace the removed ones just above, already counted
-                continue
-            span = next((s for s in _innermost_first(index.functions(file)) if s.start < old <= s.end),
-                        FunctionSpan(file, MODULE_LEVEL, 1, max(1, old)))  # inserted between old - 1 and old
-        else:
-            old += 0 if line.startswith("\\") else 1
-            replacing = replacing and line.startswith("\\")
-            continue
-        spans.setdefault(span.key, span)
+        for start, end in ranges:
+            removed = [index.function_at(file, line) for line in range(start + 1, end + 1)]
+            for span in removed or [_around_insertion(index, file, start)]:
+                spans.setdefault(span.key, span)
     return list(spans.values())
 
 
-def _innermost_first(spans: tuple[FunctionSpan, ...]) -> list[FunctionSpan]:
-    return sorted(spans, key=lambda s: -s.start)
+def _around_insertion(index: SourceIndex, file: str, line: int) -> FunctionSpan:
+    """The innermost function holding both `line` and the next one, between which lines are inserted."""
+    inside = [s for s in index.functions(file) if s.start <= line < s.end]
+    return max(inside, key=lambda s: s.start, default=FunctionSpan(file, MODULE_LEVEL, 1, max(1, line + 1)))

@@ -19,8 +19,8 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
+from perfagent.events import Note, Observer, Progress
 from perfagent.repos.cache import BaselineCache, interpreter
 from perfagent.localize.source import MODULE_LEVEL, FunctionSpan, SourceIndex
 from perfagent.sandbox.behaviour import Event, from_records
@@ -44,6 +44,19 @@ def is_test_module(path: str) -> bool:
     """pytest's default rule for the files it collects."""
     name = PurePosixPath(path).name
     return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
+
+
+def is_conftest(path: str) -> bool:
+    return PurePosixPath(path).name == "conftest.py"
+
+
+def is_test_file(path: str) -> bool:
+    """Test code and data, as a pytest user means them: the modules pytest collects, conftest.py files, files named
+    test_*, and anything in a folder named tests, test or test_* (helpers, fixtures). Candidates may not edit these,
+    evaluation resets them, and profiles do not count them as the repository's code."""
+    name, folders = PurePosixPath(path).name, PurePosixPath(path).parent.parts
+    return (is_test_module(name) or is_conftest(name) or name.startswith("test_")
+            or any(folder in ("tests", "test") or folder.startswith("test_") for folder in folders))
 
 
 def _module_name(path: str) -> str:
@@ -178,9 +191,9 @@ class TestPlan:
     __test__ = False  # not a pytest test class
 
     def __init__(self, settings: PlanSettings, *, python: str, tmp: Path, limits: Limits, cache: BaselineCache,
-                 say: Callable[[str], None]):
-        self.settings, self.python, self.tmp, self.limits, self.cache, self.say = \
-            settings, python, tmp, limits, cache, say
+                 notify: Observer):
+        self.settings, self.python, self.tmp, self.limits, self.cache, self.notify = \
+            settings, python, tmp, limits, cache, notify
         self.passing: set[str] = set()
         self.flaky: set[str] = set()
         self.excluded: set[str] = set()  # flaky, or failing at baseline (allowed): never run for a candidate
@@ -193,6 +206,9 @@ class TestPlan:
         self._static: StaticIndex | None = None
         self.whole_suite = False
         self.behaviour: set[Event] = set()  # what the baseline's runs did (sandbox/behaviour.py)
+
+    def _say(self, message: str, warning: bool = False) -> None:
+        self.notify(Note(message, warning))
 
     # -- what the loop asks ----------------------------------------------------------------------------------------
     def start(self, worktree: Path, commit: str, all_files: list[str]) -> None:
@@ -210,11 +226,11 @@ class TestPlan:
         py.require("coverage", why="maps the target's tests to the functions they run")
         test_files = [f for f in all_files if is_test_module(f)]
         if len(test_files) <= self.settings.whole_suite_files:
-            self.say(f"{len(test_files)} test files: running the whole suite under coverage, then once more")
+            self._say(f"{len(test_files)} test files: running the whole suite under coverage, then once more")
             self.whole_suite = self._baseline(worktree, commit, [], coverage=True)
         if not self.whole_suite:  # a large suite, or a small one too slow to run whole
             self._static = StaticIndex(worktree, all_files)
-            self.say(f"{len(test_files)} test files: each function's likeliest test files run when a candidate "
+            self._say(f"{len(test_files)} test files: each function's likeliest test files run when a candidate "
                      f"edits it")
 
     def guard(self, worktree: Path, commit: str, spans: list[FunctionSpan]) -> Selection:
@@ -260,7 +276,7 @@ class TestPlan:
         unguarded = []
         for span in spans:
             picks = self._static.candidates(span, self.settings.files_per_function)
-            self.say(f"tests for {_label(span)}: " + ("; ".join(f"{f} ({why})" for f, why in picks) or
+            self._say(f"tests for {_label(span)}: " + ("; ".join(f"{f} ({why})" for f, why in picks) or
                                                        "no test file names, imports or mentions it"))
             files.update(dict.fromkeys(f for f, _ in picks))
             if not picks:
@@ -280,10 +296,11 @@ class TestPlan:
                     needed.setdefault(file, set()).add(span.file)
                     self.why.setdefault(file, why)
             if any(f in needed for f, _ in picks):
-                self.say(f"running the tests for {_label(span)} under coverage: {', '.join(f for f, _ in picks)}")
+                self._say(f"running the tests for {_label(span)} under coverage: {', '.join(f for f, _ in picks)}")
         fp = interpreter(self.python).fingerprint
         measured: dict[str, dict] = {}
-        for file, sources in needed.items():
+        for done, (file, sources) in enumerate(needed.items()):
+            self.notify(Progress("coverage", "baseline tests under coverage", done, len(needed), file))
             key = ("coverage", commit, fp, file, sorted(sources))
             entry = self.cache.get(*key)
             if entry is None:
@@ -293,6 +310,7 @@ class TestPlan:
                 self.cache.put(entry, *key)
             self._covered |= {(file, source) for source in sources}
             measured[file] = entry
+        self.notify(Progress("coverage", "baseline tests under coverage", len(needed), len(needed)))
         self._plain_runs(worktree, commit, [f for f in measured if f not in self._plain])
         for file, entry in measured.items():
             self._fold(entry["outcomes"], self._plain.get(file, {}), entry["reached"])  # no plain run: all flaky
@@ -309,7 +327,7 @@ class TestPlan:
                          measure=sources)
         if not self._usable(run, [file], limits):
             return None
-        self.say(f"  {file}: {len(run.outcomes)} tests under coverage in {time.perf_counter() - started:.0f} s")
+        self._say(f"  {file}: {len(run.outcomes)} tests under coverage in {time.perf_counter() - started:.0f} s")
         return {"outcomes": run.outcomes, "reached": self._reached(worktree, coverage_file),
                 "behaviour": _records(run)}
 
@@ -375,7 +393,7 @@ class TestPlan:
         index = SourceIndex(worktree)
         reached: dict[str, set[str]] = {}
         for source, lines in coverage_by_line(coverage_file, worktree.resolve()).items():
-            if is_test_module(source):
+            if is_test_file(source):  # test code is not what tests guard
                 continue
             for line, nodeids in lines.items():
                 reached.setdefault(index.function_at(source, line).key, set()).update(nodeids)
@@ -388,10 +406,16 @@ class TestPlan:
             coverage_file.parent.mkdir(parents=True, exist_ok=True)
             coverage_file.unlink(missing_ok=True)
         limits = self._limits(len(targets))
-        first = run_pytest(worktree, targets, python=self.python, tmp=tmp, limits=limits, coverage_file=coverage_file)
-        if not self._usable(first, targets, limits):
-            return None
-        second = run_pytest(worktree, targets, python=self.python, tmp=tmp, limits=limits)
+        try:
+            self.notify(Progress("baseline", "baseline tests: run 1 of 2", 0, 2))
+            first = run_pytest(worktree, targets, python=self.python, tmp=tmp, limits=limits,
+                               coverage_file=coverage_file)
+            if not self._usable(first, targets, limits):
+                return None
+            self.notify(Progress("baseline", "baseline tests: run 2 of 2", 1, 2, f"{len(first.outcomes)} tests"))
+            second = run_pytest(worktree, targets, python=self.python, tmp=tmp, limits=limits)
+        finally:
+            self.notify(Progress("baseline", "baseline tests", 2, 2))
         if not self._usable(second, targets, limits):
             return None
         seconds = {target: second.process.seconds / len(targets) for target in targets} if targets else \
@@ -407,8 +431,8 @@ class TestPlan:
         problem = None
         cut = run.cut_short()
         if cut and not targets:  # a small suite that is slow all the same: choose per function instead
-            self.say(f"[yellow]the baseline run of {what} {cut}; choosing test files per function instead (raise "
-                     f"timeout-s, now {limits.timeout_s:.0f} s, to run it whole)[/]")
+            self._say(f"the baseline run of {what} {cut}; choosing test files per function instead (raise "
+                      f"timeout-s, now {limits.timeout_s:.0f} s, to run it whole)", warning=True)
             return False
         if cut:
             setting = "timeout-s" if self.settings.explicit else "test-file-timeout-s"
@@ -424,5 +448,5 @@ class TestPlan:
             return True
         if self.settings.explicit or not targets:  # the user's own choice, or the whole suite
             raise TestSelectionError(problem)
-        self.say(f"[yellow]{problem.splitlines()[0]}: left out[/]")
+        self._say(f"{problem.splitlines()[0]}: left out", warning=True)
         return False

@@ -1,2 +1,3 @@
-"""The optimize loop and its parts: the run (optimizer), judging a candidate (verdict, guards), the reviewer hooks and
-the terminal reviewer."""
+"""The optimize loop as a sequence of phases: baseline -> (focus -> trial: propose, review, verdict, commit) x N ->
+final. `optimizer` sets a run up and sequences them; the environment, context, typed candidates and stops are what
+the phases share; the reviewer hooks (review, interactive) put a person in the loop."""

@@ -8,11 +8,10 @@ import re
 import subprocess
 from pathlib import Path, PurePosixPath
 
-# (glob, why): files whose change would let a candidate pass by moving the goalposts
+from perfagent.localize.testselect import is_conftest, is_test_file
+
+# (glob, why): files whose change would let a candidate pass by moving the goalposts, besides test files (is_test_file)
 PROTECTED = [
-    ("tests/*", "a test file"), ("*/tests/*", "a test file"), ("test/*", "a test file"), ("*/test/*", "a test file"),
-    ("test_*.py", "a test file"), ("*/test_*.py", "a test file"), ("*_test.py", "a test file"),
-    ("conftest.py", "a pytest conftest.py"), ("*/conftest.py", "a pytest conftest.py"),
     ("pytest.ini", "test configuration"), ("tox.ini", "test configuration"), ("noxfile.py", "test configuration"),
     (".github/*", "CI configuration"), (".ci/*", "CI configuration"), (".gitlab-ci.yml", "CI configuration"),
     ("setup.py", "packaging"), ("setup.cfg", "packaging"), ("pyproject.toml", "packaging"),
@@ -58,6 +57,8 @@ def protected_reason(path: str, workload_path: str | None, allowed: list[str] = 
         return "the workload file"
     if any(fnmatch.fnmatch(path, pattern) for pattern in allowed):
         return None
+    if is_test_file(path):
+        return "a pytest conftest.py" if is_conftest(path) else "a test file"
     return next((why for pattern, why in PROTECTED if fnmatch.fnmatch(path, pattern)), None)
 
 

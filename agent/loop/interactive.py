@@ -19,9 +19,12 @@ from rich.rule import Rule
 from rich.syntax import Syntax
 from rich.table import Table
 
+from perfagent.events import CheckDone, Event, VerdictReached
 from perfagent.localize.hotspots import Hotspot
-from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Decision, Quit, RunState, Step, \
+from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Decision, RunState, Step, \
     unified_diff
+from perfagent.loop.stops import Quit
+from perfagent.reasons import ACCEPTED
 
 _BLOCK = re.compile(r"^<<<<<<< SEARCH$.*?^>>>>>>> REPLACE$|^```.*?^```$", re.M | re.S)
 _EXPLANATION_LINES = 8
@@ -76,6 +79,7 @@ class TerminalReviewer:
     def __init__(self, console: Console, stream: TextIO | None = None, editor: str | None = None):
         self.console, self.stream = console, _Answers(stream) if stream else None
         self.editor = editor or os.environ.get("EDITOR") or "vi"
+        self._status = None  # the spinner while a candidate is validated
 
     def _ask(self, prompt: str, kind=Prompt, **options):
         try:
@@ -152,18 +156,26 @@ class TerminalReviewer:
 
     @contextmanager
     def validating(self, n: int, tests: list[str]):
-        """A spinner while candidate n is validated; each check's outcome is printed as it is measured."""
+        """A spinner while candidate n is validated; each check's outcome is printed as it is measured (observe)."""
         what = ", ".join(tests) if tests else "none selected"
-        with self.console.status(escape(f"candidate {n}: running the tests ({what})...")) as status:
-            def progress(step: str) -> None:
-                self.console.print(f"  {escape(step)}")
-                status.update(escape(f"candidate {n}: " + ("timing..." if step.startswith(("result", "timing"))
-                                                           else "checking the result...")))
-            yield progress
+        with self.console.status(escape(f"candidate {n}: running the tests ({what})...")) as self._status:
+            try:
+                yield
+            finally:
+                self._status = None
 
-    def show_verdict(self, entry: dict) -> None:
+    def observe(self, event: Event) -> None:
+        if isinstance(event, CheckDone):
+            self.console.print(f"  {escape(event.step)}")
+            if self._status is not None:
+                self._status.update(escape(f"candidate {event.n}: " + (
+                    "timing..." if event.step.startswith(("result", "timing")) else "checking the result...")))
+        elif isinstance(event, VerdictReached):
+            self._show_verdict(event.candidate)
+
+    def _show_verdict(self, entry: dict) -> None:
         verdict = entry["verdict"]
-        accepted = verdict["reason"] == "accepted"
+        accepted = verdict["reason"] == ACCEPTED
         lines = [f"[{'green' if accepted else 'red'} bold]candidate {entry['n']}: {escape(verdict['reason'])}[/]"]
         if verdict["tests_run"]:
             failed = verdict["tests_failed"]

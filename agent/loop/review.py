@@ -4,18 +4,18 @@ exactly as the agent plans it; interactive.py puts a person in these places."""
 from __future__ import annotations
 
 import difflib
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+from perfagent.events import Event
 from perfagent.localize.hotspots import Hotspot
+from perfagent.model.llm import Trajectory
 
 ACCEPT, REJECT, EDIT = "accept", "reject", "edit"  # candidate decisions; "accept" means: validate it
 CONTINUE, UNDO, LIMITS = "continue", "undo", "limits"  # between candidates
-
-
-class Quit(Exception):
-    """The reviewer ends the run: what is committed stays on the branch, and the run ends as usual."""
 
 
 def unified_diff(before: dict[str, str], after: dict[str, str]) -> str:
@@ -75,14 +75,37 @@ class AutoReviewer:
         return Decision(ACCEPT)
 
     def validating(self, n: int, tests: list[str]):
-        """A context around candidate n's validation, giving the function that is told each check's outcome."""
-        return nullcontext(lambda step: None)
+        """A context around candidate n's validation (its checks arrive as events, at observe)."""
+        return nullcontext()
 
-    def show_verdict(self, entry: dict) -> None:
-        pass
+    def observe(self, event: Event) -> None:
+        """What happens in the run, as it happens (an interactive reviewer shows checks and verdicts)."""
 
     def next_step(self, state: RunState) -> Step:
         return Step(CONTINUE)
 
     def undone(self, n: int, commit: str) -> None:
         pass
+
+
+class ReviewDesk:
+    """The loop's side of the reviewer: hook calls timed (a person's time is kept apart from perfagent's own), and a
+    person's decisions recorded in the trajectory (the automatic reviewer's are not decisions)."""
+
+    def __init__(self, reviewer, trajectory: Trajectory):
+        self.reviewer, self.trajectory, self.seconds = reviewer, trajectory, 0.0
+
+    @property
+    def human(self) -> bool:
+        return self.reviewer.human
+
+    def ask(self, hook: Callable, *args):
+        start = time.perf_counter()
+        try:
+            return hook(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def decided(self, action: str, **fields) -> None:
+        if self.reviewer.human:
+            self.trajectory.record(kind="human", action=action, **fields)

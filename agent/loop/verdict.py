@@ -13,22 +13,11 @@ from perfagent.measure.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
 from perfagent.sandbox.behaviour import Event, new_behaviour
 from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
+from perfagent.reasons import ACCEPTED, IDENTICAL, NOT_COMPARED, PROTECTED_FILE, RESULT_CHANGED, SUSPICIOUS_CODE, \
+    SYNTAX_ERROR, TESTS_FAILED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, WORKLOAD_FAILED
+from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON  # stats has its own NOT_FASTER decision
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
-
-ACCEPTED = "accepted"
-PROTECTED_FILE = "edits a protected file"
-SUSPICIOUS_CODE = "games the benchmark"
-UNSAFE_CODE = "unsafe code"
-UNSAFE_BEHAVIOUR = "unsafe behaviour"
-SYNTAX_ERROR = "syntax error"
-TESTS_FAILED = "tests failed"
-WORKLOAD_FAILED = "workload failed"
-RESULT_CHANGED = "result changed"
-NOT_FASTER_REASON = "not faster"
-TOO_NOISY = "too noisy to decide"
-IDENTICAL = "identical"
-NOT_COMPARED = "not compared (compare-output = false)"
 
 
 def candidate_limits(limits: Limits, baseline_seconds: float, floor_s: float) -> Limits:
@@ -164,8 +153,9 @@ class Judge:
         return checked, Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
 
     def judge(self, candidate: Path, ref: Reference, tests: list[str],
-              progress: Callable[[str], None] = lambda step: None) -> Verdict:
-        """`progress` is told each check's outcome as it is measured."""
+              progress: Callable[..., None] = lambda step, stats=None: None) -> Verdict:
+        """`progress` is told each check's outcome as it is measured: (text), and (text, SpeedStats) at each look of
+        the timing."""
         before = repository_changes(candidate)
         checked, rejection = self._tests(candidate, ref, tests)
         if rejection:
@@ -194,7 +184,7 @@ class Judge:
                 lambda loops: self.runner.sample(ref.worktree, loops),
                 lambda loops: self.runner.sample(candidate, loops),
                 self.sampling, lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after "
-                                                  f"{s.n_base} pairs, p={s.p_value:.1g}: {s.decision}"), self.ladder)
+                                                  f"{s.n_base} pairs, p={s.p_value:.1g}: {s.decision}", s), self.ladder)
         except WorkloadFailed as exc:
             return (self._unsafe(candidate, ref, set(), checked, result_check)
                     or Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check))

@@ -122,6 +122,7 @@ def sequential_stats(base, cand, *, level: float, min_effect: float = 0.03, conf
     )
 
 
+# size: the two samples, then keyword-only knobs of the test, each with a default
 def speed_stats(base, cand, *, alpha: float = 0.01, min_effect: float = 0.03, confidence: float = 0.95,
                 test: str = "paired", n_resamples: int = 2000, seed: int = 0) -> SpeedStats:
     base, cand = np.asarray(base, float), np.asarray(cand, float)

@@ -139,6 +139,7 @@ class LiteLLMModel:
 
     retry_delay = 0.5
 
+    # size: the model, then keyword-only connection options (litellm's own), each with a default
     def __init__(
         self,
         model: str,

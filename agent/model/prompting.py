@@ -70,11 +70,22 @@ def _module_header(index: SourceIndex, file: str, limit: int = 40) -> str:
     return "\n".join(index.lines(file, 1, min(first_def - 1, limit))).strip()
 
 
-def optimize_messages(*, workload: Workload, seconds: float, profile: Profile, index: SourceIndex,
-                      attempts: list[Attempt], top_k: int, prompt_tokens: int, model: str) -> list[dict]:
+@dataclass(frozen=True)
+class Target:
+    """What a prompt asks about: the workload, one call's time at baseline, the profile, and how many of its
+    hotspots (from the top) the change should work on."""
+    workload: Workload
+    seconds: float
+    profile: Profile
+    top_k: int
+
+
+def optimize_messages(target: Target, index: SourceIndex, attempts: list[Attempt], *, prompt_tokens: int,
+                      model: str) -> list[dict]:
     """The system and user messages asking for one change, within `prompt_tokens` tokens: the code of the top
     functions is shortened to fit; when even that is not enough, only the last 3 attempts and the first 2000
     characters of the workload are kept."""
+    workload, seconds, profile, top_k = target.workload, target.seconds, target.profile, target.top_k
     focus_spots = [h for h in profile.hotspots if h.qualname != MODULE_LEVEL][:top_k]
     files = list(dict.fromkeys(h.file for h in focus_spots))
     headers = [(f, header) for f in files if (header := _module_header(index, f))]

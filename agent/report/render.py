@@ -12,11 +12,12 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
-from perfagent.runs.batch import RESULTS as BATCH_RESULTS
-from perfagent.runs.evaluate import RESULTS as EVALUATION, row_key, row_label, summarize
-from perfagent.report.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, flame_svg, \
-    load_profile, speedscope
+from perfagent.runs.outputs import BATCH_RESULTS, EVALUATION, EVALUATION_REPORT, LEDGER, row_key, row_label, \
+    summarize
+from perfagent.report.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, \
+    flame_svg, load_profile, speedscope
 from perfagent.report.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
+from perfagent.reasons import ACCEPTED
 from perfagent.record import read_jsonl, write_json
 
 REPORT = "report.html"
@@ -121,7 +122,7 @@ def run_context(run: Path) -> dict:
     for c in summary["candidates"]:
         verdict = c["verdict"]
         undone = c.get("undone")  # accepted, then taken off the branch by the reviewer (perfagent optimize -i)
-        candidates.append({**c, "accepted": verdict["reason"] == "accepted" and not undone,
+        candidates.append({**c, "accepted": verdict["reason"] == ACCEPTED and not undone,
                            "reason": "accepted, then undone by the reviewer" if undone else verdict["reason"],
                            "diff_html": _diff(c.get("diff", "")),
                            "plot": _samples_svg(verdict.get("samples"), f"candidate {c['n']}", 500)})
@@ -145,7 +146,7 @@ def evaluation_context(folder: Path) -> dict | None:
     rows = read_jsonl(folder / EVALUATION)
     if not rows:
         return None
-    report = _read(folder / "report.json") or {}
+    report = _read(folder / EVALUATION_REPORT) or {}
     rows = list({row_key(r): r for r in rows}.values())  # the last line of each task (or skipped record) counts
     order = [row_key(r) for r in report.get("tasks", [])]
     rows = sorted(rows, key=lambda r: order.index(row_key(r)) if row_key(r) in order else len(order))
@@ -177,7 +178,7 @@ def batch_context(out: Path) -> dict:
     plot_rows = [(r["instance_id"], r["speed"]["speedup"], r["speed"]["ci_low"], r["speed"]["ci_high"])
                  for r in rows if r["speed"]]
     evaluations = [(p.parent.name, evaluation_context(p.parent)) for p in sorted(out.glob(f"*/{EVALUATION}"))]
-    return {"kind": "batch", "rows": rows, "spend": _read(out / "spend.json") or {},
+    return {"kind": "batch", "rows": rows, "spend": _read(out / LEDGER) or {},
             "plot": Markup(interval_plot(plot_rows, references=[(1.0, "no change")],
                                          axis="speedup of the task's branch", label="speedups")),
             "evaluations": [(name, ev) for name, ev in evaluations if ev]}

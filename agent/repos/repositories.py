@@ -13,6 +13,7 @@ from pathlib import Path
 import git
 
 from perfagent.repos import examples
+from perfagent.repos.diffs import DiffError, patched_files
 from perfagent.record import file_lock
 from perfagent.sandbox.workspace import remove_stale
 
@@ -124,7 +125,8 @@ def apply_patch(worktree: Path, patch: str) -> Applied:
     """Apply a unified diff to `worktree` as SWE-fficiency's harness does: `git apply --allow-empty -v`, and when
     that fails `patch --batch --fuzz=5 -p1` (model-written diffs often have wrong hunk line counts or stale context
     lines). The patch file is given a final newline first. GNU patch's .orig/.rej files are removed, and a patch it
-    applies only in part is undone, so the worktree holds either the whole patch or none of it."""
+    applies only in part is undone, so the worktree holds either the whole patch or none of it (a patch whose file
+    names cannot be read, which could not be undone, is not given to GNU patch)."""
     if not patch.strip():
         return Applied(None, "the patch is empty")
     text = patch if patch.endswith("\n") else patch + "\n"
@@ -140,7 +142,11 @@ def apply_patch(worktree: Path, patch: str) -> Applied:
             return Applied(None, f"the patch does not apply: `{' '.join(_GIT_APPLY)}` failed, and the fallback, "
                                  f"`{' '.join(_PATCH[:-1])}`, cannot run: the `patch` program (GNU patch) is not "
                                  f"installed\ngit apply: {git_said}")
-        names = _names(worktree, text)
+        try:
+            names = _names(worktree, text)
+        except DiffError as exc:  # without its file names, a partly applied patch could not be undone
+            return Applied(None, f"the patch does not apply: `{' '.join(_GIT_APPLY)}` failed, and the fallback, "
+                                 f"`{' '.join(_PATCH[:-1])}`, is not tried: {exc}\ngit apply: {git_said}")
         before = {name: _state(worktree / name) for name in names}
         leftovers = {name + suffix for name in names for suffix in _LEFTOVERS} - names
         existed = {name for name in leftovers if (worktree / name).exists()}
@@ -164,25 +170,11 @@ def _output(result: subprocess.CompletedProcess, program: str) -> str:
 
 
 def _names(worktree: Path, text: str) -> set[str]:
-    """Every file a `-p1` patch may create, change, rename or delete in `worktree` (generously: any header-like line
-    counts; names outside the worktree are left out, as GNU patch refuses them)."""
-    raw = []
-    for line in text.splitlines():
-        if line.startswith(("--- ", "+++ ")):
-            raw.append(line[4:].split("\t")[0].strip())
-        elif line.startswith("Index: "):
-            raw.append(line[7:].strip())
-        elif line.startswith("diff --git "):
-            raw += line[11:].split(" ")
-        elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
-            raw.append("a/" + line.split(" ", 2)[2].strip())
+    """Every file a `-p1` patch may create, change, rename or delete in `worktree` (names outside the worktree are
+    left out, as GNU patch refuses them). DiffError when `text` cannot be read as a unified diff."""
     root = worktree.resolve()
     names = set()
-    for name in raw:
-        name = name.strip().strip('"')
-        if not name or name == "/dev/null":
-            continue
-        name = name.split("/", 1)[1] if "/" in name else name
+    for name in patched_files(text):
         path = (root / name).resolve()
         if path != root and root in path.parents and ".git" not in path.relative_to(root).parts:
             names.add(path.relative_to(root).as_posix())

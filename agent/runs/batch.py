@@ -1,6 +1,6 @@
 """perfagent batch: the optimize loop over every task of a task file.
 
-Output folder:
+Output folder (names in outputs.py; the pass over the tasks is runner.TaskRun's):
   predictions.jsonl   one line per finished task, SWE-fficiency's format (instance_id, model_patch, model_name_or_path)
   results.jsonl       the same tasks with status, accepted patches, speedup, spend, error
   tasks/<id>/         the task's workload, log, run record (summary.json, trajectory.json, profiles)
@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import Callable
 
 from pydantic import BaseModel
-from rich.text import Text
 
 from perfagent.config import load_settings
 from perfagent.runs.envs import Environments
 from perfagent.model.llm import SharedBudget
-from perfagent.loop.optimizer import MODEL_FAILURE_STATUS, Optimizer
+from perfagent.events import LogObserver, Note
+from perfagent.loop.optimizer import Optimizer
+from perfagent.reasons import FAILED, FINISHED, MODEL_FAILED
 from perfagent.record import append_jsonl, read_jsonl, write_json
 from perfagent.repos.repositories import RepoCache, diff
-from perfagent.runs.tasks import Task, load_tasks
+from perfagent.runs.outputs import BAD_RECORDS, BATCH_RESULTS, LEDGER, PREDICTIONS
+from perfagent.runs.runner import Say, TaskCounts, TaskRun
+from perfagent.runs.tasks import BadRecord, Task
 
-PREDICTIONS, RESULTS, LEDGER = "predictions.jsonl", "results.jsonl", "spend.json"
 ORACLE = "oracle"  # --model oracle: each task's expert patch is the model's reply
 
 
@@ -56,10 +58,6 @@ class BatchJob(BaseModel):
         return self.model
 
 
-def _plain(message: str) -> str:
-    return Text.from_markup(message).plain
-
-
 def solve(task_record: dict, job_record: dict) -> dict:
     """Run the optimize loop on one task (in a worker process); never raises for a task's own failure."""
     task, job = Task.model_validate(task_record), BatchJob.model_validate(job_record)
@@ -67,12 +65,9 @@ def solve(task_record: dict, job_record: dict) -> dict:
     shutil.rmtree(folder, ignore_errors=True)  # what an attempt cut short left
     folder.mkdir(parents=True)
     result = {"instance_id": task.instance_id, "model_patch": "", "model_name_or_path": job.model,
-              "status": "failed", "accepted": 0}
+              "status": FAILED, "accepted": 0}
     with open(folder / "log.txt", "w", encoding="utf-8") as log:
-        def say(message: str) -> None:
-            log.write(_plain(message) + "\n")
-            log.flush()
-
+        observer = LogObserver(log)
         try:
             with RepoCache(job.repo_cache).checkout(task.repo, task.base_commit) as worktree:
                 workload = folder / "workload.py"
@@ -85,17 +80,17 @@ def solve(task_record: dict, job_record: dict) -> dict:
                     "rebuild_cmd": task.rebuild_cmd})
                 budget = SharedBudget(max_usd=job.task_budget_usd, ledger=job.out / LEDGER,
                                       total_usd=job.budget_usd, total_calls=job.max_calls)
-                summary = Optimizer(worktree, settings, out=folder / "run", say=say, budget=budget).run()
+                summary = Optimizer(worktree, settings, out=folder / "run", observer=observer, budget=budget).run()
                 if summary.get("branch"):
                     result["model_patch"] = diff(worktree, task.base_commit, summary["final_commit"])
                     subprocess.run(["git", "branch", "-D", summary["branch"]], cwd=worktree, capture_output=True)
                 final = summary.get("final") or {}
-                result.update(status="failed" if summary["status"] == MODEL_FAILURE_STATUS else "finished",
+                result.update(status=FAILED if summary["status"] == MODEL_FAILED else FINISHED,
                               accepted=summary["accepted"], stop_reason=summary["stop_reason"],
                               speedup=(final.get("speed") or {}).get("speedup"), llm=summary["llm"])
         except Exception as exc:  # the task failed; the batch goes on
             result["error"] = f"{type(exc).__name__}: {exc}"
-            say(f"failed: {result['error']}")
+            observer(Note(f"failed: {result['error']}"))
     return result
 
 
@@ -109,46 +104,48 @@ def spend(out: Path) -> dict:
     return SharedBudget(ledger=out / LEDGER)._read()
 
 
-def run_batch(tasks_file: Path, job: BatchJob, executor, *, say: Callable[[str], None] = print,
-              progress: Callable[[dict], None] = lambda state: None) -> dict:
-    """Solve every task of `tasks_file` not yet done in `job.out`; returns the final progress state."""
-    tasks, bad = load_tasks(tasks_file)
-    job.out.mkdir(parents=True, exist_ok=True)
-    write_json(job.out / "bad_records.json", [vars(b) for b in bad])
-    for record in bad:
-        say(f"[yellow]skipping a bad task record: {record}[/]")
-    finished = done_ids(job.out)
-    pending = [t for t in tasks if t.instance_id not in finished]
-    state = {"total": len(tasks), "done": len(tasks) - len(pending), "failed": 0, "running": 0, "bad": len(bad),
-             "spend": spend(job.out)}
-    if finished:
-        say(f"resuming: {state['done']} of {len(tasks)} tasks already done in {job.out}")
-    jobs = [(t.model_dump(mode="json", by_alias=True), job.model_dump(mode="json")) for t in pending]
-    state["running"] = min(len(jobs), executor.workers)
-    progress(state)
-    interrupted = False
-    try:
-        for i, outcome in executor.map(solve, jobs):
-            task = pending[i]
-            if isinstance(outcome, BaseException):  # the worker itself died
-                outcome = {"instance_id": task.instance_id, "model_patch": "", "model_name_or_path": job.model,
-                           "status": "failed", "accepted": 0, "error": f"{type(outcome).__name__}: {outcome}"}
-            append_jsonl(job.out / RESULTS, outcome)
-            if outcome["status"] == "finished":
-                append_jsonl(job.out / PREDICTIONS, {k: outcome[k] for k in
-                                                     ("instance_id", "model_patch", "model_name_or_path")})
-            state["done"] += 1
-            state["failed"] += outcome["status"] == "failed"
-            state["running"] = min(state["total"] - state["done"], executor.workers)
-            state["spend"] = spend(job.out)
-            say(f"[{state['done']}/{state['total']}] {task.instance_id}: {outcome['status']}"
-                + (f", {outcome['accepted']} accepted" if outcome["status"] == "finished" else "")
-                + (f", {outcome['speedup']:.2f}x" if outcome.get("speedup") else "")
-                + (f" ({outcome['error'].splitlines()[0][:200]})" if outcome.get("error") else ""))
-            progress(state)
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        executor.close(interrupted)
-    return state
+class Batch(TaskRun):
+    """A batch's pass over its task file (runner.TaskRun): solve() on each task not yet done."""
+    results = BATCH_RESULTS
+    work = staticmethod(solve)
+
+    def __init__(self, tasks_file: Path, job: BatchJob, executor, **callbacks):
+        super().__init__(tasks_file, job.out, executor, **callbacks)
+        self.job = job
+
+    def begin(self, tasks: list[Task], bad: list[BadRecord]) -> set[str]:
+        write_json(self.out / BAD_RECORDS, [vars(b) for b in bad])
+        finished = done_ids(self.out)
+        if finished:
+            done = sum(t.instance_id in finished for t in tasks)
+            self.say(f"resuming: {done} of {len(tasks)} tasks already done in {self.out}")
+        self.counts.spend = spend(self.out)
+        return finished
+
+    def arguments(self, task: Task) -> tuple:
+        return task.model_dump(mode="json", by_alias=True), self.job.model_dump(mode="json")
+
+    def lost(self, task: Task, error: BaseException) -> dict:
+        return {"instance_id": task.instance_id, "model_patch": "", "model_name_or_path": self.job.model,
+                "status": FAILED, "accepted": 0, "error": f"{type(error).__name__}: {error}"}
+
+    def record(self, task: Task, row: dict) -> None:
+        if row["status"] == FINISHED:
+            append_jsonl(self.out / PREDICTIONS, {k: row[k] for k in ("instance_id", "model_patch",
+                                                                      "model_name_or_path")})
+        self.counts.spend = spend(self.out)
+
+    def failed(self, row: dict) -> bool:
+        return row["status"] == FAILED
+
+    def describe(self, task: Task, row: dict) -> str:
+        return (f"{task.instance_id}: {row['status']}"
+                + (f", {row['accepted']} accepted" if row["status"] == FINISHED else "")
+                + (f", {row['speedup']:.2f}x" if row.get("speedup") else "")
+                + (f" ({row['error'].splitlines()[0][:200]})" if row.get("error") else ""))
+
+
+def run_batch(tasks_file: Path, job: BatchJob, executor, *, say: Say = print,
+              progress: Callable[[TaskCounts], None] = lambda counts: None) -> TaskCounts:
+    """Solve every task of `tasks_file` not yet done in `job.out`; returns the final counts."""
+    return Batch(tasks_file, job, executor, say=say, progress=progress).run()

@@ -14,6 +14,8 @@ tasks are not scored but listed, as rows with `skipped` (the reason), and counte
 
 `mode="script"` instead runs each workload script as written (its own timeit loop) and parses the `Mean:` it prints,
 as the benchmark's harness does, alternating base, patch and expert `script_runs` times.
+
+The pass over the task file is runner.TaskRun's (as batch's is); the output files' names are in outputs.py.
 """
 from __future__ import annotations
 
@@ -22,27 +24,27 @@ import os
 import re
 import subprocess
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import stats
 
 from perfagent.runs.envs import Environments
-from perfagent.loop.guards import protected_reason
+from perfagent.localize.testselect import is_test_file
 from perfagent.record import append_jsonl, read_jsonl, write_json
 from perfagent.repos.repositories import PATCH_FUZZ, Applied, RepoCache, apply_patch
-from perfagent.runs.tasks import BadRecord, Task, load_tasks, patched_files
+from perfagent.runs.outputs import EVALUATION, EVALUATION_REPORT, row_label, summarize
+from perfagent.runs.runner import Say, TaskCounts, TaskRun
+from perfagent.repos.diffs import patched_files
+from perfagent.runs.tasks import BadRecord, Task
 from perfagent.loop.verdict import compare_inputs
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
 from perfagent.measure.stats import ratio_of_speedups, speed_stats
 from perfagent.sandbox.run import Limits, child_env, run, run_shell
 from perfagent.sandbox.testrun import run_pytest
-
-RESULTS = "evaluation.jsonl"
-_TEST_FILE = ("a test file", "a pytest conftest.py")
 
 
 class EvalJob(BaseModel):
@@ -70,8 +72,8 @@ def _prepare(worktree: Path, patch: str | None, task: Task) -> tuple[bool, str, 
     if patch is not None:
         how = apply_patch(worktree, patch)
         applied, problem = how.ok, how.error
-        touched_tests = [p for p in patched_files(patch) if protected_reason(p, None) in _TEST_FILE]
-        for path in touched_tests if applied else []:  # back to the base version; files the patch added go
+        touched_tests = [p for p in patched_files(patch) if is_test_file(p)] if applied else []
+        for path in touched_tests:  # back to the base version; files the patch added go
             restored = subprocess.run(["git", "checkout", "HEAD", "--", path], cwd=worktree, capture_output=True)
             if restored.returncode:
                 (worktree / path).unlink(missing_ok=True)
@@ -99,127 +101,152 @@ def _speed(pairs: list[tuple[float, float]]) -> dict:
             "pairs": len(pairs), "ratios": list(np.divide(base, patched))}
 
 
+@dataclass
+class _Trees:
+    """A task's three worktrees at its base commit, and how code runs in them."""
+    base: Path
+    model: Path  # the patch under evaluation
+    expert: Path
+    python: str
+    limits: Limits
+    folder: Path  # the task's output folder: the workload script, temporary files in tmp/
+
+
 def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dict:
     """Score one patch (None: no prediction) on one task; never raises for the task's own failure."""
     task, job = Task.model_validate(task_record), EvalJob.model_validate(job_record)
-    isolation.configure(job.isolation)
     folder = job.out / "tasks" / task.instance_id
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tmp").mkdir(parents=True, exist_ok=True)
     row = {"instance_id": task.instance_id, "predicted": patch is not None, "applied": False, "tests_passed": False,
            "apply_method": None, "speedup": None, "expert": None, "ratio": None,
            "recorded_expert_speedup": task.gold_speedup}
-    limits = Limits(timeout_s=job.timeout_s, memory_mb=job.memory_mb)
     cache = RepoCache(job.repo_cache)
     try:
         with ExitStack() as stack:
             base, model, expert = (stack.enter_context(cache.checkout(task.repo, task.base_commit)) for _ in range(3))
-            _prepare(base, None, task)
-            row["applied"], row["apply_error"], how = _prepare(model, patch, task) if patch else (False, "no patch",
-                                                                                                   None)
-            if how and how.method:
-                row["apply_method"] = how.method
-                if how.log:  # why `git apply` refused it, and how far GNU patch had to fuzz its hunks
-                    row["apply_log"] = how.log[:2000]
-            expert_ok, expert_problem, expert_how = _prepare(expert, task.patch, task)
-            row["expert_apply_method"] = expert_how.method
-            if not expert_ok:
-                raise RuntimeError(f"the expert patch does not apply: {expert_problem}")
-            python = Environments(job.env_cache).python_for(task, base)
-            for tree in [base, expert] + ([model] if row["applied"] else []):
-                failed = run_shell(task.rebuild_cmd, tree, python, limits) if task.rebuild_cmd else None
-                if failed and tree == model:
-                    row["applied"], row["apply_error"] = False, f"rebuild failed: {failed}"
-                elif failed:
-                    raise RuntimeError(f"the rebuild command fails on the {'base' if tree == base else 'expert'} "
-                                       f"code: {failed}")
-            tmp = folder / "tmp"
-            tmp.mkdir(exist_ok=True)
-            if task.test_cmd:  # the task's own test command: pass means exit status 0, as on the base
-                row["tests"] = task.test_cmd
-                failed = run_shell(task.test_cmd, base, python, limits)
-                if failed:
-                    raise RuntimeError(f"the test command fails on the base code: {failed}")
-                if row["applied"]:
-                    failed = run_shell(task.test_cmd, model, python, limits)
-                    row["tests_passed"], row["tests_broken"] = not failed, [failed] if failed else []
-            else:
-                targets = row["tests"] = task.test_targets(base)
-                at_base = run_pytest(base, targets, python=python, tmp=tmp, limits=limits)
-                if at_base.cut_short():  # a timeout is not a set of passing tests
-                    raise RuntimeError(f"the base code's test run {at_base.cut_short()}; raise --timeout-s")
-                passing = at_base.passing()
-                row["tests_passing_at_base"] = len(passing)
-                if row["applied"]:
-                    after = run_pytest(model, targets, python=python, tmp=tmp, limits=limits)
-                    broken = sorted(passing - after.passing())
-                    row["tests_passed"], row["tests_broken"] = not broken, broken[:20]
-                    if after.cut_short():
-                        row["tests_broken"] = [f"the test run {after.cut_short()}"] + broken[:19]
-            script = folder / "workload.py"
-            script.write_text(task.workload, encoding="utf-8")
-            runner = WorkloadRunner(Workload.parse(str(script), base), python, tmp, limits)
-            scored = row["applied"] and row["tests_passed"]
-            if scored and job.mode == "harness":  # GSO's equivalence check: passing tests is not enough
-                same = compare_inputs(runner.results(base)[0], runner.results(model)[0])
-                row["result_unchanged"], scored = same.equal, same.equal
-                if not same.equal:
-                    row["result_change"] = same.detail[:500]
-            timings = _measure(job, runner, base, [model, expert] if scored else [expert], python, script, limits)
-            row["expert"] = _speed(timings[-1])
-            row["cold_start"] = runner.cold_start
-            row["speedup"] = _speed(timings[0]) if scored else None
+            _apply(task, patch, (base, model, expert), row)
+            trees = _Trees(base, model, expert, Environments(job.env_cache).python_for(task, base),
+                           Limits(timeout_s=job.timeout_s, memory_mb=job.memory_mb,
+                                  isolation=isolation.choose(job.isolation)), folder)
+            _rebuild(task, trees, row)
+            _test(task, trees, row)
+            _time(task, job, trees, row)
     except Exception as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
         return row
-    expert_ratios = row["expert"]["ratios"]
+    return _with_ratio(row)
+
+
+def _apply(task: Task, patch: str | None, trees: tuple[Path, Path, Path], row: dict) -> None:
+    """Prepare the base, patch and expert worktrees (see _prepare); an expert patch that does not apply is an error."""
+    base, model, expert = trees
+    _prepare(base, None, task)
+    row["applied"], row["apply_error"], how = _prepare(model, patch, task) if patch else (False, "no patch", None)
+    if how and how.method:
+        row["apply_method"] = how.method
+        if how.log:  # why `git apply` refused it, and how far GNU patch had to fuzz its hunks
+            row["apply_log"] = how.log[:2000]
+    expert_ok, expert_problem, expert_how = _prepare(expert, task.patch, task)
+    row["expert_apply_method"] = expert_how.method
+    if not expert_ok:
+        raise RuntimeError(f"the expert patch does not apply: {expert_problem}")
+
+
+def _rebuild(task: Task, trees: _Trees, row: dict) -> None:
+    """The task's rebuild command in each tree that runs: a patch that does not build counts as not applied."""
+    if not task.rebuild_cmd:
+        return
+    for tree in [trees.base, trees.expert] + ([trees.model] if row["applied"] else []):
+        failed = run_shell(task.rebuild_cmd, tree, trees.python, trees.limits)
+        if failed and tree == trees.model:
+            row["applied"], row["apply_error"] = False, f"rebuild failed: {failed}"
+        elif failed:
+            raise RuntimeError(f"the rebuild command fails on the {'base' if tree == trees.base else 'expert'} "
+                               f"code: {failed}")
+
+
+def _test(task: Task, trees: _Trees, row: dict) -> None:
+    """The task's tests on the base, which must pass them, and on the applied patch: it passes when every test
+    passing on the base still passes."""
+    base, model, python, limits = trees.base, trees.model, trees.python, trees.limits
+    if task.test_cmd:  # the task's own test command: pass means exit status 0, as on the base
+        row["tests"] = task.test_cmd
+        failed = run_shell(task.test_cmd, base, python, limits)
+        if failed:
+            raise RuntimeError(f"the test command fails on the base code: {failed}")
+        if row["applied"]:
+            failed = run_shell(task.test_cmd, model, python, limits)
+            row["tests_passed"], row["tests_broken"] = not failed, [failed] if failed else []
+        return
+    targets = row["tests"] = task.test_targets(base)
+    at_base = run_pytest(base, targets, python=python, tmp=trees.folder / "tmp", limits=limits)
+    if at_base.cut_short():  # a timeout is not a set of passing tests
+        raise RuntimeError(f"the base code's test run {at_base.cut_short()}; raise --timeout-s")
+    passing = at_base.passing()
+    row["tests_passing_at_base"] = len(passing)
+    if row["applied"]:
+        after = run_pytest(model, targets, python=python, tmp=trees.folder / "tmp", limits=limits)
+        broken = sorted(passing - after.passing())
+        row["tests_passed"], row["tests_broken"] = not broken, broken[:20]
+        if after.cut_short():
+            row["tests_broken"] = [f"the test run {after.cut_short()}"] + broken[:19]
+
+
+def _time(task: Task, job: EvalJob, trees: _Trees, row: dict) -> None:
+    """Check that a passing patch leaves the workload's result unchanged (harness mode), then time the base against
+    it, if it is still scored, and against the expert patch."""
+    script = trees.folder / "workload.py"
+    script.write_text(task.workload, encoding="utf-8")
+    runner = WorkloadRunner(Workload.parse(str(script), trees.base), trees.python, trees.folder / "tmp", trees.limits)
+    scored = row["applied"] and row["tests_passed"]
+    if scored and job.mode == "harness":  # GSO's equivalence check: passing tests is not enough
+        same = compare_inputs(runner.results(trees.base)[0], runner.results(trees.model)[0])
+        row["result_unchanged"], scored = same.equal, same.equal
+        if not same.equal:
+            row["result_change"] = same.detail[:500]
+    timings = _measure(job, runner, trees, [trees.model, trees.expert] if scored else [trees.expert], script)
+    row["expert"] = _speed(timings[-1])
+    row["cold_start"] = runner.cold_start
+    row["speedup"] = _speed(timings[0]) if scored else None
+
+
+def _with_ratio(row: dict) -> dict:
+    """The speedup ratio with its interval. SWE-fficiency: a patch that fails to apply or is incorrect counts as no
+    speedup."""
     if row["speedup"]:
-        _, row["ratio_ci_low"], row["ratio_ci_high"] = ratio_of_speedups(row["speedup"]["ratios"], expert_ratios)
+        _, row["ratio_ci_low"], row["ratio_ci_high"] = ratio_of_speedups(row["speedup"]["ratios"],
+                                                                         row["expert"]["ratios"])
         row["ratio"] = row["speedup"]["speedup"] / row["expert"]["speedup"]
-    else:  # SWE-fficiency: a patch that fails to apply or is incorrect counts as no speedup
+    else:
         row["ratio"] = 1.0 / row["expert"]["speedup"]
     return row
 
 
-def _measure(job: EvalJob, runner: WorkloadRunner, base: Path, trees: list[Path], python: str, script: Path,
-             limits: Limits) -> list[list[tuple[float, float]]]:
-    """(base seconds, patched seconds) pairs for each of `trees` against `base`."""
+def _measure(job: EvalJob, runner: WorkloadRunner, trees: _Trees, timed: list[Path],
+             script: Path) -> list[list[tuple[float, float]]]:
+    """(base seconds, patched seconds) pairs for each of `timed` against the base."""
+    base = trees.base
     if job.mode == "script":
         out = []
-        for tree in trees:
+        for tree in timed:
             pairs = []
             for k in range(job.script_runs):
                 order = (base, tree) if k % 2 == 0 else (tree, base)
-                seconds = {t: _script_mean(python, script, t, limits) for t in order}
+                seconds = {t: _script_mean(trees.python, script, t, trees.limits) for t in order}
                 pairs.append((seconds[base], seconds[tree]))
             out.append(pairs)
         return out
     # per tree: a fast patch needs more calls per value; any cold start (see calibrate) means 1 call for all
-    loops = {tree: runner.calibrate(tree, job.sample_seconds) for tree in [base, *trees]}
+    loops = {tree: runner.calibrate(tree, job.sample_seconds) for tree in [base, *timed]}
     if runner.cold_start:
         loops = dict.fromkeys(loops, 1)
     # one rotation (B P E, then E P B, ...) after a warm-up round: drift hits the patch's and the expert's
     # comparisons alike, so their ratio is not skewed by when each was timed
     rounds = []
     for k in range(job.pairs + 1):
-        order = [base, *trees] if k % 2 == 0 else [*reversed(trees), base]
+        order = [base, *timed] if k % 2 == 0 else [*reversed(timed), base]
         rounds.append({tree: runner.sample(tree, loops[tree]).wall for tree in order})
-    return [[(r[base], r[tree]) for r in rounds[1:]] for tree in trees]
-
-
-def summarize(rows: list[dict]) -> dict:
-    """SWE-fficiency's aggregate: the harmonic mean of speedup ratios over tasks. Tasks that ended in an error and
-    task-file records skipped as invalid have no ratio: they are left out of the mean, and counted."""
-    scored = [r for r in rows if r.get("ratio")]
-    skipped = [r for r in rows if r.get("skipped")]
-    applied = [r for r in rows if r.get("applied")]
-    ratios = np.array([r["ratio"] for r in scored])
-    reaches = [r for r in scored if (r.get("ratio_ci_high") or r["ratio"]) >= 1.0]
-    return {"tasks": len(rows), "scored": len(scored), "errors": len(rows) - len(scored) - len(skipped),
-            "skipped": len(skipped), "applied": len(applied),
-            "applied_by_fallback": sum(r.get("apply_method") == PATCH_FUZZ for r in applied),
-            "tests_passed": sum(bool(r.get("tests_passed")) for r in rows),
-            "harmonic_mean_ratio": float(stats.hmean(ratios)) if len(ratios) else None,
-            "at_or_above_expert": len(reaches) / len(scored) if scored else None}
+    return [[(r[base], r[tree]) for r in rounds[1:]] for tree in timed]
 
 
 def skipped_rows(bad: list[BadRecord], patches: dict[str, str] | None) -> list[dict]:
@@ -227,16 +254,6 @@ def skipped_rows(bad: list[BadRecord], patches: dict[str, str] | None) -> list[d
     return [{"instance_id": b.instance_id, "line": b.line, "skipped": b.problem,
              "predicted": patches is None or b.instance_id in patches, "applied": False, "tests_passed": False,
              "ratio": None} for b in bad]
-
-
-def row_label(row: dict) -> str:
-    """A row's name in tables: its instance_id, or for a skipped record without one its line in the task file."""
-    return row.get("instance_id") or f"line {row.get('line')}"
-
-
-def row_key(row: dict) -> tuple:
-    """Tells rows apart: a skipped record by its line (its id may be missing, or a duplicate of a valid task's)."""
-    return ("skipped", row.get("line")) if row.get("skipped") else ("task", row["instance_id"])
 
 
 def _record_skipped(path: Path, skipped: list[dict]) -> None:
@@ -258,43 +275,62 @@ def _record_skipped(path: Path, skipped: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def run_evaluation(tasks_file: Path, patches: dict[str, str] | None, job: EvalJob, executor, *,
-                   say: Callable[[str], None] = print) -> dict:
+class Evaluation(TaskRun):
+    """An evaluation's pass over its task file (runner.TaskRun): evaluate_task() on each task not yet evaluated."""
+    results = EVALUATION
+    work = staticmethod(evaluate_task)
+
+    def __init__(self, tasks_file: Path, patches: dict[str, str] | None, job: EvalJob, executor, **callbacks):
+        super().__init__(tasks_file, job.out, executor, **callbacks)
+        self.patches, self.job = patches, job
+        self.rows: dict[str, dict] = {}  # instance_id -> its row, from this pass or an earlier one
+        self.bad: list[BadRecord] = []
+        self.skipped: list[dict] = []  # rows of the bad records
+
+    def begin(self, tasks: list[Task], bad: list[BadRecord]) -> set[str]:
+        if self.patches is not None:
+            unknown = sorted(set(self.patches) - {t.instance_id for t in tasks} - {b.instance_id for b in bad})
+            if unknown:
+                self.say(f"[yellow]predictions for tasks not in the task file are ignored: "
+                         f"{', '.join(unknown[:10])}[/]")
+        self.bad, self.skipped = bad, skipped_rows(bad, self.patches)
+        _record_skipped(self.out / EVALUATION, self.skipped)
+        self.rows = {r["instance_id"]: r for r in read_jsonl(self.out / EVALUATION) if not r.get("skipped")}
+        return set(self.rows)
+
+    def arguments(self, task: Task) -> tuple:
+        patch = task.patch if self.patches is None else self.patches.get(task.instance_id)
+        return task.model_dump(mode="json", by_alias=True), patch, self.job.model_dump(mode="json")
+
+    def lost(self, task: Task, error: BaseException) -> dict:
+        return {"instance_id": task.instance_id, "applied": False, "tests_passed": False, "ratio": None,
+                "error": f"{type(error).__name__}: {error}"}
+
+    def record(self, task: Task, row: dict) -> None:
+        self.rows[row["instance_id"]] = row
+
+    def failed(self, row: dict) -> bool:
+        return bool(row.get("error"))
+
+    def describe(self, task: Task, row: dict) -> str:
+        return describe_row(row)
+
+    def report(self) -> dict:
+        """report.json: every row, in the task file's order, skipped records last, and their summary."""
+        ordered = [self.rows[t.instance_id] for t in self.tasks if t.instance_id in self.rows] + self.skipped
+        return {"gold": self.patches is None, "mode": self.job.mode, "summary": summarize(ordered), "tasks": ordered,
+                "bad_records": [str(b) for b in self.bad]}
+
+
+def run_evaluation(tasks_file: Path, patches: dict[str, str] | None, job: EvalJob, executor, *, say: Say = print,
+                   progress: Callable[[TaskCounts], None] = lambda counts: None) -> dict:
     """Evaluate `patches` (instance_id -> patch; None: the expert patches themselves) on every task; tasks already
     in the output's evaluation.jsonl are not redone. Records that are not valid tasks are listed as skipped rows.
     Writes report.json and returns it."""
-    tasks, bad = load_tasks(tasks_file)
-    for record in bad:
-        say(f"[yellow]skipping a bad task record: {record}[/]")
-    if patches is not None:
-        unknown = sorted(set(patches) - {t.instance_id for t in tasks} - {b.instance_id for b in bad})
-        if unknown:
-            say(f"[yellow]predictions for tasks not in the task file are ignored: {', '.join(unknown[:10])}[/]")
-    job.out.mkdir(parents=True, exist_ok=True)
-    skipped = skipped_rows(bad, patches)
-    _record_skipped(job.out / RESULTS, skipped)
-    rows = {r["instance_id"]: r for r in read_jsonl(job.out / RESULTS) if not r.get("skipped")}
-    pending = [t for t in tasks if t.instance_id not in rows]
-    jobs = [(t.model_dump(mode="json", by_alias=True), t.patch if patches is None else patches.get(t.instance_id),
-             job.model_dump(mode="json")) for t in pending]
-    interrupted = False
-    try:
-        for i, row in executor.map(evaluate_task, jobs):
-            if isinstance(row, BaseException):
-                row = {"instance_id": pending[i].instance_id, "applied": False, "tests_passed": False,
-                       "ratio": None, "error": f"{type(row).__name__}: {row}"}
-            append_jsonl(job.out / RESULTS, row)
-            rows[row["instance_id"]] = row
-            say(f"[{len(rows)}/{len(tasks)}] {describe_row(row)}")
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        executor.close(interrupted)
-    ordered = [rows[t.instance_id] for t in tasks if t.instance_id in rows] + skipped
-    report = {"gold": patches is None, "mode": job.mode, "summary": summarize(ordered), "tasks": ordered,
-              "bad_records": [str(b) for b in bad]}
-    write_json(job.out / "report.json", report)
+    evaluation = Evaluation(tasks_file, patches, job, executor, say=say, progress=progress)
+    evaluation.run()
+    report = evaluation.report()
+    write_json(job.out / EVALUATION_REPORT, report)
     return report
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from perfagent.repos.diffs import patched_files
+
 
 class Task(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -72,17 +74,6 @@ class Task(BaseModel):
                     folders[(parent / "tests").as_posix()] = None
                     break
         return list(folders)
-
-
-def patched_files(patch: str) -> list[str]:
-    """The files a unified diff changes (new names; deleted files by their old name)."""
-    files: dict[str, None] = {}
-    for line in patch.splitlines():
-        if line.startswith("+++ ") or line.startswith("--- "):
-            name = line[4:].split("\t")[0].strip()
-            if name != "/dev/null":
-                files[name[2:] if name[:2] in ("a/", "b/") else name] = None
-    return list(files)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,142 @@
+"""The first phase of a run: the unmodified code's tests and workload, measured once (and cached per commit), become
+the Reference every candidate is judged against."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from perfagent.config import Settings
+from perfagent.events import Broadcast
+from perfagent.localize.testselect import PlanSettings, TestPlan
+from perfagent.loop.environment import Environment
+from perfagent.loop.guards import repository_changes
+from perfagent.loop.verdict import Judge, Reference, candidate_limits, compare_inputs
+from perfagent.measure.stats import Noise, Sampling, measure_noise, value_ladder, walls
+from perfagent.measure.workload import Workload, WorkloadFailed, WorkloadRunner
+from perfagent.repos.cache import BaselineCache, interpreter
+from perfagent.sandbox.behaviour import from_records
+
+NOISE_PAIRS = 10  # A/A pairs of the unmodified code at baseline, for the noise estimate
+
+
+class BaselineError(RuntimeError):
+    """The unmodified code does not pass its tests or run its workload: nothing can be judged against it."""
+
+
+@dataclass
+class Baseline:
+    """What the phase measured, and the tools made from it for the phases after."""
+    plan: TestPlan
+    runner: WorkloadRunner  # with the baseline's limits (profiling, the final measurement)
+    reference: Reference
+    ladder: tuple[int, ...]  # loop counts of the timing values, shortest first
+    sampling: Sampling  # the decision rule, with the baseline's noise floor
+    compare_output: bool
+    measured: dict  # results, seconds, loops, cold_start, noise, behaviour (cached as it is)
+
+    def record(self, cache_hits: int) -> dict:
+        return {"workload_seconds": self.measured["seconds"], "loops": self.measured["loops"],
+                "noise": self.measured["noise"], "cold_start": self.runner.cold_start, "cache_hits": cache_hits}
+
+    def judge(self, settings: Settings, env: Environment, workload: Workload) -> Judge:
+        """The judge of candidates: the baseline's protocol, with limits scaled to the baseline's time."""
+        limits = candidate_limits(env.limits, self.reference.seconds * self.measured["loops"],
+                                  settings.candidate_timeout_s)
+        return Judge(runner=WorkloadRunner(workload, env.python, env.tmpdir("candidates"), limits),
+                     python=env.python, tmp=env.tmpdir("tests"), sampling=self.sampling, ladder=self.ladder,
+                     workload_path=workload.repo_relative, timeout_floor_s=settings.candidate_timeout_s,
+                     allowed_edits=settings.allow_edits, compare_output=self.compare_output,
+                     allowed_behaviour=settings.allow_behaviour)
+
+
+class BaselinePhase:
+    def __init__(self, settings: Settings, env: Environment, cache: BaselineCache, notify: Broadcast):
+        self.settings, self.env, self.cache, self.notify = settings, env, cache, notify
+
+    def run(self, worktree: Path, commit: str, workload: Workload, files: list[str]) -> Baseline:
+        """Measure the unmodified code at `commit` in `worktree`; `files` are the repository's tracked files."""
+        failed = self.env.rebuild(worktree)
+        if failed:
+            raise BaselineError(f"the rebuild command fails on the unmodified code: {failed}")
+        self.notify.note(f"sandbox: {self.env.limits.isolation.describe()}")
+        plan = self._test_plan(worktree, commit, files)
+        runner = WorkloadRunner(workload, self.env.python, self.env.tmpdir("baseline"), self.env.limits)
+        compare_output = self.settings.compare_output or workload.kind != "command"
+        measured = self._workload(runner, worktree, (commit, workload), compare_output)
+        self._warn_cold_start(runner)
+        ladder = value_ladder(measured["loops"], self.settings.sample_seconds, self.settings.short_sample_seconds)
+        self.notify.note(f"baseline: workload {measured['seconds'] * 1000:.1f} ms, {' or '.join(map(str, ladder))} "
+                         f"call(s) per timing value")
+        plan.behaviour |= from_records(measured["behaviour"])  # one set, growing with the tests the run selects
+        reference = Reference(worktree, plan.passing, measured["results"], measured["seconds"], plan.files,
+                              set(repository_changes(worktree)), plan.excluded, plan.behaviour)
+        sampling = replace(self._sampling(), noise_floor=measured["noise"]["pair_spread"])
+        return Baseline(plan, runner, reference, ladder, sampling, compare_output, measured)
+
+    def _sampling(self) -> Sampling:
+        s = self.settings
+        return Sampling(test=s.decision_rule, min_samples=s.min_samples, max_samples=s.max_samples, alpha=s.alpha,
+                        min_effect=s.min_effect, warmup=0 if s.decision_rule == "sequential" else 1)
+
+    def _test_plan(self, worktree: Path, commit: str, files: list[str]) -> TestPlan:
+        s = self.settings
+        plan = TestPlan(PlanSettings(s.tests, s.whole_suite_files, s.files_per_function, s.test_file_timeout_s,
+                                     s.allow_failing_tests),
+                        python=s.python, tmp=self.env.tmpdir("baseline"), limits=self.env.limits, cache=self.cache,
+                        notify=self.notify)
+        self.notify.note("baseline: " + ("running the named tests twice" if s.tests else
+                                         "finding the tests that guard the code"))
+        plan.start(worktree, commit, files)
+        if plan.flaky:
+            self.notify.note(f"{len(plan.flaky)} flaky test(s) ignored for verdicts: "
+                             f"{', '.join(sorted(plan.flaky)[:5])}", warning=True)
+        return plan
+
+    def _workload(self, runner: WorkloadRunner, worktree: Path, what: tuple[str, Workload],
+                  compare_output: bool) -> dict:
+        """The workload's result, time, loop count and A/A noise on the unmodified code, from the cache when this
+        commit, interpreter and workload were measured before."""
+        s, (commit, workload) = self.settings, what
+        key = ("workload", commit, interpreter(s.python).fingerprint, workload.digest(), s.sample_seconds,
+               NOISE_PAIRS, s.max_samples, self.env.limits.isolation.level)
+        cached = self.cache.get(*key)
+        if cached:
+            self.notify.note("baseline workload measurements: from the cache")
+            runner.cold_start = tuple(cached["cold_start"]) if cached["cold_start"] else None
+            return cached
+        try:
+            results, seconds = runner.results(worktree)
+            same = compare_inputs(results, runner.results(worktree)[0])
+            if compare_output and not same.equal:
+                raise BaselineError("the workload's result differs between two runs of the unmodified code "
+                                    f"({same.detail}); make it deterministic (seed random generators)")
+            loops = runner.calibrate(worktree, s.sample_seconds)
+            noise = self._noise(runner, worktree, loops)
+        except WorkloadFailed as exc:
+            raise BaselineError(f"the workload fails on the unmodified code: {exc}\nFix the workload, or raise "
+                                f"timeout-s or memory-mb if it needs more time or memory") from None
+        measured = {"results": results, "seconds": seconds, "loops": loops, "cold_start": runner.cold_start,
+                    "noise": noise.as_dict(), "behaviour": [e.as_dict() for e in runner.behaviour(worktree)]}
+        self.cache.put(measured, *key)
+        return measured
+
+    def _warn_cold_start(self, runner: WorkloadRunner) -> None:
+        if runner.cold_start:
+            first, later = runner.cold_start
+            self.notify.note(f"workload() takes {first * 1000:.1f} ms on its first call in a process and "
+                             f"{later * 1000:.1f} ms on later ones (a cache setup() does not reset?): timing only the "
+                             f"first call of each process", warning=True)
+
+    def _noise(self, runner: WorkloadRunner, worktree: Path, loops: int) -> Noise:
+        """Time the unmodified code against itself in back-to-back pairs: how small a gain can be resolved here."""
+        pairs = []
+        for i in range(NOISE_PAIRS):
+            pairs.append((runner.sample(worktree, loops), runner.sample(worktree, loops)))
+            self.notify.progress("noise", "baseline: timing noise", i + 1, NOISE_PAIRS)
+        noise = measure_noise(walls(p[0] for p in pairs), walls(p[1] for p in pairs), self.settings.max_samples)
+        self.notify.note(f"timing noise: {noise.describe()}")
+        if noise.resolvable > 1 + self.settings.min_effect:
+            self.notify.note(f"this machine is too noisy to resolve the minimum effect of "
+                             f"{self.settings.min_effect:.0%} reliably: expect 'too noisy' verdicts for small gains",
+                             warning=True)
+        return noise

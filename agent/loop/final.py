@@ -1,0 +1,45 @@
+"""The last phase of a run with commits: the branch against the original code, profiled, and timed unless one commit on
+the original is the whole branch, whose own comparison already timed exactly that (same code on both sides)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import git
+
+from perfagent.localize.hotspots import Profile
+from perfagent.loop.baseline import Baseline
+from perfagent.loop.candidate import CandidateRecord
+from perfagent.loop.context import RunContext
+from perfagent.loop.focus import profile
+from perfagent.measure.stats import SpeedStats, compare_speed, samples_record
+from perfagent.sandbox.workspace import head
+
+FINAL_PAIRS = 10  # at most: its interval, not a decision, is what the final measurement is for
+
+
+def final_measurement(ctx: RunContext, baseline: Baseline, branch: Path, base_commit: str,
+                      kept: list[CandidateRecord]) -> tuple[dict, Profile]:
+    """(the final record, the profile after); `kept` are the candidates whose commits are on the branch."""
+    after = profile(ctx.env, branch, baseline.runner, ctx.settings)
+    only = kept[0] if len(kept) == 1 else None
+    if only and only.commit == head(branch) and git.Repo(branch).commit(only.commit).parents[0].hexsha == base_commit:
+        ctx.notify.note(f"the final code is candidate {only.n} on the original: its comparison is the final "
+                        f"measurement")
+        verdict = only.verdict
+        return {"speed": verdict.speed.as_dict(), "samples": verdict.samples, "accepted": 1,
+                "from_candidate": only.n}, after
+    ctx.notify.note("measuring the final code against the original")
+    runner = baseline.runner
+
+    def progress(stats: SpeedStats) -> None:
+        ctx.notify.progress("final", "final code: timing", stats.n_base, FINAL_PAIRS, f"{stats.speedup:.2f}x")
+
+    with ctx.env.scratch(base_commit) as original:
+        ctx.env.rebuild(original)
+        speed, base, final = compare_speed(lambda loops: runner.sample(original, loops),
+                                           lambda loops: runner.sample(branch, loops),
+                                           replace(baseline.sampling, min_effect=0.0, max_samples=FINAL_PAIRS),
+                                           progress, baseline.ladder)
+    ctx.notify.progress("final", "final code: timing", speed.n_base, speed.n_base)
+    return {"speed": speed.as_dict(), "samples": samples_record(base, final), "accepted": len(kept)}, after

@@ -1,0 +1,68 @@
+"""Ask the model for one change to the focused hotspots; edits that do not apply go back to it with the reason and the
+closest real lines, up to `edit-retries` times."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perfagent.config import Settings
+from perfagent.edits.search_replace import ApplyResult, EditFormatError, apply_edits, describe_failures, parse_edits
+from perfagent.events import Broadcast
+from perfagent.localize.source import SourceIndex
+from perfagent.model.llm import Session
+from perfagent.model.prompting import Attempt, Target, fix_edit_message, optimize_messages
+
+
+def explanation(reply: str) -> str:
+    """The first sentence of prose in a model reply, as a one-line summary of the candidate."""
+    for line in reply.splitlines():
+        line = line.strip().strip("#*").strip()
+        if line and not line.startswith(("```", "<<<<<<<")) and not line.endswith(".py"):
+            sentence = re.split(r"(?<=[.!?:])\s", line, maxsplit=1)[0]
+            return sentence if len(sentence) <= 90 else sentence[:89] + "…"
+    return "(no explanation)"
+
+
+@dataclass
+class Proposal:
+    """The model's answer: the edits applied in memory (None: none usable), or why not."""
+    reply: str
+    applied: ApplyResult | None = None
+    problem: str | None = None  # unusable edits after every correction; None with no `applied`: no edit at all
+    named: list[str] = field(default_factory=list)  # the files the last unusable edits named
+
+    @property
+    def summary(self) -> str:
+        return explanation(self.reply)
+
+
+class Proposer:
+    def __init__(self, session: Session, settings: Settings, notify: Broadcast):
+        self.session, self.settings, self.notify = session, settings, notify
+        self.edit_retries = settings.edit_retries
+
+    def propose(self, target: Target, worktree: Path, attempts: list[Attempt]) -> Proposal:
+        messages = optimize_messages(target, SourceIndex(worktree), attempts, prompt_tokens=self.settings.prompt_tokens,
+                                     model=self.settings.model)
+        reply = self.session.ask(messages, purpose="optimize")
+        for attempt in range(self.edit_retries + 1):
+            named: list[str] = []
+            try:
+                edits = parse_edits(reply.text)
+            except EditFormatError as exc:
+                problem, details = "the edit blocks are malformed", str(exc)
+            else:
+                if not edits:
+                    return Proposal(reply.text)
+                applied = apply_edits(worktree, edits, write=False)
+                if applied.ok:
+                    return Proposal(reply.text, applied)
+                problem, details = "some edits do not apply", describe_failures(applied)
+                named = sorted({e.path for e in edits})
+            if attempt == self.edit_retries:
+                return Proposal(reply.text, None, f"{problem} (after {attempt} correction(s)): {details}", named)
+            self.notify.note(f"  edit not usable ({problem}); asking the model to correct it")
+            messages = messages + [{"role": "assistant", "content": reply.text}, fix_edit_message(problem, details)]
+            reply = self.session.ask(messages, purpose="fix edit")
+        raise AssertionError("unreachable")

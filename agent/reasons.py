@@ -1,0 +1,28 @@
+"""Why a candidate was accepted or rejected, and why a run stopped: the vocabulary of a run's record, shared by the
+loop that decides and by everything that reads the record (the CLI, the reports, the reviewer, batch)."""
+
+# Verdict reasons, in the order the checks run.
+ACCEPTED = "accepted"
+NO_EDIT = "no edit"
+EDIT_FAILED = "edit did not apply"
+REVIEWER_REJECTED = "rejected by the reviewer"
+NOT_VALIDATED = "not validated (quit)"
+PROTECTED_FILE = "edits a protected file"
+SUSPICIOUS_CODE = "games the benchmark"
+UNSAFE_CODE = "unsafe code"
+SYNTAX_ERROR = "syntax error"
+BUILD_FAILED = "build failed"
+UNSAFE_BEHAVIOUR = "unsafe behaviour"
+TESTS_FAILED = "tests failed"
+WORKLOAD_FAILED = "workload failed"
+RESULT_CHANGED = "result changed"
+NOT_FASTER = "not faster"
+TOO_NOISY = "too noisy to decide"
+
+# Result checks.
+IDENTICAL = "identical"
+NOT_COMPARED = "not compared (compare-output = false)"
+
+# A run's status when it ends.
+RUNNING, FINISHED, FAILED, INTERRUPTED, KILLED = "running", "finished", "failed", "interrupted", "killed"
+MODEL_FAILED = "model failed"  # it ended because the model could not answer
