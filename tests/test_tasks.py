@@ -29,7 +29,7 @@ def test_records_are_validated_one_by_one(tmp_path):
     assert tasks[0].tests == ["tests/test_x.py::test_a"] and tasks[1].tests == ["tests/test_y.py"]
     assert [(b.line, b.instance_id) for b in bad] == [(3, "lib__lib-3"), (4, None), (5, "lib__lib-4"),
                                                       (6, "lib__lib-5"), (7, "lib__lib-1")]
-    assert "does not define setup()" in bad[0].problem and "not JSON" in bad[1].problem
+    assert "missing: setup()" in bad[0].problem and "not JSON" in bad[1].problem
     assert "base_commit" in bad[2].problem and "repo: Field required" in bad[3].problem
     assert str(bad[4]) == "line 7 (lib__lib-1): duplicate instance_id"
 

@@ -28,6 +28,20 @@ class WorkloadError(ValueError):
     pass
 
 
+def workload_functions(source: str) -> set[str]:
+    """The top-level functions of a workload file's source; WorkloadError unless it is Python that defines setup() and
+    workload() (the one rule for workload files, whether given to optimize or in a task file)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise WorkloadError(f"is not valid Python: {exc.msg} (line {exc.lineno})") from None
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    missing = [f"{name}()" for name in ("setup", "workload") if name not in defined]
+    if missing:
+        raise WorkloadError(f"must define top-level functions setup() and workload(); missing: {', '.join(missing)}")
+    return defined
+
+
 @dataclass(frozen=True)
 class Workload:
     kind: str  # "python" or "command"
@@ -50,15 +64,10 @@ class Workload:
             raise WorkloadError(f"workload file {spec} not found (looked in {repo} and the current folder)")
         candidate = candidate.resolve()
         try:
-            tree = ast.parse(candidate.read_text(encoding="utf-8"), filename=str(candidate))
-        except SyntaxError as exc:
-            raise WorkloadError(f"workload file {candidate} is not valid Python: {exc}") from None
-        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-        missing = [name for name in ("setup", "workload") if name not in defined]
-        if missing:
-            raise WorkloadError(
-                f"workload file {candidate} must define top-level functions setup() and workload(); "
-                f"missing: {', '.join(m + '()' for m in missing)}. For a shell command, pass the command instead.")
+            defined = workload_functions(candidate.read_text(encoding="utf-8"))
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload file {candidate} {exc}. For a shell command, pass the command "
+                                f"instead.") from None
         relative = candidate.relative_to(repo).as_posix() if candidate.is_relative_to(repo) else None
         return cls("python", spec, candidate, relative, "perturbed_setup" in defined)
 

@@ -6,13 +6,13 @@ A bad record is reported with its line and id and left out; it never stops the o
 """
 from __future__ import annotations
 
-import ast
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from perfagent.measure.workload import workload_functions
 from perfagent.repos.diffs import patched_files
 
 
@@ -47,14 +47,7 @@ class Task(BaseModel):
     @field_validator("workload")
     @classmethod
     def _defines_setup_and_workload(cls, source: str) -> str:
-        try:
-            tree = ast.parse(source)
-        except SyntaxError as exc:
-            raise ValueError(f"is not valid Python: {exc.msg} (line {exc.lineno})") from None
-        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-        missing = [f"{name}()" for name in ("setup", "workload") if name not in defined]
-        if missing:
-            raise ValueError(f"does not define {' and '.join(missing)}")
+        workload_functions(source)  # a WorkloadError is a ValueError: pydantic reports its message
         return source
 
     @property
