@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from enum import Enum
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -34,7 +35,8 @@ from perfagent.loop.baseline import BaselineError
 from perfagent.loop.optimizer import Optimizer
 from perfagent import reasons
 from perfagent.report.live import TerminalObserver, task_bar
-from perfagent.report.render import ReportError, write_report
+from perfagent.report.pull_request import PULL_REQUEST
+from perfagent.report.render import ReportError, pull_request, write_report
 from perfagent.localize.testselect import FailingTests, TestSelectionError
 from perfagent.measure.workload import Workload, WorkloadError
 from perfagent.sandbox import isolation
@@ -125,11 +127,14 @@ def _fail_for(exc: BaseException):
 
 
 def _save_report(folder: Path) -> None:
-    """Write folder/report.html; a report that cannot be rendered never fails the run that made the data."""
+    """Write folder/report.html (and a run's pull_request.md); a report that cannot be rendered never fails the run
+    that made the data."""
     try:
         console.print(f"report: {write_report(folder)}")
+        if (folder / PULL_REQUEST).is_file():
+            console.print(f"pull request: {folder / PULL_REQUEST}")
     except Exception as exc:  # noqa: BLE001 - reported, the run's own outcome stands
-        console.print(f"[yellow]could not write the HTML report: {escape(f'{type(exc).__name__}: {exc}')}[/]")
+        console.print(f"[yellow]could not write the report: {escape(f'{type(exc).__name__}: {exc}')}[/]")
 
 
 def _summary_table(summary: dict) -> Table:
@@ -198,6 +203,8 @@ def optimize(  # one parameter per command-line option (typer)
                                                         "e.g. process:git, network, write:~/.cache/*"),
     isolation_level: Optional[str] = typer.Option(None, "--isolation", help="sandbox level: auto (the strongest "
                                                   "that works here), bubblewrap, landlock, unshare or rlimits"),
+    objective: Optional[str] = typer.Option(None, "--objective", help="what candidates must lower: time (default) "
+                                            "or memory (peak memory per workload call, time not worse)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default ./perfagent-runs/RUN_ID)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="measure the baseline afresh: neither read nor write "
                                   "the cache of baseline tests, coverage and timing (~/.cache/perfagent)"),
@@ -212,7 +219,7 @@ def optimize(  # one parameter per command-line option (typer)
                  budget_usd=budget_usd, python=python, max_calls=max_calls, max_tokens=max_tokens,
                  price_input_per_mtok=price_input_per_mtok, price_output_per_mtok=price_output_per_mtok,
                  allow_failing_tests=allow_failing_tests, allow_behaviour=allow_behaviour, isolation=isolation_level,
-                 cache=False if no_cache else None)
+                 objective=objective, cache=False if no_cache else None)
     try:
         assigned = assignments(setting or [])
     except ConfigError as exc:
@@ -521,14 +528,26 @@ def evaluate(  # one parameter per command-line option (typer)
     _save_report(out)
 
 
+class ReportFormat(str, Enum):
+    html = "html"
+    markdown = "markdown"
+
+
 @app.command()
 def report(  # one parameter per command-line option (typer)
     folder: Path = typer.Argument(..., help="a run directory (optimize --out), or the --out folder of batch or "
                                   "evaluate"),
+    form: ReportFormat = typer.Option(ReportFormat.html, "--format", help="html: write FOLDER/report.html (and a "
+                                      "run's pull_request.md); markdown: print a run's pull request description "
+                                      "to stdout"),
 ):
-    """Render FOLDER/report.html again from the files a run, batch or evaluation left there (offline, one file)."""
+    """Render FOLDER/report.html again from the files a run, batch or evaluation left there (offline, one file), or
+    print a run's pull request description (--format markdown)."""
     try:
-        console.print(f"report: {write_report(folder)}")
+        if form is ReportFormat.markdown:
+            typer.echo(pull_request(folder), nl=False)  # plain text: rich would take [..] for markup and wrap lines
+        else:
+            console.print(f"report: {write_report(folder)}")
     except Exception as exc:
         _fail_for(exc)
 

@@ -54,10 +54,23 @@ class Settings(BaseModel):
         "sequential", description="sequential: decide at 3, 5, 8, 10, ... pairs as soon as the answer is clear (alpha "
         "spent over the looks); paired / mannwhitney: the earlier fixed-look rules")
     min_effect: float = Field(0.03, ge=0, description="smallest speedup worth keeping (0.03 = 3% faster)")
+    objective: Literal["time", "memory"] = Field(
+        "time", description="what candidates must lower: time (the workload's speed), or memory (its peak memory per "
+        "call, lower by min-effect with the same statistics as time, and its time not worse by more than min-effect)")
+    max_memory_growth: float = Field(1.5, ge=1, description="reject a candidate whose peak memory per workload call "
+                                     "exceeds this multiple of the unmodified code's (1.5 = 50% more); growth under "
+                                     "1 MiB never counts; not used with objective = memory")
     alpha: float = Field(0.01, gt=0, lt=1, description="the chance of accepting identical code, over every look")
     min_samples: int = Field(5, ge=3, description="pairs of long values before their first decision")
     max_samples: int = Field(40, ge=5, description="pairs of long values at most; still undecided: too noisy")
     edit_retries: int = Field(2, ge=0, description="times a non-applying edit is sent back to the model")
+    candidates_per_round: int = Field(1, ge=1, le=8, description="different candidates asked for the same hotspots "
+                                      "at once: all get the cheap checks, the survivors are timed, the fastest "
+                                      "significant one (or two survivors' changes together) is kept; each counts "
+                                      "against max-iterations and the budget")
+    minimal_patches: bool = Field(True, description="before committing an accepted candidate, try it without each "
+                                  "function's (or module-level) hunks and keep the smallest version that passes every "
+                                  "check with a speedup not significantly lower (its interval reaches the full one's)")
     timeout_s: float = Field(600.0, gt=0, description="wall-clock limit for baseline runs")
     candidate_timeout_s: float = Field(30.0, gt=0, description="floor of a candidate's time limit, which is "
                                        "otherwise 10x the baseline's time")

@@ -16,8 +16,12 @@ UNSAFE_BEHAVIOUR = "unsafe behaviour"
 TESTS_FAILED = "tests failed"
 WORKLOAD_FAILED = "workload failed"
 RESULT_CHANGED = "result changed"
+USES_TOO_MUCH_MEMORY = "uses too much memory"  # its peak per call grew beyond max-memory-growth
+NO_LESS_MEMORY = "no less memory"  # objective memory: its peak is not lower by min-effect
+SLOWER = "slower"  # objective memory: less memory, but its time got worse by more than min-effect
 NOT_FASTER = "not faster"
 TOO_NOISY = "too noisy to decide"
+OUTRUN = "outrun in its round"  # significantly faster, but another candidate of its round was faster still
 
 # Result checks.
 IDENTICAL = "identical"

@@ -61,7 +61,8 @@ class _Monitor:
         """True for a path outside the roots, refusing any touch of the log itself."""
         if path == self.log_path:
             raise PermissionError("perfagent's behaviour log is not the code's to touch")
-        return not (path + "/").startswith(self.roots) and not path.startswith(_HARMLESS_DEVICES)
+        own_peak = path == f"/proc/{os.getpid()}/clear_refs"  # resets this process's own RSS peak (the harness)
+        return not (path + "/").startswith(self.roots) and not path.startswith(_HARMLESS_DEVICES) and not own_peak
 
     def written(self, value, how):
         path = self.path(value)

@@ -354,3 +354,17 @@ def test_describe_failures_lists_applied_and_failed_edits(tmp_path):
 def test_describe_failures_when_all_applied():
     result = ApplyResult(changed={"a.py": "x\n"}, failures=[], applied=[Edit("a.py", "", "x")])
     assert describe_failures(result) == "These edits applied cleanly:\n- a.py (new file)"
+
+
+def test_hunks_taken_back_and_changes_put_together():
+    from perfagent.edits.hunks import combine, hunks, with_hunks
+
+    before = {"m.py": "def a():\n    return 1\n\n\ndef b():\n    return 2\n"}
+    first = {"m.py": before["m.py"].replace("return 1", "return 10")}
+    second = {"m.py": before["m.py"].replace("return 2", "return 20"), "n.py": "x = 1\n"}
+    both = combine(before, first, second)
+    assert both == {"m.py": "def a():\n    return 10\n\n\ndef b():\n    return 20\n", "n.py": "x = 1\n"}
+    assert combine(before, first, {"m.py": before["m.py"].replace("return 1", "return 11")}) is None  # a conflict
+    found = hunks(before, both)
+    assert [(h.path, h.start) for h in found] == [("m.py", 1), ("m.py", 5), ("n.py", 0)]
+    assert with_hunks(before, found[:1], ["m.py", "n.py"]) == {"m.py": first["m.py"], "n.py": ""}

@@ -337,7 +337,7 @@ def test_the_terminal_shows_the_candidate_and_its_measured_verdict(session):
     assert re.search(r"\x1b\[[0-9;]*m\+    wanted = set\(b\)", coloured), coloured
     last = re.sub(r"\x1b\[[0-9;]*m", "", coloured)
     # each check's outcome as it was measured, then the verdict
-    assert re.search(r"  tests: 2 of 2 pass\n  result: identical\n(  timing: \d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\] "
+    assert re.search(r"  tests: 2 of 2 pass\n  result: identical\n  memory: peak [^\n]+\n(  timing: \d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\] "
                      r"after \d+ pairs, p=\S+: (faster|undecided)\n)+candidate 3: accepted\n", last), last
     assert re.search(r"candidate 3: accepted\n  tests: 2 of 2 pass\n  result: identical\n  speedup \d+\.\d\dx, "
                      r"95% CI \[\d+\.\d\d, \d+\.\d\d\], p=", last), last

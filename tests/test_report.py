@@ -3,6 +3,7 @@ timing; only the model is scripted), checked as rendered by headless Chromium.""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from perfagent.cli import app
 from perfagent.report.flamegraph import PathMapper, flame_svg, frame_tree, read_stacks
+from perfagent.report.render import pull_request, write_report
 from tests.browser import assert_shown, open_page, screenshot
 from tests.conftest import SMALL_LIB, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD
@@ -85,6 +87,102 @@ def test_report_command_rerenders_and_rejects_other_folders(run, tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
+def test_optimize_writes_a_pull_request(run):
+    """pull_request.md holds the evidence a reviewer needs, each figure as summary.json has it."""
+    out, stdout = run
+    assert f"pull request: {out / 'pull_request.md'}" in stdout
+    text = (out / "pull_request.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    final = summary["final"]["speed"]
+    assert text.startswith(f"# perf: Use a set to deduplicate ({final['speedup']:.2f}x faster)\n")
+    assert f"(95% CI {final['ci_low']:.2f}x to {final['ci_high']:.2f}x, p = {final['p_value']:.2g})" in text
+    assert f"| **branch** | all of the above, against `{summary['base_commit'][:12]}` | **{interval(final)}** |" in text
+    _, kept = summary["candidates"]
+    speed = kept["verdict"]["speed"]
+    commit = kept["commit"][:10]
+    assert f"| `{commit}` | Use a set to deduplicate. | {interval(speed)} | {speed['p_value']:.2g} |" in text
+    assert f"- **Speedup:** {interval(speed)}, p = {speed['p_value']:.2g}" in text
+    assert "- **Functions changed:** `mylib.core:unique_sorted`" in text
+    assert "```diff\n--- a/mylib/core.py\n" in text and "\n+    return sorted(set(items))\n```" in text
+    before, after = ({h["qualname"]: h for h in json.loads((out / f"profile-{name}.json").read_text())["hotspots"]}
+                     .get("unique_sorted", {"self_share": 0.0, "cum_share": 0.0}) for name in ("before", "after"))
+    row = text[text.index("| `unique_sorted` | `mylib/core.py:17-22` |"):].split("\n")[0]
+    assert row.endswith(f"| {before['self_share']:.1%} | {after['self_share']:.1%} | {before['cum_share']:.1%} | "
+                        f"{after['cum_share']:.1%} |"), row
+    assert "| 1 | Split on whitespace. | tests failed | 1 test(s) fail, the run stopping at the first failure: " \
+           "tests/test_core.py::test_tokens |" in text
+    assert "- **Decision rule:** `sequential`, alpha = 0.01, min-effect = 0.03:" in text
+    assert f"- **Isolation:** {summary['isolation']}." in text
+    assert f"git diff {summary['base_commit'][:12]} {summary['final_commit'][:12]} > /tmp/perfagent.patch" in text
+    assert "perfagent optimize . --workload bench.py --model oracle:/tmp/perfagent.patch --max-iterations 1" in text
+    llm = summary["llm"]
+    assert f"{llm['calls']} model calls to `{summary['model']}`, {llm['prompt_tokens']} + " \
+           f"{llm['completion_tokens']} tokens, $0.0000; wall time {summary['elapsed_s']:.1f} s" in text
+
+
+def interval(speed: dict) -> str:
+    return f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]"
+
+
+def test_report_prints_the_pull_request_as_markdown(run, tmp_path):
+    out, _ = run
+    result = CliRunner().invoke(app, ["report", str(out), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (out / "pull_request.md").read_text()
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "batch" / "results.jsonl").write_text("")
+    for folder, error in ((tmp_path / "batch", "is the output folder of a batch: the markdown pull request is for a "
+                                              "run directory"),
+                          (tmp_path, "is not a perfagent output folder"), (tmp_path / "missing", "does not exist")):
+        result = CliRunner().invoke(app, ["report", str(folder), "--format", "markdown"])
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert error in " ".join(result.stderr.split()), result.stderr
+    result = CliRunner().invoke(app, ["report", str(out), "--format", "pdf"])
+    assert result.exit_code == 2 and "pdf" in result.stderr
+
+
+def test_a_batch_report_writes_each_task_pull_request(run, tmp_path):
+    """Rendering a batch's report writes each task's report.html and pull_request.md where its run record is."""
+    out, _ = run
+    batch, task_run = tmp_path / "batch", tmp_path / "batch" / "tasks" / "t-1" / "run"
+    shutil.copytree(out, task_run, ignore=shutil.ignore_patterns("report.html", "pull_request.md"))
+    (batch / "results.jsonl").write_text(json.dumps({"instance_id": "t-1", "status": "finished", "accepted": 1}))
+    write_report(batch)
+    assert (task_run / "report.html").is_file()
+    assert (task_run / "pull_request.md").read_text() == (out / "pull_request.md").read_text()
+
+
+def test_pull_request_of_an_interrupted_run(tmp_path):
+    """A partial record renders: a run cut short before its summary, then one with a commit but no final
+    measurement, a candidate never timed, a verdict with entries this renderer does not know, and text that markdown
+    would misread."""
+    bare = {"status": "interrupted", "run_id": "r1", "candidates": [], "final": None, "llm": None, "baseline": None}
+    (tmp_path / "summary.json").write_text(json.dumps(bare))
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# perf: nothing accepted for `?` (0 candidates tried)\n")
+    assert "This run ended as `interrupted`." in result.stdout and "no change to measure" in result.stdout
+    fence = "```"
+    kept = {"n": 2, "summary": "Cache the <module> table", "commit": "c0ffee" * 7, "functions": ["m:f"],
+            "diff": f"--- a/README.md\n+++ b/README.md\n@@ -1 +1,2 @@\n {fence}\n+x\n",
+            "verdict": {"reason": "accepted", "speed": None, "memory": {"peak_mib": 1.25, "growth": None},
+                        "something_new": [1]}}
+    untimed = {"n": 1, "summary": "a | b", "verdict": {"reason": "tests failed", "detail": "\n\nE  a|b <x>\nmore"}}
+    partial = {**bare, "repo": "/r", "base_commit": "b" * 40, "workload_file": "/r/bench.py", "error": "Terminated",
+               "candidates": [untimed, kept], "settings": {"tests": ["tests/t.py"], "python": "/r/.venv/bin/python"}}
+    (tmp_path / "summary.json").write_text(json.dumps(partial))
+    text = pull_request(tmp_path)
+    assert text.startswith("# perf: Cache the &lt;module> table (the run was interrupted: no measurement of the branch "
+                           "as a whole)\n")
+    assert "the branch was not measured as a whole against its base" in text
+    assert "- **Speedup:** not timed\n" in text and "- **Memory:** peak_mib: 1.25, growth: None\n" in text
+    assert "\n````diff\n--- a/README.md\n" in text and "\n+x\n````\n" in text, "a fence longer than the diff's"
+    assert "| 1 | a \\| b | tests failed | E  a\\|b &lt;x> |" in text
+    assert "perfagent optimize . --workload bench.py --model oracle:/tmp/perfagent.patch --max-iterations 1 \\\n" \
+           "    --tests tests/t.py \\\n    --python .venv/bin/python\n" in text
+    assert f"git diff bbbbbbbbbbbb {'c0ffee' * 2} > /tmp/perfagent.patch" in text
+
+
 def test_report_in_headless_chromium(run, tmp_path):
     out, _ = run
     with open_page(out / "report.html") as (page, errors, requests):
@@ -145,8 +243,9 @@ def test_flame_graph_of_deep_recursion_is_cut():
 def test_reports_render_from_the_records_alone():
     """Rendering reads what a run, batch or evaluation wrote, through perfagent.runs.outputs: it never loads the
     optimize loop, the model layer (litellm) or git, so a report renders wherever the records are."""
-    probe = ("import sys, perfagent.report.render; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-             "('git', 'litellm') or m.split('.')[:2] in (['perfagent', 'loop'], ['perfagent', 'model'])))")
+    probe = ("import sys, perfagent.report.pull_request, perfagent.report.render; print(sorted(m for m in sys.modules "
+             "if m.split('.')[0] in ('git', 'litellm') or m.split('.')[:2] in (['perfagent', 'loop'], "
+             "['perfagent', 'model'])))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
     from perfagent.repos.repositories import PATCH_FUZZ

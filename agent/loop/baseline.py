@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from perfagent.config import Settings
+from perfagent.config import ConfigError, Settings
 from perfagent.events import Broadcast
 from perfagent.localize.testselect import PlanSettings, TestPlan
 from perfagent.loop.environment import Environment
 from perfagent.loop.guards import repository_changes
+from perfagent.loop.memory import baseline_memory, mib
 from perfagent.loop.verdict import Judge, Reference, candidate_limits, compare_inputs
 from perfagent.measure.stats import Noise, Sampling, measure_noise, value_ladder, walls
 from perfagent.measure.workload import Workload, WorkloadFailed, WorkloadRunner
@@ -32,11 +33,12 @@ class Baseline:
     ladder: tuple[int, ...]  # loop counts of the timing values, shortest first
     sampling: Sampling  # the decision rule, with the baseline's noise floor
     compare_output: bool
-    measured: dict  # results, seconds, loops, cold_start, noise, behaviour (cached as it is)
+    measured: dict  # results, seconds, loops, cold_start, noise, behaviour, memory (cached as it is)
 
     def record(self, cache_hits: int) -> dict:
         return {"workload_seconds": self.measured["seconds"], "loops": self.measured["loops"],
-                "noise": self.measured["noise"], "cold_start": self.runner.cold_start, "cache_hits": cache_hits}
+                "noise": self.measured["noise"], "cold_start": self.runner.cold_start, "cache_hits": cache_hits,
+                "memory": self.measured["memory"]}
 
     def judge(self, settings: Settings, env: Environment, workload: Workload) -> Judge:
         """The judge of candidates: the baseline's protocol, with limits scaled to the baseline's time."""
@@ -46,7 +48,8 @@ class Baseline:
                      python=env.python, tmp=env.tmpdir("tests"), sampling=self.sampling, ladder=self.ladder,
                      workload_path=workload.repo_relative, timeout_floor_s=settings.candidate_timeout_s,
                      allowed_edits=settings.allow_edits, compare_output=self.compare_output,
-                     allowed_behaviour=settings.allow_behaviour)
+                     allowed_behaviour=settings.allow_behaviour, objective=settings.objective,
+                     max_memory_growth=settings.max_memory_growth)
 
 
 class BaselinePhase:
@@ -55,6 +58,9 @@ class BaselinePhase:
 
     def run(self, worktree: Path, commit: str, workload: Workload, files: list[str]) -> Baseline:
         """Measure the unmodified code at `commit` in `worktree`; `files` are the repository's tracked files."""
+        if self.settings.objective == "memory" and workload.kind == "command":
+            raise ConfigError("objective memory needs a workload file with setup() and workload(): perfagent cannot "
+                              "see a command's allocations")
         failed = self.env.rebuild(worktree)
         if failed:
             raise BaselineError(f"the rebuild command fails on the unmodified code: {failed}")
@@ -69,7 +75,7 @@ class BaselinePhase:
                          f"call(s) per timing value")
         plan.behaviour |= from_records(measured["behaviour"])  # one set, growing with the tests the run selects
         reference = Reference(worktree, plan.passing, measured["results"], measured["seconds"], plan.files,
-                              set(repository_changes(worktree)), plan.excluded, plan.behaviour)
+                              set(repository_changes(worktree)), plan.excluded, plan.behaviour, measured["memory"])
         sampling = replace(self._sampling(), noise_floor=measured["noise"]["pair_spread"])
         return Baseline(plan, runner, reference, ladder, sampling, compare_output, measured)
 
@@ -103,6 +109,9 @@ class BaselinePhase:
         if cached:
             self.notify.note("baseline workload measurements: from the cache")
             runner.cold_start = tuple(cached["cold_start"]) if cached["cold_start"] else None
+            if "memory" not in cached:  # cached before memory was measured: the rest still holds
+                cached["memory"] = self._memory(runner, worktree)
+                self.cache.put(cached, *key)
             return cached
         try:
             results, seconds = runner.results(worktree)
@@ -115,10 +124,25 @@ class BaselinePhase:
         except WorkloadFailed as exc:
             raise BaselineError(f"the workload fails on the unmodified code: {exc}\nFix the workload, or raise "
                                 f"timeout-s or memory-mb if it needs more time or memory") from None
+        memory = self._memory(runner, worktree)
         measured = {"results": results, "seconds": seconds, "loops": loops, "cold_start": runner.cold_start,
-                    "noise": noise.as_dict(), "behaviour": [e.as_dict() for e in runner.behaviour(worktree)]}
+                    "noise": noise.as_dict(), "behaviour": [e.as_dict() for e in runner.behaviour(worktree)],
+                    "memory": memory}
         self.cache.put(measured, *key)
         return measured
+
+    def _memory(self, runner: WorkloadRunner, worktree: Path) -> dict | None:
+        """The unmodified code's peak memory per call, measured once (loop/memory.py)."""
+        try:
+            memory = baseline_memory(runner.memory(worktree))
+        except WorkloadFailed as exc:
+            raise BaselineError(f"the workload fails on the unmodified code when its memory is measured (one call "
+                                f"under tracemalloc): {exc}\nRaise timeout-s or memory-mb if it needs more") from None
+        if memory:
+            rss = memory["rss_peak_bytes"]
+            self.notify.note(f"baseline: peak memory {mib(memory['peak_bytes'])} per call (tracemalloc)"
+                             + (f", RSS +{mib(rss)}" if rss is not None else ""))
+        return memory
 
     def _warn_cold_start(self, runner: WorkloadRunner) -> None:
         if runner.cold_start:

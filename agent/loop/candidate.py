@@ -14,6 +14,8 @@ class CandidateRecord:
     functions: list[str] = field(default_factory=list)  # the functions it changes (file:qualname)
     diff: str = ""
     model_diff: str | None = None  # the model's own diff, when a reviewer edited it before validation
+    full_diff: str | None = None  # the accepted diff before minimal-patches took hunks back (diff: what was committed)
+    dropped: list[dict] | None = None  # the hunk groups taken back, and why
     tests: list[str] | None = None  # the test files selected for it
     unguarded: list[str] | None = None  # edited functions no selected test reaches
     review: str | None = None  # a person's decision: accepted, rejected, edited, quit
@@ -31,6 +33,7 @@ class CandidateRecord:
         data = {"n": self.n, "summary": self.summary, "files": self.files, "functions": self.functions,
                 "diff": self.diff, "commit": self.commit,
                 "verdict": self.verdict.as_dict() if self.verdict else None, "verdict_at_s": self.verdict_at_s}
-        optional = {"model_diff": self.model_diff, "tests": self.tests, "unguarded": self.unguarded,
-                    "review": self.review, "seconds": self.seconds, "undone": self.undone or None}
+        optional = {"model_diff": self.model_diff, "full_diff": self.full_diff, "dropped": self.dropped,
+                    "tests": self.tests, "unguarded": self.unguarded, "review": self.review, "seconds": self.seconds,
+                    "undone": self.undone or None}
         return {**data, **{k: v for k, v in optional.items() if v is not None}}

@@ -142,16 +142,16 @@ class Iterations:
         self.history: list[Attempt] = []  # what the model is told about earlier candidates
         self.focus: Focus | None = None
         self.rejected_in_row = 0
+        self.rounds: list[dict] = []  # per round: its candidates, wall time split, model cost and calls
 
     def run(self) -> Stop:
-        n = 0
+        n = 1  # the next candidate's number
         try:
             while True:
-                n += 1
                 if n > self.ctx.settings.max_iterations:  # the reviewer may change the limit
                     raise IterationLimit()
-                self._iteration(n)
-                self._between(n)
+                n += self._round(n)
+                self._between(n - 1)
         except Quit as stop:
             self.ctx.desk.decided("quit")
             return stop
@@ -159,11 +159,13 @@ class Iterations:
             return stop
 
     def _save(self) -> None:
-        self.record.update(candidates=[c.as_dict() for c in self.candidates], llm=llm_record(self.ctx.session))
+        self.record.update(candidates=[c.as_dict() for c in self.candidates], rounds=self.rounds,
+                           llm=llm_record(self.ctx.session))
 
-    def _iteration(self, n: int) -> None:
+    def _round(self, first: int) -> int:
+        """One round of candidates (one, or candidates-per-round), numbered from `first`; how many there were."""
         clock = (time.perf_counter(), self.ctx.env.limits.usage.seconds, len(self.ctx.session.trajectory.records),
-                 self.ctx.desk.seconds)
+                 self.ctx.desk.seconds, self.ctx.session.budget.spent_usd)
         try:
             if self.focus is None or self.focus.commit != head(self.branch):
                 self.ctx.notify.note(f"profiling ({f'after {len(self.kept)} accepted' if self.kept else 'baseline'})")
@@ -172,20 +174,23 @@ class Iterations:
                 self.record.save_profile(f"profile-{len(self.kept)}" if self.kept else "profile-before",
                                          self.focus.measured)
                 self.record.update(tests=tests_record(self.baseline.plan))
-            candidate = self.trial.run(n, self.focus, self.history, self.candidates)
+            decided = self.trial.run(first, self.focus, self.history, self.candidates)
         except (ScriptExhausted, BudgetExceeded, ModelError) as exc:
             raise stop_for(exc) from exc
         finally:
             self._save()
-        candidate.seconds = self._split_time(*clock)
+        seconds = self._split_time(*clock[:4])
+        for candidate in decided:
+            candidate.seconds = {k: v / len(decided) for k, v in seconds.items()}  # the round's time, shared
+        self.rounds.append({"candidates": [c.n for c in decided], "seconds": seconds,
+                            "cost_usd": self.ctx.session.budget.spent_usd - clock[4],
+                            "calls": sum(1 for r in self.ctx.session.trajectory.records[clock[2]:] if "reply" in r)})
         self._save()
-        if candidate.accepted:
-            self.kept.append(candidate)
-            self.rejected_in_row = 0
-        else:
-            self.rejected_in_row += 1
-            if self.rejected_in_row >= self.ctx.settings.patience:
-                raise OutOfPatience(self.ctx.settings.patience)
+        self.kept += [c for c in decided if c.commit]
+        self.rejected_in_row = 0 if any(c.commit for c in decided) else self.rejected_in_row + len(decided)
+        if self.rejected_in_row >= self.ctx.settings.patience:
+            raise OutOfPatience(self.ctx.settings.patience)
+        return len(decided)
 
     def _split_time(self, start: float, child_start: float, exchanges: int, review_start: float) -> dict:
         """Where an iteration's time went: child processes, the model, the reviewer (a person), and perfagent itself

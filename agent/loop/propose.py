@@ -42,27 +42,32 @@ class Proposer:
         self.session, self.settings, self.notify = session, settings, notify
         self.edit_retries = settings.edit_retries
 
-    def propose(self, target: Target, worktree: Path, attempts: list[Attempt]) -> Proposal:
+    def propose(self, target: Target, worktree: Path, attempts: list[Attempt], n: int = 1) -> list[Proposal]:
+        """n different candidates for the same hotspots (one request for all of them)."""
         messages = optimize_messages(target, SourceIndex(worktree), attempts, prompt_tokens=self.settings.prompt_tokens,
                                      model=self.settings.model)
-        reply = self.session.ask(messages, purpose="optimize")
+        replies = self.session.ask_many(messages, n, purpose="optimize")
+        return [self._usable(messages, reply.text, worktree) for reply in replies]
+
+    def _usable(self, messages: list[dict], reply: str, worktree: Path) -> Proposal:
+        """The reply's edits applied in memory, sending unusable ones back up to `edit-retries` times."""
         for attempt in range(self.edit_retries + 1):
             named: list[str] = []
             try:
-                edits = parse_edits(reply.text)
+                edits = parse_edits(reply)
             except EditFormatError as exc:
                 problem, details = "the edit blocks are malformed", str(exc)
             else:
                 if not edits:
-                    return Proposal(reply.text)
+                    return Proposal(reply)
                 applied = apply_edits(worktree, edits, write=False)
                 if applied.ok:
-                    return Proposal(reply.text, applied)
+                    return Proposal(reply, applied)
                 problem, details = "some edits do not apply", describe_failures(applied)
                 named = sorted({e.path for e in edits})
             if attempt == self.edit_retries:
-                return Proposal(reply.text, None, f"{problem} (after {attempt} correction(s)): {details}", named)
+                return Proposal(reply, None, f"{problem} (after {attempt} correction(s)): {details}", named)
             self.notify.note(f"  edit not usable ({problem}); asking the model to correct it")
-            messages = messages + [{"role": "assistant", "content": reply.text}, fix_edit_message(problem, details)]
-            reply = self.session.ask(messages, purpose="fix edit")
+            messages = messages + [{"role": "assistant", "content": reply}, fix_edit_message(problem, details)]
+            reply = self.session.ask(messages, purpose="fix edit").text
         raise AssertionError("unreachable")

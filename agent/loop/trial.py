@@ -1,10 +1,13 @@
-"""One candidate, from the model's proposal to its verdict: the reviewer's look, the static checks, the tests that reach
-what it edits, validation in a scratch worktree, and a commit on the branch when it is accepted."""
+"""One round of candidates, from the model's proposals to their verdicts: the reviewer's look, the static checks, the
+tests that reach what each edits and the result check for every one; timing for the survivors only; the fastest
+significant one (or two survivors' changes together) made minimal and committed on the branch."""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from perfagent.edits.hunks import combine
 from perfagent.events import CandidateProposed, CheckDone, VerdictReached
 from perfagent.localize.source import SourceIndex, touched_functions
 from perfagent.localize.testselect import Selection
@@ -13,13 +16,14 @@ from perfagent.loop.candidate import CandidateRecord
 from perfagent.loop.context import RunContext
 from perfagent.loop.environment import write_files
 from perfagent.loop.focus import Focus
+from perfagent.loop.minimal import Minimiser
 from perfagent.loop.propose import Proposal, Proposer
 from perfagent.loop.review import ACCEPT, EDIT, REJECT, Candidate, Decision, unified_diff
 from perfagent.loop.stops import Quit
-from perfagent.loop.verdict import Judge, Verdict
+from perfagent.loop.verdict import Checked, Judge, Verdict
 from perfagent.measure.stats import SpeedStats
 from perfagent.model.prompting import Attempt, Target
-from perfagent.reasons import BUILD_FAILED, EDIT_FAILED, NO_EDIT, NOT_VALIDATED, REVIEWER_REJECTED
+from perfagent.reasons import BUILD_FAILED, EDIT_FAILED, NO_EDIT, NOT_VALIDATED, OUTRUN, REVIEWER_REJECTED
 from perfagent.sandbox.workspace import commit_files, head
 
 _REVIEWS = {ACCEPT: "accepted", REJECT: "rejected", EDIT: "edited"}  # a person's decision, as recorded
@@ -32,25 +36,48 @@ class Change:
     after: dict[str, str]
 
 
+@dataclass
+class Entry:
+    """A candidate during its round: its record, its change, and once it passed the checks, its worktree."""
+    record: CandidateRecord
+    change: Change | None = None
+    tests: list[str] | None = None
+    tree: Path | None = None
+    checked: Checked | None = None
+
+
 class Trial:
     def __init__(self, ctx: RunContext, baseline: Baseline, judge: Judge, branch: Path):
         self.ctx, self.baseline, self.judge, self.branch = ctx, baseline, judge, branch
         self.proposer = Proposer(ctx.session, ctx.settings, ctx.notify)
+        self.minimiser = Minimiser(ctx, judge, baseline.reference)
+        self._combined: list[Entry] = []  # this round's candidates made of two others' changes
 
-    def run(self, n: int, focus: Focus, history: list[Attempt], candidates: list[CandidateRecord]) -> CandidateRecord:
-        """Candidate n, appended to `candidates` as soon as it exists (a quit keeps it on record, unvalidated), and
-        to `history` once it has a verdict."""
+    def run(self, first: int, focus: Focus, history: list[Attempt],
+            candidates: list[CandidateRecord]) -> list[CandidateRecord]:
+        """The round's candidates, numbered from `first`, each appended to `candidates` as soon as it exists (a quit
+        keeps it on record, unvalidated) and to `history` once it has a verdict."""
         target = Target(self.ctx.workload, self.baseline.reference.seconds, focus.profile, focus.top_k)
-        proposal = self.proposer.propose(target, self.branch, history)
-        candidate = CandidateRecord(n, proposal.summary, files=proposal.named)
-        candidates.append(candidate)
-        if proposal.applied is None:
-            candidate.verdict = (Verdict(EDIT_FAILED, proposal.problem) if proposal.problem else
-                                 Verdict(NO_EDIT, "the reply contains no edit"))
-        else:
-            candidate.verdict = self._consider(candidate, proposal, focus.guard)
+        wanted = min(self.ctx.settings.candidates_per_round, self.ctx.settings.max_iterations - first + 1)
+        proposals = self.proposer.propose(target, self.branch, history, max(1, wanted))
+        entries, self._combined = [], []
+        try:
+            with ExitStack() as trees:
+                for i, proposal in enumerate(proposals):
+                    entries.append(self._checked(first + i, proposal, focus.guard, candidates, trees))
+                survivors = [e for e in entries if e.checked is not None]
+                for entry in survivors:
+                    entry.record.verdict = self._time(entry)
+                self._keep(survivors, focus.guard, candidates, trees)
+        except Quit:
+            for entry in entries:
+                entry.record.verdict = entry.record.verdict or Verdict(NOT_VALIDATED, "the reviewer quit first")
+            raise
+        return [self._decided(entry.record, history) for entry in entries + self._combined]
+
+    def _decided(self, candidate: CandidateRecord, history: list[Attempt]) -> CandidateRecord:
         candidate.verdict_at_s = self.ctx.elapsed()
-        self.ctx.notify(VerdictReached(n, candidate.as_dict()))
+        self.ctx.notify(VerdictReached(candidate.n, candidate.as_dict()))
         verdict = candidate.verdict
         detail = verdict.detail if verdict.reason == REVIEWER_REJECTED else \
             verdict.detail.splitlines()[0][:300] if verdict.detail else ""
@@ -58,32 +85,59 @@ class Trial:
         history.append(Attempt(summary, candidate.files, verdict.reason, detail))
         return candidate
 
-    def _consider(self, candidate: CandidateRecord, proposal: Proposal, guard: Selection) -> Verdict:
-        change = Change({p: (self.branch / p).read_text() if (self.branch / p).exists() else ""
-                         for p in proposal.applied.changed}, proposal.applied.changed)
-        candidate.files, candidate.diff = sorted(change.after), unified_diff(change.before, change.after)
-        if not self.ctx.desk.human:  # a person is shown the whole candidate instead
-            self.ctx.notify(CandidateProposed(candidate.n, candidate.summary, candidate.files))
-        decision = self._review(candidate, Candidate(candidate.n, candidate.summary, proposal.reply, change.before,
-                                                     change.after, self.ctx.env.tmpdir(f"edit-{candidate.n}")))
+    # -- the cheap checks ---------------------------------------------------------------------------------------------
+    def _checked(self, n: int, proposal: Proposal, guard: Selection, candidates: list, trees: ExitStack) -> Entry:
+        """Candidate n through every check but the timing; a survivor keeps its worktree open in `trees`."""
+        entry = Entry(CandidateRecord(n, proposal.summary, files=proposal.named))
+        candidates.append(entry.record)
+        if proposal.applied is None:
+            entry.record.verdict = (Verdict(EDIT_FAILED, proposal.problem) if proposal.problem else
+                                    Verdict(NO_EDIT, "the reply contains no edit"))
+            return entry
+        entry.change = Change({p: (self.branch / p).read_text() if (self.branch / p).exists() else ""
+                               for p in proposal.applied.changed}, proposal.applied.changed)
+        self._show(entry.record, entry.change)
+        decision = self._review(entry.record, Candidate(n, proposal.summary, proposal.reply, entry.change.before,
+                                                        entry.change.after, self.ctx.env.tmpdir(f"edit-{n}")))
         if decision.action == EDIT:
-            change.after, candidate.model_diff = decision.changed, candidate.diff
-            candidate.files, candidate.diff = sorted(change.after), unified_diff(change.before, change.after)
-        touched = touched_functions(SourceIndex(self.branch), change.before, change.after)
-        candidate.functions = [span.key for span in touched]
+            entry.change.after, entry.record.model_diff = decision.changed, entry.record.diff
+            self._show(entry.record, entry.change, quiet=True)
         if decision.action == REJECT:
-            return Verdict(REVIEWER_REJECTED, decision.feedback)
-        verdict = self.judge.static_checks(change.before, change.after)
-        if verdict is None:
-            tests = self.baseline.plan.for_candidate(self.branch, head(self.branch), touched, guard)
-            candidate.tests, candidate.unguarded = tests.files, tests.unguarded
-            if tests.unguarded:
-                self.ctx.notify.note(f"  unguarded: no selected test reaches {', '.join(tests.unguarded)}")
-            verdict = self._validate(candidate.n, tests.files, change.after)
-            verdict.unguarded = tests.unguarded
-        if verdict.accepted:
-            self._commit(candidate, change.after, verdict)
-        return verdict
+            self._touched(entry)
+            entry.record.verdict = Verdict(REVIEWER_REJECTED, decision.feedback)
+            return entry
+        self._check(entry, guard, trees)
+        return entry
+
+    def _show(self, candidate: CandidateRecord, change: Change, quiet: bool = False) -> None:
+        candidate.files, candidate.diff = sorted(change.after), unified_diff(change.before, change.after)
+        if not quiet and not self.ctx.desk.human:  # a person is shown the whole candidate instead
+            self.ctx.notify(CandidateProposed(candidate.n, candidate.summary, candidate.files))
+
+    def _touched(self, entry: Entry) -> list:
+        touched = touched_functions(SourceIndex(self.branch), entry.change.before, entry.change.after)
+        entry.record.functions = [span.key for span in touched]
+        return touched
+
+    def _check(self, entry: Entry, guard: Selection, trees: ExitStack) -> None:
+        touched, record = self._touched(entry), entry.record
+        record.verdict = self.judge.static_checks(entry.change.before, entry.change.after)
+        if record.verdict is not None:
+            return
+        tests = self.baseline.plan.for_candidate(self.branch, head(self.branch), touched, guard)
+        record.tests, record.unguarded, entry.tests = tests.files, tests.unguarded, tests.files
+        if tests.unguarded:
+            self.ctx.notify.note(f"  unguarded: no selected test reaches {', '.join(tests.unguarded)}")
+        tree = trees.enter_context(self.ctx.env.scratch(head(self.branch), entry.change.after))
+        failed = self.ctx.env.rebuild(tree)
+        with self.ctx.desk.reviewer.validating(record.n, tests.files):
+            checked = Verdict(BUILD_FAILED, failed) if failed else \
+                self.judge.check(tree, self.baseline.reference, tests.files, self._progress(record.n))
+        if isinstance(checked, Verdict):
+            record.verdict = checked
+            record.verdict.unguarded = tests.unguarded
+        else:
+            entry.tree, entry.checked = tree, checked
 
     def _review(self, candidate: CandidateRecord, shown: Candidate) -> Decision:
         """The reviewer's decision before validation, recorded."""
@@ -101,8 +155,8 @@ class Trial:
             candidate.review = _REVIEWS[decision.action]
         return decision
 
-    def _validate(self, n: int, tests: list[str], changed: dict[str, str]) -> Verdict:
-        """Tests, result and speed in a scratch worktree at the branch head with the change written over it."""
+    # -- timing and the choice ------------------------------------------------------------------------------------
+    def _progress(self, n: int):
         notify, max_pairs = self.ctx.notify, self.judge.sampling.max_samples
 
         def progress(step: str, stats: SpeedStats | None = None) -> None:
@@ -110,14 +164,58 @@ class Trial:
             if stats is not None:
                 notify.progress(f"timing-{n}", f"candidate {n}: timing", stats.n_base, max_pairs,
                                 f"{stats.speedup:.2f}x")
+        return progress
 
-        with self.ctx.desk.reviewer.validating(n, tests), self.ctx.env.scratch(head(self.branch), changed) as tree:
-            failed = self.ctx.env.rebuild(tree)
-            verdict = Verdict(BUILD_FAILED, failed) if failed else \
-                self.judge.judge(tree, self.baseline.reference, tests, progress)
+    def _time(self, entry: Entry) -> Verdict:
+        n = entry.record.n
+        with self.ctx.desk.reviewer.validating(n, entry.tests):
+            verdict = self.judge.time(entry.tree, self.baseline.reference, entry.checked, self._progress(n))
         pairs = verdict.speed.n_base if verdict.speed else 0
-        notify.progress(f"timing-{n}", f"candidate {n}: timing", pairs, pairs, verdict.reason)  # ends its display
+        self.ctx.notify.progress(f"timing-{n}", f"candidate {n}: timing", pairs, pairs, verdict.reason)  # its end
+        verdict.unguarded = entry.record.unguarded or []
         return verdict
+
+    def _keep(self, survivors: list[Entry], guard: Selection, candidates: list, trees: ExitStack) -> None:
+        """Commit the round's fastest significant candidate (or two survivors' changes together, when faster still);
+        the others that were significantly faster are outrun."""
+        def gain(entry: Entry) -> float:
+            return -self.judge.gain(entry.record.verdict)[0]
+
+        accepted = sorted((e for e in survivors if e.record.accepted), key=gain)
+        if len(accepted) >= 2:
+            together = self._together(accepted[0], accepted[1], guard, candidates, trees)
+            if together is not None:
+                accepted = sorted(accepted + [together], key=gain)
+        if not accepted:
+            return
+        best = accepted[0]
+        for other in accepted[1:]:
+            other.record.verdict.reason = OUTRUN
+            other.record.verdict.detail = (f"{other.record.verdict.detail}; candidate {best.record.n} gained more "
+                                           f"({-gain(best):.2f}x)")
+        change, verdict = self.minimiser.minimise(best.record, best.change, best.record.verdict, best.tests)
+        best.record.verdict = verdict
+        self._commit(best.record, {p: t for p, t in change.after.items() if t != change.before.get(p)}, verdict)
+
+    def _together(self, first: Entry, second: Entry, guard: Selection, candidates: list,
+                  trees: ExitStack) -> Entry | None:
+        """The two fastest survivors' changes as one more candidate, when they edit different functions."""
+        if set(first.record.functions) & set(second.record.functions):
+            return None
+        before = {**second.change.before, **first.change.before}
+        merged = combine(before, first.change.after, second.change.after)
+        if merged is None:
+            return None
+        n = max(c.n for c in candidates) + 1
+        entry = Entry(CandidateRecord(n, f"candidates {first.record.n} and {second.record.n} together: "
+                                         f"{first.record.summary} + {second.record.summary}"), Change(before, merged))
+        candidates.append(entry.record)
+        self._combined.append(entry)
+        self._show(entry.record, entry.change)
+        self._check(entry, guard, trees)
+        if entry.checked is not None:
+            entry.record.verdict = self._time(entry)
+        return entry if entry.record.accepted else None
 
     def _commit(self, candidate: CandidateRecord, changed: dict[str, str], verdict: Verdict) -> None:
         write_files(self.branch, changed)

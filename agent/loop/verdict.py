@@ -9,12 +9,16 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from perfagent.loop.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
+from perfagent.loop.memory import NOT_SLOWER, SLOWER, compare_memory, describe_memory, memory_record, mib, \
+    time_not_worse, too_much_memory
 from perfagent.measure.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
 from perfagent.sandbox.behaviour import Event, new_behaviour
 from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
 from perfagent.reasons import ACCEPTED, IDENTICAL, NOT_COMPARED, PROTECTED_FILE, RESULT_CHANGED, SUSPICIOUS_CODE, \
     SYNTAX_ERROR, TESTS_FAILED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, WORKLOAD_FAILED
+from perfagent.reasons import NO_LESS_MEMORY, USES_TOO_MUCH_MEMORY
+from perfagent.reasons import SLOWER as SLOWER_REASON
 from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON  # stats has its own NOT_FASTER decision
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
@@ -46,6 +50,7 @@ class Verdict:
     timing_s: float | None = None  # wall seconds the speed decision took
     unguarded: list[str] = field(default_factory=list)  # edited functions that no selected test reaches
     behaviour: list[dict] = field(default_factory=list)  # unsafe behaviour: what the candidate's code did, new
+    memory: dict | None = None  # peak memory per call, baseline and candidate (loop/memory.py; flat: numbers, None)
 
     @property
     def accepted(self) -> bool:
@@ -55,6 +60,14 @@ class Verdict:
         data = asdict(self)
         data["speed"] = self.speed.as_dict() if self.speed else None
         return data
+
+
+@dataclass
+class Checked:
+    """A candidate that passed every check but the timing."""
+    tests_run: list[str]  # the baseline-passing tests it passes too
+    result_check: str  # IDENTICAL, or NOT_COMPARED
+    memory: dict | None = None  # objective time: its peak memory against the baseline's, within max-memory-growth
 
 
 @dataclass
@@ -68,6 +81,7 @@ class Reference:
     writes: set[str]  # files the baseline's tests and workload runs left in the repository
     excluded_tests: set[str] = field(default_factory=set)  # flaky or failing at baseline: deselected, never run
     behaviour: set[Event] = field(default_factory=set)  # what the baseline's runs did (sandbox/behaviour.py)
+    memory: dict | None = None  # the unmodified code's peak memory per call (loop/memory.py); None for a command
 
 
 @dataclass
@@ -82,6 +96,16 @@ class Judge:
     allowed_edits: list[str] = field(default_factory=list)
     compare_output: bool = True  # False: a command workload's stdout is not compared, only its exit status counts
     allowed_behaviour: list[str] = field(default_factory=list)  # allow-behaviour: KIND or KIND:GLOB
+    objective: str = "time"  # or "memory": what a candidate must lower (loop/memory.py)
+    max_memory_growth: float = 1.5  # objective time: the largest peak memory per call, times the baseline's
+
+    def gain(self, verdict: Verdict) -> tuple[float, float, float]:
+        """An accepted verdict's gain in the objective, as (estimate, 95% low, 95% high), larger is better: the
+        speedup, or with objective memory how many times smaller the peak is."""
+        if self.objective == "memory":
+            m = verdict.memory
+            return 1 / m["growth"], 1 / m["growth_ci_high"], 1 / m["growth_ci_low"]
+        return verdict.speed.speedup, verdict.speed.ci_low, verdict.speed.ci_high
 
     def test_limits(self, ref: "Reference", tests: list[str]) -> Limits:
         return candidate_limits(self.runner.limits, sum(ref.test_seconds.get(t, 0.0) for t in tests),
@@ -156,6 +180,12 @@ class Judge:
               progress: Callable[..., None] = lambda step, stats=None: None) -> Verdict:
         """`progress` is told each check's outcome as it is measured: (text), and (text, SpeedStats) at each look of
         the timing."""
+        checked = self.check(candidate, ref, tests, progress)
+        return checked if isinstance(checked, Verdict) else self.time(candidate, ref, checked, progress)
+
+    def check(self, candidate: Path, ref: Reference, tests: list[str],
+              progress: Callable[..., None] = lambda step, stats=None: None) -> "Verdict | Checked":
+        """Every check but the timing, cheapest first: a rejection, or what the timing's verdict builds on."""
         before = repository_changes(candidate)
         checked, rejection = self._tests(candidate, ref, tests)
         if rejection:
@@ -178,17 +208,47 @@ class Judge:
                 return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
         result_check = IDENTICAL if self.compare_output else NOT_COMPARED
         progress(f"result: {result_check}")
+        memory = self._memory(candidate, ref, checked, result_check, progress)
+        return memory if isinstance(memory, Verdict) else Checked(checked, result_check, memory)
+
+    def _memory(self, candidate: Path, ref: Reference, checked: list[str], result_check: str,
+                progress: Callable[..., None]) -> "Verdict | dict | None":
+        """Objective time: one run measuring the candidate's peak memory per call; a rejection when it exceeds
+        max-memory-growth times the unmodified code's, else the verdict's memory record (None: not measured)."""
+        if self.objective != "time" or not ref.memory:
+            return None
+        try:
+            measured = self.runner.memory(candidate)
+        except WorkloadFailed as exc:
+            return (self._unsafe(candidate, ref, set(), checked, result_check)
+                    or Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check))
+        unsafe = self._unsafe(candidate, ref, set(), checked, result_check)
+        if unsafe:
+            return unsafe
+        record = memory_record(ref.memory, measured)
+        progress(f"memory: peak {mib(measured.peak)} per call, {record['growth']:.2f}x the baseline's")
+        too_much = too_much_memory(record, self.max_memory_growth)
+        if too_much:
+            return Verdict(USES_TOO_MUCH_MEMORY, too_much, checked, result_check=result_check, memory=record)
+        return record
+
+    def time(self, candidate: Path, ref: Reference, checked: "Checked",
+             progress: Callable[..., None] = lambda step, stats=None: None) -> Verdict:
+        """The speed decision against the reference, for a candidate that passed `check` (objective memory: the
+        memory decision, then time's)."""
+        if self.objective == "memory":
+            return self._lower_memory(candidate, ref, checked, progress)
+        tests_run, result_check = checked.tests_run, checked.result_check
         started = time.perf_counter()
         try:
             speed, base, cand = compare_speed(
                 lambda loops: self.runner.sample(ref.worktree, loops),
                 lambda loops: self.runner.sample(candidate, loops),
-                self.sampling, lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after "
-                                                  f"{s.n_base} pairs, p={s.p_value:.1g}: {s.decision}", s), self.ladder)
+                self.sampling, self._timing_progress(progress), self.ladder)
         except WorkloadFailed as exc:
-            return (self._unsafe(candidate, ref, set(), checked, result_check)
-                    or Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check))
-        unsafe = self._unsafe(candidate, ref, set(), checked, result_check)  # the timing runs ran more calls
+            return (self._unsafe(candidate, ref, set(), tests_run, result_check)
+                    or Verdict(WORKLOAD_FAILED, str(exc), tests_run, result_check=result_check))
+        unsafe = self._unsafe(candidate, ref, set(), tests_run, result_check)  # the timing runs ran more calls
         if unsafe:
             return unsafe
         reason = {FASTER: ACCEPTED, NOT_FASTER: NOT_FASTER_REASON}.get(speed.decision, TOO_NOISY)
@@ -196,6 +256,43 @@ class Judge:
         if reason == TOO_NOISY:
             detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
                        f"{self.sampling.max_samples} samples per side")
-        return Verdict(reason, detail, checked, result_check=result_check, speed=speed,
-                       samples=samples_record(base, cand), timing_s=time.perf_counter() - started)
+        return Verdict(reason, detail, tests_run, result_check=result_check, speed=speed,
+                       samples=samples_record(base, cand), timing_s=time.perf_counter() - started,
+                       memory=checked.memory)
 
+    def _timing_progress(self, progress: Callable[..., None]) -> Callable[[SpeedStats], None]:
+        return lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after {s.n_base} "
+                                  f"pairs, p={s.p_value:.1g}: {s.decision}", s)
+
+    def _lower_memory(self, candidate: Path, ref: Reference, checked: Checked,
+                      progress: Callable[..., None]) -> Verdict:
+        """Objective memory: a peak lower by min-effect (ABBA pairs, the sequential rule), then time not worse by
+        more than min-effect (its non-inferiority test); each undecided within max-samples is too noisy."""
+        tests_run, result_check = checked.tests_run, checked.result_check
+        started, speed, samples = time.perf_counter(), None, {}
+        try:
+            memory, record, samples = compare_memory(
+                self.runner, ref.worktree, candidate, self.sampling,
+                lambda s: progress(f"memory: {1 / s.speedup:.2f}x the baseline's after {s.n_base} pairs: {s.decision}"))
+            if memory.decision == FASTER:
+                speed, base, cand = time_not_worse(lambda loops: self.runner.sample(ref.worktree, loops),
+                                                   lambda loops: self.runner.sample(candidate, loops), self.sampling,
+                                                   self._timing_progress(progress), self.ladder)
+                samples.update(samples_record(base, cand))
+        except WorkloadFailed as exc:
+            return (self._unsafe(candidate, ref, set(), tests_run, result_check)
+                    or Verdict(WORKLOAD_FAILED, str(exc), tests_run, result_check=result_check))
+        unsafe = self._unsafe(candidate, ref, set(), tests_run, result_check)
+        if unsafe:
+            return unsafe
+        reason, detail = self._memory_reason(memory, speed), describe_memory(record)
+        if speed is not None:
+            detail += f"; time {speed.describe()}, {speed.decision} (limit {1 / (1 + self.sampling.min_effect):.3f}x)"
+        return Verdict(reason, detail, tests_run, result_check=result_check, speed=speed, samples=samples,
+                       timing_s=time.perf_counter() - started, memory=record)
+
+    @staticmethod
+    def _memory_reason(memory: SpeedStats, speed: SpeedStats | None) -> str:
+        if speed is None:
+            return NO_LESS_MEMORY if memory.decision == NOT_FASTER else TOO_NOISY
+        return {NOT_SLOWER: ACCEPTED, SLOWER: SLOWER_REASON}.get(speed.decision, TOO_NOISY)

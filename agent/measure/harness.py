@@ -9,6 +9,8 @@ It writes one JSON document to the output path; the parent never unpickles anyth
     python harness.py calibrate WORKLOAD OUT SECONDS   # time single calls until SECONDS have passed
     python harness.py profile   WORKLOAD OUT SECONDS   # run workload() for SECONDS under an outside sampler (py-spy)
     python harness.py cprofile  WORKLOAD OUT SECONDS   # same, profiled in-process by cProfile (setup excluded)
+    python harness.py memory    WORKLOAD OUT           # setup(); peak bytes of one workload() call (tracemalloc), then
+                                                       # setup(); peak RSS growth of an untraced call (None if unknown)
 
 A workload file may end with SWE-fficiency's top-level `timeit.repeat(...)` loop and prints; those statements (and the
 ones using what they bind) are dropped, so only the definitions run.
@@ -142,8 +144,60 @@ def mode_cprofile(setup, workload, seconds):
     return {"calls": calls, "seconds": time.perf_counter() - start, "functions": functions}
 
 
+def _status_bytes(key):
+    """A figure of /proc/self/status (given in kB) in bytes, or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Set the kernel's high-water mark of this process's RSS (VmHWM) to its current RSS; False where that is not
+    allowed (Landlock grants no writes under /proc)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _rss_growth(workload):
+    """How far one call lifts the process's RSS above where it started: its peak RSS growth in bytes, or None."""
+    if not _reset_peak_rss():
+        return None
+    start = _status_bytes("VmRSS")
+    workload()
+    peak = _status_bytes("VmHWM")
+    return None if start is None or peak is None else max(0, peak - start)
+
+
+def mode_memory(setup, workload, _arg):
+    """The first call is traced, so memory a call keeps for later ones (a cache in a module global) counts; the RSS
+    call comes second, untraced, since tracemalloc's own bookkeeping would inflate it."""
+    import gc
+    import tracemalloc
+
+    setup()
+    gc.collect()  # the same collector state before every measured call: its peak does not depend on setup's garbage
+    tracemalloc.start()
+    try:
+        workload()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    setup()
+    gc.collect()
+    return {"peak": peak, "rss": _rss_growth(workload)}
+
+
 MODES = {"result": mode_result, "result-perturbed": mode_result, "time": mode_time, "calibrate": mode_calibrate,
-         "profile": mode_profile, "cprofile": mode_cprofile}
+         "profile": mode_profile, "cprofile": mode_cprofile, "memory": mode_memory}
 
 
 def main(argv):

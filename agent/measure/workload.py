@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +27,14 @@ COLD_START_FACTOR = 3  # first call of a process this many times slower than the
 
 class WorkloadError(ValueError):
     pass
+
+
+class Memory(NamedTuple):
+    """What one workload() call after setup() allocates at its peak: tracemalloc's figure (every allocation through
+    Python's allocators, numpy's included), and the process's peak RSS growth during a second, untraced call (None
+    where the sandbox does not let the process reset its high-water mark)."""
+    peak: int
+    rss: int | None
 
 
 def workload_functions(source: str) -> set[str]:
@@ -190,6 +199,14 @@ class WorkloadRunner:
             return 1
         per_call = sorted(calls)[len(calls) // 2]
         return max(1, min(1000, round(target_s / max(per_call, 1e-6))))
+
+    def memory(self, worktree: Path) -> Memory | None:
+        """The workload's memory per call, from a fresh process of its own (tracing would slow the timing runs);
+        None for a command, whose allocations perfagent cannot see."""
+        if self.workload.kind == "command":
+            return None
+        measured = self._harness(worktree, "memory")
+        return Memory(measured["peak"], measured["rss"])
 
     def sample(self, worktree: Path, loops: int) -> Timing:
         """One timing value from a fresh process: the lower quartile of its per-call wall and CPU seconds. Speed on

@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,9 @@ class Model(Protocol):
     name: str
 
     def complete(self, messages: list[dict]) -> Reply: ...
+
+    def complete_many(self, messages: list[dict], n: int) -> list[Reply]:
+        """Up to n different replies to the same messages (fewer when a recorded session runs out)."""
 
 
 @functools.cache
@@ -221,10 +225,22 @@ class LiteLLMModel:
         return request
 
     def complete(self, messages: list[dict]) -> Reply:
+        return self._complete(self._request(messages))[0]
+
+    def complete_many(self, messages: list[dict], n: int) -> list[Reply]:
+        """One request with `n`; a provider that returns fewer choices gets parallel single requests for the rest."""
+        replies = self._complete({**self._request(messages), **({"n": n} if n > 1 else {})})[:n]
+        if len(replies) < n:
+            with ThreadPoolExecutor(n - len(replies)) as pool:
+                more = pool.map(lambda _: self._complete(self._request(messages))[0], range(n - len(replies)))
+                replies += list(more)
+        return replies
+
+    def _complete(self, request: dict) -> list[Reply]:
+        """Every choice of one request; the request's tokens, cost and time go with the first."""
         import openai
 
         self.check_environment()
-        request = self._request(messages)
         start = time.perf_counter()
         for attempt in range(self.num_retries + 1):
             try:
@@ -234,7 +250,9 @@ class LiteLLMModel:
                 if attempt == self.num_retries or not _is_transient(exc):
                     raise self._error(exc, attempts=attempt + 1) from exc
                 time.sleep(self.retry_delay * 2**attempt)
-        return self._reply(response, seconds=time.perf_counter() - start)
+        first = self._reply(response, seconds=time.perf_counter() - start)
+        return [first] + [Reply(choice.message.content or "", 0, 0, cost_usd=0.0, model=self.name, seconds=0.0)
+                          for choice in response.choices[1:]]
 
     def _error(self, exc: Exception, attempts: int) -> ModelError:
         import openai
@@ -297,6 +315,10 @@ class ScriptedModel:
         prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
         return Reply(text, prompt_chars // 4, len(text) // 4, cost_usd=0.0, model=self.name, seconds=0.0)
 
+    def complete_many(self, messages: list[dict], n: int) -> list[Reply]:
+        first = self.complete(messages)  # raises when none are left
+        return [first] + [self.complete(messages) for _ in range(min(n, len(self._responses) - self._used + 1) - 1)]
+
 
 class OracleModel:
     """A perfect model: replays a known patch (a task's expert patch) as its one reply, then has no more. Running the
@@ -316,6 +338,9 @@ class OracleModel:
         self._used = True
         text = f"The expert's patch.\n\n```diff\n{self.patch.rstrip()}\n```\n"
         return Reply(text, 0, 0, cost_usd=0.0, model=self.name, seconds=0.0)
+
+    def complete_many(self, messages: list[dict], n: int) -> list[Reply]:
+        return [self.complete(messages)]  # there is one expert patch
 
 
 def make_model(
@@ -437,20 +462,20 @@ class Session:
         self.trajectory = trajectory
 
     def ask(self, messages: list[dict], *, purpose: str, meta: dict | None = None) -> Reply:
+        return self.ask_many(messages, 1, purpose=purpose, meta=meta)[0]
+
+    def ask_many(self, messages: list[dict], n: int, *, purpose: str, meta: dict | None = None) -> list[Reply]:
+        """n replies to the same messages (several candidates per round); each counts as a call against the budget."""
         self.budget.check()
         base = {"purpose": purpose, "model": self.model.name, "messages": messages, "meta": meta or {}}
         try:
-            reply = self.model.complete(messages)
+            replies = [self.model.complete(messages)] if n == 1 else self.model.complete_many(messages, n)
         except Exception as exc:
             self.trajectory.record(**base, error=f"{type(exc).__name__}: {exc}")
             raise
-        self.budget.charge(reply)
-        self.trajectory.record(
-            **base,
-            reply=reply.text,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-            cost_usd=reply.cost_usd,
-            seconds=reply.seconds,
-        )
-        return reply
+        for reply in replies:
+            self.budget.charge(reply)
+            self.trajectory.record(**base, reply=reply.text, prompt_tokens=reply.prompt_tokens,
+                                   completion_tokens=reply.completion_tokens, cost_usd=reply.cost_usd,
+                                   seconds=reply.seconds)
+        return replies

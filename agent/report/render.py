@@ -1,6 +1,6 @@
 """report.html: one self-contained page (inline SVG and CSS, no scripts, nothing fetched) for an optimize run, a batch
 or an evaluation, rendered from the files they leave in their output folder; also the run's profiles as speedscope
-JSON (`profile-*.speedscope.json`, next to py-spy's raw stacks)."""
+JSON (`profile-*.speedscope.json`, next to py-spy's raw stacks) and its pull request description (`pull_request.md`)."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,7 @@ from perfagent.runs.outputs import BATCH_RESULTS, EVALUATION, EVALUATION_REPORT,
 from perfagent.report.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PARTY, WORKLOAD, PathMapper, frame_tree, \
     flame_svg, load_profile, speedscope
 from perfagent.report.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
+from perfagent.report.pull_request import PULL_REQUEST, TOP, markdown
 from perfagent.reasons import ACCEPTED
 from perfagent.record import read_jsonl, write_json
 
@@ -125,6 +126,7 @@ def run_context(run: Path) -> dict:
         candidates.append({**c, "accepted": verdict["reason"] == ACCEPTED and not undone,
                            "reason": "accepted, then undone by the reviewer" if undone else verdict["reason"],
                            "diff_html": _diff(c.get("diff", "")),
+                           "full_diff_html": _diff(c["full_diff"]) if c.get("full_diff") else None,
                            "plot": _samples_svg(verdict.get("samples"), f"candidate {c['n']}", 500)})
     return {
         "kind": "run", "s": summary, "speed": speed, "baseline": baseline, "time_before": time_before,
@@ -169,10 +171,10 @@ def batch_context(out: Path) -> dict:
         final = (summary or {}).get("final") or {}
         link = None
         if summary:
-            page = run / REPORT
-            if not page.exists() or page.stat().st_mtime < (run / "summary.json").stat().st_mtime:
+            written = (run / REPORT, run / PULL_REQUEST)
+            if any(not p.exists() or p.stat().st_mtime < (run / "summary.json").stat().st_mtime for p in written):
                 write_report(run)  # tasks' reports are written once, not on every render of the batch's
-            link = page.relative_to(out).as_posix()
+            link = written[0].relative_to(out).as_posix()
         rows.append({**result, "speed": final.get("speed"), "link": link,
                      "cost": ((result.get("llm") or {}).get("cost_usd"))})
     plot_rows = [(r["instance_id"], r["speed"]["speedup"], r["speed"]["ci_low"], r["speed"]["ci_high"])
@@ -185,26 +187,55 @@ def batch_context(out: Path) -> dict:
 
 
 # -- entry point ----------------------------------------------------------------------------------------------------
-def write_report(folder: Path) -> Path:
-    """Render `folder`/report.html from an optimize run directory, a batch output or an evaluation output."""
-    folder = Path(folder)
+def _kind(folder: Path) -> str:
+    """What `folder` holds: "run", "evaluation" or "batch"."""
     if not folder.is_dir():
         raise ReportError(f"{folder} does not exist or is not a folder")
     if (folder / "summary.json").is_file():
+        return "run"
+    if (folder / EVALUATION).is_file():
+        return "evaluation"
+    if (folder / BATCH_RESULTS).is_file():
+        return "batch"
+    raise ReportError(f"{folder} is not a perfagent output folder: expected summary.json (perfagent optimize "
+                      f"--out), {BATCH_RESULTS} (perfagent batch --out) or {EVALUATION} (perfagent evaluate --out)")
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def pull_request(run: Path) -> str:
+    """A run directory's pull request description (pull_request.md), from its records alone."""
+    run = Path(run)
+    kind = _kind(run)
+    if kind != "run":
+        raise ReportError(f"{run} is the output folder of {'an' if kind == 'evaluation' else 'a'} {kind}: the "
+                          f"markdown pull request is for a run directory (perfagent optimize --out, or a batch "
+                          f"task's tasks/<id>/run)")
+    summary = _read(run / "summary.json")
+    before, after = _read(run / "profile-before.json"), _read(run / "profile-after.json")
+    return markdown(summary, before, after, _hotspot_rows(before, after, None, None, limit=TOP))
+
+
+def write_report(folder: Path) -> Path:
+    """Render `folder`/report.html from an optimize run directory (also its pull_request.md), a batch output or an
+    evaluation output."""
+    folder = Path(folder)
+    kind = _kind(folder)
+    if kind == "run":
         context = run_context(folder)
-    elif (folder / EVALUATION).is_file():
-        context = {"kind": "evaluation", "ev": evaluation_context(folder)}
-    elif (folder / BATCH_RESULTS).is_file():
+    elif kind == "batch":
         context = batch_context(folder)
     else:
-        raise ReportError(f"{folder} is not a perfagent output folder: expected summary.json (perfagent optimize "
-                          f"--out), {BATCH_RESULTS} (perfagent batch --out) or {EVALUATION} (perfagent evaluate "
-                          f"--out)")
+        context = {"kind": "evaluation", "ev": evaluation_context(folder)}
     html = _env.get_template("report.html.j2").render(**context, title=folder.resolve().name,
                                                       folder=str(folder.resolve()),
                                                       diff_css=Markup(_formatter.get_style_defs(".diff")))
-    path = folder / REPORT
-    tmp = path.with_name(REPORT + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    path = _write(folder / REPORT, html)
+    if kind == "run":
+        _write(folder / PULL_REQUEST, pull_request(folder))
     return path

@@ -1,0 +1,78 @@
+"""Minimal patches: models add changes that do nothing for speed (reformatting, renames, a helper nobody calls). Before
+an accepted candidate is committed, its hunks are taken back one group at a time (a function's hunks together, since
+they may depend on each other; each module-level hunk alone), and a version without a group is kept when it still
+passes every check and its gain (speedup, or memory with objective memory) is not significantly lower: its
+interval reaches the full candidate's."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from perfagent.edits.hunks import Hunk, hunks, with_hunks
+from perfagent.localize.source import MODULE_LEVEL, SourceIndex, touched_functions
+from perfagent.loop.candidate import CandidateRecord
+from perfagent.loop.context import RunContext
+from perfagent.loop.review import unified_diff
+from perfagent.loop.verdict import Judge, Reference, Verdict
+from perfagent.reasons import BUILD_FAILED
+from perfagent.sandbox.workspace import head
+
+
+@dataclass
+class _Group:
+    key: str  # the function its hunks change (file:qualname), or the file and line of a module-level hunk
+    hunks: list[Hunk]
+
+
+def _interval(gain: tuple[float, float, float]) -> str:
+    return f"{gain[0]:.2f}x [{gain[1]:.2f}, {gain[2]:.2f}]"
+
+
+class Minimiser:
+    def __init__(self, ctx: RunContext, judge: Judge, reference: Reference):
+        self.ctx, self.judge, self.reference = ctx, judge, reference
+
+    def minimise(self, candidate: CandidateRecord, change, verdict: Verdict, tests: list[str]):
+        """(the smallest change that holds, its verdict); what was dropped and why goes into the candidate's record.
+        `change` has .before and .after (trial.Change)."""
+        groups = self._groups(change.before, change.after)
+        if not self.ctx.settings.minimal_patches or len(groups) < 2:
+            return change, verdict
+        kept, dropped = list(groups), []
+        for group in groups:
+            rest = [h for g in kept if g is not group for h in g.hunks]
+            if not rest:
+                continue
+            after = with_hunks(change.before, rest, sorted(change.after))
+            smaller = self._judge(change.before, after, tests)
+            if smaller.accepted and self.judge.gain(smaller)[2] >= self.judge.gain(verdict)[1]:  # intervals overlap
+                kept.remove(group)
+                dropped.append({"group": group.key, "why": f"not needed: every check passes without it, "
+                                f"{_interval(self.judge.gain(smaller))} against the full candidate's "
+                                f"{_interval(self.judge.gain(verdict))}"})
+                change, verdict = replace(change, after=after), smaller
+            else:
+                self.ctx.notify.note(f"  minimal patch: {group.key} is needed ({smaller.reason})")
+        if dropped:
+            candidate.full_diff, candidate.dropped = candidate.diff, dropped
+            candidate.diff = unified_diff(change.before, change.after)
+            self.ctx.notify.note(f"  minimal patch: dropped {', '.join(d['group'] for d in dropped)}")
+        return change, verdict
+
+    def _groups(self, before: dict[str, str], after: dict[str, str]) -> list[_Group]:
+        index, groups = SourceIndex(self.reference.worktree), {}
+        for hunk in hunks(before, after):
+            alone = with_hunks(before, [hunk], [hunk.path])
+            spans = touched_functions(index, {hunk.path: before.get(hunk.path, "")}, alone)
+            functions = [s.key for s in spans if s.qualname != MODULE_LEVEL]
+            key = functions[0] if len(functions) == 1 else f"{hunk.path}:{hunk.start + 1}"
+            groups.setdefault(key, _Group(key, [])).hunks.append(hunk)
+        return list(groups.values())
+
+    def _judge(self, before: dict[str, str], after: dict[str, str], tests: list[str]) -> Verdict:
+        """Every check on a smaller version, in a scratch worktree at the branch head."""
+        static = self.judge.static_checks(before, after)
+        if static is not None:
+            return static
+        with self.ctx.env.scratch(head(self.reference.worktree), after) as tree:
+            failed = self.ctx.env.rebuild(tree)
+            return Verdict(BUILD_FAILED, failed) if failed else self.judge.judge(tree, self.reference, tests)
