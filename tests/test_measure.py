@@ -4,8 +4,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from perfagent.measure.stats import (FASTER, NOT_FASTER, UNDECIDED, Sampling, compare_speed, relative_spread,
-                             sequential_level, sequential_stats, speed_stats, value_ladder)
+from perfagent.measure.stats import (FASTER, NOT_FASTER, UNDECIDED, Sampling, compare_rotation, compare_speed,
+                                     relative_spread, sequential_level, sequential_stats, speed_stats, value_ladder)
 
 
 def _samples(median, rel_noise, n, seed):
@@ -179,3 +179,27 @@ def test_a_few_pairs_that_happen_to_agree_are_not_taken_for_a_quiet_machine():
     assert sequential_stats(base, cand, level=0.0016).decision == FASTER
     floored = sequential_stats(base, cand, level=0.0016, noise_floor=0.025)
     assert floored.decision == UNDECIDED and floored.ci_low < 1.0 < 1.05 < floored.ci_high
+
+
+def test_several_candidates_are_timed_in_one_rotation_each_decided_on_its_own():
+    """A 2x candidate is decided early and leaves the rotation; an identical one stays until the last look; the
+    order of each round rotates, so no side always comes first."""
+    rng, order = np.random.default_rng(0), []
+
+    def sampler(name, factor):
+        def take(loops):
+            order.append(name)
+            return factor * np.exp(0.05 * rng.standard_normal())
+        return take
+
+    results = compare_rotation(sampler("base", 1.0), [sampler("fast", 0.5), sampler("same", 1.0)],
+                               Sampling(max_samples=10), ladder=(1,))
+    (fast, fast_base, _), (same, same_base, _) = results
+    assert fast.decision == FASTER and fast.n_base <= 5 and same.decision != FASTER and same.n_base == 10
+    assert fast_base == same_base[:len(fast_base)]  # the same baseline values, round by round
+    firsts = [order[i] for i in range(0, 9, 3)]  # the first three rounds, three values each
+    assert firsts == ["base", "fast", "same"]
+    # one candidate: compare_speed's ABBA order exactly
+    order.clear()
+    compare_rotation(sampler("base", 1.0), [sampler("cand", 0.5)], Sampling(), ladder=(1,))
+    assert order[:4] == ["base", "cand", "cand", "base"]

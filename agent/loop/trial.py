@@ -66,8 +66,7 @@ class Trial:
                 for i, proposal in enumerate(proposals):
                     entries.append(self._checked(first + i, proposal, focus.guard, candidates, trees))
                 survivors = [e for e in entries if e.checked is not None]
-                for entry in survivors:
-                    entry.record.verdict = self._time(entry)
+                self._time(survivors)
                 self._keep(survivors, focus.guard, candidates, trees)
         except Quit:
             for entry in entries:
@@ -166,14 +165,18 @@ class Trial:
                                 f"{stats.speedup:.2f}x")
         return progress
 
-    def _time(self, entry: Entry) -> Verdict:
-        n = entry.record.n
-        with self.ctx.desk.reviewer.validating(n, entry.tests):
-            verdict = self.judge.time(entry.tree, self.baseline.reference, entry.checked, self._progress(n))
-        pairs = verdict.speed.n_base if verdict.speed else 0
-        self.ctx.notify.progress(f"timing-{n}", f"candidate {n}: timing", pairs, pairs, verdict.reason)  # its end
-        verdict.unguarded = entry.record.unguarded or []
-        return verdict
+    def _time(self, entries: list[Entry]) -> None:
+        """The speed decisions of the round's survivors, timed together in one rotation against the baseline."""
+        if not entries:
+            return
+        with self.ctx.desk.reviewer.validating(entries[0].record.n, entries[0].tests):
+            verdicts = self.judge.time_round(self.baseline.reference, [(e.tree, e.checked) for e in entries],
+                                             [self._progress(e.record.n) for e in entries])
+        for entry, verdict in zip(entries, verdicts):
+            n, pairs = entry.record.n, verdict.speed.n_base if verdict.speed else 0
+            self.ctx.notify.progress(f"timing-{n}", f"candidate {n}: timing", pairs, pairs, verdict.reason)  # its end
+            verdict.unguarded = entry.record.unguarded or []
+            entry.record.verdict = verdict
 
     def _keep(self, survivors: list[Entry], guard: Selection, candidates: list, trees: ExitStack) -> None:
         """Commit the round's fastest significant candidate (or two survivors' changes together, when faster still);
@@ -213,8 +216,7 @@ class Trial:
         self._combined.append(entry)
         self._show(entry.record, entry.change)
         self._check(entry, guard, trees)
-        if entry.checked is not None:
-            entry.record.verdict = self._time(entry)
+        self._time([entry] if entry.checked is not None else [])
         return entry if entry.record.accepted else None
 
     def _commit(self, candidate: CandidateRecord, changed: dict[str, str], verdict: Verdict) -> None:

@@ -14,7 +14,8 @@ from perfagent.loop.memory import NOT_SLOWER, SLOWER, compare_memory, describe_m
 from perfagent.measure.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
 from perfagent.sandbox.behaviour import Event, new_behaviour
 from perfagent.measure.compare import Comparison, compare_results
-from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_speed, samples_record
+from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_rotation, compare_speed, \
+    samples_record
 from perfagent.reasons import ACCEPTED, IDENTICAL, NOT_COMPARED, PROTECTED_FILE, RESULT_CHANGED, SUSPICIOUS_CODE, \
     SYNTAX_ERROR, TESTS_FAILED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, WORKLOAD_FAILED
 from perfagent.reasons import NO_LESS_MEMORY, USES_TOO_MUCH_MEMORY
@@ -238,16 +239,37 @@ class Judge:
         memory decision, then time's)."""
         if self.objective == "memory":
             return self._lower_memory(candidate, ref, checked, progress)
-        tests_run, result_check = checked.tests_run, checked.result_check
         started = time.perf_counter()
         try:
-            speed, base, cand = compare_speed(
-                lambda loops: self.runner.sample(ref.worktree, loops),
-                lambda loops: self.runner.sample(candidate, loops),
-                self.sampling, self._timing_progress(progress), self.ladder)
+            timed = compare_speed(lambda loops: self.runner.sample(ref.worktree, loops),
+                                  lambda loops: self.runner.sample(candidate, loops),
+                                  self.sampling, self._timing_progress(progress), self.ladder)
         except WorkloadFailed as exc:
-            return (self._unsafe(candidate, ref, set(), tests_run, result_check)
-                    or Verdict(WORKLOAD_FAILED, str(exc), tests_run, result_check=result_check))
+            return (self._unsafe(candidate, ref, set(), checked.tests_run, checked.result_check)
+                    or Verdict(WORKLOAD_FAILED, str(exc), checked.tests_run, result_check=checked.result_check))
+        return self._speed_verdict(candidate, ref, checked, timed, time.perf_counter() - started)
+
+    def time_round(self, ref: Reference, survivors: list[tuple[Path, Checked]],
+                   progress: list[Callable[..., None]]) -> list[Verdict]:
+        """The speed decisions of several candidates of one round, timed in one rotation against the reference
+        (objective time; objective memory, or a workload failing in the rotation: one after the other)."""
+        if self.objective == "memory" or len(survivors) == 1:
+            return [self.time(tree, ref, checked, p) for (tree, checked), p in zip(survivors, progress)]
+        started = time.perf_counter()
+        try:
+            timed = compare_rotation(lambda loops: self.runner.sample(ref.worktree, loops),
+                                     [lambda loops, tree=tree: self.runner.sample(tree, loops) for tree, _ in survivors],
+                                     self.sampling, lambda i, s: self._timing_progress(progress[i])(s), self.ladder)
+        except WorkloadFailed:  # whose it was shows when each is timed alone
+            return [self.time(tree, ref, checked, p) for (tree, checked), p in zip(survivors, progress)]
+        seconds = time.perf_counter() - started
+        return [self._speed_verdict(tree, ref, checked, result, seconds)
+                for (tree, checked), result in zip(survivors, timed)]
+
+    def _speed_verdict(self, candidate: Path, ref: Reference, checked: Checked, timed: tuple,
+                       seconds: float) -> Verdict:
+        """The verdict on a timed candidate: `timed` is (decision, baseline values, candidate values)."""
+        (speed, base, cand), tests_run, result_check = timed, checked.tests_run, checked.result_check
         unsafe = self._unsafe(candidate, ref, set(), tests_run, result_check)  # the timing runs ran more calls
         if unsafe:
             return unsafe
@@ -257,8 +279,7 @@ class Judge:
             detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
                        f"{self.sampling.max_samples} samples per side")
         return Verdict(reason, detail, tests_run, result_check=result_check, speed=speed,
-                       samples=samples_record(base, cand), timing_s=time.perf_counter() - started,
-                       memory=checked.memory)
+                       samples=samples_record(base, cand), timing_s=seconds, memory=checked.memory)
 
     def _timing_progress(self, progress: Callable[..., None]) -> Callable[[SpeedStats], None]:
         return lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after {s.n_base} "

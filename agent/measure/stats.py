@@ -229,6 +229,39 @@ def compare_speed(sample_base: Callable[[int], Timing | float], sample_cand: Cal
     return result, base, cand
 
 
+def compare_rotation(sample_base: Callable[[int], Timing | float], samplers: list[Callable[[int], Timing | float]],
+                     sampling: Sampling = Sampling(), progress: Callable[[int, SpeedStats], None] | None = None,
+                     ladder: tuple[int, ...] = (1,)) -> list[tuple[SpeedStats, list, list]]:
+    """Several candidates against one baseline in one rotation: each round takes a baseline value and one of every
+    undecided candidate, in an order that rotates round by round (so drift and position hit all alike; with one
+    candidate it is compare_speed's ABBA order). Each candidate is decided by compare_speed's rule on its pairs with
+    the baseline values of the same rounds; a decided one leaves the rotation. Returns, per candidate, its decision
+    and its last stage's values; `progress` sees (candidate index, interim decision)."""
+    results: list = [None] * len(samplers)
+    undecided = list(range(len(samplers)))
+    for stage in sampling.stages(len(ladder)):
+        loops, base, cand = ladder[stage.rung], {i: [] for i in undecided}, {i: [] for i in undecided}
+        rounds = 0
+        for target in stage.looks:
+            for rounds in range(rounds, target):
+                order = [None, *undecided]  # None: the baseline
+                order = order[rounds % len(order):] + order[:rounds % len(order)]
+                values = {i: (sample_base if i is None else samplers[i])(loops) for i in order}
+                for i in undecided:
+                    base[i].append(values[None])
+                    cand[i].append(values[i])
+            rounds = target
+            for i in list(undecided):
+                results[i] = (sampling.decide(walls(base[i]), walls(cand[i]), stage), base[i], cand[i])
+                if progress:
+                    progress(i, results[i][0])
+                if results[i][0].decision != UNDECIDED:
+                    undecided.remove(i)
+            if not undecided:
+                return results
+    return results
+
+
 @dataclass(frozen=True)
 class Noise:
     """How noisy timing is here, from A/A pairs of the unmodified code."""
