@@ -39,6 +39,9 @@ def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, t
     assert len(log) == 3 and all(s.startswith("perfagent: ") for s in log)
     final = summary["final"]["speed"]
     assert final["decision"] == "faster" and final["ci_low"] > 1.5
+    memory = summary["final"]["memory"]  # the branch's peak memory per call, against the original's
+    assert memory["baseline_peak_bytes"] == summary["baseline"]["memory"]["peak_bytes"] > 0
+    assert memory["candidate_peak_bytes"] > 0
 
     check = tmp_path / "check"
     git(example_repo, "worktree", "add", "-q", str(check), branch)

@@ -69,7 +69,7 @@ def test_objective_memory_judges_time_by_non_inferiority(slowdown, decision):
 # faster (a set), and a 40 MiB table kept in a module global from the first call on
 HOARDING = search_replace(CORE, f"def unique_sorted(items):\n{UNIQUE_BODY}",
                           "_TABLE = []\n\n\ndef unique_sorted(items):\n    if not _TABLE:\n"
-                          "        _TABLE.append(bytearray(40 << 20))\n    return sorted(set(items))",
+                          "        _TABLE.append(bytes(40 << 20))\n    return sorted(set(items))",
                           "Use a set, with a scratch table kept for later calls.")
 
 

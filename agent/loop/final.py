@@ -12,7 +12,8 @@ from perfagent.loop.baseline import Baseline
 from perfagent.loop.candidate import CandidateRecord
 from perfagent.loop.context import RunContext
 from perfagent.loop.focus import profile
-from perfagent.measure.stats import SpeedStats, compare_speed, samples_record
+from perfagent.loop.memory import compare_memory, memory_record
+from perfagent.measure.stats import Sampling, SpeedStats, compare_speed, samples_record
 from perfagent.sandbox.workspace import head
 
 FINAL_PAIRS = 10  # at most: its interval, not a decision, is what the final measurement is for
@@ -27,7 +28,7 @@ def final_measurement(ctx: RunContext, baseline: Baseline, branch: Path, base_co
         ctx.notify.note(f"the final code is candidate {only.n} on the original: its comparison is the final "
                         f"measurement")
         verdict = only.verdict
-        return {"speed": verdict.speed.as_dict(), "samples": verdict.samples, "accepted": 1,
+        return {"speed": verdict.speed.as_dict(), "samples": verdict.samples, "accepted": 1, "memory": verdict.memory,
                 "from_candidate": only.n}, after
     ctx.notify.note("measuring the final code against the original")
     runner = baseline.runner
@@ -35,11 +36,23 @@ def final_measurement(ctx: RunContext, baseline: Baseline, branch: Path, base_co
     def progress(stats: SpeedStats) -> None:
         ctx.notify.progress("final", "final code: timing", stats.n_base, FINAL_PAIRS, f"{stats.speedup:.2f}x")
 
+    sampling = replace(baseline.sampling, min_effect=0.0, max_samples=FINAL_PAIRS)
     with ctx.env.scratch(base_commit) as original:
         ctx.env.rebuild(original)
         speed, base, final = compare_speed(lambda loops: runner.sample(original, loops),
-                                           lambda loops: runner.sample(branch, loops),
-                                           replace(baseline.sampling, min_effect=0.0, max_samples=FINAL_PAIRS),
-                                           progress, baseline.ladder)
+                                           lambda loops: runner.sample(branch, loops), sampling, progress,
+                                           baseline.ladder)
+        memory = _memory(ctx, baseline, (original, branch), sampling)
     ctx.notify.progress("final", "final code: timing", speed.n_base, speed.n_base)
-    return {"speed": speed.as_dict(), "samples": samples_record(base, final), "accepted": len(kept)}, after
+    return {"speed": speed.as_dict(), "samples": samples_record(base, final), "accepted": len(kept),
+            "memory": memory}, after
+
+
+def _memory(ctx: RunContext, baseline: Baseline, trees: tuple[Path, Path], sampling: Sampling) -> dict | None:
+    """The branch's peak memory per call against the original's: compared in pairs when memory is the objective,
+    else one measurement against the baseline's (None for a command workload)."""
+    if baseline.reference.memory is None:
+        return None
+    if ctx.settings.objective == "memory":
+        return compare_memory(baseline.runner, *trees, sampling, lambda stats: None)[1]
+    return memory_record(baseline.reference.memory, baseline.runner.memory(trees[1]))
