@@ -14,7 +14,7 @@ from perfagent.config import load_settings
 from perfagent.events import Broadcast, CheckDone, LogObserver, Progress, VerdictReached
 from perfagent.loop.optimizer import Optimizer
 from perfagent.report.live import TerminalObserver
-from tests.conftest import git, perfagent_branches, repo_state, scripted_session, search_replace
+from tests.conftest import git, make_repo, perfagent_branches, repo_state, scripted_session, search_replace
 from tests.fake_openai import count_words, serve
 
 CORE = "mylib/core.py"
@@ -306,3 +306,72 @@ def test_several_candidates_per_round_keep_the_fastest_and_time_only_survivors(s
     # what each round cost: its candidates, wall time, model calls and spend
     assert [r["candidates"] for r in summary["rounds"]] == [[1, 2, 3], [4]]
     assert all(r["calls"] == len(r["candidates"]) and r["seconds"]["wall"] > 0 for r in summary["rounds"])
+
+
+TWO_HOT = {
+    "twohot/__init__.py": "",
+    "twohot/work.py": '''\
+        def distinct(items):
+            seen = []
+            for x in items:
+                if x not in seen:
+                    seen.append(x)
+            return len(seen)
+
+
+        def overlap(a, b):
+            return sum(1 for x in a if x in b)
+        ''',
+    "tests/test_work.py": '''\
+        from twohot.work import distinct, overlap
+
+
+        def test_distinct():
+            assert distinct([1, 2, 1, 3]) == 3
+
+
+        def test_overlap():
+            assert overlap([1, 2, 3], [2, 3, 4]) == 2
+        ''',
+    "pyproject.toml": '''\
+        [tool.perfagent]
+        profile-seconds = 1.0
+        sample-seconds = 0.1
+        candidate-timeout-s = 8
+        ''',
+    "bench.py": '''\
+        from twohot.work import distinct, overlap
+
+
+        def setup():
+            global items, a, b
+            items = [i % 600 for i in range(6000)]
+            a, b = list(range(0, 3000)), list(range(1500, 4500))
+
+
+        def workload():
+            return distinct(items), overlap(a, b)
+        ''',
+}
+
+
+def test_two_survivors_that_edit_different_functions_are_tried_together(tmp_path):
+    """Each candidate speeds up one of two hot functions: together they are faster than either, and the combination
+    is what gets committed."""
+    repo = make_repo(tmp_path / "twohot", TWO_HOT)
+    work = "twohot/work.py"
+    distinct = "    seen = []\n    for x in items:\n        if x not in seen:\n            seen.append(x)\n    return len(seen)"
+    responses = [search_replace(work, distinct, "    return len(set(items))", "Count distinct with a set."),
+                 search_replace(work, "    return sum(1 for x in a if x in b)",
+                                "    wanted = set(b)\n    return sum(1 for x in a if x in wanted)", "Look up in a set.")]
+    out = tmp_path / "run"
+    code, output = invoke("optimize", repo, "-w", "bench.py", "-m", scripted_session(tmp_path / "s.json", responses),
+                          "--set", "candidates-per-round=2", "--max-iterations", "3", "--out", out)
+    assert code == 0, output
+    candidates = {c["n"]: c for c in json.loads((out / "summary.json").read_text())["candidates"]}
+    assert [candidates[n]["verdict"]["reason"] for n in (1, 2, 3)] == ["outrun in its round"] * 2 + ["accepted"]
+    assert candidates[3]["summary"].startswith("candidates 1 and 2 together")
+    assert sorted(candidates[3]["functions"]) == ["twohot.work:distinct", "twohot.work:overlap"]
+    committed = git(repo, "show", candidates[3]["commit"])
+    assert "len(set(items))" in committed and "wanted = set(b)" in committed
+    assert json.loads((out / "summary.json").read_text())["stop_reason"] == "iteration limit reached"  # 3 candidates

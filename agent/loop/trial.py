@@ -210,8 +210,11 @@ class Trial:
         if merged is None:
             return None
         n = max(c.n for c in candidates) + 1
-        entry = Entry(CandidateRecord(n, f"candidates {first.record.n} and {second.record.n} together: "
-                                         f"{first.record.summary} + {second.record.summary}"), Change(before, merged))
+        if n > self.ctx.settings.max_iterations:  # the combination is a candidate too
+            return None
+        low, high = sorted((first.record, second.record), key=lambda record: record.n)
+        entry = Entry(CandidateRecord(n, f"candidates {low.n} and {high.n} together: {low.summary} + {high.summary}"),
+                      Change(before, merged))
         candidates.append(entry.record)
         self._combined.append(entry)
         self._show(entry.record, entry.change)
