@@ -31,15 +31,16 @@ def count_words(messages: list[dict]) -> int:
     return sum(len(str(m.get("content") or "").split()) for m in messages)
 
 
-def completion_body(model: str, text: str, prompt_tokens: int, serial: int) -> dict:
-    completion_tokens = len(text.split())
+def completion_body(model: str, texts: list[str], prompt_tokens: int, serial: int) -> dict:
+    completion_tokens = sum(len(text.split()) for text in texts)
     return {
         "id": f"chatcmpl-fake-{serial}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            for i, text in enumerate(texts)
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -56,8 +57,9 @@ def error_body(status: int, message: str) -> dict:
 class FakeOpenAI:
     """Serves scripted replies in order; records every request, including failed ones."""
 
-    def __init__(self, replies: Iterable[str] = ()):
+    def __init__(self, replies: Iterable[str] = (), honour_n: bool = True):
         self._replies = deque(replies)
+        self.honour_n = honour_n  # False: one choice per request whatever `n` asks, as some providers do
         self._failures: deque[int | None] = deque()  # None: a 200 reply whose body is not JSON
         self._delay = 0.0
         self._lock = threading.Lock()
@@ -117,9 +119,10 @@ class FakeOpenAI:
                 return status, error_body(status, f"fake failure with HTTP {status}")
             if not self._replies:
                 return 400, error_body(400, "fake server has no scripted reply left")
-            text = self._replies.popleft()
-        body = received.body
-        return 200, completion_body(body.get("model", ""), text, count_words(body.get("messages", [])), serial)
+            body = received.body
+            n = min(int(body.get("n") or 1) if self.honour_n else 1, len(self._replies))
+            texts = [self._replies.popleft() for _ in range(n)]
+        return 200, completion_body(body.get("model", ""), texts, count_words(body.get("messages", [])), serial)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -147,6 +150,6 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def serve(replies: Iterable[str] = ()) -> FakeOpenAI:
+def serve(replies: Iterable[str] = (), honour_n: bool = True) -> FakeOpenAI:
     """Start a fake server; use it as `with serve([...]) as fake:` so it is shut down afterwards."""
-    return FakeOpenAI(replies).start()
+    return FakeOpenAI(replies, honour_n).start()

@@ -365,3 +365,13 @@ def test_litellm_never_touches_the_network():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("honour_n", [True, False])
+def test_several_replies_in_one_request_or_in_parallel_where_the_provider_gives_one(honour_n):
+    with serve(["first", "second", "third"], honour_n=honour_n) as fake:
+        replies = fake_model(fake).complete_many(MESSAGES, 3)
+        requests = [r.body for r in fake.requests]
+    assert sorted(r.text for r in replies) == ["first", "second", "third"]
+    assert requests[0]["n"] == 3 and len(requests) == (1 if honour_n else 3)
+    assert all("n" not in body for body in requests[1:])  # the missing choices: single requests
