@@ -324,8 +324,9 @@ def test_uncommitted_settings_are_read_as_on_disk(small_repo, tmp_path):
     assert code == USAGE and "max_iteration: Extra inputs are not permitted" in " ".join(output.split())
 
 
-def test_report_on_a_damaged_summary_is_an_error(tmp_path):
-    (tmp_path / "summary.json").write_text("{damaged")
+@pytest.mark.parametrize("damaged", ["{damaged", "[]"])
+def test_report_on_a_damaged_summary_is_an_error(tmp_path, damaged):
+    (tmp_path / "summary.json").write_text(damaged)
     code, output = invoke("report", tmp_path)
     assert code == USAGE and "summary.json is damaged" in output and "Traceback" not in output
 

@@ -35,9 +35,13 @@ def _read(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path} is damaged ({exc}): it is not the JSON perfagent wrote") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} is damaged (a JSON {type(data).__name__}, not an object): it is not what perfagent "
+                          f"wrote")
+    return data
 
 
 def _ms(seconds: float | None) -> str:
