@@ -29,6 +29,11 @@ def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, t
     assert "tests/test_tokenize.py" in verdicts[2][1]
     assert "tests/test_tokenize.py is a test file" in summary["candidates"][2]["verdict"]["detail"]
     assert summary["candidates"][5]["verdict"]["speed"]["ci_high"] < 1.0
+    # the last one renames a loop variable besides its real change: minimal patches take the rename back, and keep
+    # the removal of the import the change made unused
+    last = summary["candidates"][6]
+    assert [d["group"] for d in last["dropped"]] == ["textstats.tokenize:tokenize"]
+    assert "for piece in" in last["full_diff"] and "for piece in" not in last["diff"] and "-import re" in last["diff"]
     # the misquoted SEARCH was sent back and corrected within the second candidate
     trajectory = json.loads((out / "trajectory.json").read_text())
     assert [r["purpose"] for r in trajectory].count("fix edit") == 1

@@ -1,6 +1,7 @@
 """Minimal patches: models add changes that do nothing for speed (reformatting, renames, a helper nobody calls). Before
 an accepted candidate is committed, its hunks are taken back one group at a time (a function's hunks together, since
-they may depend on each other; each module-level hunk alone), and a version without a group is kept when it still
+they may depend on each other; each module-level hunk alone; pure deletions stay, as the cleanup of code the change
+made dead), and a version without a group is kept when it still
 passes every check and its gain (speedup, or memory with objective memory) is not significantly lower: its
 interval reaches the full candidate's."""
 from __future__ import annotations
@@ -34,14 +35,15 @@ class Minimiser:
     def minimise(self, candidate: CandidateRecord, change, verdict: Verdict, tests: list[str]):
         """(the smallest change that holds, its verdict); what was dropped and why goes into the candidate's record.
         `change` has .before and .after (trial.Change)."""
-        groups = self._groups(change.before, change.after)
+        groups, deletions = self._groups(change.before, change.after)
         if not self.ctx.settings.minimal_patches or len(groups) < 2:
             return change, verdict
         kept, dropped = list(groups), []
         for group in groups:
-            rest = [h for g in kept if g is not group for h in g.hunks]
-            if not rest:
+            others = [h for g in kept if g is not group for h in g.hunks]
+            if not others:  # never take back every change
                 continue
+            rest = deletions + others
             after = with_hunks(change.before, rest, sorted(change.after))
             smaller = self._judge(change.before, after, tests)
             if smaller.accepted and self.judge.gain(smaller)[2] >= self.judge.gain(verdict)[1]:  # intervals overlap
@@ -58,15 +60,20 @@ class Minimiser:
             self.ctx.notify.note(f"  minimal patch: dropped {', '.join(d['group'] for d in dropped)}")
         return change, verdict
 
-    def _groups(self, before: dict[str, str], after: dict[str, str]) -> list[_Group]:
-        index, groups = SourceIndex(self.reference.worktree), {}
+    def _groups(self, before: dict[str, str], after: dict[str, str]) -> tuple[list[_Group], list[Hunk]]:
+        """The groups of hunks that may be taken back, and the pure deletions, which always stay (the cleanup of code
+        the change made dead, such as an import no longer used)."""
+        index, groups, deletions = SourceIndex(self.reference.worktree), {}, []
         for hunk in hunks(before, after):
+            if not hunk.new:
+                deletions.append(hunk)
+                continue
             alone = with_hunks(before, [hunk], [hunk.path])
             spans = touched_functions(index, {hunk.path: before.get(hunk.path, "")}, alone)
             functions = [s.key for s in spans if s.qualname != MODULE_LEVEL]
             key = functions[0] if len(functions) == 1 else f"{hunk.path}:{hunk.start + 1}"
             groups.setdefault(key, _Group(key, [])).hunks.append(hunk)
-        return list(groups.values())
+        return list(groups.values()), deletions
 
     def _judge(self, before: dict[str, str], after: dict[str, str], tests: list[str]) -> Verdict:
         """Every check on a smaller version, in a scratch worktree at the branch head."""
