@@ -11,6 +11,7 @@ from pathlib import Path
 import jinja2
 
 from perfagent.reasons import FINISHED
+from perfagent.report import formats
 
 PULL_REQUEST = "pull_request.md"
 TOP = 5  # functions of each profile shown
@@ -39,16 +40,6 @@ def _text(value, limit: int = 0) -> str:
     return _shorten(_line(value), limit).replace("|", "\\|").replace("<", "&lt;")
 
 
-def _interval(speed) -> str:
-    return f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else "not timed"
-
-
-def _ms(seconds) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "?"
-    return f"{seconds * 1000:.3g} ms" if seconds < 10 else f"{seconds:.1f} s"
-
-
 def _duration(seconds) -> str:
     if not isinstance(seconds, (int, float)):
         return "not recorded"
@@ -66,8 +57,9 @@ def _pairs(record: dict) -> str:
     return ", ".join(f"{key}: {f'{value:.4g}' if isinstance(value, float) else value}" for key, value in record.items())
 
 
-_env.filters.update(text=_text, interval=_interval, ms=_ms, duration=_duration, fence=_fence, pairs=_pairs,
-                    pct=lambda share: "-" if share is None else f"{share:.1%}",
+_env.filters.update(text=_text, interval=lambda speed: formats.interval(speed, "not timed"),
+                    ms=lambda value: formats.seconds(value, "?"), duration=_duration, fence=_fence, pairs=_pairs,
+                    pct=lambda value: formats.share(value, "-"),
                     p=lambda speed: f"{speed['p_value']:.2g}" if speed else "")
 
 

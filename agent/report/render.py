@@ -19,6 +19,7 @@ from perfagent.report.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PART
 from perfagent.report.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
 from perfagent.report.pull_request import PULL_REQUEST, TOP, markdown
 from perfagent.reasons import ACCEPTED
+from perfagent.report import formats
 from perfagent.record import read_jsonl, write_json
 
 REPORT = "report.html"
@@ -44,15 +45,7 @@ def _read(path: Path) -> dict | None:
     return data
 
 
-def _ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1000:.3g} ms" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def _interval(speed: dict | None) -> str:
-    return f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else ""
-
-
-_env.filters.update(ms=_ms, interval=_interval, pct=lambda share: "" if share is None else f"{share:.1%}")
+_env.filters.update(ms=formats.seconds, interval=formats.interval, pct=formats.share)
 
 
 def _diff(text: str) -> Markup:
