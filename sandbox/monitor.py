@@ -4,7 +4,8 @@ Loaded at start-up of every Python process in the sandbox (sandbox/startup/sitec
 interpreter, so it uses the stdlib only. Audit hooks see the call before the operating system is asked, whatever names
 the code used to reach it, and also when the sandbox then makes the call fail. Logged, once each, as JSON lines:
 
-- "write": opening for writing, creating, renaming or deleting a path outside the allowed roots;
+- "write": opening for writing, creating, renaming or deleting a path outside the allowed roots, or opening a handle
+  on a folder outside them (os.open with dir_fd writes by a name the "open" event does not resolve);
 - "process": starting a program (subprocess, os.system, exec, spawn, fork);
 - "network": connecting, binding or sending to an address, or looking up a host name;
 - "native": loading a shared library with ctypes;
@@ -87,6 +88,10 @@ class _Monitor:
                 raise PermissionError("perfagent's behaviour log is not the code's to read")
             if name.startswith(self.credentials):
                 self.log("secret", name, f"read the credential file {name}")
+            if mode is None:  # os.open: a directory's handle writes inside it (dir_fd), which no event names
+                path = self.path(name)
+                if path and os.path.isdir(path) and self.outside(path):
+                    self.log("write", path, f"opened a handle on the folder {path}, which can write inside it")
 
     def on_change(self, how):
         def handle(args):

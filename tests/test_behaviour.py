@@ -2,13 +2,16 @@
 used, at the strongest level here (where the sandbox also makes most of it fail), and it compares a candidate with
 its baseline."""
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from perfagent.sandbox import isolation
 from perfagent.sandbox.behaviour import Event, check_allow_list, new_behaviour
 from perfagent.sandbox.run import Limits, child_env, run
 from tests.test_sandbox import Listener
@@ -16,8 +19,12 @@ from tests.test_sandbox import Listener
 PY = sys.executable
 
 
-def _run(code: str, workspace: Path, env: dict | None = None):
-    return run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=env or child_env(), limits=Limits(timeout_s=30))
+STRONGEST = isolation.choose("auto")
+
+
+def _run(code: str, workspace: Path, env: dict | None = None, level: isolation.Isolation = STRONGEST):
+    return run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=env or child_env(),
+               limits=Limits(timeout_s=30, isolation=level))
 
 
 def _kinds(result) -> dict[str, set[str]]:
@@ -146,3 +153,26 @@ def test_children_start_with_no_python_code_between_fork_and_exec(tmp_path):
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == str(300 << 10), out.stderr  # the limit is set all the same
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("level", [lv for lv in isolation.LEVELS if isolation.available(lv)])
+def test_a_write_through_a_folder_handle_is_seen(tmp_path, level):
+    """os.open(name, dir_fd=...) writes by a bare name: the handle on the folder outside is what gives it away. The
+    folder is outside /tmp, so that it is visible at every level (bubblewrap gives the child a /tmp of its own)."""
+    outside, workspace = Path(tempfile.mkdtemp(prefix="perfagent-test-", dir="/var/tmp")), tmp_path / "ws"
+    workspace.mkdir()
+    code = f"""
+        o = __import__("o" + "s")
+        try:
+            folder = o.open({str(outside)!r}, o.O_RDONLY)
+            o.close(o.open("memo", o.O_WRONLY | o.O_CREAT, dir_fd=folder))
+        except OSError:
+            pass
+        o.close(o.open(".", o.O_RDONLY))  # a handle on the workspace is ordinary
+    """
+    try:
+        result = _run(code, workspace, level=isolation.choose(level))
+    finally:
+        shutil.rmtree(outside)
+    assert result.ok, result.tail()
+    assert _kinds(result) == {"write": {str(outside.resolve())}}, result.behaviour
