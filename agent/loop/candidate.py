@@ -1,9 +1,17 @@
-"""One candidate's state as the loop builds it, typed; `as_dict` is its one serialisation into summary.json."""
+"""One candidate's state as the loop builds it, typed: its change, and its record, whose `as_dict` is its one
+serialisation into summary.json."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from perfagent.loop.verdict import Verdict
+
+
+@dataclass
+class Change:
+    """The files a candidate changes, before and after."""
+    before: dict[str, str]
+    after: dict[str, str]
 
 
 @dataclass

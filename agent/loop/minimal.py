@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from perfagent.edits.hunks import Hunk, hunks, with_hunks
 from perfagent.localize.source import MODULE_LEVEL, SourceIndex, touched_functions
-from perfagent.loop.candidate import CandidateRecord
+from perfagent.loop.candidate import CandidateRecord, Change
 from perfagent.loop.context import RunContext
 from perfagent.loop.review import unified_diff
 from perfagent.loop.verdict import Judge, Reference, Verdict
@@ -32,9 +32,9 @@ class Minimiser:
     def __init__(self, ctx: RunContext, judge: Judge, reference: Reference):
         self.ctx, self.judge, self.reference = ctx, judge, reference
 
-    def minimise(self, candidate: CandidateRecord, change, verdict: Verdict, tests: list[str]):
-        """(the smallest change that holds, its verdict); what was dropped and why goes into the candidate's record.
-        `change` has .before and .after (trial.Change)."""
+    def minimise(self, candidate: CandidateRecord, change: Change, verdict: Verdict,
+                 tests: list[str]) -> tuple[Change, Verdict]:
+        """(the smallest change that holds, its verdict); what was dropped and why goes into the candidate's record."""
         groups, deletions = self._groups(change.before, change.after)
         if not self.ctx.settings.minimal_patches or len(groups) < 2:
             return change, verdict

@@ -6,6 +6,7 @@ import secrets
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import git
 
@@ -131,6 +132,15 @@ def llm_record(session: Session) -> dict:
             "completion_tokens": sum(r.get("completion_tokens") or 0 for r in records)}
 
 
+class _Meter(NamedTuple):
+    """Counters read at a round's start, to tell what the round cost."""
+    wall: float
+    child: float  # child processes' seconds
+    exchanges: int  # model exchanges in the trajectory
+    reviewer: float  # seconds a person took
+    usd: float
+
+
 class Iterations:
     """The candidates of one run, one per iteration, until a Stop: the typed state the record is written from."""
 
@@ -164,8 +174,7 @@ class Iterations:
 
     def _round(self, first: int) -> int:
         """One round of candidates (one, or candidates-per-round), numbered from `first`; how many there were."""
-        clock = (time.perf_counter(), self.ctx.env.limits.usage.seconds, len(self.ctx.session.trajectory.records),
-                 self.ctx.desk.seconds, self.ctx.session.budget.spent_usd)
+        start = self._meter()
         try:
             if self.focus is None or self.focus.commit != head(self.branch):
                 self.ctx.notify.note(f"profiling ({f'after {len(self.kept)} accepted' if self.kept else 'baseline'})")
@@ -179,12 +188,10 @@ class Iterations:
             raise stop_for(exc) from exc
         finally:
             self._save()
-        seconds = self._split_time(*clock[:4])
+        cost = self._cost_since(start)
         for candidate in decided:
-            candidate.seconds = {k: v / len(decided) for k, v in seconds.items()}  # the round's time, shared
-        self.rounds.append({"candidates": [c.n for c in decided], "seconds": seconds,
-                            "cost_usd": self.ctx.session.budget.spent_usd - clock[4],
-                            "calls": sum(1 for r in self.ctx.session.trajectory.records[clock[2]:] if "reply" in r)})
+            candidate.seconds = {k: v / len(decided) for k, v in cost["seconds"].items()}  # the round's time, shared
+        self.rounds.append({"candidates": [c.n for c in decided], **cost})
         self._save()
         self.kept += [c for c in decided if c.commit]
         self.rejected_in_row = 0 if any(c.commit for c in decided) else self.rejected_in_row + len(decided)
@@ -192,14 +199,20 @@ class Iterations:
             raise OutOfPatience(self.ctx.settings.patience)
         return len(decided)
 
-    def _split_time(self, start: float, child_start: float, exchanges: int, review_start: float) -> dict:
-        """Where an iteration's time went: child processes, the model, the reviewer (a person), and perfagent itself
-        (the rest)."""
-        wall, child = time.perf_counter() - start, self.ctx.env.limits.usage.seconds - child_start
-        model = sum(r.get("seconds") or 0 for r in self.ctx.session.trajectory.records[exchanges:])
-        review = self.ctx.desk.seconds - review_start
-        return {"wall": wall, "child_processes": child, "model": model, "reviewer": review,
-                "perfagent": max(0.0, wall - child - model - review)}
+    def _meter(self) -> _Meter:
+        ctx = self.ctx
+        return _Meter(time.perf_counter(), ctx.env.limits.usage.seconds, len(ctx.session.trajectory.records),
+                      ctx.desk.seconds, ctx.session.budget.spent_usd)
+
+    def _cost_since(self, start: _Meter) -> dict:
+        """What a round cost: where its time went (child processes, the model, the reviewer (a person), perfagent
+        itself: the rest), its model calls and spend."""
+        now, exchanges = self._meter(), self.ctx.session.trajectory.records[start.exchanges:]
+        wall, child, review = now.wall - start.wall, now.child - start.child, now.reviewer - start.reviewer
+        model = sum(r.get("seconds") or 0 for r in exchanges)
+        return {"seconds": {"wall": wall, "child_processes": child, "model": model, "reviewer": review,
+                            "perfagent": max(0.0, wall - child - model - review)},
+                "cost_usd": now.usd - start.usd, "calls": sum(1 for r in exchanges if "reply" in r)}
 
     def _between(self, n: int) -> None:
         """The reviewer's steps after candidate n (undo, new limits) until they continue."""

@@ -12,7 +12,7 @@ from perfagent.events import CandidateProposed, CheckDone, VerdictReached
 from perfagent.localize.source import SourceIndex, touched_functions
 from perfagent.localize.testselect import Selection
 from perfagent.loop.baseline import Baseline
-from perfagent.loop.candidate import CandidateRecord
+from perfagent.loop.candidate import CandidateRecord, Change
 from perfagent.loop.context import RunContext
 from perfagent.loop.environment import write_files
 from perfagent.loop.focus import Focus
@@ -30,13 +30,6 @@ _REVIEWS = {ACCEPT: "accepted", REJECT: "rejected", EDIT: "edited"}  # a person'
 
 
 @dataclass
-class Change:
-    """The files a candidate changes, before and after."""
-    before: dict[str, str]
-    after: dict[str, str]
-
-
-@dataclass
 class Entry:
     """A candidate during its round: its record, its change, and once it passed the checks, its worktree."""
     record: CandidateRecord
@@ -51,7 +44,6 @@ class Trial:
         self.ctx, self.baseline, self.judge, self.branch = ctx, baseline, judge, branch
         self.proposer = Proposer(ctx.session, ctx.settings, ctx.notify)
         self.minimiser = Minimiser(ctx, judge, baseline.reference)
-        self._combined: list[Entry] = []  # this round's candidates made of two others' changes
 
     def run(self, first: int, focus: Focus, history: list[Attempt],
             candidates: list[CandidateRecord]) -> list[CandidateRecord]:
@@ -60,19 +52,19 @@ class Trial:
         target = Target(self.ctx.workload, self.baseline.reference.seconds, focus.profile, focus.top_k)
         wanted = min(self.ctx.settings.candidates_per_round, self.ctx.settings.max_iterations - first + 1)
         proposals = self.proposer.propose(target, self.branch, history, max(1, wanted))
-        entries, self._combined = [], []
+        entries, combined = [], []
         try:
             with ExitStack() as trees:
                 for i, proposal in enumerate(proposals):
                     entries.append(self._checked(first + i, proposal, focus.guard, candidates, trees))
                 survivors = [e for e in entries if e.checked is not None]
                 self._time(survivors)
-                self._keep(survivors, focus.guard, candidates, trees)
+                combined = self._keep(survivors, focus.guard, candidates, trees)
         except Quit:
             for entry in entries:
                 entry.record.verdict = entry.record.verdict or Verdict(NOT_VALIDATED, "the reviewer quit first")
             raise
-        return [self._decided(entry.record, history) for entry in entries + self._combined]
+        return [self._decided(entry.record, history) for entry in entries + combined]
 
     def _decided(self, candidate: CandidateRecord, history: list[Attempt]) -> CandidateRecord:
         candidate.verdict_at_s = self.ctx.elapsed()
@@ -178,19 +170,19 @@ class Trial:
             verdict.unguarded = entry.record.unguarded or []
             entry.record.verdict = verdict
 
-    def _keep(self, survivors: list[Entry], guard: Selection, candidates: list, trees: ExitStack) -> None:
+    def _keep(self, survivors: list[Entry], guard: Selection, candidates: list, trees: ExitStack) -> list[Entry]:
         """Commit the round's fastest significant candidate (or two survivors' changes together, when faster still);
-        the others that were significantly faster are outrun."""
+        the others that were significantly faster are outrun. Returns the candidate made of two, if one was tried."""
         def gain(entry: Entry) -> float:
             return -self.judge.gain(entry.record.verdict)[0]
 
         accepted = sorted((e for e in survivors if e.record.accepted), key=gain)
-        if len(accepted) >= 2:
-            together = self._together(accepted[0], accepted[1], guard, candidates, trees)
-            if together is not None:
-                accepted = sorted(accepted + [together], key=gain)
+        together = self._together(accepted[0], accepted[1], guard, candidates, trees) if len(accepted) >= 2 else None
+        if together is not None and together.record.accepted:
+            accepted = sorted(accepted + [together], key=gain)
+        combined = [together] if together is not None else []
         if not accepted:
-            return
+            return combined
         best = accepted[0]
         for other in accepted[1:]:
             other.record.verdict.reason = OUTRUN
@@ -199,10 +191,12 @@ class Trial:
         change, verdict = self.minimiser.minimise(best.record, best.change, best.record.verdict, best.tests)
         best.record.verdict = verdict
         self._commit(best.record, {p: t for p, t in change.after.items() if t != change.before.get(p)}, verdict)
+        return combined
 
     def _together(self, first: Entry, second: Entry, guard: Selection, candidates: list,
                   trees: ExitStack) -> Entry | None:
-        """The two fastest survivors' changes as one more candidate, when they edit different functions."""
+        """The two fastest survivors' changes as one more candidate, checked and timed, when they edit different
+        functions and merge cleanly within max-iterations; None when not tried."""
         if set(first.record.functions) & set(second.record.functions):
             return None
         before = {**second.change.before, **first.change.before}
@@ -216,11 +210,10 @@ class Trial:
         entry = Entry(CandidateRecord(n, f"candidates {low.n} and {high.n} together: {low.summary} + {high.summary}"),
                       Change(before, merged))
         candidates.append(entry.record)
-        self._combined.append(entry)
         self._show(entry.record, entry.change)
         self._check(entry, guard, trees)
         self._time([entry] if entry.checked is not None else [])
-        return entry if entry.record.accepted else None
+        return entry
 
     def _commit(self, candidate: CandidateRecord, changed: dict[str, str], verdict: Verdict) -> None:
         write_files(self.branch, changed)

@@ -16,11 +16,10 @@ from perfagent.sandbox.behaviour import Event, new_behaviour
 from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_rotation, compare_speed, \
     samples_record
-from perfagent.reasons import ACCEPTED, IDENTICAL, NOT_COMPARED, PROTECTED_FILE, RESULT_CHANGED, SUSPICIOUS_CODE, \
-    SYNTAX_ERROR, TESTS_FAILED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, WORKLOAD_FAILED
-from perfagent.reasons import NO_LESS_MEMORY, USES_TOO_MUCH_MEMORY
-from perfagent.reasons import SLOWER as SLOWER_REASON
-from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON  # stats has its own NOT_FASTER decision
+from perfagent.reasons import ACCEPTED, IDENTICAL, NO_LESS_MEMORY, NOT_COMPARED, PROTECTED_FILE, RESULT_CHANGED, \
+    SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, USES_TOO_MUCH_MEMORY, \
+    WORKLOAD_FAILED
+from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON, SLOWER as SLOWER_REASON  # stats and memory decisions
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
 
@@ -148,6 +147,13 @@ class Judge:
                        f"(allow it with allow-behaviour = [\"{fresh[0].kind}:...\"])", checked,
                        result_check=result_check, behaviour=[e.as_dict() for e in fresh])
 
+    def _run_failed(self, candidate: Path, ref: Reference, exc: WorkloadFailed, checked: list[str],
+                    result_check: str = "") -> Verdict:
+        """A workload run that failed: unsafe behaviour when it did something new (the sandbox may be why it
+        failed), else the failure itself."""
+        return (self._unsafe(candidate, ref, set(), checked, result_check)
+                or Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check))
+
     def _tests(self, candidate: Path, ref: Reference, tests: list[str]) -> tuple[list[str], Verdict | None]:
         """Run the selected tests in order, stopping at the first failure; (the baseline-passing tests checked, a
         rejection or None)."""
@@ -195,7 +201,7 @@ class Judge:
         try:
             results, _ = self.runner.results(candidate, ref.results if self.compare_output else None)
         except WorkloadFailed as exc:
-            return self._unsafe(candidate, ref, set(), checked) or Verdict(WORKLOAD_FAILED, str(exc), checked)
+            return self._run_failed(candidate, ref, exc, checked)
         unsafe = self._unsafe(candidate, ref, set(), checked)
         if unsafe:
             return unsafe
@@ -221,8 +227,7 @@ class Judge:
         try:
             measured = self.runner.memory(candidate)
         except WorkloadFailed as exc:
-            return (self._unsafe(candidate, ref, set(), checked, result_check)
-                    or Verdict(WORKLOAD_FAILED, str(exc), checked, result_check=result_check))
+            return self._run_failed(candidate, ref, exc, checked, result_check)
         unsafe = self._unsafe(candidate, ref, set(), checked, result_check)
         if unsafe:
             return unsafe
@@ -245,8 +250,7 @@ class Judge:
                                   lambda loops: self.runner.sample(candidate, loops),
                                   self.sampling, self._timing_progress(progress), self.ladder)
         except WorkloadFailed as exc:
-            return (self._unsafe(candidate, ref, set(), checked.tests_run, checked.result_check)
-                    or Verdict(WORKLOAD_FAILED, str(exc), checked.tests_run, result_check=checked.result_check))
+            return self._run_failed(candidate, ref, exc, checked.tests_run, checked.result_check)
         return self._speed_verdict(candidate, ref, checked, timed, time.perf_counter() - started)
 
     def time_round(self, ref: Reference, survivors: list[tuple[Path, Checked]],
@@ -301,8 +305,7 @@ class Judge:
                                                    self._timing_progress(progress), self.ladder)
                 samples.update(samples_record(base, cand))
         except WorkloadFailed as exc:
-            return (self._unsafe(candidate, ref, set(), tests_run, result_check)
-                    or Verdict(WORKLOAD_FAILED, str(exc), tests_run, result_check=result_check))
+            return self._run_failed(candidate, ref, exc, tests_run, result_check)
         unsafe = self._unsafe(candidate, ref, set(), tests_run, result_check)
         if unsafe:
             return unsafe

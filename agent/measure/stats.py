@@ -210,31 +210,17 @@ def compare_speed(sample_base: Callable[[int], Timing | float], sample_cand: Cal
     decision."""
     for _ in range(sampling.warmup):
         sample_base(ladder[0]), sample_cand(ladder[0])
-    stages = sampling.stages(len(ladder))
-    for stage in stages:
-        loops, base, cand = ladder[stage.rung], [], []
-        for target in stage.looks:
-            while len(base) < target:
-                if len(base) % 2:
-                    cand.append(sample_cand(loops))
-                    base.append(sample_base(loops))
-                else:
-                    base.append(sample_base(loops))
-                    cand.append(sample_cand(loops))
-            result = sampling.decide(walls(base), walls(cand), stage)
-            if progress:
-                progress(result)
-            if result.decision != UNDECIDED:
-                return result, base, cand
-    return result, base, cand
+    [result] = compare_rotation(sample_base, [sample_cand], sampling,
+                                progress and (lambda _, stats: progress(stats)), ladder)
+    return result
 
 
 def compare_rotation(sample_base: Callable[[int], Timing | float], samplers: list[Callable[[int], Timing | float]],
                      sampling: Sampling = Sampling(), progress: Callable[[int, SpeedStats], None] | None = None,
                      ladder: tuple[int, ...] = (1,)) -> list[tuple[SpeedStats, list, list]]:
     """Several candidates against one baseline in one rotation: each round takes a baseline value and one of every
-    undecided candidate, in an order that rotates round by round (so drift and position hit all alike; with one
-    candidate it is compare_speed's ABBA order). Each candidate is decided by compare_speed's rule on its pairs with
+    undecided candidate, in an order that rotates round by round (so drift and position hit all alike; compare_speed
+    is the one-candidate case, ABBA). Each candidate is decided by `sampling`'s rule on its pairs with
     the baseline values of the same rounds; a decided one leaves the rotation. Returns, per candidate, its decision
     and its last stage's values; `progress` sees (candidate index, interim decision)."""
     results: list = [None] * len(samplers)

@@ -317,7 +317,7 @@ class ScriptedModel:
 
     def complete_many(self, messages: list[dict], n: int) -> list[Reply]:
         first = self.complete(messages)  # raises when none are left
-        return [first] + [self.complete(messages) for _ in range(min(n, len(self._responses) - self._used + 1) - 1)]
+        return [first] + [self.complete(messages) for _ in range(min(n - 1, len(self._responses) - self._used))]
 
 
 class OracleModel:
