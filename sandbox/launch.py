@@ -9,6 +9,7 @@ exec. Each STEP is NAME=VALUE, applied in order:
 - RLIMIT_AS=SOFT:HARD (any resource.RLIMIT_* name);
 - cgroup=FOLDER: join that pids cgroup (before any namespace or Landlock makes it unreachable);
 - nproc=N: RLIMIT_NPROC at N above the processes already running, where no cgroup can cap the count;
+- markfd=N: move the inherited descriptor N to 3, where the child looks for its mark channel (sandbox/marks.py);
 - landlock=JSON, {"read": [paths], "write": [paths], "site": folder}: from now on the file system may be read only
   under "read" and written only under "write", TCP is closed, and no signal reaches a process outside the sandbox.
 
@@ -53,6 +54,10 @@ def main(argv: list) -> None:
         elif name == "nproc":
             running = sum(1 for p in os.listdir("/proc") if p.isdigit())
             resource.setrlimit(resource.RLIMIT_NPROC, (running + int(value),) * 2)
+        elif name == "markfd":
+            if int(value) != 3:
+                os.dup2(int(value), 3)
+                os.close(int(value))
         elif name == "landlock":
             import json
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from perfagent.sandbox import scratch
 from perfagent.sandbox.behaviour import Event, read_log
 from perfagent.sandbox.isolation import Isolation, ProcessCap, launcher
+from perfagent.sandbox.marks import MarkChannel
 from perfagent.sandbox.monitor import SECRET
 
 _STARTUP = Path(__file__).resolve().with_name("startup")  # its sitecustomize starts the monitor
@@ -117,9 +118,9 @@ def kill_all() -> None:
 atexit.register(kill_all)
 
 
-def _ends_in_time(proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait for the child; False when `timeout_s` passed first. A pidfd wakes us the moment it exits, where Popen.wait
-    polls with sleeps of up to 50 ms (a 60 ms child would cost 113 ms)."""
+def _ends_in_time(proc: subprocess.Popen, timeout_s: float, marks: MarkChannel | None) -> bool:
+    """Wait for the child, reading its marks meanwhile; False when `timeout_s` passed first. A pidfd wakes us the
+    moment it exits, where Popen.wait polls with sleeps of up to 50 ms (a 60 ms child would cost 113 ms)."""
     try:
         fd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):  # not Linux 5.3+
@@ -128,8 +129,17 @@ def _ends_in_time(proc: subprocess.Popen, timeout_s: float) -> bool:
             return True
         except subprocess.TimeoutExpired:
             return False
+    deadline = time.monotonic() + timeout_s
     try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready = select.select([fd, *([marks] if marks else [])], [], [], left)[0]
+            if marks in ready:
+                marks.drain()
+            if fd in ready:
+                return True
     finally:
         os.close(fd)
 
@@ -140,11 +150,14 @@ def _read_tail(f) -> str:
     return f.read().decode("utf-8", "replace")
 
 
+# size: what to run and where, then keyword-only sandbox options, each with a default
 def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits: Limits = Limits(),
-        writable: tuple[Path, ...] | list[Path] = (), readable: tuple[Path, ...] | list[Path] = ()) -> RunResult:
+        writable: tuple[Path, ...] | list[Path] = (), readable: tuple[Path, ...] | list[Path] = (),
+        marks: MarkChannel | None = None) -> RunResult:
     """Run argv to completion (or timeout) in its own process group; never raises for the child's failures.
     `cwd` and `writable` are the only places the child may write to (besides a private temporary folder);
-    `readable` are files it must see even where the sandbox hides their folder (/tmp, home)."""
+    `readable` are files it must see even where the sandbox hides their folder (/tmp, home); with `marks`, the
+    child finds its end of that channel on file descriptor 3 and the marks it sends are read into it."""
     cap = ProcessCap(limits.processes)
     private = Path(tempfile.mkdtemp(prefix="child-", dir=scratch.folder()))
     log = private / "behaviour.jsonl"
@@ -156,25 +169,30 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
                PERFAGENT_WRITABLE=os.pathsep.join(str(p) for p in writable),
                PYTHONPATH=os.pathsep.join(filter(None, [str(_STARTUP), env.get("PYTHONPATH")])))
     wrapped = limits.isolation.wrap([str(a) for a in argv], Path(cwd), writable[1:], list(map(Path, readable)))
-    steps = {**limits.rlimits(), **cap.steps()}
+    steps = {**limits.rlimits(), **cap.steps(), **({"markfd": marks.child_fd} if marks else {})}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         try:
             proc = subprocess.Popen([*launcher(steps), *wrapped], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True)
+                                    stdout=out, stderr=err, start_new_session=True,
+                                    pass_fds=(marks.child_fd,) if marks else ())
         except BaseException:
             cap.close()
             shutil.rmtree(private, ignore_errors=True)
             raise
         _live_groups.add(proc.pid)
+        if marks:
+            marks.started()
         timed_out = False
         try:
-            timed_out = not _ends_in_time(proc, limits.timeout_s)
+            timed_out = not _ends_in_time(proc, limits.timeout_s, marks)
         finally:  # also on KeyboardInterrupt: the group, and anything that left it, dies with us
             _kill_group(proc.pid)
             proc.wait()
             _live_groups.discard(proc.pid)
             cap.close()
+            if marks:
+                marks.drain()
             behaviour = read_log(log)
             shutil.rmtree(private, ignore_errors=True)
         seconds = time.perf_counter() - start
