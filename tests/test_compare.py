@@ -226,6 +226,10 @@ def test_cycles_are_back_references():
     node.me = {"self": node}
     assert roundtrip(node)["attrs"]["me"]["items"][0][1] == {"$": "cycle", "depth": 0}
 
+    error = ValueError()
+    error.args = (error,)
+    assert roundtrip(error)["args"] == [{"$": "cycle", "depth": 0}]
+
 
 def test_shared_references_are_not_cycles():
     shared = [1]
@@ -325,6 +329,191 @@ def test_malformed_input_is_unequal_not_an_error():
     result = compare_results({"$": "list", "class": "list"}, {"$": "list", "class": "list"})
     assert not result.equal and "malformed" in result.detail
     assert not compare_results({"$": "dict", "class": "dict", "items": 3}, {"$": "dict", "class": "dict", "items": 3}).equal
+
+
+# results that pose as another value: the candidate's class may claim any name and override any method
+
+
+def posing_as(base, claimed=None, **namespace):
+    """A class derived from `base` that names itself as `claimed` (default: `base`), its names built at run time."""
+    claimed = claimed or base
+    cls = type("Posing", (base,), namespace)
+    setattr(cls, "__mod" + "ule__", getattr(claimed, "__mod" + "ule__"))
+    setattr(cls, "__qual" + "name__", getattr(claimed, "__qual" + "name__"))
+    return cls
+
+
+def lying(value, *dunders):
+    """Methods named `dunders` that answer as `value` would, whatever the instance holds."""
+    return {name: (lambda self, *args, _name=name: getattr(value, _name)(*args)) for name in dunders}
+
+
+def test_lazy_dict_posing_as_dict_is_not_that_dict():
+    asked = []
+
+    def compute(self):
+        asked.append(1)  # the expensive work, done only when the result is inspected
+        return {"a": 1, "b": 2}
+
+    lazy = posing_as(dict, __iter__=lambda self: iter(compute(self)),
+                     __getitem__=lambda self, key: compute(self)[key], __len__=lambda self: len(compute(self)),
+                     keys=lambda self: compute(self).keys(), items=lambda self: compute(self).items(),
+                     values=lambda self: compute(self).values())()
+    assert dict.__len__(lazy) == 0 and not asked
+    result = compare({"a": 1, "b": 2}, lazy)
+    assert not result.equal
+    assert result.detail == ("result: type dict != unverified dict: "
+                             "{'a': 1, 'b': 2} != unverified dict({'a': 1, 'b': 2})")
+
+
+SCALAR_LIES = {  # base: (value it holds, value it claims, the methods that claim it)
+    int: (0, 42, ("__int__", "__index__", "__float__", "__repr__", "__str__", "__eq__", "__hash__", "__format__")),
+    float: (0.0, 0.5, ("__float__", "__repr__", "__str__", "__eq__", "__hash__", "__format__", "__int__")),
+    str: ("", "done", ("__str__", "__repr__", "__eq__", "__hash__", "__format__", "__len__", "__iter__")),
+    bytes: (b"", b"done", ("__bytes__", "__repr__", "__eq__", "__hash__", "__len__", "__iter__", "hex")),
+}
+
+
+@pytest.mark.parametrize("base", SCALAR_LIES, ids=lambda base: base.__name__)
+def test_scalar_subclass_posing_as_its_base_shows_what_it_holds(base):
+    held, claimed, dunders = SCALAR_LIES[base]
+    liar = posing_as(base, **lying(claimed, *dunders))
+    assert not compare(claimed, liar(held)).equal
+    assert not compare(claimed, liar(claimed)).equal  # even holding the right value it is another type
+    assert not compare(liar(held), liar(claimed)).equal  # its value is read by the base type's own code
+    assert compare(liar(claimed), liar(claimed)).equal
+
+
+def test_scalar_subclass_detail_names_its_class():
+    assert_differs(42, posing_as(int, **lying(42, "__int__", "__index__"))(0), "result: 42 != unverified int(0)")
+
+
+class Meters(float):
+    pass
+
+
+def test_honest_scalar_subclass_compares_by_value_within_tolerance():
+    assert_same(Meters(1.0), Meters(1.0 + 1e-12))
+    assert_differs(Meters(1.0), Meters(2.0), "result: 1.0 != 2.0")
+    assert_differs(1.0, Meters(1.0), f"result: 1.0 != {__name__}.Meters(1.0)")
+
+
+def test_a_subclass_node_never_equals_a_plain_value():
+    node = {"$": "subclass", "class": "int", "value": 5}  # a name normalize never gives a subclass
+    assert not compare_results(5, node).equal and not compare_results(node, 5).equal
+    malformed = {"$": "subclass", "class": "int"}
+    result = compare_results(malformed, malformed)
+    assert not result.equal and "malformed" in result.detail
+
+
+def test_numpy_scalar_subclass_posing_as_numpy_scalar():
+    liar = posing_as(np.float64, item=lambda self: 0.5, __float__=lambda self: 0.5, __repr__=lambda self: "0.5")
+    assert not compare(np.float64(0.5), liar(0.25)).equal
+    assert not compare(liar(0.5), liar(0.25)).equal
+
+
+@pytest.mark.parametrize("base", [list, tuple, set, frozenset], ids=lambda base: base.__name__)
+def test_container_subclass_whose_iteration_lies_is_another_type(base):
+    claimed = base([1, 2, 3])
+    liar = posing_as(base, __iter__=lambda self: iter(claimed), __len__=lambda self: 3,
+                     __eq__=lambda self, other: claimed == other, __hash__=lambda self: hash(claimed))()
+    assert base.__len__(liar) == 0  # it holds nothing
+    result = compare(claimed, liar)
+    assert not result.equal
+    assert result.detail.startswith(f"result: type {base.__name__} != unverified {base.__name__}")
+
+
+def test_object_whose_class_property_claims_dict_is_not_a_dict():
+    items = {"a": 1}
+    claims = posing_as(object, dict, __class__=property(lambda self: dict), __iter__=lambda self: iter(items),
+                       __getitem__=lambda self, key: items[key], __len__=lambda self: len(items),
+                       keys=lambda self: items.keys(), items=lambda self: items.items(),
+                       __init__=lambda self, held: setattr(self, "held", held))
+    assert isinstance(claims(1), dict)  # isinstance believes __class__
+    assert not compare(items, claims(1)).equal
+    assert not compare(claims(1), claims(2)).equal  # known by what it holds, not by the items it claims
+
+
+def test_metaclass_that_claims_equality_with_str_does_not_make_a_str():
+    meta = type("Meta", (type,), {"__eq__": lambda cls, other: True, "__hash__": type.__hash__})
+    posing = meta("Posing", (str,), {"__str__": lambda self: "done"})
+    assert posing in (bool, str)
+    assert not compare("done", posing("done")).equal
+
+
+def test_mapping_that_is_not_a_dict_posing_as_dict():
+    items = {"a": 1}
+    mapping = posing_as(collections.abc.Mapping, dict, __iter__=lambda self: iter(items),
+                        __getitem__=lambda self, key: items[key], __len__=lambda self: len(items))()
+    assert not compare(items, mapping).equal
+
+
+def test_arguments_that_pose_as_an_exception_message():
+    poser = posing_as(object, str, __str__=lambda self: "bad input", __repr__=lambda self: "'bad input'")
+    assert not compare(ValueError("bad input"), ValueError(poser())).equal
+    assert not compare(collections.deque(["bad input"]), collections.deque([poser()])).equal
+
+
+class Record:
+    def __init__(self, total):
+        self.total = total
+
+
+FORGED_NAMES = {  # an honest value, and a cheap stand-in whose class claims the honest value's class name
+    "object": (Plain(a=1), lambda: posing_as(object, Plain, __dict__=property(lambda self: {"a": 1}))()),
+    "enum": (Color.RED, lambda: enum.Enum("Col" + "or", {"RED": 1}, module=__name__, qualname="Col" + "or").RED),
+    "namedtuple": (Pair(1, 2), lambda: posing_as(tuple, Pair, _fields=("left", "right"))((1, 2))),
+    "exception": (ValueError("bad"), lambda: posing_as(Exception, ValueError)("bad")),
+    "OrderedDict": (collections.OrderedDict(a=1), lambda: posing_as(dict, collections.OrderedDict)(a=1)),
+    "class object": (Record, lambda: posing_as(object, Record)),
+}
+
+
+@pytest.mark.parametrize("kind", FORGED_NAMES)
+def test_a_class_claiming_another_class_name_is_not_that_class(kind):
+    honest, make_forgery = FORGED_NAMES[kind]
+    assert not compare(honest, make_forgery()).equal
+
+
+def test_honest_classes_that_cannot_be_imported_by_name_still_compare_by_value():
+    local = type("Local", (), {})
+    first, second, third = local(), local(), local()
+    first.v, second.v, third.v = 1, 1, 2
+    assert_same(first, second)
+    assert_differs(first, third, "result.v: 1 != 2")
+    assert roundtrip(first)["class"] == f"unverified {__name__}.Local"
+
+
+@pytest.fixture
+def importable_record(monkeypatch):
+    """Makes a class importable as this module's `Record`, as the baseline's and then the candidate's code would."""
+    def install(**namespace):
+        cls = type("Record", (), {"__module__": __name__, "__init__": Record.__init__, **namespace})
+        monkeypatch.setattr(sys.modules[__name__], "Record", cls)
+        return cls
+    return install
+
+
+HIDING = {  # a class body that shows {"total": 42} however the instance's state was left
+    "__dict__ property": lambda shown: {"__di" + "ct__": property(lambda self: shown)},
+    "__getattribute__": lambda shown: {"__getattri" + "bute__": lambda self, name: (
+        shown if name == "__dict__" else object.__getattribute__(self, name))},
+}
+
+
+@pytest.mark.parametrize("trick", HIDING)
+def test_state_is_read_past_a_class_that_hides_it(importable_record, trick):
+    expected = roundtrip(importable_record()(42))
+    hiding = importable_record(**HIDING[trick]({"total": 42}))(0)
+    assert hiding.__dict__ == {"total": 42}
+    assert not compare_results(expected, roundtrip(hiding)).equal
+
+
+def test_a_slot_replaced_by_a_property_is_not_state(importable_record):
+    expected = roundtrip(importable_record(__slots__=("total",))(42))
+    replaced = importable_record(__slots__=("total",))
+    setattr(replaced, "to" + "tal", property(lambda self: 42))  # the slot's descriptor is gone from the class
+    assert not compare_results(expected, roundtrip(replaced.__new__(replaced))).equal
 
 
 # the child side runs without perfagent

@@ -2,6 +2,8 @@
 
 Everything is exact except floating-point numbers, which match within math.isclose-style tolerance;
 NaN matches NaN and infinities match only themselves (they are tagged strings in the normal form).
+A value of a subclass is never equal to a value of its base: a subclass of a scalar type is a "subclass" node, never
+a plain JSON scalar, and containers of different classes differ in their "class".
 The input is parsed JSON from an untrusted child: anything malformed compares unequal, never raises.
 """
 from __future__ import annotations
@@ -99,6 +101,9 @@ class _Comparer:
     def _sequence(self, e: dict, a: dict, path: str) -> str | None:
         return self._class(e, a, path) or self._items(e["items"], a["items"], path)
 
+    def _subclass(self, e: dict, a: dict, path: str) -> str | None:
+        return self._class(e, a, path) or self.diff(e["value"], a["value"], path)
+
     def _set(self, e: dict, a: dict, path: str) -> str | None:
         return self._class(e, a, path) or (_mismatch(path, e, a) if self._items(e["items"], a["items"], path) else None)
 
@@ -158,6 +163,7 @@ _HANDLERS = {
     "dict": _Comparer._dict,
     "object": _Comparer._record, "DataFrame": _Comparer._record, "Series": _Comparer._record,
     "ndarray": _Comparer._ndarray,
+    "subclass": _Comparer._subclass,
 }
 
 
@@ -253,6 +259,7 @@ _RENDERERS = {
     "exception": lambda n, limit: f"{n['class']}({n['message'][: limit + 1]!r})",
     "ndarray": _render_array,
     "npscalar": lambda n, limit: f"{n['dtype']}({_render(n['v'], limit)})",
+    "subclass": lambda n, limit: f"{n['class']}({_render(n['value'], limit)})",
     "repr": lambda n, limit: n["repr"][: limit + 1],
     "cycle": lambda n, limit: f"<cycle to depth {n['depth']}>",
     "too_deep": lambda n, limit: f"<{n['class']} nested too deep>",
