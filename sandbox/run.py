@@ -94,9 +94,11 @@ class RunResult:
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The parent's environment without secrets, with deterministic hashing, plus `extra`."""
+    """The parent's environment without secrets, with deterministic hashing and no bytecode written (perfagent
+    compiles a worktree's files itself, see bytecode.py: any write under __pycache__ is the code's), plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not SECRET.search(k)}
     env["PYTHONHASHSEED"] = "0"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})
     return env
 

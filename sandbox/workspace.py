@@ -3,6 +3,7 @@
 The user's working tree, index, stash and branches are never touched: the run's branch is created by
 `git worktree add -b`, candidates get detached scratch worktrees, and everything lives under one temporary folder that
 is removed on close. A run killed with SIGKILL leaves that folder behind; the next run on the repository removes it.
+Code runs in these worktrees, so git runs on them only through sandbox/gitsafe.py.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import git
 
+from perfagent.sandbox import gitsafe
 from perfagent.sandbox.scratch import alive
 
 _PREFIX = "perfagent-"
@@ -82,6 +84,9 @@ class Workspaces:
         (self.root / _OWNER).write_text(str(os.getpid()))
         if record:
             (self.root / _RECORD).write_text(str(Path(record).resolve()))
+        self._common = Path(repo.common_dir).resolve()
+        self._trees: list[Path] = []  # the worktrees not yet discarded
+        self.branch_tree: Path | None = None
         self._count = 0
 
     def branch(self, name: str, start: str) -> Path:
@@ -90,14 +95,17 @@ class Workspaces:
             raise WorkspaceError(f"branch {name} already exists")
         path = self.root / "branch"
         (self.root / _BRANCH).write_text(f"{name} {start}")
-        self.repo.git.worktree("add", "--quiet", "-b", name, str(path), start)
+        gitsafe.add_worktree(self._common, path, start, branch=name)
+        self._trees.append(path)
+        self.branch_tree = path
         return path
 
     def scratch(self, commit: str) -> Path:
         """A fresh detached worktree at `commit` (one per candidate)."""
         self._count += 1
         path = self.root / f"scratch-{self._count}"
-        self.repo.git.worktree("add", "--quiet", "--detach", str(path), commit)
+        gitsafe.add_worktree(self._common, path, commit)
+        self._trees.append(path)
         return path
 
     def tmpdir(self, name: str) -> Path:
@@ -106,26 +114,26 @@ class Workspaces:
         return path
 
     def discard(self, path: Path) -> None:
-        self.repo.git.worktree("remove", "--force", str(path))
+        self._trees.remove(path)
+        gitsafe.remove_worktrees([path])
 
     def close(self) -> None:
+        gitsafe.remove_worktrees(self._trees)
+        self._trees = []
         for child in self.root.iterdir():  # the owner file last: a run killed half-way is still seen as stale
             if child.name != _OWNER:
                 shutil.rmtree(child, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
-        self.repo.git.worktree("prune")
 
 
 def commit_files(worktree: Path, paths: list[str], message: str) -> str:
-    """Commit exactly `paths` in `worktree` (user hooks skipped; nothing else the runs left behind) and return the
-    new commit's sha."""
-    wt = git.Repo(worktree)
-    wt.git.add("--all", "--", *paths)
-    wt.git.commit("--quiet", "--no-verify", "-m", message, "--", *paths,
-                  env={"GIT_AUTHOR_NAME": "perfagent", "GIT_AUTHOR_EMAIL": "perfagent@localhost",
-                       "GIT_COMMITTER_NAME": "perfagent", "GIT_COMMITTER_EMAIL": "perfagent@localhost"})
-    return wt.head.commit.hexsha
+    """Commit exactly `paths` in `worktree` (nothing else the runs left behind) and return the new commit's sha."""
+    gitsafe.git(worktree, "add", "--all", "--", *paths)
+    gitsafe.git(worktree, "commit", "--quiet", "--no-verify", "-m", message, "--", *paths,
+                env={"GIT_AUTHOR_NAME": "perfagent", "GIT_AUTHOR_EMAIL": "perfagent@localhost",
+                     "GIT_COMMITTER_NAME": "perfagent", "GIT_COMMITTER_EMAIL": "perfagent@localhost"})
+    return head(worktree)
 
 
 def head(worktree: Path) -> str:
-    return git.Repo(worktree).head.commit.hexsha
+    return gitsafe.git(worktree, "rev-parse", "--verify", "HEAD").strip()

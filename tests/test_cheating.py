@@ -7,11 +7,11 @@ import textwrap
 
 import pytest
 
-from perfagent.loop.guards import repository_changes
 from perfagent.loop.verdict import Judge, Reference
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.measure.stats import Sampling
 from perfagent.sandbox.run import Limits
+from perfagent.sandbox.tree import snapshot
 from tests.conftest import SMALL_LIB, git, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD, UNIQUE_BODY, invoke
 
@@ -115,8 +115,9 @@ def test_command_output_and_files_left_behind(tmp_path):
     """A command's stdout is its result unless compare-output = false; files it writes must match the baseline's."""
     base = make_repo(tmp_path / "base", {"tool.sh": "sleep 0.3\necho done > report.txt\necho '[1, 2, 3]'\n"})
     runner = WorkloadRunner(Workload.parse("sh tool.sh", base), sys.executable, tmp_path, Limits(timeout_s=60))
+    start = snapshot(base)
     results, seconds = runner.results(base)
-    ref = Reference(base, set(), results, seconds, {}, set(repository_changes(base)))
+    ref = Reference(base, set(), results, seconds, {}, start.changes(snapshot(base)))
     assert ref.writes == {"report.txt"}
 
     def judge(name: str, code: str, compare_output: bool = True):
@@ -162,8 +163,9 @@ def test_a_test_that_now_skips_counts_as_failing(tmp_path):
              "tests/test_lib.py": "from lib import f\n\n\ndef test_f():\n    assert f() == 1\n"}
     base = make_repo(tmp_path / "base", files)
     runner = WorkloadRunner(Workload.parse("sh tool.sh", base), sys.executable, tmp_path, Limits(timeout_s=60))
+    start = snapshot(base)
     results, seconds = runner.results(base)
-    ref = Reference(base, {"tests/test_lib.py::test_f"}, results, seconds, {}, set(repository_changes(base)))
+    ref = Reference(base, {"tests/test_lib.py::test_f"}, results, seconds, {}, start.changes(snapshot(base)))
     candidate = make_repo(tmp_path / "candidate", {**files, "lib.py": "import pytest\n\n\ndef f():\n"
                                                    "    pytest.skip('not today')\n"})
     verdict = Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (1,), None,

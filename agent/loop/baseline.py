@@ -9,7 +9,6 @@ from perfagent.config import ConfigError, Settings
 from perfagent.events import Broadcast
 from perfagent.localize.testselect import PlanSettings, TestPlan
 from perfagent.loop.environment import Environment
-from perfagent.loop.guards import repository_changes
 from perfagent.loop.memory import baseline_memory, mib
 from perfagent.loop.verdict import Judge, Reference, candidate_limits, compare_inputs
 from perfagent.measure.stats import Noise, Sampling, measure_noise, value_ladder, walls
@@ -75,7 +74,7 @@ class BaselinePhase:
                          f"call(s) per timing value")
         plan.behaviour |= from_records(measured["behaviour"])  # one set, growing with the tests the run selects
         reference = Reference(worktree, plan.passing, measured["results"], measured["seconds"], plan.files,
-                              set(repository_changes(worktree)), plan.excluded, plan.behaviour, measured["memory"])
+                              self.env.written(worktree), plan.excluded, plan.behaviour, measured["memory"])
         sampling = replace(self._sampling(), noise_floor=measured["noise"]["pair_spread"])
         return Baseline(plan, runner, reference, ladder, sampling, compare_output, measured)
 

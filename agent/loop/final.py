@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import git
-
 from perfagent.localize.hotspots import Profile
 from perfagent.loop.baseline import Baseline
 from perfagent.loop.candidate import CandidateRecord
@@ -14,6 +12,7 @@ from perfagent.loop.context import RunContext
 from perfagent.loop.focus import profile
 from perfagent.loop.memory import compare_memory, memory_record
 from perfagent.measure.stats import Sampling, SpeedStats, compare_speed, samples_record
+from perfagent.sandbox import gitsafe
 from perfagent.sandbox.workspace import head
 
 FINAL_PAIRS = 10  # at most: its interval, not a decision, is what the final measurement is for
@@ -24,7 +23,8 @@ def final_measurement(ctx: RunContext, baseline: Baseline, branch: Path, base_co
     """(the final record, the profile after); `kept` are the candidates whose commits are on the branch."""
     after = profile(ctx.env, branch, baseline.runner, ctx.settings)
     only = kept[0] if len(kept) == 1 else None
-    if only and only.commit == head(branch) and git.Repo(branch).commit(only.commit).parents[0].hexsha == base_commit:
+    parent = gitsafe.git(branch, "rev-parse", f"{only.commit}^").strip() if only else None
+    if only and only.commit == head(branch) and parent == base_commit:
         ctx.notify.note(f"the final code is candidate {only.n} on the original: its comparison is the final "
                         f"measurement")
         verdict = only.verdict

@@ -8,8 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-import git
-
 from perfagent.config import ConfigError, Settings
 from perfagent.events import Broadcast, Observer
 from perfagent.localize.testselect import TestPlan
@@ -29,7 +27,7 @@ from perfagent.model.prompting import Attempt
 from perfagent.reasons import FAILED, INTERRUPTED, MODEL_FAILED
 from perfagent.record import RunRecord
 from perfagent.repos.cache import BaselineCache
-from perfagent.sandbox import isolation
+from perfagent.sandbox import gitsafe, isolation
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.workspace import Workspaces, head, open_repo
 
@@ -240,7 +238,7 @@ class Iterations:
         if head(self.branch) != candidate.commit:
             raise RuntimeError(f"the branch head {head(self.branch)[:10]} is not candidate {candidate.n}'s commit "
                                f"{candidate.commit[:10]}")
-        git.Repo(self.branch).git.reset("--hard", "--quiet", f"{candidate.commit}~1")
+        gitsafe.git(self.branch, "reset", "--hard", "--quiet", f"{candidate.commit}~1")
         self.ctx.env.rebuild(self.branch)
         candidate.undone = True
         self._save()

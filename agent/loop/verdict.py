@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from perfagent.loop.guards import files_written, protected_reason, repository_changes, suspicious_reason, unsafe_reason
+from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_reason
 from perfagent.loop.memory import NOT_SLOWER, SLOWER, compare_memory, describe_memory, memory_record, mib, \
     time_not_worse, too_much_memory
 from perfagent.measure.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
@@ -22,6 +22,7 @@ from perfagent.reasons import ACCEPTED, IDENTICAL, NO_LESS_MEMORY, NOT_COMPARED,
 from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON, SLOWER as SLOWER_REASON  # stats and memory decisions
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
+from perfagent.sandbox.tree import snapshot
 
 
 def candidate_limits(limits: Limits, baseline_seconds: float, floor_s: float) -> Limits:
@@ -193,7 +194,7 @@ class Judge:
     def check(self, candidate: Path, ref: Reference, tests: list[str],
               progress: Callable[..., None] = lambda step, stats=None: None) -> "Verdict | Checked":
         """Every check but the timing, cheapest first: a rejection, or what the timing's verdict builds on."""
-        before = repository_changes(candidate)
+        before = snapshot(candidate, keep=ref.writes)
         checked, rejection = self._tests(candidate, ref, tests)
         if rejection:
             return rejection
@@ -205,7 +206,9 @@ class Judge:
         unsafe = self._unsafe(candidate, ref, set(), checked)
         if unsafe:
             return unsafe
-        written = sorted(files_written(candidate, before) - ref.writes)
+        changed = before.changes(snapshot(candidate))
+        before.restore(changed & ref.writes)  # what the unmodified code's runs write too carries nothing further
+        written = sorted(changed - ref.writes)
         if written:
             return Verdict(SUSPICIOUS_CODE, f"writes files into the repository while running: {', '.join(written[:5])}",
                            checked)

@@ -1,5 +1,6 @@
 """Where batch and evaluate get each task's code: one local clone or mirror per repository (the repository cache),
-and a detached worktree of it per task at the task's base commit. Nothing is ever cloned from the network."""
+and a detached worktree of it per task at the task's base commit. Nothing is ever cloned from the network. Code runs
+in those worktrees, so git runs on them only through sandbox/gitsafe.py."""
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ import git
 from perfagent.repos import examples
 from perfagent.repos.diffs import DiffError, patched_files
 from perfagent.record import file_lock
+from perfagent.sandbox import gitsafe
 from perfagent.sandbox.workspace import remove_stale
 
 _PREFIX = "perfagent-task-"  # worktree folders; remove_stale() in sandbox.workspace clears dead runs' ones
@@ -76,15 +78,14 @@ class RepoCache:
         lock = self.root / f".{source.name}.lock"
         try:
             with file_lock(lock):
-                remove_stale(git.Repo(source))
+                repo = git.Repo(source)
+                remove_stale(repo)
                 _drop_orphan_branches(source)
-                _git("worktree", "add", "--detach", str(worktree), full, cwd=source)
+                gitsafe.add_worktree(Path(repo.common_dir).resolve(), worktree, full)
             yield worktree
         finally:
             with file_lock(lock):
-                subprocess.run(["git", "-C", str(source), "worktree", "remove", "--force", str(worktree)],
-                               capture_output=True)
-                subprocess.run(["git", "-C", str(source), "worktree", "prune"], capture_output=True)
+                gitsafe.remove_worktrees([worktree])
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -133,8 +134,7 @@ def apply_patch(worktree: Path, patch: str) -> Applied:
     with tempfile.TemporaryDirectory(prefix="perfagent-patch-") as tmp:
         file = Path(tmp) / "patch.diff"
         file.write_bytes(text.encode("utf-8", "surrogateescape"))
-        first = subprocess.run([*_GIT_APPLY, str(file)], cwd=worktree, capture_output=True, text=True,
-                               errors="replace")
+        first = gitsafe.run(worktree, *_GIT_APPLY[1:], str(file), errors="replace")
         if first.returncode == 0:
             return Applied(GIT_APPLY)
         git_said = _output(first, "git apply")
@@ -202,4 +202,4 @@ def _restore(worktree: Path, name: str, state: tuple[bytes, int] | None) -> None
 
 
 def diff(worktree: Path, base: str, head: str) -> str:
-    return _git("diff", "--no-color", "--no-ext-diff", base, head, cwd=worktree)
+    return gitsafe.git(worktree, "diff", "--no-color", "--no-ext-diff", "--no-textconv", base, head)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from perfagent.repos.diffs import patched_files
 from perfagent.runs.tasks import BadRecord, Task
 from perfagent.loop.verdict import compare_inputs
 from perfagent.measure.workload import Workload, WorkloadRunner
-from perfagent.sandbox import isolation
+from perfagent.sandbox import gitsafe, isolation
 from perfagent.measure.stats import ratio_of_speedups, speed_stats
 from perfagent.sandbox.run import Limits, child_env, run, run_shell
 from perfagent.sandbox.testrun import run_pytest
@@ -74,7 +73,7 @@ def _prepare(worktree: Path, patch: str | None, task: Task) -> tuple[bool, str, 
         applied, problem = how.ok, how.error
         touched_tests = [p for p in patched_files(patch) if is_test_file(p)] if applied else []
         for path in touched_tests:  # back to the base version; files the patch added go
-            restored = subprocess.run(["git", "checkout", "HEAD", "--", path], cwd=worktree, capture_output=True)
+            restored = gitsafe.run(worktree, "checkout", "HEAD", "--", path)
             if restored.returncode:
                 (worktree / path).unlink(missing_ok=True)
     if task.test_patch.strip():
