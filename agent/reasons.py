@@ -14,6 +14,7 @@ SYNTAX_ERROR = "syntax error"
 BUILD_FAILED = "build failed"
 UNSAFE_BEHAVIOUR = "unsafe behaviour"
 TESTS_FAILED = "tests failed"
+TESTS_TAMPERED = "tests tampered"  # the test run misreported its canary, or tests pass only by a change they never run
 WORKLOAD_FAILED = "workload failed"
 RESULT_CHANGED = "result changed"
 USES_TOO_MUCH_MEMORY = "uses too much memory"  # its peak per call grew beyond max-memory-growth

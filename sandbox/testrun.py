@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 
+from perfagent.sandbox.canary import Canary, planted
 from perfagent.sandbox.run import Limits, RunResult, child_env, run
 
 _PLUGIN = Path(__file__).with_name("pytest_plugin.py")
@@ -25,6 +27,7 @@ class SuiteRun:
     seconds_by_file: dict[str, float] = field(default_factory=dict)  # test durations summed per test file
     running: tuple[str, float] | None = None  # a test that started and never finished: (node id, seconds it ran)
     problems: dict[str, str] = field(default_factory=dict)  # "<collect> path" -> pytest's own message
+    tampered: str | None = None  # how the run misreported its canary (sandbox/canary.py), whose tests are not above
 
     def failing(self) -> list[str]:
         return sorted(k for k, v in self.outcomes.items() if v in ("failed", "error"))
@@ -80,10 +83,11 @@ def _read_events(report: Path) -> tuple[dict[str, str], dict[str, float], tuple[
 # size: where and what to run, then keyword-only pytest and coverage options, most with a default
 def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, limits: Limits,
                coverage_file: Path | None = None, measure: list[str] = (), exitfirst: bool = False,
-               deselect: set[str] = frozenset()) -> SuiteRun:
+               deselect: set[str] = frozenset(), canary: bool = False) -> SuiteRun:
     """Run pytest on `targets` (all of the suite when empty), in this order; with `coverage_file`, record per-test
     coverage of the repository's code, or of the files in `measure` only (much faster: the rest runs untraced);
-    with `exitfirst`, stop at the first failing test; the tests in `deselect` do not run."""
+    with `exitfirst`, stop at the first failing test; the tests in `deselect` do not run; with `canary` (a candidate's
+    run, of at least one target), a canary test file runs last, and the run says whether it was misreported."""
     plugin_dir = tmp / "plugin"
     plugin_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_PLUGIN, plugin_dir / f"{_PLUGIN_MODULE}.py")
@@ -103,12 +107,28 @@ def run_pytest(worktree: Path, targets: list[str], *, python: str, tmp: Path, li
         env["PERFAGENT_COVERAGE_CONTEXT"] = "1"
         scope = f"--include={','.join(str(worktree / f) for f in measure)}" if measure else f"--source={worktree}"
         argv = [python, "-m", "coverage", "run", f"--data-file={coverage_file}", scope, *pytest_args]
-    process = run(argv, cwd=worktree, env=env, limits=limits,
-                  writable=[tmp] + ([coverage_file.parent] if coverage_file else []))
+    with planted(worktree, targets) if canary else nullcontext() as planted_canary:
+        if planted_canary:
+            argv.append(planted_canary.path.relative_to(worktree).as_posix())  # last: the plugin runs its tests last
+        process = run(argv, cwd=worktree, env=env, limits=limits,
+                      writable=[tmp] + ([coverage_file.parent] if coverage_file else []))
     outcomes, seconds, running, problems = _read_events(report)
     if not outcomes and process.returncode not in (0, NO_TESTS_COLLECTED) and not process.timed_out:
         outcomes = {PYTEST_ITSELF: "error"}  # pytest itself could not run (bad arguments, internal error)
-    return SuiteRun(outcomes, process, seconds, running, problems)
+    suite = SuiteRun(outcomes, process, seconds, running, problems)
+    return _without_canary(suite, planted_canary) if planted_canary else suite
+
+
+def _without_canary(run: SuiteRun, canary: Canary) -> SuiteRun:
+    """`run` with its canary's tests taken out of what it reports, and `tampered` set when it misreported them."""
+    ids = set(canary.nodeids(run.outcomes).values())
+    rest = {nodeid: outcome for nodeid, outcome in run.outcomes.items() if nodeid not in ids}
+    stopped = run.cut_short() is not None or any(outcome in ("failed", "error") for outcome in rest.values())
+    return replace(run, outcomes=rest, tampered=canary.tampered(run.outcomes, stopped),
+                   seconds_by_file={file: s for file, s in run.seconds_by_file.items()
+                                    if PurePosixPath(file).name != canary.path.name},
+                   running=None if run.running and run.running[0] in ids else run.running,
+                   problems={nodeid: text for nodeid, text in run.problems.items() if nodeid not in ids})
 
 
 def coverage_by_line(coverage_file: Path, worktree: Path) -> dict[str, dict[int, set[str]]]:

@@ -3,7 +3,9 @@ an accepted candidate is committed, its hunks are taken back one group at a time
 they may depend on each other; each module-level hunk alone; pure deletions stay, as the cleanup of code the change
 made dead), and a version without a group is kept when it still
 passes every check and its gain (speedup, or memory with objective memory) is not significantly lower: its
-interval reaches the full candidate's."""
+interval reaches the full candidate's. A group without which the tests fail, in a file whose lines no test runs (by
+coverage, while a test runs: module-level code that runs at import does not count), changes the tests' outcome by
+other means than the code they test: the whole candidate is rejected."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -14,7 +16,8 @@ from perfagent.loop.candidate import CandidateRecord, Change
 from perfagent.loop.context import RunContext
 from perfagent.loop.review import unified_diff
 from perfagent.loop.verdict import Judge, Reference, Verdict
-from perfagent.reasons import BUILD_FAILED
+from perfagent.reasons import BUILD_FAILED, TESTS_FAILED, TESTS_TAMPERED
+from perfagent.sandbox.testrun import coverage_by_line, run_pytest
 from perfagent.sandbox.workspace import head
 
 
@@ -39,6 +42,7 @@ class Minimiser:
         if not self.ctx.settings.minimal_patches or len(groups) < 2:
             return change, verdict
         kept, dropped = list(groups), []
+        full, exercised = change, None  # the files of the full change that its tests run, measured when first needed
         for group in groups:
             others = [h for g in kept if g is not group for h in g.hunks]
             if not others:  # never take back every change
@@ -52,8 +56,16 @@ class Minimiser:
                                 f"{_interval(self.judge.gain(smaller))} against the full candidate's "
                                 f"{_interval(self.judge.gain(verdict))}"})
                 change, verdict = replace(change, after=after), smaller
-            else:
-                self.ctx.notify.note(f"  minimal patch: {group.key} is needed ({smaller.reason})")
+                continue
+            if smaller.reason == TESTS_FAILED:
+                exercised = self._exercised(full, tests) if exercised is None else exercised
+                if group.hunks[0].path not in exercised:
+                    self.ctx.notify.note(f"  minimal patch: the tests need {group.key} and never run it")
+                    return full, Verdict(TESTS_TAMPERED, (
+                        f"the tests fail without {group.key} ({smaller.detail.splitlines()[0]}), yet no test runs a "
+                        f"line of {group.hunks[0].path}: it changes their outcome by other means than the code they "
+                        f"test"), verdict.tests_run, smaller.tests_failed)
+            self.ctx.notify.note(f"  minimal patch: {group.key} is needed ({smaller.reason})")
         if dropped:
             candidate.full_diff, candidate.dropped = candidate.diff, dropped
             candidate.diff = unified_diff(change.before, change.after)
@@ -74,6 +86,24 @@ class Minimiser:
             key = functions[0] if len(functions) == 1 else f"{hunk.path}:{hunk.start + 1}"
             groups.setdefault(key, _Group(key, [])).hunks.append(hunk)
         return list(groups.values()), deletions
+
+    def _exercised(self, change: Change, tests: list[str]) -> set[str]:
+        """The files of `change` that its tests run a line of while a test runs; all of them when that cannot be
+        measured (no evidence against any)."""
+        measure = sorted(path for path in change.after if path.endswith(".py"))
+        if not measure or not tests:
+            return set()
+        with self.ctx.env.scratch(head(self.reference.worktree), change.after) as tree:
+            if self.ctx.env.rebuild(tree):
+                return set(change.after)
+            tmp = self.judge.tmp / f"{tree.name}-coverage"
+            tmp.mkdir(parents=True, exist_ok=True)
+            coverage_file = tmp / "coverage.db"
+            run = run_pytest(tree, tests, python=self.judge.python, tmp=tmp, coverage_file=coverage_file,
+                             limits=self.judge.test_limits(self.reference, tests), measure=measure)
+            if run.cut_short() or not coverage_file.exists():
+                return set(change.after)
+            return {path for path, lines in coverage_by_line(coverage_file, tree.resolve()).items() if lines}
 
     def _judge(self, before: dict[str, str], after: dict[str, str], tests: list[str]) -> Verdict:
         """Every check on a smaller version, in a scratch worktree at the branch head."""

@@ -17,8 +17,8 @@ from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_rotation, compare_speed, \
     samples_record
 from perfagent.reasons import ACCEPTED, IDENTICAL, NO_LESS_MEMORY, NOT_COMPARED, PROTECTED_FILE, RESULT_CHANGED, \
-    SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, USES_TOO_MUCH_MEMORY, \
-    WORKLOAD_FAILED
+    SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, TESTS_TAMPERED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, \
+    USES_TOO_MUCH_MEMORY, WORKLOAD_FAILED
 from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON, SLOWER as SLOWER_REASON  # stats and memory decisions
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
@@ -164,10 +164,12 @@ class Judge:
         tmp = self.tmp / candidate.name
         tmp.mkdir(parents=True, exist_ok=True)
         run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref, tests),
-                         exitfirst=True, deselect=ref.excluded_tests)
+                         exitfirst=True, deselect=ref.excluded_tests, canary=True)
         unsafe = self._unsafe(candidate, ref, set(run.process.behaviour), checked)
         if unsafe:
             return checked, unsafe
+        if run.tampered:  # its outcomes cannot be believed, the failures it reports aside
+            return checked, Verdict(TESTS_TAMPERED, f"{run.tampered}\n{run.process.tail(15)}", checked)
         failed = [t for t in checked if run.outcomes.get(t) in ("failed", "error")]
         broken = [t for t in run.failing() if t.startswith("<")]  # collection errors, pytest itself
         cut = run.cut_short()
