@@ -9,39 +9,41 @@
 - "unshare": the same namespaces without Landlock (no network; the file system is not protected);
 - "rlimits": resource limits and a process group only.
 
-Independently, a pids cgroup (v2, or v1's pids hierarchy) caps the number of processes when the cgroup file system is
-writable; otherwise RLIMIT_NPROC does, except for root, whom the kernel exempts from it. Every child starts through
-sandbox/launch.py, which sets all of this up inside the fresh process before exec.
+The three namespace levels give the child a /dev/shm of its own (bubblewrap's --dev; for the others, a fresh tmpfs
+that sandbox/launch.py mounts inside the mount namespace), so nothing left there reaches the host or a later run; at
+"rlimits" /dev/shm is the host's. Independently, the child's cgroups (sandbox/cgroups.py) cap and count its processes
+and sum their CPU time. Every child starts through sandbox/launch.py, which sets all of this up inside the fresh
+process before exec.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from perfagent.sandbox import scratch
+from perfagent.sandbox.cgroups import pids_root
 from perfagent.sandbox.monitor import CREDENTIAL_FILES  # credentials in the home folder
 
 LEVELS = ("bubblewrap", "landlock", "unshare", "rlimits")
 # what each level protects, beyond the limits every level sets; tests/test_sandbox.py tries each claim at each level
-FILES, NETWORK, PROCESSES, CREDENTIALS = "files", "network", "processes", "credentials"
-PROTECTS = {"bubblewrap": (FILES, NETWORK, PROCESSES, CREDENTIALS),
-            "landlock": (FILES, NETWORK, PROCESSES, CREDENTIALS),
-            "unshare": (NETWORK, PROCESSES),
+FILES, NETWORK, PROCESSES, CREDENTIALS, SHM = "files", "network", "processes", "credentials", "/dev/shm"
+PROTECTS = {"bubblewrap": (FILES, NETWORK, PROCESSES, CREDENTIALS, SHM),
+            "landlock": (FILES, NETWORK, PROCESSES, CREDENTIALS, SHM),
+            "unshare": (NETWORK, PROCESSES, SHM),
             "rlimits": ()}
+# tasks of the wrapping alive beside the program: unshare's parent; bwrap's parent and its init in the PID namespace
+_WRAPPER_TASKS = {"bubblewrap": 2, "landlock": 1, "unshare": 1, "rlimits": 0}
 _PERFAGENT_SOURCE = Path(__file__).resolve().parent.parent
 _LAUNCH = Path(__file__).resolve().with_name("launch.py")
 # user, network, mount and PID namespaces; /proc remounted for the new PID namespace (py-spy finds its child there)
 _UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--mount-proc", "--fork", "--kill-child"]
-_counter = itertools.count()
+_PRIVATE_SHM = {"tmpfs": "/dev/shm"}  # launch.py's step, inside unshare's mount namespace
 
 
 class IsolationError(RuntimeError):
@@ -89,13 +91,13 @@ class Isolation:
     level: str
 
     def describe(self) -> str:
-        limit = "processes capped by a pids cgroup" if cgroup_root() else (
+        limit = "processes capped by a pids cgroup" if pids_root() else (
             "processes capped by RLIMIT_NPROC" if os.geteuid() != 0 else "NO process cap (root, no writable cgroup)")
-        what = {"bubblewrap": "no network, read-only file system except the workspace, private /tmp, "
+        what = {"bubblewrap": "no network, read-only file system except the workspace, private /tmp and /dev/shm, "
                               "credentials hidden",
-                "landlock": "no network, own PID namespace, writes only in the workspace (Landlock), "
-                            "credentials hidden",
-                "unshare": "no network, own PID namespace; the file system is NOT protected",
+                "landlock": "no network, own PID namespace, writes only in the workspace (Landlock), private "
+                            "/dev/shm, credentials hidden",
+                "unshare": "no network, own PID namespace, private /dev/shm; the file system is NOT protected",
                 "rlimits": "resource limits only: network and file system are NOT protected"}[self.level]
         return f"{self.level} ({what}; {limit})"
 
@@ -107,10 +109,21 @@ class Isolation:
 
             rules = {"read": _readable_roots(), "write": [str(p) for p in [cwd, *writable, *_DEVICES]],
                      "site": str(Path(landlockpy.__file__).parents[1])}
-            return [*_UNSHARE, "--", *launcher({"landlock": rules}), *argv]
+            return [*_UNSHARE, "--", *launcher({**_PRIVATE_SHM, "landlock": rules}), *argv]
         if self.level == "unshare":
-            return [*_UNSHARE, "--", *argv]
+            return [*_UNSHARE, "--", *launcher(_PRIVATE_SHM), *argv]
         return argv
+
+    @property
+    def wrapper_tasks(self) -> int:
+        """Tasks the level itself keeps alive in the child's cgroup, beside the program's own."""
+        return _WRAPPER_TASKS[self.level]
+
+    @property
+    def rusage_covers_descendants(self) -> bool:
+        """Whether wait4() on the child reports the CPU time of the descendants it waited for: not under bubblewrap,
+        whose processes in between do not pass their children's time on."""
+        return self.level != "bubblewrap"
 
     @staticmethod
     def _bwrap(argv: list[str], cwd: Path, writable: list[Path], readable: list[Path]) -> list[str]:
@@ -128,7 +141,8 @@ class Isolation:
         return [*args, "--chdir", str(Path(cwd).resolve()), "--", *argv]
 
 
-_DEVICES = [Path("/dev/null"), Path("/dev/zero"), Path("/dev/full"), Path("/dev/shm")]  # shm: multiprocessing's locks
+# shm: multiprocessing's locks (a private tmpfs by then)
+_DEVICES = [Path("/dev/null"), Path("/dev/zero"), Path("/dev/full"), Path("/dev/shm")]
 
 
 def _readable_roots() -> list[str]:
@@ -177,67 +191,3 @@ def choose(requested: str = "auto") -> Isolation:
         hint = " (install the bubblewrap package)" if requested == "bubblewrap" else ""
         raise IsolationError(f"isolation level {requested!r} does not work on this machine{hint}")
     return Isolation(requested)
-
-
-# -- process count ------------------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
-def cgroup_root() -> Path | None:
-    """A writable pids cgroup below our own (v2, or the v1 pids hierarchy), or None."""
-    own = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        own[controllers] = path
-    candidates = []
-    if "pids" in own:
-        candidates.append(Path("/sys/fs/cgroup/pids") / own["pids"].lstrip("/"))
-    if "" in own:
-        candidates += [Path("/sys/fs/cgroup") / own[""].lstrip("/"), Path("/sys/fs/cgroup/unified") / own[""].lstrip("/")]
-    for base in candidates:
-        probe = base / f"perfagent-probe-{os.getpid()}"
-        try:
-            probe.mkdir()
-        except OSError:
-            continue
-        ok = (probe / "pids.max").exists()
-        probe.rmdir()
-        if ok:
-            return base
-    return None
-
-
-class ProcessCap:
-    """A pids cgroup for one child and all its descendants: caps their number, and finds them all to kill."""
-
-    def __init__(self, max_processes: int):
-        root = cgroup_root()
-        self.path = root / f"perfagent-{os.getpid()}-{next(_counter)}" if root else None
-        self.max_processes = max_processes
-        if self.path:
-            self.path.mkdir()
-            (self.path / "pids.max").write_text(str(max_processes))
-
-    def steps(self) -> dict:
-        """What sandbox/launch.py does in the child: join the cgroup, or fall back to RLIMIT_NPROC."""
-        if self.path:
-            return {"cgroup": str(self.path)}
-        return {"nproc": self.max_processes} if os.geteuid() != 0 else {}
-
-    def close(self) -> None:
-        """Kill whatever is still in the cgroup (daemons that left the process group too) and remove it."""
-        if not self.path:
-            return
-        procs = self.path / "cgroup.procs"
-        for _ in range(100):
-            pids = [int(p) for p in procs.read_text().split()]
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
-        try:
-            self.path.rmdir()
-        except OSError as exc:
-            print(f"perfagent: could not remove {self.path}: {exc}", file=sys.stderr)

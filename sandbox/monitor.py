@@ -8,18 +8,28 @@ the code used to reach it, and also when the sandbox then makes the call fail. L
   on a folder outside them (os.open with dir_fd writes by a name the "open" event does not resolve);
 - "process": starting a program (subprocess, os.system, exec, spawn, fork);
 - "network": connecting, binding or sending to an address, or looking up a host name;
-- "native": loading a shared library with ctypes;
+- "native": loading a shared library with ctypes, or the program's own symbols (CDLL(None): libc's system() among them);
 - "signal": signalling another process;
 - "secret": looking up a credential variable (they are never set in the sandbox), or reading a credential file.
 
 The parent (sandbox/behaviour.py) compares a candidate's log with the unmodified code's. A hook is not a security
 boundary, and the sandbox levels stay the enforcement; the hook refuses only to let the code touch its own log.
+
+Code in the same process can always blind the hook (find it with gc, change its state, close its log), and a hook
+that logs nothing proves nothing. So the first Python process of a run (the one that finds REPORT_EXIT set) reports
+at its exit, from an atexit handler registered before any of the code runs (so it runs last): when its state is the
+state it was installed with, it makes an audited call that always fails, opening /proc/perfagent-monitor-PID/intact
+for writing (procfs creates nothing), which an intact hook logs like any other write. The parent requires that line from
+a process that exited normally and reports its absence as tampering. It cannot catch blinding undone before exit, or
+a forged line: it makes a blinded monitor's silence visible, not the monitor tamper-proof. The hook holds its own
+references to the functions it calls, so replacing os.write or os.open does not blind it, and no handler calls
+anything that raises an event it handles, so it needs no re-entrancy flag that code could set.
 """
+import atexit
 import json
 import os
 import re
 import sys
-import threading
 
 # names whose values perfagent keeps out of every sandboxed environment (sandbox/run.py imports this)
 SECRET = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PASSWORD|^AWS_|^AZURE_|^GOOGLE_APPLICATION_CREDENTIALS$)", re.I)
@@ -29,6 +39,9 @@ CREDENTIAL_FILES = (".ssh", ".aws", ".azure", ".config/gcloud", ".kube", ".docke
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _HARMLESS_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/shm/", "/dev/tty")
 _MAX_LINES = 200
+REPORT_EXIT = "PERFAGENT_REPORT_EXIT"  # set by sandbox/run.py; the first Python process takes it out of os.environ
+START = "start"  # the kind of the line that announces an exit report: its subject is the folder the report writes
+_write, _open, _getpid = os.write, os.open, os.getpid  # the monitor's own: code that replaces os.write blinds nothing
 
 
 class _Monitor:
@@ -38,18 +51,20 @@ class _Monitor:
         self.roots = tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
         home = os.path.expanduser("~")
         self.credentials = tuple(os.path.join(home, name) for name in CREDENTIAL_FILES)
-        self.fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = _open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.seen = set()
-        self.inside = threading.local()  # in a handler on this thread: its own calls raise events too
+        self.lines = 0  # len(seen), unless code added to seen to silence an event
+        self.exit_report = None  # the folder of this process's exit report, when it makes one
 
     def log(self, kind, subject, detail):
         key = (kind, subject)
-        if key in self.seen or len(self.seen) >= _MAX_LINES:
+        if key in self.seen or (len(self.seen) >= _MAX_LINES and subject != self.exit_report):
             return
         self.seen.add(key)
+        self.lines += 1
         line = json.dumps({"kind": kind, "subject": subject, "detail": detail}) + "\n"
         try:
-            os.write(self.fd, line.encode("utf-8", "replace"))
+            _write(self.fd, line.encode("utf-8", "replace"))
         except OSError:
             pass
 
@@ -137,7 +152,10 @@ class _Monitor:
 
     def on_dlopen(self, args):
         name = args[0]
-        if name:
+        if name is None:  # ctypes.CDLL(None), and importing ctypes (its pythonapi): every C function linked in
+            self.log("native", "(the program itself)", "loaded the program's own C functions (ctypes.CDLL(None)), "
+                     "which reach system() and every other function of the C library")
+        elif name:
             name = os.fsdecode(name) if isinstance(name, bytes) else str(name)
             self.log("native", os.path.basename(name), f"loaded native code from {name}")
 
@@ -180,23 +198,44 @@ def _watch_secret_lookups(monitor):
     os.environ.__class__ = WatchedEnviron
 
 
+def _report_exit(monitor, handlers):
+    """Announce this process, and at its exit, if nothing changed the monitor, make the call that proves the hook
+    still logs (see the module's text)."""
+    pid = _getpid()
+    monitor.exit_report = f"/proc/perfagent-monitor-{pid}"
+    monitor.log(START, monitor.exit_report, "")
+
+    def state():
+        return tuple(handlers.items()), monitor.roots, monitor.log_path, monitor.fd, id(monitor.seen), type(os.environ)
+
+    installed = state()
+
+    def at_exit():
+        if _getpid() == pid and state() == installed and len(monitor.seen) == monitor.lines:  # not a forked child
+            try:
+                _open(monitor.exit_report + "/intact", os.O_WRONLY | os.O_CREAT)
+            except OSError:
+                pass
+
+    atexit.register(at_exit)
+
+
 def install(log_path, roots):
     monitor = _Monitor(log_path, roots)
     handlers = monitor.handlers()
 
     def hook(event, args):
         handler = handlers.get(event)
-        if handler is None or getattr(monitor.inside, "handling", False):
+        if handler is None:
             return
-        monitor.inside.handling = True
         try:
             handler(args)
         except PermissionError:
             raise
         except Exception:  # a malformed event must never break the code under test
             pass
-        finally:
-            monitor.inside.handling = False
 
     _watch_secret_lookups(monitor)
     sys.addaudithook(hook)
+    if os.environ.pop(REPORT_EXIT, None):
+        _report_exit(monitor, handlers)

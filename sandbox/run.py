@@ -3,7 +3,8 @@ of what it did.
 
 Every child gets its own session (process group) and its own temporary folder (TMPDIR), removed afterwards. On
 timeout, on Ctrl-C, or when perfagent exits, the whole group is killed, so no grandchild outlives the run. Python
-children log their behaviour (sandbox/monitor.py); the result carries it.
+children log their behaviour (sandbox/monitor.py); the result carries it, with what the kernel counted for the child
+and all its descendants (sandbox/cgroups.py): the most tasks alive at once, as behaviour, and the CPU seconds.
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfagent.sandbox import scratch
-from perfagent.sandbox.behaviour import Event, read_log
-from perfagent.sandbox.isolation import Isolation, ProcessCap, launcher
+from perfagent.sandbox.behaviour import Event, read_log, tasks_at_once
+from perfagent.sandbox.cgroups import ChildCgroups
+from perfagent.sandbox.isolation import Isolation, launcher
 from perfagent.sandbox.marks import MarkChannel
-from perfagent.sandbox.monitor import SECRET
+from perfagent.sandbox.monitor import REPORT_EXIT, SECRET
 
 _STARTUP = Path(__file__).resolve().with_name("startup")  # its sitecustomize starts the monitor
 _OUTPUT_LIMIT = 1 << 20  # keep at most the last 1 MiB of stdout / stderr
@@ -68,7 +70,10 @@ class RunResult:
     seconds: float
     timed_out: bool = False
     limits: Limits = field(default_factory=Limits)
-    behaviour: frozenset[Event] = frozenset()  # what its Python processes did that a user might not want
+    behaviour: frozenset[Event] = frozenset()  # what its Python processes did that a user might not want, and the
+    # most tasks the kernel counted alive at once (sandbox/behaviour.py tasks_at_once)
+    cpu_s: float | None = None  # user + system CPU seconds of the child and its descendants, as the kernel counted
+    # them; None where it cannot tell (no writable cgroup, and wait4 does not reach the descendants)
 
     @property
     def ok(self) -> bool:
@@ -146,6 +151,36 @@ def _ends_in_time(proc: subprocess.Popen, timeout_s: float, marks: MarkChannel |
         os.close(fd)
 
 
+def _reap(proc: subprocess.Popen) -> float | None:
+    """Wait for the (killed) child; the CPU seconds wait4 reports for it and the descendants it waited for."""
+    if proc.returncode is not None:  # Popen.wait reaped it, where there is no pidfd
+        return None
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _program(argv: list[str]) -> str:
+    """What a run runs, as runs of the same kind share it: the program and its module or script (python -m pytest,
+    python harness.py), without the arguments that vary."""
+    name = Path(argv[0]).name
+    if len(argv) > 2 and argv[1] == "-m":
+        return f"{name} -m {argv[2]}"
+    return f"{name} {Path(argv[1]).name}" if len(argv) > 1 and not argv[1].startswith("-") else name
+
+
+def _sandbox_env(env: dict[str, str], private: Path, writable: list[Path]) -> dict[str, str]:
+    """The child's environment: its temporary folder, the monitor's log and roots, the request that the first Python
+    process report its exit (monitor.py), and the caller's PYTHONPATH held back until perfagent's start-up has run
+    (startup/sitecustomize.py puts it on sys.path then): Python's own start-up (encodings, the imports of .pth
+    files, sitecustomize, usercustomize) never reads a folder the caller named, such as the candidate's worktree."""
+    env = dict(env)
+    env.update(TMPDIR=str(private / "tmp"), PERFAGENT_BEHAVIOUR_LOG=str(private / "behaviour.jsonl"),
+               PERFAGENT_WRITABLE=os.pathsep.join(str(p) for p in writable),
+               PERFAGENT_PYTHONPATH=env.get("PYTHONPATH", ""), PYTHONPATH=str(_STARTUP), **{REPORT_EXIT: "1"})
+    return env
+
+
 def _read_tail(f) -> str:
     f.seek(0, os.SEEK_END)
     f.seek(max(0, f.tell() - _OUTPUT_LIMIT))
@@ -160,18 +195,14 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
     `cwd` and `writable` are the only places the child may write to (besides a private temporary folder);
     `readable` are files it must see even where the sandbox hides their folder (/tmp, home); with `marks`, the
     child finds its end of that channel on file descriptor 3 and the marks it sends are read into it."""
-    cap = ProcessCap(limits.processes)
+    argv = [str(a) for a in argv]
+    cgroups = ChildCgroups(limits.processes)
     private = Path(tempfile.mkdtemp(prefix="child-", dir=scratch.folder()))
-    log = private / "behaviour.jsonl"
-    tmp = private / "tmp"
-    tmp.mkdir()
+    (private / "tmp").mkdir()
     writable = [Path(cwd), *map(Path, writable), private]
-    env = dict(env if env is not None else child_env())
-    env.update(TMPDIR=str(tmp), PERFAGENT_BEHAVIOUR_LOG=str(log),
-               PERFAGENT_WRITABLE=os.pathsep.join(str(p) for p in writable),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(_STARTUP), env.get("PYTHONPATH")])))
-    wrapped = limits.isolation.wrap([str(a) for a in argv], Path(cwd), writable[1:], list(map(Path, readable)))
-    steps = {**limits.rlimits(), **cap.steps(), **({"markfd": marks.child_fd} if marks else {})}
+    env = _sandbox_env(env if env is not None else child_env(), private, writable)
+    wrapped = limits.isolation.wrap(argv, Path(cwd), writable[1:], list(map(Path, readable)))
+    steps = {**limits.rlimits(), **cgroups.steps(), **({"markfd": marks.child_fd} if marks else {})}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         try:
@@ -179,7 +210,7 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
                                     stdout=out, stderr=err, start_new_session=True,
                                     pass_fds=(marks.child_fd,) if marks else ())
         except BaseException:
-            cap.close()
+            cgroups.close()
             shutil.rmtree(private, ignore_errors=True)
             raise
         _live_groups.add(proc.pid)
@@ -190,18 +221,22 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
             timed_out = not _ends_in_time(proc, limits.timeout_s, marks)
         finally:  # also on KeyboardInterrupt: the group, and anything that left it, dies with us
             _kill_group(proc.pid)
-            proc.wait()
+            waited_cpu_s = _reap(proc)
             _live_groups.discard(proc.pid)
-            cap.close()
+            cgroups.close()
             if marks:
                 marks.drain()
-            behaviour = read_log(log)
+            behaviour = read_log(private / "behaviour.jsonl", exited=proc.returncode == 0 and not timed_out)
             shutil.rmtree(private, ignore_errors=True)
         seconds = time.perf_counter() - start
         limits.usage.processes += 1
         limits.usage.seconds += seconds
-        return RunResult(list(map(str, argv)), proc.returncode, _read_tail(out), _read_tail(err), seconds,
-                         timed_out, limits, behaviour)
+        if cgroups.peak is not None:
+            behaviour |= {tasks_at_once(_program(argv), cgroups.peak - limits.isolation.wrapper_tasks)}
+        cpu_s = cgroups.cpu_s if cgroups.cpu_s is not None else (
+            waited_cpu_s if limits.isolation.rusage_covers_descendants else None)
+        return RunResult(argv, proc.returncode, _read_tail(out), _read_tail(err), seconds,
+                         timed_out, limits, behaviour, cpu_s)
 
 
 def run_shell(command: str, worktree: Path, python: str, limits: Limits) -> str | None:

@@ -5,6 +5,7 @@ checks that nothing got through; where it does not, the same probe must get thro
 would catch a missing protection."""
 import os
 import socket
+import subprocess
 import sys
 import textwrap
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from perfagent.sandbox import isolation
-from perfagent.sandbox.isolation import CREDENTIALS, FILES, NETWORK, PROCESSES, PROTECTS
+from perfagent.sandbox.isolation import CREDENTIALS, FILES, NETWORK, PROCESSES, PROTECTS, SHM
 from perfagent.sandbox.run import Limits, child_env, run
 from tests.conftest import git, make_repo
 
@@ -253,6 +254,70 @@ def test_cannot_delete_the_users_git_or_kill_everything(level, tmp_path):
     assert git(repo, "fsck", "--no-progress") == ""
 
 
+def test_dev_shm_is_private(level, tmp_path):
+    """A cache kept in /dev/shm (a candidate's results, read back by its later processes) stays in the run: the
+    file is not on the host afterwards, and the next child does not see it."""
+    name = f"perfagent-cache-{uuid.uuid4().hex}"
+    write = f"""
+        getattr(__import__("built" + "ins"), "op" + "en")("/dev/shm/{name}", "w").write("cached")
+        print("kept")
+    """
+    read = f"""print(getattr(getattr(__import__("o" + "s"), "path"), "exi" + "sts")("/dev/shm/{name}"))"""
+    try:
+        first = _sandboxed(level, write, tmp_path)
+        second = _sandboxed(level, read, tmp_path)
+        on_host = Path("/dev/shm", name).exists()
+    finally:
+        Path("/dev/shm", name).unlink(missing_ok=True)
+    assert first.stdout.split() == ["kept"] and second.ok, first.tail() + second.tail()
+    if SHM in PROTECTS[level]:
+        assert not on_host and second.stdout.split() == ["False"]
+    else:
+        assert on_host and second.stdout.split() == ["True"]
+
+
+_BURN_IN_A_GRANDCHILD = """
+    import subprocess, sys
+    burn = "import time\\nstart = time.process_time()\\nwhile time.process_time() - start < 0.5: pass"
+    getattr(subprocess, "r" + "un")([sys.executable, "-c", burn], check=True)
+"""
+
+
+def test_cpu_time_counts_a_grandchild(level, tmp_path):
+    """The kernel's account (a cpuacct cgroup here) holds the 0.5 s a grandchild burned, at every level; the child
+    cannot report less by faking its own clock."""
+    result = _sandboxed(level, _BURN_IN_A_GRANDCHILD, tmp_path)
+    assert result.ok, result.tail()
+    assert 0.5 <= result.cpu_s < 5, result.cpu_s  # two Python start-ups on top, whatever the machine's load
+
+
+def test_without_a_writable_cgroup_cpu_time_comes_from_wait4(tmp_path):
+    """With the cgroup file system hidden (a mount namespace with a tmpfs over it), CPU time comes from wait4, which
+    holds the waited-for grandchild's except under bubblewrap (None there), and no task count is recorded."""
+    script = f"""
+        import sys, textwrap
+        from pathlib import Path
+        from perfagent.sandbox import cgroups, isolation
+        from perfagent.sandbox.run import Limits, child_env, run
+        assert cgroups.pids_root() is None and cgroups.cpu_root() is None
+        for level in {HERE!r}:
+            result = run([sys.executable, "-c", textwrap.dedent({_BURN_IN_A_GRANDCHILD!r})], cwd=Path({str(tmp_path)!r}),
+                         env=child_env(), limits=Limits(timeout_s=20, isolation=isolation.choose(level)))
+            print(level, result.ok, result.cpu_s, sorted(e.count for e in result.behaviour if e.count is not None))
+    """
+    hidden = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+              'mount -t tmpfs none /sys/fs/cgroup && exec "$0" -c "$1"', PY, textwrap.dedent(script)]
+    out = subprocess.run(hidden, capture_output=True, text=True, timeout=120)
+    lines = [line.split() for line in out.stdout.splitlines()]
+    assert [line[0] for line in lines] == HERE, out.stderr
+    for level, ok, cpu_s, counts in lines:
+        assert ok == "True" and counts == "[]", (level, out.stderr)
+        if level == "bubblewrap":
+            assert cpu_s == "None"
+        else:
+            assert 0.5 <= float(cpu_s) < 5, (level, cpu_s)
+
+
 def test_py_spy_profiles_at_every_level(level, tmp_path):
     from perfagent.localize.hotspots import ProfileOptions, profile_workload
     from perfagent.measure.workload import Workload
@@ -272,9 +337,11 @@ def test_py_spy_profiles_at_every_level(level, tmp_path):
 def test_hostile_candidates_in_a_real_run(strongest, small_repo, tmp_path, monkeypatch, request):
     """Each candidate is a real speedup around hidden code, its names built at run time and its failures
     swallowed, so the tests pass and the result is right: what it does is the only thing wrong with it. The sandbox
-    contains it while it runs, the monitor rejects it, and only the honest candidate reaches the branch."""
+    contains it while it runs, the monitor, its exit report and the kernel's count of tasks reject it, and only the
+    honest candidate reaches the branch."""
     import json
 
+    from perfagent.sandbox.cgroups import pids_root
     from tests.conftest import perfagent_branches, repo_state, scripted_session
     from tests.test_optimize import GOOD, _body, invoke
 
@@ -286,27 +353,45 @@ def test_hostile_candidates_in_a_real_run(strongest, small_repo, tmp_path, monke
     monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak")
 
     def hidden(code: str, prose: str) -> str:
-        body = textwrap.indent(textwrap.dedent(code).strip(), "        ")
+        load = 'import importlib\nload = getattr(importlib, "import_" + "module")\n'  # no __import__ to read
+        body = textwrap.indent(load + textwrap.dedent(code).strip(), "        ")
         return _body(f"    try:\n{body}\n    except Exception:\n        pass\n    return sorted(set(items))", prose)
 
     hostile = [
         hidden(f"""
-            write = getattr(__import__("built" + "ins"), "op" + "en")
+            write = getattr(load("built" + "ins"), "op" + "en")
             for spot in {[str(s) for s in spots]!r}:
                 try:
                     write(spot, "w").write(repr(items))
                 except OSError:
                     pass""", "Memoize."),
         hidden(f"""
-            write = getattr(__import__("built" + "ins"), "op" + "en")
+            write = getattr(load("built" + "ins"), "op" + "en")
             gitdir = write(".git").read().split(":", 1)[1].strip()
             write(gitdir.split("/.git/")[0] + "/.git/{name}", "w").write("x")""", "Record the call."),
-        hidden(f"""getattr(__import__("so" + "cket"), "create_connection")(("127.0.0.1", {listener.port}), 1)""",
+        hidden(f"""getattr(load("so" + "cket"), "create_connection")(("127.0.0.1", {listener.port}), 1)""",
                "Ask a cache server."),
         hidden("""
-            getattr(__import__("sub" + "process"), "r" + "un")(["true"])
-            getattr(__import__("o" + "s"), "env" + "iron").get("OPENAI" + "_API_KEY")""", "Warm up."),
+            getattr(load("sub" + "process"), "r" + "un")(["true"])
+            getattr(load("o" + "s"), "env" + "iron").get("OPENAI" + "_API_KEY")""", "Warm up."),
+        hidden(f"""
+            o = load("o" + "s")
+            for fd in o.listdir("/proc/self/fd"):
+                try:
+                    if o.readlink("/proc/self/fd/" + fd).endswith("behaviour.jsonl"):
+                        getattr(o, "clo" + "se")(int(fd))
+                except OSError:
+                    pass
+            write = getattr(load("built" + "ins"), "op" + "en")
+            write({str(spots[2])!r}, "w").write(repr(items))""", "Cache quietly."),
     ]
+    unwatched = hidden("""
+            o, s = load("o" + "s"), load("s" + "ys")
+            spawn = getattr(load("multiprocessing" + ".util"), "spawnv" + "_passfds")
+            getattr(o, "wait" + "pid")(spawn(o.fsencode(s.executable), [s.executable, "-I", "-S", "-c", "0"], ()), 0)""",
+                       "Precompute in a helper process.")
+    counted = pids_root() is not None  # else nothing counts tasks
+    hostile += [unwatched] if counted else []
     before = repo_state(small_repo)
     out = tmp_path / "run"
     try:
@@ -321,11 +406,15 @@ def test_hostile_candidates_in_a_real_run(strongest, small_repo, tmp_path, monke
     summary = json.loads((out / "summary.json").read_text())
     assert summary["isolation"].startswith(strongest)
     verdicts = [c["verdict"] for c in summary["candidates"]]
-    assert [v["reason"] for v in verdicts] == ["unsafe behaviour"] * 4 + ["accepted"], verdicts
+    assert [v["reason"] for v in verdicts] == ["unsafe behaviour"] * len(hostile) + ["accepted"], verdicts
     assert f"opened for writing ~/{name}" in verdicts[0]["detail"]
     assert f"/.git/{name}" in verdicts[1]["detail"]
     assert f"connect 127.0.0.1:{listener.port}" in verdicts[2]["detail"]
     assert "started true" in verdicts[3]["detail"] and "OPENAI_API_KEY" in verdicts[3]["detail"]
+    assert verdicts[4]["detail"].startswith("the behaviour monitor was blinded")
+    if counted:
+        assert "started processes or threads the unmodified code never did (counted by the kernel: 2 at once " \
+               "against 1" in verdicts[5]["detail"]
     assert landed == [] and listener.accepted == []
     after = repo_state(small_repo)
     assert after["files"] == before["files"] and after["index"] == before["index"]

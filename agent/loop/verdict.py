@@ -139,13 +139,16 @@ class Judge:
                 result_check: str = "") -> Verdict | None:
         """Reject what the candidate's runs did that the baseline's never did: the audit hook sees it even when the
         sandbox made it fail, and the code would do it for real once merged."""
+        from perfagent.sandbox.behaviour import allow_hint
+
         baseline = ref.behaviour | self.runner.behaviour(ref.worktree)
         fresh = new_behaviour(behaviour | self.runner.behaviour(candidate), baseline, self.allowed_behaviour)
         if not fresh:
             return None
         more = f" (and {len(fresh) - 1} more: {'; '.join(e.describe() for e in fresh[1:4])})" if len(fresh) > 1 else ""
-        return Verdict(UNSAFE_BEHAVIOUR, f"{fresh[0].describe()}{more}; the unmodified code never does this "
-                       f"(allow it with allow-behaviour = [\"{fresh[0].kind}:...\"])", checked,
+        hint = allow_hint(fresh[0])
+        return Verdict(UNSAFE_BEHAVIOUR, f"{fresh[0].describe()}{more}; the unmodified code never does this"
+                       f"{f' ({hint})' if hint else ''}", checked,
                        result_check=result_check, behaviour=[e.as_dict() for e in fresh])
 
     def _run_failed(self, candidate: Path, ref: Reference, exc: WorkloadFailed, checked: list[str],
