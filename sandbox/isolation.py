@@ -91,8 +91,9 @@ class Isolation:
     level: str
 
     def describe(self) -> str:
-        limit = "processes capped by a pids cgroup" if pids_root() else (
-            "processes capped by RLIMIT_NPROC" if os.geteuid() != 0 else "NO process cap (root, no writable cgroup)")
+        limit = "processes capped and counted by a pids cgroup" if pids_root() else (
+            "processes capped by RLIMIT_NPROC, NOT counted" if os.geteuid() != 0 else
+            "NO process cap or count (root, no writable cgroup)")
         what = {"bubblewrap": "no network, read-only file system except the workspace, private /tmp and /dev/shm, "
                               "credentials hidden",
                 "landlock": "no network, own PID namespace, writes only in the workspace (Landlock), private "
