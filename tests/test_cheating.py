@@ -134,10 +134,11 @@ def test_command_output_and_files_left_behind(tmp_path):
 
 
 def test_every_harness_run_gets_a_fresh_output_folder(tmp_path):
-    """A workload that keeps its answer beside the harness's output file finds nothing there on the next run."""
+    """A workload that keeps its answer in the folders it may write outside the repository (the harness's output
+    folder, its temporary folder) finds nothing there on the next run."""
     repo = make_repo(tmp_path / "repo", {"wl.py": '''\
+        import os
         import pathlib
-        import sys
 
 
         def setup():
@@ -145,9 +146,11 @@ def test_every_harness_run_gets_a_fresh_output_folder(tmp_path):
 
 
         def workload():
-            memo = pathlib.Path(sys.argv[3]).with_name("memo")
-            found = memo.exists()
-            memo.write_text("answer")
+            found = False
+            for folder in os.environ["PERFAGENT_WRITABLE"].split(os.pathsep)[1:] + [os.environ["TMPDIR"]]:
+                memo = pathlib.Path(folder) / "memo"
+                found = found or memo.exists()
+                memo.write_text("answer")
             return found
         '''})
     runs = tmp_path / "runs"

@@ -13,12 +13,13 @@ import pytest
 from perfagent.repos import examples
 from perfagent.edits.search_replace import apply_edits, parse_edits
 from perfagent.loop.guards import protected_reason
+from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.runs.tasks import load_tasks
+from perfagent.sandbox.run import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "workloads"
 TASK_FILE = WORKLOADS / "tasks.jsonl"
-HARNESS = ROOT / "agent" / "measure" / "harness.py"
 TASKS, BAD = load_tasks(TASK_FILE)
 RECORDS = {r["instance_id"]: r for r in map(json.loads, TASK_FILE.read_text(encoding="utf-8").splitlines())}
 BY_ID = {task.instance_id: task for task in TASKS}
@@ -58,12 +59,10 @@ def pytest_passes(repo: Path, tests: list[str]) -> None:
     assert f"{len(tests)} passed" in done.stdout
 
 
-def workload_result(repo: Path, workload: Path, out: Path):
-    done = run([sys.executable, str(HARNESS), "result", str(workload), str(out)], repo)
-    assert done.returncode == 0, done.stderr[-3000:]
-    value = json.loads(out.read_text())
-    assert value["raised"] is None
-    return value["result"]
+def workload_result(repo: Path, workload: Path, tmp: Path):
+    tmp.mkdir()
+    runner = WorkloadRunner(Workload.parse(str(workload), repo), sys.executable, tmp, Limits(timeout_s=120))
+    return runner.result(repo)[0]
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +114,7 @@ def test_expert_patch(instance_id, base_repos, tmp_path):
     pytest_passes(patched, task.pass_to_pass)
     workload = tmp_path / "workload.py"
     workload.write_text(task.workload, encoding="utf-8")
-    assert (workload_result(base, workload, tmp_path / "before.json")
-            == workload_result(patched, workload, tmp_path / "after.json"))
+    assert workload_result(base, workload, tmp_path / "before") == workload_result(patched, workload, tmp_path / "after")
 
 
 @pytest.mark.parametrize("instance_id", list(BY_ID))

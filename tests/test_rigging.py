@@ -363,6 +363,5 @@ def test_a_hunk_the_tests_need_but_never_run_rejects_the_candidate(tmp_path):
     assert verdict["reason"] == TAMPERED, verdict
     assert verdict["detail"].startswith("the tests fail without mylib/__init__.py:") and \
         "no test runs a line of mylib/__init__.py" in verdict["detail"]
-    if candidate["commit"]:
-        pytest.xfail("agent/loop/trial.py commits the minimal step's candidate whatever its verdict")
+    assert candidate["commit"] is None
     assert code == 1 and summary["branch"] is None

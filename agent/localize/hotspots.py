@@ -36,10 +36,9 @@ from pathlib import Path
 
 from perfagent.localize.source import FunctionSpan, SourceIndex
 from perfagent.localize.testselect import is_test_file
-from perfagent.measure.workload import Workload
+from perfagent.measure.workload import Workload, order
 from perfagent.sandbox.run import Limits, child_env, run
 
-from perfagent.measure import HARNESS
 WORKLOAD_FRAME = "perfagent_profiled_workload"
 WORKLOAD_CALLER = "<workload>"  # the caller of the repository functions the workload calls directly
 
@@ -272,12 +271,16 @@ def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Pa
     if options.use_pyspy and Path(pyspy).exists():
         raw_path = tmp / "pyspy.raw"
         raw_path.unlink(missing_ok=True)
-        target = workload.profile_argv(python, HARNESS, tmp / "profile.json", seconds)
         argv = [pyspy, "record", "-f", "raw", "--full-filenames", "--rate", "200", "-o", str(raw_path)]
         if workload.kind == "command":
             argv.append("--subprocesses")
-        result = run([*argv, "--", *target], cwd=worktree, env=env, limits=limits, writable=[tmp],
-                     readable=workload.files)
+        channel = order("profile", tmp / "profile.json", seconds=seconds) if workload.kind == "python" else None
+        try:
+            result = run([*argv, "--", *workload.profile_argv(python)], cwd=worktree, env=env, limits=limits,
+                         writable=[tmp], readable=workload.files, marks=channel)
+        finally:
+            if channel:
+                channel.close()
         if result.ok and raw_path.exists():
             tally = tally_pyspy(raw_path.read_text(), index, workload, below_harness=workload.kind == "python")
             if tally.total:
@@ -288,8 +291,12 @@ def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Pa
     if workload.kind != "python":
         raise ProfileError(note or "py-spy is not installed, and cProfile needs a setup()/workload() workload")
     out = tmp / "cprofile.json"
-    result = run(workload.harness_argv(python, HARNESS, "cprofile", out, seconds), cwd=worktree, env=env,
-                 limits=limits, writable=[tmp], readable=workload.files)
+    channel = order("cprofile", out, seconds=seconds)
+    try:
+        result = run(workload.harness_argv(python), cwd=worktree, env=env, limits=limits, writable=[tmp],
+                     readable=workload.files, marks=channel)
+    finally:
+        channel.close()
     if not result.ok:
         raise ProfileError(f"the workload failed under cProfile ({result.failure()}):\n{result.tail()}")
     tally, calls = tally_cprofile(json.loads(out.read_text()), index, workload)

@@ -11,6 +11,7 @@ from perfagent.localize.testselect import PlanSettings, TestPlan
 from perfagent.loop.environment import Environment
 from perfagent.loop.memory import baseline_memory, mib
 from perfagent.loop.verdict import Judge, Reference, candidate_limits, compare_inputs
+from perfagent.measure.integrity import aa_spread
 from perfagent.measure.stats import Noise, Sampling, measure_noise, value_ladder, walls
 from perfagent.measure.workload import Workload, WorkloadFailed, WorkloadRunner
 from perfagent.repos.cache import BaselineCache, interpreter
@@ -48,7 +49,9 @@ class Baseline:
                      workload_path=workload.repo_relative, timeout_floor_s=settings.candidate_timeout_s,
                      allowed_edits=settings.allow_edits, compare_output=self.compare_output,
                      allowed_behaviour=settings.allow_behaviour, objective=settings.objective,
-                     max_memory_growth=settings.max_memory_growth)
+                     max_memory_growth=settings.max_memory_growth,
+                     floors={"outside": self.measured["noise"].get("outside_spread"),
+                             "run_cpu": self.measured["noise"].get("cpu_spread")})
 
 
 class BaselinePhase:
@@ -75,6 +78,7 @@ class BaselinePhase:
         plan.behaviour |= from_records(measured["behaviour"])  # one set, growing with the tests the run selects
         reference = Reference(worktree, plan.passing, measured["results"], measured["seconds"], plan.files,
                               self.env.written(worktree), plan.excluded, plan.behaviour, measured["memory"])
+        reference.digests = tuple(measured["digests"])
         sampling = replace(self._sampling(), noise_floor=measured["noise"]["pair_spread"])
         return Baseline(plan, runner, reference, ladder, sampling, compare_output, measured)
 
@@ -126,7 +130,7 @@ class BaselinePhase:
         memory = self._memory(runner, worktree)
         measured = {"results": results, "seconds": seconds, "loops": loops, "cold_start": runner.cold_start,
                     "noise": noise.as_dict(), "behaviour": [e.as_dict() for e in runner.behaviour(worktree)],
-                    "memory": memory}
+                    "memory": memory, "digests": runner.sequence(worktree)}
         self.cache.put(measured, *key)
         return measured
 
@@ -156,7 +160,9 @@ class BaselinePhase:
         for i in range(NOISE_PAIRS):
             pairs.append((runner.sample(worktree, loops), runner.sample(worktree, loops)))
             self.notify.progress("noise", "baseline: timing noise", i + 1, NOISE_PAIRS)
-        noise = measure_noise(walls(p[0] for p in pairs), walls(p[1] for p in pairs), self.settings.max_samples)
+        first, second = [p[0] for p in pairs], [p[1] for p in pairs]
+        noise = replace(measure_noise(walls(first), walls(second), self.settings.max_samples),
+                        outside_spread=aa_spread(first, second, "outside"), cpu_spread=aa_spread(first, second, "run_cpu"))
         self.notify.note(f"timing noise: {noise.describe()}")
         if noise.resolvable > 1 + self.settings.min_effect:
             self.notify.note(f"this machine is too noisy to resolve the minimum effect of "

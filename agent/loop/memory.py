@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from perfagent.measure.integrity import Expected
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, Timing, compare_speed
 from perfagent.measure.workload import Memory, WorkloadRunner
 
@@ -52,22 +53,24 @@ def _median(values: list) -> int | None:
     return None if not values or None in values else int(np.median(values))
 
 
-def compare_memory(runner: WorkloadRunner, reference: Path, candidate: Path, sampling: Sampling,
+def compare_memory(runner: WorkloadRunner, reference: Path, candidate: tuple[Path, Expected], sampling: Sampling,
                    progress: Callable[[SpeedStats], None]) -> tuple[SpeedStats, dict, dict]:
     """Objective memory: peaks of the reference and candidate worktrees in ABBA pairs, each from a fresh process, until
-    `sampling`'s rule decides; a peak lower by less than SLACK_BYTES is "not faster" all the same. Returns the
-    decision, the verdict's memory record and the peaks of each side."""
+    `sampling`'s rule decides; a peak lower by less than SLACK_BYTES is "not faster" all the same. `candidate` is its
+    worktree and what its calls must return. Returns the decision, the verdict's memory record and the peaks of each
+    side."""
     peaks: dict[str, list] = {"baseline": [], "candidate": [], "rss_baseline": [], "rss_candidate": []}
 
-    def taker(tree: Path, side: str) -> Callable[[int], float]:
+    def taker(tree: Path, side: str, expect: Expected | None = None) -> Callable[[int], float]:
         def take(_loops: int) -> float:
-            measured = runner.memory(tree)
+            measured = runner.memory(tree, expect)
             peaks[side].append(measured.peak)
             peaks[f"rss_{side}"].append(measured.rss)
             return float(max(measured.peak, 1))  # a ratio of peaks: never 0
         return take
 
-    stats, _, _ = compare_speed(taker(reference, "baseline"), taker(candidate, "candidate"),
+    tree, expect = candidate
+    stats, _, _ = compare_speed(taker(reference, "baseline"), taker(tree, "candidate", expect),
                                 replace(sampling, warmup=0, noise_floor=MEMORY_NOISE_FLOOR), progress)
     base, cand = _median(peaks["baseline"]), _median(peaks["candidate"])
     if stats.decision == FASTER and base - cand < SLACK_BYTES:
@@ -90,7 +93,8 @@ def describe_memory(record: dict) -> str:
 
 
 def _scaled(value: Timing | float, factor: float) -> Timing | float:
-    return Timing(value.wall * factor, value.cpu * factor) if isinstance(value, Timing) else value * factor
+    return value._replace(wall=value.wall * factor, cpu=value.cpu * factor) if isinstance(value, Timing) \
+        else value * factor
 
 
 def _unscaled(stats: SpeedStats, margin: float) -> SpeedStats:

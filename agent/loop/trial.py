@@ -190,7 +190,8 @@ class Trial:
                                            f"({-gain(best):.2f}x)")
         change, verdict = self.minimiser.minimise(best.record, best.change, best.record.verdict, best.tests)
         best.record.verdict = verdict
-        self._commit(best.record, {p: t for p, t in change.after.items() if t != change.before.get(p)}, verdict)
+        if verdict.accepted:  # the minimal step may find that a hunk rigs the tests
+            self._commit(best.record, {p: t for p, t in change.after.items() if t != change.before.get(p)}, verdict)
         return combined
 
     def _together(self, first: Entry, second: Entry, guard: Selection, candidates: list,

@@ -11,14 +11,15 @@ from typing import Callable
 from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_reason
 from perfagent.loop.memory import NOT_SLOWER, SLOWER, compare_memory, describe_memory, memory_record, mib, \
     time_not_worse, too_much_memory
-from perfagent.measure.workload import OWN_INPUT, WorkloadFailed, WorkloadRunner
+from perfagent.measure.integrity import Expected, ResultDrift, TimingTampered, clock_tampered, work_moved
+from perfagent.measure.workload import OWN_INPUT, FilesWritten, WorkloadFailed, WorkloadRunner
 from perfagent.sandbox.behaviour import Event, new_behaviour
 from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_rotation, compare_speed, \
     samples_record
 from perfagent.reasons import ACCEPTED, IDENTICAL, NO_LESS_MEMORY, NOT_COMPARED, PROTECTED_FILE, RESULT_CHANGED, \
-    SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, TESTS_TAMPERED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, \
-    USES_TOO_MUCH_MEMORY, WORKLOAD_FAILED
+    SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, TESTS_TAMPERED, TIMING_TAMPERED, TOO_NOISY, UNSAFE_BEHAVIOUR, \
+    UNSAFE_CODE, USES_TOO_MUCH_MEMORY, WORK_MOVED, WORKLOAD_FAILED
 from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON, SLOWER as SLOWER_REASON  # stats and memory decisions
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
@@ -83,6 +84,7 @@ class Reference:
     excluded_tests: set[str] = field(default_factory=set)  # flaky or failing at baseline: deselected, never run
     behaviour: set[Event] = field(default_factory=set)  # what the baseline's runs did (sandbox/behaviour.py)
     memory: dict | None = None  # the unmodified code's peak memory per call (loop/memory.py); None for a command
+    digests: tuple[str, ...] = ()  # of its results on its own input, call by call in one process (integrity.Expected)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Judge:
     allowed_behaviour: list[str] = field(default_factory=list)  # allow-behaviour: KIND or KIND:GLOB
     objective: str = "time"  # or "memory": what a candidate must lower (loop/memory.py)
     max_memory_growth: float = 1.5  # objective time: the largest peak memory per call, times the baseline's
+    floors: dict = field(default_factory=dict)  # A/A spreads of the baseline's time outside calls and run CPU
 
     def gain(self, verdict: Verdict) -> tuple[float, float, float]:
         """An accepted verdict's gain in the objective, as (estimate, 95% low, 95% high), larger is better: the
@@ -150,6 +153,15 @@ class Judge:
         return Verdict(UNSAFE_BEHAVIOUR, f"{fresh[0].describe()}{more}; the unmodified code never does this"
                        f"{f' ({hint})' if hint else ''}", checked,
                        result_check=result_check, behaviour=[e.as_dict() for e in fresh])
+
+    @staticmethod
+    def _untrustworthy(exc: ResultDrift | TimingTampered | FilesWritten, checked: "Checked") -> Verdict:
+        """A timing or memory run whose account the parent cannot accept: a call returned something other than the
+        checked result, the run's marks do not hold up, or it left files for the next run."""
+        if isinstance(exc, ResultDrift):
+            return Verdict(RESULT_CHANGED, str(exc), checked.tests_run, result_check=str(exc))
+        reason = TIMING_TAMPERED if isinstance(exc, TimingTampered) else SUSPICIOUS_CODE
+        return Verdict(reason, str(exc), checked.tests_run, result_check=checked.result_check)
 
     def _run_failed(self, candidate: Path, ref: Reference, exc: WorkloadFailed, checked: list[str],
                     result_check: str = "") -> Verdict:
@@ -215,8 +227,8 @@ class Judge:
         before.restore(changed & ref.writes)  # what the unmodified code's runs write too carries nothing further
         written = sorted(changed - ref.writes)
         if written:
-            return Verdict(SUSPICIOUS_CODE, f"writes files into the repository while running: {', '.join(written[:5])}",
-                           checked)
+            return Verdict(SUSPICIOUS_CODE, str(FilesWritten(written)), checked)
+        self.runner.watch(candidate, ref.writes)  # every later run on it, each timing value's included
         if self.compare_output:
             comparison = compare_inputs(ref.results, results)
             if not comparison.equal:
@@ -233,9 +245,11 @@ class Judge:
         if self.objective != "time" or not ref.memory:
             return None
         try:
-            measured = self.runner.memory(candidate)
+            measured = self.runner.memory(candidate, self._expected(candidate, ref))
         except WorkloadFailed as exc:
             return self._run_failed(candidate, ref, exc, checked, result_check)
+        except (ResultDrift, TimingTampered, FilesWritten) as exc:
+            return self._untrustworthy(exc, Checked(checked, result_check))
         unsafe = self._unsafe(candidate, ref, set(), checked, result_check)
         if unsafe:
             return unsafe
@@ -252,13 +266,15 @@ class Judge:
         memory decision, then time's)."""
         if self.objective == "memory":
             return self._lower_memory(candidate, ref, checked, progress)
-        started = time.perf_counter()
+        started, expect = time.perf_counter(), self._expected(candidate, ref)
         try:
             timed = compare_speed(lambda loops: self.runner.sample(ref.worktree, loops),
-                                  lambda loops: self.runner.sample(candidate, loops),
+                                  lambda loops: self.runner.sample(candidate, loops, expect),
                                   self.sampling, self._timing_progress(progress), self.ladder)
         except WorkloadFailed as exc:
             return self._run_failed(candidate, ref, exc, checked.tests_run, checked.result_check)
+        except (ResultDrift, TimingTampered, FilesWritten) as exc:
+            return self._untrustworthy(exc, checked)
         return self._speed_verdict(candidate, ref, checked, timed, time.perf_counter() - started)
 
     def time_round(self, ref: Reference, survivors: list[tuple[Path, Checked]],
@@ -268,11 +284,12 @@ class Judge:
         if self.objective == "memory" or len(survivors) == 1:
             return [self.time(tree, ref, checked, p) for (tree, checked), p in zip(survivors, progress)]
         started = time.perf_counter()
+        samplers = [lambda loops, tree=tree, expect=self._expected(tree, ref): self.runner.sample(tree, loops, expect)
+                    for tree, _ in survivors]
         try:
-            timed = compare_rotation(lambda loops: self.runner.sample(ref.worktree, loops),
-                                     [lambda loops, tree=tree: self.runner.sample(tree, loops) for tree, _ in survivors],
+            timed = compare_rotation(lambda loops: self.runner.sample(ref.worktree, loops), samplers,
                                      self.sampling, lambda i, s: self._timing_progress(progress[i])(s), self.ladder)
-        except WorkloadFailed:  # whose it was shows when each is timed alone
+        except (WorkloadFailed, ResultDrift, TimingTampered, FilesWritten):  # whose it was shows when each is timed alone
             return [self.time(tree, ref, checked, p) for (tree, checked), p in zip(survivors, progress)]
         seconds = time.perf_counter() - started
         return [self._speed_verdict(tree, ref, checked, result, seconds)
@@ -287,11 +304,20 @@ class Judge:
             return unsafe
         reason = {FASTER: ACCEPTED, NOT_FASTER: NOT_FASTER_REASON}.get(speed.decision, TOO_NOISY)
         detail = speed.describe()
+        tampered = clock_tampered(base, cand)
+        moved = work_moved(base, cand, self.floors) if reason == ACCEPTED else None
+        if tampered or moved:
+            reason, detail = (TIMING_TAMPERED, tampered) if tampered else (WORK_MOVED, moved)
+            detail += f"; timing: {speed.describe()}"
         if reason == TOO_NOISY:
             detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
                        f"{self.sampling.max_samples} samples per side")
         return Verdict(reason, detail, tests_run, result_check=result_check, speed=speed,
                        samples=samples_record(base, cand), timing_s=seconds, memory=checked.memory)
+
+    def _expected(self, candidate: Path, ref: Reference) -> Expected:
+        """What the candidate's later calls must return: the result its check accepted (measure/integrity.py)."""
+        return self.runner.expected(candidate, ref.digests)
 
     def _timing_progress(self, progress: Callable[..., None]) -> Callable[[SpeedStats], None]:
         return lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after {s.n_base} "
@@ -302,18 +328,20 @@ class Judge:
         """Objective memory: a peak lower by min-effect (ABBA pairs, the sequential rule), then time not worse by
         more than min-effect (its non-inferiority test); each undecided within max-samples is too noisy."""
         tests_run, result_check = checked.tests_run, checked.result_check
-        started, speed, samples = time.perf_counter(), None, {}
+        started, speed, samples, expect = time.perf_counter(), None, {}, self._expected(candidate, ref)
         try:
             memory, record, samples = compare_memory(
-                self.runner, ref.worktree, candidate, self.sampling,
+                self.runner, ref.worktree, (candidate, expect), self.sampling,
                 lambda s: progress(f"memory: {1 / s.speedup:.2f}x the baseline's after {s.n_base} pairs: {s.decision}"))
             if memory.decision == FASTER:
                 speed, base, cand = time_not_worse(lambda loops: self.runner.sample(ref.worktree, loops),
-                                                   lambda loops: self.runner.sample(candidate, loops), self.sampling,
-                                                   self._timing_progress(progress), self.ladder)
+                                                   lambda loops: self.runner.sample(candidate, loops, expect),
+                                                   self.sampling, self._timing_progress(progress), self.ladder)
                 samples.update(samples_record(base, cand))
         except WorkloadFailed as exc:
             return self._run_failed(candidate, ref, exc, tests_run, result_check)
+        except (ResultDrift, TimingTampered, FilesWritten) as exc:
+            return self._untrustworthy(exc, checked)
         unsafe = self._unsafe(candidate, ref, set(), tests_run, result_check)
         if unsafe:
             return unsafe

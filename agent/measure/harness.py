@@ -1,16 +1,21 @@
 """Child-side runner for `setup()`/`workload()` workload files.
 
 Runs inside the sandbox, in the target's own interpreter, so it uses the stdlib only and never imports perfagent.
-It writes one JSON document to the output path; the parent never unpickles anything from here.
+Every run is started the same way, `python harness.py WORKLOAD`, with the same environment: what a run is for comes
+as one JSON datagram on file descriptor 3 (sandbox/marks.py), read before the workload file is loaded, so no run
+looks different from another to the workload's code:
 
-    python harness.py result    WORKLOAD OUT           # setup(); workload() -> normal form of its result
-    python harness.py result-perturbed WORKLOAD OUT    # same with the file's optional perturbed_setup() instead
-    python harness.py time      WORKLOAD OUT LOOPS     # LOOPS x (setup(); timed workload()) -> wall/cpu per call
-    python harness.py calibrate WORKLOAD OUT SECONDS   # time single calls until SECONDS have passed
-    python harness.py profile   WORKLOAD OUT SECONDS   # run workload() for SECONDS under an outside sampler (py-spy)
-    python harness.py cprofile  WORKLOAD OUT SECONDS   # same, profiled in-process by cProfile (setup excluded)
-    python harness.py memory    WORKLOAD OUT           # setup(); peak bytes of one workload() call (tracemalloc), then
-                                                       # setup(); peak RSS growth of an untraced call (None if unknown)
+    {"mode": "calls", "input": "setup", "loops": N}        # N x (setup(); timed workload(); digest of its result)
+    {"mode": "calls", "input": "setup", "seconds": S}      # the same, until S seconds have passed (calibration)
+    {"mode": "calls", "input": "perturbed_setup", "loops": 1}  # the file's optional second input
+    {"mode": "profile" | "cprofile", "seconds": S}         # workload() for S seconds under a sampler / cProfile
+    {"mode": "memory"}                                     # peak bytes of one call (tracemalloc), then peak RSS growth
+
+Every mode that calls workload() for a verdict ("calls", "memory") digests each call's result, so a result is
+checked whatever run it comes from. Around each timed call the harness sends the marks "S<i>" and "E<i>" on the same
+descriptor; the kernel stamps them, and the parent times the call from those stamps (its own clock, not this
+process's). The harness's own clock figures go along in the output as a cross-check only. It writes one JSON
+document to the output path it was given; the parent never unpickles anything from here.
 
 A workload file may end with SWE-fficiency's top-level `timeit.repeat(...)` loop and prints; those statements (and the
 ones using what they bind) are dropped, so only the definitions run.
@@ -24,10 +29,19 @@ if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == _HERE:
 sys.path.insert(0, os.getcwd())
 
 import ast  # noqa: E402
+import fcntl  # noqa: E402
+import hashlib  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
+
+MARK_FD = 3  # sandbox/marks.py
+_write = os.write  # bound before any workload code runs, which may replace os.write
+_OUTQ = 0x5411  # SIOCOUTQ (TIOCOUTQ): bytes of this process's marks the parent has not read yet
+_room = 0  # unread bytes beyond which a call waits: half the buffer, set at start
 
 _TIMING_NAMES = {"timeit"}
 
@@ -72,43 +86,76 @@ def load_workload(path, setup_name="setup"):
     return module.__dict__[setup_name], module.workload
 
 
-def _normalize(obj):
+def _normal_form():
     spec = importlib.util.spec_from_file_location("_perfagent_normal_form", os.path.join(_HERE, "normal_form.py"))
-    normal_form = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(normal_form)
-    return normal_form.normalize(obj)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def mode_result(setup, workload, _arg):
-    setup()
-    start = time.perf_counter()
-    raised = None
+def _unread_bytes():
+    return struct.unpack("i", fcntl.ioctl(MARK_FD, _OUTQ, b"\0" * 4))[0]
+
+
+def _buffer_bytes():
+    sock = socket.socket(fileno=os.dup(MARK_FD))
     try:
-        value = workload()
-    except Exception as exc:  # a workload that raises has that exception as its result
-        value, raised = exc, f"{type(exc).__name__}: {exc}"
-    seconds = time.perf_counter() - start
-    return {"result": _normalize(value), "raised": raised, "seconds": seconds}
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    finally:
+        sock.close()
 
 
-def _timed_call(setup, workload):
-    setup()
-    wall, cpu = time.perf_counter(), time.process_time()
-    workload()
-    return time.perf_counter() - wall, time.process_time() - cpu
+def _room_for_marks():
+    """Wait, outside the timed call, until the parent has read enough marks that the call's end mark cannot block
+    (a blocked send would be stamped late and stretch the call)."""
+    while _unread_bytes() > _room:
+        time.sleep(0.002)
 
 
-def mode_time(setup, workload, loops):
-    calls = [_timed_call(setup, workload) for _ in range(int(loops))]
-    return {"wall": [c[0] for c in calls], "cpu": [c[1] for c in calls]}
+class Calls:
+    """The workload's calls in one run: each timed between its marks, each result digested."""
+
+    def __init__(self, setup, workload):
+        self.setup, self.workload = setup, workload
+        self.normal_form = _normal_form()
+        self.first = None  # the normal form of the first call's result
+        self.calls = []  # per call: [wall seconds, CPU seconds] by this process's clocks, and the result's digest
+
+    def call(self):
+        self.setup()
+        _room_for_marks()
+        i = len(self.calls)
+        start, end = b"S%d" % i, b"E%d" % i  # made before the call: nothing but the marks' writes lies outside
+        _write(MARK_FD, start)
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            value = self.workload()
+        except Exception as exc:  # a workload that raises has that exception as its result
+            value = exc
+        wall = time.perf_counter() - wall
+        _write(MARK_FD, end)
+        cpu = time.process_time() - cpu
+        form = self.normal_form.normalize(value)
+        digest = hashlib.sha256(json.dumps(form, sort_keys=True).encode()).hexdigest()
+        if self.first is None:
+            self.first = form
+        self.calls.append([wall, cpu, digest])
+
+    def output(self):
+        return {"result": self.first, "calls": self.calls}
 
 
-def mode_calibrate(setup, workload, seconds):
-    deadline = time.perf_counter() + float(seconds)
-    calls = [_timed_call(setup, workload)]
-    while time.perf_counter() < deadline and len(calls) < 1000:
-        calls.append(_timed_call(setup, workload))
-    return {"wall": [c[0] for c in calls], "cpu": [c[1] for c in calls]}
+def mode_calls(setup, workload, order):
+    calls = Calls(setup, workload)
+    if order.get("seconds") is None:
+        for _ in range(int(order["loops"])):
+            calls.call()
+        return calls.output()
+    deadline = time.perf_counter() + float(order["seconds"])
+    calls.call()
+    while time.perf_counter() < deadline and len(calls.calls) < 1000:
+        calls.call()
+    return calls.output()
 
 
 def perfagent_profiled_workload(workload, deadline):
@@ -120,21 +167,21 @@ def perfagent_profiled_workload(workload, deadline):
     return calls
 
 
-def mode_profile(setup, workload, seconds):
+def mode_profile(setup, workload, order):
     setup()
     start = time.perf_counter()
-    calls = perfagent_profiled_workload(workload, start + float(seconds))
+    calls = perfagent_profiled_workload(workload, start + float(order["seconds"]))
     return {"calls": calls, "seconds": time.perf_counter() - start}
 
 
-def mode_cprofile(setup, workload, seconds):
+def mode_cprofile(setup, workload, order):
     import cProfile
     import pstats
 
     setup()
     profiler = cProfile.Profile()
     start = time.perf_counter()
-    calls = profiler.runcall(perfagent_profiled_workload, workload, start + float(seconds))
+    calls = profiler.runcall(perfagent_profiled_workload, workload, start + float(order["seconds"]))
     stats = pstats.Stats(profiler).stats
     functions = [
         {"file": f, "line": line, "name": name, "ncalls": nc, "tottime": tt, "cumtime": ct,
@@ -167,46 +214,55 @@ def _reset_peak_rss():
     return True
 
 
-def _rss_growth(workload):
-    """How far one call lifts the process's RSS above where it started: its peak RSS growth in bytes, or None."""
-    if not _reset_peak_rss():
-        return None
-    start = _status_bytes("VmRSS")
-    workload()
-    peak = _status_bytes("VmHWM")
-    return None if start is None or peak is None else max(0, peak - start)
-
-
-def mode_memory(setup, workload, _arg):
-    """The first call is traced, so memory a call keeps for later ones (a cache in a module global) counts; the RSS
-    call comes second, untraced, since tracemalloc's own bookkeeping would inflate it."""
+def mode_memory(setup, workload, _order):
+    """Two calls after setup(): the first traced by tracemalloc, so memory a call keeps for later ones (a cache in a
+    module global) counts; the second untraced (tracemalloc's own bookkeeping would inflate RSS) for the growth of
+    the process's peak RSS. The collector is in the same state before each. Both results are digested."""
     import gc
     import tracemalloc
 
-    setup()
-    gc.collect()  # the same collector state before every measured call: its peak does not depend on setup's garbage
-    tracemalloc.start()
-    try:
-        workload()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    setup()
-    gc.collect()
-    return {"peak": peak, "rss": _rss_growth(workload)}
+    peaks, rss = [], []
+
+    def collected():
+        setup()
+        gc.collect()
+
+    def traced():
+        tracemalloc.start()
+        try:
+            return workload()
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    def untraced():
+        start = _status_bytes("VmRSS") if _reset_peak_rss() else None
+        try:
+            return workload()
+        finally:
+            peak = _status_bytes("VmHWM")
+            rss.append(None if start is None or peak is None else max(0, peak - start))
+
+    calls = Calls(collected, traced)
+    calls.call()
+    calls.workload = untraced
+    calls.call()
+    return {**calls.output(), "peak": peaks[0], "rss": rss[0]}
 
 
-MODES = {"result": mode_result, "result-perturbed": mode_result, "time": mode_time, "calibrate": mode_calibrate,
-         "profile": mode_profile, "cprofile": mode_cprofile, "memory": mode_memory}
+MODES = {"calls": mode_calls, "profile": mode_profile, "cprofile": mode_cprofile, "memory": mode_memory}
 
 
 def main(argv):
-    mode, workload_path, out_path = argv[1], argv[2], argv[3]
-    arg = argv[4] if len(argv) > 4 else None
-    setup, workload = load_workload(workload_path, "perturbed_setup" if mode == "result-perturbed" else "setup")
-    value = MODES[mode](setup, workload, arg)
-    with open(out_path, "w", encoding="utf-8") as f:
+    order = json.loads(os.read(MARK_FD, 1 << 16))  # before the workload file runs: its code never sees it
+    global _room
+    _room = _buffer_bytes() // 2
+    _write(MARK_FD, b"H")
+    setup, workload = load_workload(argv[1], order.get("input", "setup"))
+    value = MODES[order["mode"]](setup, workload, order)
+    with open(order["out"], "w", encoding="utf-8") as f:
         json.dump(value, f)
+    _write(MARK_FD, b"X")
 
 
 if __name__ == "__main__":

@@ -36,9 +36,15 @@ FASTER, NOT_FASTER, UNDECIDED = "faster", "not faster", "undecided"
 
 
 class Timing(NamedTuple):
-    """One timing value: wall-clock and CPU seconds per workload call. Decisions use wall time."""
+    """One timing value, per workload call: wall seconds, from the kernel's stamps of the harness's marks (decisions
+    use these), and CPU seconds as the child counted them. For the checks of measure/integrity.py: the child's own
+    clock's figure for the same calls, the run's seconds outside its calls, and the kernel's count of the whole
+    run's CPU seconds, each per call (None where not measured)."""
     wall: float
     cpu: float
+    claimed: float | None = None
+    outside: float | None = None
+    run_cpu: float | None = None
 
 
 def walls(samples) -> list[float]:
@@ -255,6 +261,8 @@ class Noise:
     sample_spread: float  # interquartile range / median of single samples
     pair_spread: float  # robust standard deviation of log(pair ratio)
     resolvable: float  # about the smallest speedup the paired rule can resolve within `max_samples` pairs
+    outside_spread: float | None = None  # seconds per call: how the run's time outside its calls varies (integrity)
+    cpu_spread: float | None = None  # seconds per call: how the kernel's count of the run's CPU varies (integrity)
 
     def as_dict(self) -> dict:
         return asdict(self)

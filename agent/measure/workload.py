@@ -16,10 +16,13 @@ from typing import NamedTuple
 import numpy as np
 
 from perfagent.measure import HARNESS
-from perfagent.sandbox.behaviour import Event
 from perfagent.measure.compare import compare_results
+from perfagent.measure.integrity import Calls, Expected, ResultDrift, read_calls
 from perfagent.measure.stats import Timing
+from perfagent.sandbox.behaviour import Event
+from perfagent.sandbox.marks import MarkChannel
 from perfagent.sandbox.run import Limits, RunResult, child_env, run
+from perfagent.sandbox.tree import Snapshot, snapshot
 
 OWN_INPUT, PERTURBED_INPUT = "input", "perturbed input"
 COLD_START_FACTOR = 3  # first call of a process this many times slower than the later ones: only the first counts
@@ -93,13 +96,13 @@ class Workload:
     def describe(self) -> str:
         return f"{self.path} (setup/workload)" if self.kind == "python" else f"command: {self.spec}"
 
-    def harness_argv(self, python: str, harness: Path, mode: str, out: Path, arg: object = None) -> list[str]:
-        argv = [python, str(harness), mode, str(self.path), str(out)]
-        return argv + [str(arg)] if arg is not None else argv
+    def harness_argv(self, python: str) -> list[str]:
+        """The one command line of every harness run: what a run is for reaches it on its mark channel (order)."""
+        return [python, str(HARNESS), str(self.path)]
 
-    def profile_argv(self, python: str, harness: Path, out: Path, seconds: float) -> list[str]:
+    def profile_argv(self, python: str) -> list[str]:
         if self.kind == "python":
-            return self.harness_argv(python, harness, "profile", out, seconds)
+            return self.harness_argv(python)
         # py-spy --subprocesses gives up when its own child is not Python at the moment it looks, and a shell may
         # not have started the command's interpreter yet (1 run in 4 inside bubblewrap): a Python parent that
         # waits, idle and so unsampled, for the shell is always there.
@@ -107,6 +110,21 @@ class Workload:
 
     def command_argv(self) -> list[str]:
         return ["/bin/sh", "-c", self.spec]
+
+
+def order(mode: str, out: Path, **fields) -> MarkChannel:
+    """A mark channel holding a harness run's order (measure/harness.py): its mode, its output file and the rest."""
+    channel = MarkChannel()
+    channel.send(json.dumps({"mode": mode, "out": str(out), **fields}).encode())
+    return channel
+
+
+class FilesWritten(RuntimeError):
+    """A run left files in a watched worktree (put back since): state a later run could read."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__(f"writes files into the repository while running: {', '.join(paths[:5])}")
+        self.paths = paths
 
 
 class WorkloadFailed(RuntimeError):
@@ -132,48 +150,87 @@ def user_frames(output: str) -> str:
     return "\n".join(kept[-25:])
 
 
+def _quartile(values) -> float:
+    return float(np.percentile(values, 25))
+
+
 @dataclass
 class WorkloadRunner:
-    """Runs one workload on the code in a worktree, each time in a fresh sandboxed process."""
+    """Runs one workload on the code in a worktree, each time in a fresh sandboxed process. Calls are timed from the
+    kernel's stamps of the harness's marks, and every call's result is digested (measure/integrity.py)."""
     workload: Workload
     python: str
     tmp: Path
     limits: Limits
     cold_start: tuple[float, float] | None = None
     seen: dict[Path, set[Event]] = field(default_factory=dict, repr=False)  # worktree -> what its runs did
+    digests: dict[Path, list[str]] = field(default_factory=dict, repr=False)  # worktree -> its results' digests,
+    # call by call, from its longest run on its own input
+    watched: dict[Path, tuple[Snapshot, set[str]]] = field(default_factory=dict, repr=False)  # see watch()
 
-    def _run(self, worktree: Path, argv: list[str], writable: list[Path] = ()) -> RunResult:
+    def _run(self, worktree: Path, argv: list[str], writable: list[Path] = (),
+             marks: MarkChannel | None = None) -> RunResult:
         result = run(argv, cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}), limits=self.limits,
-                     writable=writable, readable=self.workload.files)
+                     writable=writable, readable=self.workload.files, marks=marks)
         self.seen.setdefault(Path(worktree).resolve(), set()).update(result.behaviour)
+        watch = self.watched.get(Path(worktree).resolve())
+        if watch:
+            before, allowed = watch
+            changed = before.changes(snapshot(worktree))
+            before.restore(changed)
+            if changed - allowed:
+                raise FilesWritten(sorted(changed - allowed))
         return result
+
+    def watch(self, worktree: Path, allowed: set[str]) -> None:
+        """From now on, every run on `worktree` must leave it as it is now: what a run changes is put back after it,
+        and a change to any path but `allowed` ones (which the unmodified code's runs write too) raises FilesWritten,
+        so no run leaves state in the worktree for the next."""
+        self.watched[Path(worktree).resolve()] = (snapshot(worktree, keep=allowed), set(allowed))
 
     def behaviour(self, worktree: Path) -> set[Event]:
         """What the workload's runs on `worktree` did (sandbox/behaviour.py), so far."""
         return self.seen.get(Path(worktree).resolve(), set())
 
-    def _harness(self, worktree: Path, mode: str, arg: object = None) -> dict:
-        """Run the harness with a fresh output folder, removed afterwards: nothing written there reaches a later run."""
-        folder = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=self.tmp))
+    def _harness(self, worktree: Path, mode: str, **fields) -> tuple[dict, Calls, RunResult]:
+        """One harness run with a fresh output folder, removed afterwards (nothing written there reaches a later
+        run): its output, its calls as the kernel saw them, and the process."""
+        folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.tmp))
+        out = folder / "out.json"
+        channel = order(mode, out, **fields)
         try:
-            out = folder / "out.json"
-            result = self._run(worktree, self.workload.harness_argv(self.python, HARNESS, mode, out, arg), [folder])
+            result = self._run(worktree, self.workload.harness_argv(self.python), [folder], channel)
             if not result.ok or not out.exists():
                 raise WorkloadFailed(f"the workload ({mode})", result)
-            return json.loads(out.read_text())
+            value = json.loads(out.read_text())
+            return value, read_calls(channel.marks, value.get("calls", [])), result
         finally:
+            channel.close()
             shutil.rmtree(folder, ignore_errors=True)
 
+    def _calls(self, worktree: Path, expect: Expected | None = None, **fields) -> tuple[dict, Calls, RunResult]:
+        """A run of workload() calls (mode "calls"), each call's result held to `expect`; on the own input, its
+        digests are the worktree's when they are the longest sequence seen there."""
+        value, calls, result = self._harness(worktree, "calls", **fields)
+        mismatch = expect and expect.mismatch(calls.calls)
+        if mismatch:
+            raise ResultDrift(mismatch)
+        known = self.digests.setdefault(Path(worktree).resolve(), [])
+        if fields.get("input") == "setup" and len(calls.calls) > len(known) and (
+                not known or calls.calls[0].digest == known[0]):  # the first result, once checked, stays the first
+            known[:] = [c.digest for c in calls.calls]
+        return value, calls, result
+
     def result(self, worktree: Path, perturbed: bool = False) -> tuple[object, float]:
-        """The workload's result (normal form, or stdout for a command) and how long the run took; with `perturbed`,
-        on the input of the file's perturbed_setup()."""
+        """The workload's result (normal form, or stdout for a command) and its call's seconds (a command: its run's);
+        with `perturbed`, on the input of the file's perturbed_setup()."""
         if self.workload.kind == "command":
             result = self._run(worktree, self.workload.command_argv())
             if not result.ok:
                 raise WorkloadFailed("the workload command", result)
             return result.stdout, result.seconds
-        value = self._harness(worktree, "result-perturbed" if perturbed else "result")
-        return value["result"], value["seconds"]
+        value, calls, _ = self._calls(worktree, input="perturbed_setup" if perturbed else "setup", loops=1)
+        return value["result"], calls.calls[0].wall
 
     def results(self, worktree: Path, expected: dict[str, object] | None = None) -> tuple[dict[str, object], float]:
         """The result on each input (OWN_INPUT, and PERTURBED_INPUT when the file defines perturbed_setup()) and the
@@ -185,13 +242,14 @@ class WorkloadRunner:
             results[PERTURBED_INPUT] = self.result(worktree, perturbed=True)[0]
         return results, seconds
 
-    def calibrate(self, worktree: Path, target_s: float) -> int:
-        """Inner loop count so one timing value takes about `target_s` (always 1 for a command). When the calls after
-        the first are much faster (a cache that setup() does not reset), only the real work counts: 1 call per
-        process, and `cold_start` holds (first call, typical later call) in seconds."""
+    def calibrate(self, worktree: Path, target_s: float, expect: Expected | None = None) -> int:
+        """Inner loop count so one timing value takes about `target_s` (always 1 for a command), the calls' results
+        held to `expect`. When the calls after the first are much faster (a cache that setup() does not reset), only
+        the real work counts: 1 call per process, and `cold_start` holds (first call, typical later call) in
+        seconds."""
         if self.workload.kind == "command":
             return 1
-        calls = self._harness(worktree, "calibrate", target_s)["wall"]
+        calls = [c.wall for c in self._calls(worktree, expect, input="setup", seconds=target_s)[1].calls]
         later = sorted(calls[1:])
         typical = later[len(later) // 2] if len(later) >= 2 else None
         if typical is not None and calls[0] > COLD_START_FACTOR * typical and calls[0] - typical > 0.005:
@@ -200,18 +258,22 @@ class WorkloadRunner:
         per_call = sorted(calls)[len(calls) // 2]
         return max(1, min(1000, round(target_s / max(per_call, 1e-6))))
 
-    def memory(self, worktree: Path) -> Memory | None:
-        """The workload's memory per call, from a fresh process of its own (tracing would slow the timing runs);
-        None for a command, whose allocations perfagent cannot see."""
+    def memory(self, worktree: Path, expect: Expected | None = None) -> Memory | None:
+        """The workload's memory per call, from a fresh process of its own (tracing would slow the timing runs), its
+        calls' results held to `expect`; None for a command, whose allocations perfagent cannot see."""
         if self.workload.kind == "command":
             return None
-        measured = self._harness(worktree, "memory")
+        measured, calls, _ = self._harness(worktree, "memory")
+        mismatch = expect and expect.mismatch(calls.calls)
+        if mismatch:
+            raise ResultDrift(mismatch)
         return Memory(measured["peak"], measured["rss"])
 
-    def sample(self, worktree: Path, loops: int) -> Timing:
-        """One timing value from a fresh process: the lower quartile of its per-call wall and CPU seconds. Speed on
-        these machines swings by up to 2x for tenths of a second; a low quantile of many calls in one process keeps
-        the calls that ran at full speed (benchmarks/measurement.py compares this with the mean and the minimum)."""
+    def sample(self, worktree: Path, loops: int, expect: Expected | None = None) -> Timing:
+        """One timing value from a fresh process: the lower quartile of its calls' seconds, each call timed by the
+        kernel's stamps and its result held to `expect`. Speed on these machines swings by up to 2x for tenths of a
+        second; a low quantile of many calls in one process keeps the calls that ran at full speed
+        (benchmarks/measurement.py compares this with the mean and the minimum). A command is timed whole."""
         if self.workload.kind == "command":
             cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
             result = self._run(worktree, self.workload.command_argv())
@@ -219,5 +281,18 @@ class WorkloadRunner:
                 raise WorkloadFailed("the workload command", result)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             return Timing(result.seconds, after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime)
-        timed = self._harness(worktree, "time", loops)
-        return Timing(float(np.percentile(timed["wall"], 25)), float(np.percentile(timed["cpu"], 25)))
+        _, calls, result = self._calls(worktree, expect, input="setup", loops=loops)
+        n = len(calls.calls)
+        return Timing(_quartile([c.wall for c in calls.calls]), _quartile([c.cpu for c in calls.calls]),
+                      _quartile([c.claimed for c in calls.calls]), calls.outside / n,
+                      None if result.cpu_s is None else result.cpu_s / n)
+
+    def sequence(self, worktree: Path) -> tuple[str, ...]:
+        """The digests of `worktree`'s results on its own input, call by call, from its longest run so far."""
+        return tuple(self.digests.get(Path(worktree).resolve(), ()))
+
+    def expected(self, worktree: Path, reference: tuple[str, ...]) -> Expected:
+        """What every later call's result on `worktree` must digest to, once its result on the own input was checked
+        against the reference's (whose digests, call by call, are `reference`)."""
+        mine = self.digests.get(Path(worktree).resolve()) or [""]
+        return Expected.of(reference or mine, mine[0])

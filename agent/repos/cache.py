@@ -53,7 +53,7 @@ def interpreter(python: str) -> Interpreter:
     return Interpreter(python, hashlib.sha256(out.stdout.encode()).hexdigest()[:16], packages)
 
 
-FORMAT = 2  # raised when entries change shape (2: the runs' behaviour), so older entries are misses
+FORMAT = 3  # raised when entries change shape (2: the runs' behaviour; 3: result digests), so older entries miss
 
 
 class BaselineCache:

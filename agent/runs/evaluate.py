@@ -39,6 +39,7 @@ from perfagent.runs.runner import Say, TaskCounts, TaskRun
 from perfagent.repos.diffs import patched_files
 from perfagent.runs.tasks import BadRecord, Task
 from perfagent.loop.verdict import compare_inputs
+from perfagent.measure.integrity import ResultDrift, TimingTampered
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import gitsafe, isolation
 from perfagent.measure.stats import ratio_of_speedups, speed_stats
@@ -203,7 +204,11 @@ def _time(task: Task, job: EvalJob, trees: _Trees, row: dict) -> None:
         row["result_unchanged"], scored = same.equal, same.equal
         if not same.equal:
             row["result_change"] = same.detail[:500]
-    timings = _measure(job, runner, trees, [trees.model, trees.expert] if scored else [trees.expert], script)
+    try:
+        timings = _measure(job, runner, trees, [trees.model, trees.expert] if scored else [trees.expert], script)
+    except (ResultDrift, TimingTampered) as exc:  # the model's patch, whose calls alone are held to a result
+        row["result_unchanged"], row["result_change"], scored = False, str(exc)[:500], False
+        timings = _measure(job, runner, trees, [trees.expert], script)
     row["expert"] = _speed(timings[-1])
     row["cold_start"] = runner.cold_start
     row["speedup"] = _speed(timings[0]) if scored else None
@@ -236,7 +241,10 @@ def _measure(job: EvalJob, runner: WorkloadRunner, trees: _Trees, timed: list[Pa
             out.append(pairs)
         return out
     # per tree: a fast patch needs more calls per value; any cold start (see calibrate) means 1 call for all
-    loops = {tree: runner.calibrate(tree, job.sample_seconds) for tree in [base, *timed]}
+    loops = {base: runner.calibrate(base, job.sample_seconds)}
+    # the model's patch is untrusted: its calls must keep returning the result its check accepted
+    expect = {trees.model: runner.expected(trees.model, runner.sequence(base))} if trees.model in timed else {}
+    loops.update({tree: runner.calibrate(tree, job.sample_seconds, expect.get(tree)) for tree in timed})
     if runner.cold_start:
         loops = dict.fromkeys(loops, 1)
     # one rotation (B P E, then E P B, ...) after a warm-up round: drift hits the patch's and the expert's
@@ -244,7 +252,7 @@ def _measure(job: EvalJob, runner: WorkloadRunner, trees: _Trees, timed: list[Pa
     rounds = []
     for k in range(job.pairs + 1):
         order = [base, *timed] if k % 2 == 0 else [*reversed(timed), base]
-        rounds.append({tree: runner.sample(tree, loops[tree]).wall for tree in order})
+        rounds.append({tree: runner.sample(tree, loops[tree], expect.get(tree)).wall for tree in order})
     return [[(r[base], r[tree]) for r in rounds[1:]] for tree in timed]
 
 
