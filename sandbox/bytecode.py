@@ -25,12 +25,13 @@ def compile_stale(worktree: Path, python: str, limits: Limits) -> None:
 
 
 def copy_caches(source: Path, target: Path) -> None:
-    """Copy each `__pycache__` folder of worktree `source` into worktree `target`, where its package's folder is."""
+    """Copy each `__pycache__` folder of worktree `source` into worktree `target`, where its package's folder is.
+    Links are copied as links, never followed: code that ran in `source` could have made one lead anywhere."""
     for folder, dirs, _ in os.walk(source):
         if "__pycache__" not in dirs:
             continue
         dirs.remove("__pycache__")
         into = target / Path(folder).relative_to(source)
-        if into.is_dir() and not into.is_symlink():
+        if not os.path.islink(os.path.join(folder, "__pycache__")) and into.is_dir() and not into.is_symlink():
             shutil.copytree(Path(folder) / "__pycache__", into / "__pycache__", symlinks=True, dirs_exist_ok=True,
                             copy_function=shutil.copyfile)

@@ -34,9 +34,12 @@ class Snapshot:
 
     def restore(self, paths: Iterable[str]) -> None:
         """Put `paths` back as they were at this snapshot: what did not exist is deleted (a folder with all it
-        holds), a kept file gets its content back, a folder is made again."""
+        holds), a kept file gets its content back, a folder is made again. A path whose folder is no longer a
+        folder (a link the code made, which could lead out of the worktree) is left alone."""
         for path in sorted(paths, key=lambda p: p.count("/"), reverse=True):  # a folder's entries first
             target, was = self.root / path, self.entries.get(path)
+            if not _in_folders(self.root, path):
+                continue
             if was is None:
                 _delete(target)
             elif was == _FOLDER:
@@ -48,6 +51,19 @@ class Snapshot:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(self.kept[path])
                 os.chmod(target, stat.S_IMODE(was[0]))
+
+
+def _in_folders(root: Path, path: str) -> bool:
+    """Whether every folder on the way from `root` to `path` is a real folder (lstat: no link)."""
+    folder = root
+    for part in path.split("/")[:-1]:
+        folder = folder / part
+        try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                return False
+        except FileNotFoundError:
+            return True  # nothing there to follow: what restore() makes below it is made in the worktree
+    return True
 
 
 def _delete(path: Path) -> None:

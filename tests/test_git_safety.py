@@ -203,6 +203,26 @@ def test_restore_puts_the_allowed_paths_back(tmp_path):
     assert (tmp_path / "log.txt").read_text() == "kept" and not (tmp_path / "out").exists()
 
 
+def test_restore_and_the_bytecode_copy_never_follow_a_link_out_of_the_worktree(tmp_path):
+    """perfagent works on a worktree outside the sandbox: a link the code made there is never followed, neither to
+    delete an allowed file below it nor to copy a __pycache__ folder into the next candidate's worktree."""
+    from perfagent.sandbox.bytecode import copy_caches
+
+    outside, tree, fresh = tmp_path / "outside", tmp_path / "tree", tmp_path / "fresh"
+    for folder in (outside, tree / "out", fresh / "pkg"):
+        folder.mkdir(parents=True)
+    (outside / "cache.txt").write_text("the user's")
+    before = snapshot(tree)
+    (tree / "out").rmdir()
+    (tree / "out").symlink_to(outside)
+    before.restore({"out/cache.txt"})
+    assert (outside / "cache.txt").read_text() == "the user's"
+    (tree / "pkg").mkdir()
+    (tree / "pkg" / "__pycache__").symlink_to(outside)
+    copy_caches(tree, fresh)
+    assert not (fresh / "pkg" / "__pycache__").exists()
+
+
 def test_children_write_no_bytecode_and_candidates_start_from_a_copy_of_the_branchs(tmp_path):
     """perfagent compiles a worktree's files itself (checked-hash pycs); a child importing them writes nothing; a
     candidate's worktree gets a copy of the branch's bytecode (not a link) and only its changed module compiled."""
