@@ -9,11 +9,12 @@ and only what is missing or stale there is compiled.
 """
 from __future__ import annotations
 
-import os
 import shutil
+import stat
 from pathlib import Path
 
 from perfagent.sandbox.run import Limits, child_env, run
+from perfagent.sandbox.tree import Snapshot
 
 _SCRIPT = Path(__file__).with_name("compile_stale.py")
 
@@ -24,14 +25,15 @@ def compile_stale(worktree: Path, python: str, limits: Limits) -> None:
     run([python, "-I", str(_SCRIPT)], cwd=worktree, env=child_env(), limits=limits)
 
 
-def copy_caches(source: Path, target: Path) -> None:
-    """Copy each `__pycache__` folder of worktree `source` into worktree `target`, where its package's folder is.
-    Links are copied as links, never followed: code that ran in `source` could have made one lead anywhere."""
-    for folder, dirs, _ in os.walk(source):
-        if "__pycache__" not in dirs:
+def copy_caches(compiled: Snapshot, target: Path) -> None:
+    """Copy into worktree `target` the bytecode of the worktree `compiled` was taken of, right after perfagent compiled
+    it there: only the files still as they were then, so nothing code wrote there since (a pyc of its own, a link
+    leading anywhere) reaches another worktree."""
+    for path, was in compiled.entries.items():
+        parts = path.split("/")
+        if len(parts) < 2 or parts[-2] != "__pycache__" or not stat.S_ISREG(was[0]) or not compiled.unchanged(path):
             continue
-        dirs.remove("__pycache__")
-        into = target / Path(folder).relative_to(source)
-        if not os.path.islink(os.path.join(folder, "__pycache__")) and into.is_dir() and not into.is_symlink():
-            shutil.copytree(Path(folder) / "__pycache__", into / "__pycache__", symlinks=True, dirs_exist_ok=True,
-                            copy_function=shutil.copyfile)
+        folder = target.joinpath(*parts[:-1])
+        if folder.parent.is_dir() and not folder.parent.is_symlink():
+            folder.mkdir(exist_ok=True)
+            shutil.copyfile(compiled.root / path, folder / parts[-1])

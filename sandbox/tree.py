@@ -32,6 +32,14 @@ class Snapshot:
         return {path for path in self.entries.keys() | later.entries.keys()
                 if self.entries.get(path) != later.entries.get(path)}
 
+    def unchanged(self, path: str) -> bool:
+        """Whether `path` is still the very file this snapshot saw (not a new one at its name, nor one reached
+        through a link)."""
+        try:
+            return _identity(os.lstat(self.root / path)) == self.entries.get(path)
+        except OSError:
+            return False
+
     def restore(self, paths: Iterable[str]) -> None:
         """Put `paths` back as they were at this snapshot: what did not exist is deleted (a folder with all it
         holds), a kept file gets its content back, a folder is made again. A path whose folder is no longer a
@@ -51,6 +59,10 @@ class Snapshot:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(self.kept[path])
                 os.chmod(target, stat.S_IMODE(was[0]))
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return _FOLDER if stat.S_ISDIR(st.st_mode) else (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _in_folders(root: Path, path: str) -> bool:
@@ -91,11 +103,9 @@ def snapshot(root: Path, keep: Iterable[str] = ()) -> Snapshot:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # deleted while we looked
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                entries[path] = _FOLDER
+            entries[path] = _identity(st)
+            if entries[path] == _FOLDER:
                 scan(entry.path, path + "/")
-            else:
-                entries[path] = (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     scan(str(root), "")
     kept = {path: (root / path).read_bytes() for path in keep if stat.S_ISREG(entries.get(path, _FOLDER)[0])}

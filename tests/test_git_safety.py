@@ -56,7 +56,7 @@ def hijack(markers: list[Path]) -> str:
 
 
 def _markers(tmp_path: Path) -> list[Path]:
-    """Where the script writes: outside any run (the test's folder, the home folder, /var/tmp); removed by the caller."""
+    """Where the script writes: outside any run (the test's folder, home, /var/tmp); the caller removes them."""
     name = f"gitroute-{uuid.uuid4().hex}"
     return [tmp_path / name, Path.home() / name, Path("/var/tmp") / name]
 
@@ -83,7 +83,8 @@ def test_perfagents_git_runs_nothing_a_worktree_planted(tmp_path):
         assert _landed(markers) == markers, "the planted script runs under git that discovers its repository"
         for tree in (branch, scratch):
             subprocess.run([sys.executable, "-c", hijack(markers)], cwd=tree, check=True)
-        assert all((tree / ".git").read_text() == f"gitdir: {tree}/mylib/__pycache__/.g\n" for tree in (branch, scratch))
+        for tree in (branch, scratch):
+            assert (tree / ".git").read_text() == f"gitdir: {tree}/mylib/__pycache__/.g\n"
         (branch / CORE).write_text((branch / CORE).read_text().replace(UNIQUE_BODY, "    return sorted(set(items))"))
         sha = commit_files(branch, [CORE], "perfagent: change")
         assert head(branch) == sha and head(scratch) == git(repo, "rev-parse", "main").strip()
@@ -203,13 +204,11 @@ def test_restore_puts_the_allowed_paths_back(tmp_path):
     assert (tmp_path / "log.txt").read_text() == "kept" and not (tmp_path / "out").exists()
 
 
-def test_restore_and_the_bytecode_copy_never_follow_a_link_out_of_the_worktree(tmp_path):
-    """perfagent works on a worktree outside the sandbox: a link the code made there is never followed, neither to
-    delete an allowed file below it nor to copy a __pycache__ folder into the next candidate's worktree."""
-    from perfagent.sandbox.bytecode import copy_caches
-
-    outside, tree, fresh = tmp_path / "outside", tmp_path / "tree", tmp_path / "fresh"
-    for folder in (outside, tree / "out", fresh / "pkg"):
+def test_restore_never_follows_a_link_out_of_the_worktree(tmp_path):
+    """perfagent works on a worktree outside the sandbox: a link the code made there is never followed to delete an
+    allowed file below it."""
+    outside, tree = tmp_path / "outside", tmp_path / "tree"
+    for folder in (outside, tree / "out"):
         folder.mkdir(parents=True)
     (outside / "cache.txt").write_text("the user's")
     before = snapshot(tree)
@@ -217,10 +216,27 @@ def test_restore_and_the_bytecode_copy_never_follow_a_link_out_of_the_worktree(t
     (tree / "out").symlink_to(outside)
     before.restore({"out/cache.txt"})
     assert (outside / "cache.txt").read_text() == "the user's"
-    (tree / "pkg").mkdir()
-    (tree / "pkg" / "__pycache__").symlink_to(outside)
-    copy_caches(tree, fresh)
-    assert not (fresh / "pkg" / "__pycache__").exists()
+
+
+def test_only_the_bytecode_perfagent_compiled_is_copied(tmp_path):
+    """A candidate's worktree gets the branch's pycs as perfagent compiled them: not one that code in the branch
+    wrote since, nor what a link it made leads to (a hidden credential folder, say)."""
+    from perfagent.sandbox.bytecode import copy_caches
+
+    outside, branch, fresh = tmp_path / "outside", tmp_path / "branch", tmp_path / "fresh"
+    for folder in (outside, branch / "pkg" / "__pycache__", branch / "other" / "__pycache__", fresh / "pkg",
+                   fresh / "other"):
+        folder.mkdir(parents=True)
+    for name in ("a.pyc", "b.pyc"):
+        (branch / "pkg" / "__pycache__" / name).write_bytes(b"compiled")
+    (outside / "id_rsa").write_text("secret")
+    compiled = snapshot(branch)
+    (branch / "pkg" / "__pycache__" / "b.pyc").write_bytes(b"the code's")
+    (branch / "pkg" / "__pycache__" / "c.pyc").write_bytes(b"the code's")
+    (branch / "other" / "__pycache__").rmdir()
+    (branch / "other" / "__pycache__").symlink_to(outside)
+    copy_caches(compiled, fresh)
+    assert sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()) == ["pkg/__pycache__/a.pyc"]
 
 
 def test_children_write_no_bytecode_and_candidates_start_from_a_copy_of_the_branchs(tmp_path):
@@ -239,7 +255,9 @@ def test_children_write_no_bytecode_and_candidates_start_from_a_copy_of_the_bran
     try:
         branch = ws.branch("perfagent/t", "HEAD")
         assert env.rebuild(branch) is None
-        assert (branch / pyc).read_bytes()[:16] == MAGIC_NUMBER + b"\3\0\0\0" + source_hash((branch / CORE).read_bytes())
+        checked_hash = b"\3\0\0\0"  # a pyc's flags (PEP 552)
+        header = MAGIC_NUMBER + checked_hash + source_hash((branch / CORE).read_bytes())
+        assert (branch / pyc).read_bytes()[:16] == header
         before = snapshot(branch)
         child = run([sys.executable, "-c", "import mylib.core, tests.test_core"], cwd=branch,
                     env=child_env({"PYTHONPATH": str(branch)}), limits=env.limits)

@@ -51,8 +51,8 @@ class Environment:
         of the branch worktree's bytecode, so that rebuild() compiles only what differs."""
         path = self.workspaces.scratch(commit)
         try:
-            if self.workspaces.branch_tree:
-                copy_caches(self.workspaces.branch_tree, path)
+            if self.workspaces.branch_tree in self.ready:
+                copy_caches(self.ready[self.workspaces.branch_tree], path)
             write_files(path, changed or {})
             yield path
         finally:
