@@ -47,8 +47,20 @@ def _writable(controller: str, v1_file: str, v2_file: str) -> Path | None:
         ok = (probe / file).exists()
         probe.rmdir()
         if ok:
+            _remove_stale(base)
             return base
     return None
+
+
+def _remove_stale(base: Path) -> None:
+    """Remove the empty cgroups of perfagent processes that were killed before they could (perfagent-PID-N)."""
+    for folder in base.glob("perfagent-*-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not Path("/proc", pid).exists():
+            try:
+                folder.rmdir()
+            except OSError:  # something still runs inside
+                pass
 
 
 def pids_root() -> Path | None:

@@ -318,6 +318,22 @@ def test_without_a_writable_cgroup_cpu_time_comes_from_wait4(tmp_path):
             assert 0.5 <= float(cpu_s) < 5, (level, cpu_s)
 
 
+def test_the_cgroups_of_a_killed_perfagent_are_removed_by_the_next():
+    from perfagent.sandbox import cgroups
+
+    if cgroups.pids_root() is None:
+        pytest.skip("no writable cgroup here")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has now
+    stale = [root / f"perfagent-{gone.pid}-0" for root in {cgroups.pids_root(), cgroups.cpu_root()} if root]
+    for folder in stale:
+        folder.mkdir()
+    out = subprocess.run([PY, "-c", "from perfagent.sandbox import cgroups; cgroups.pids_root(), cgroups.cpu_root()"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert [folder for folder in stale if folder.exists()] == []
+
+
 def test_py_spy_profiles_at_every_level(level, tmp_path):
     from perfagent.localize.hotspots import ProfileOptions, profile_workload
     from perfagent.measure.workload import Workload
