@@ -43,7 +43,8 @@ _PERFAGENT_SOURCE = Path(__file__).resolve().parent.parent
 _LAUNCH = Path(__file__).resolve().with_name("launch.py")
 # user, network, mount and PID namespaces; /proc remounted for the new PID namespace (py-spy finds its child there)
 _UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--mount-proc", "--fork", "--kill-child"]
-_PRIVATE_SHM = {"tmpfs": "/dev/shm"}  # launch.py's step, inside unshare's mount namespace
+# launch.py's step, inside unshare's mount namespace (a machine without /dev/shm has none to share)
+_PRIVATE_SHM = {"tmpfs": "/dev/shm"} if os.path.isdir("/dev/shm") else {}
 
 
 class IsolationError(RuntimeError):
