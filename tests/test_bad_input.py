@@ -252,7 +252,7 @@ def test_user_code_failures_show_the_users_traceback_only(tmp_path):
     repo = make_repo(tmp_path / "r", files)
     before = repo_state(repo)
     code, output = _run(repo, tmp_path, "-w", "later.py")
-    _assert_error(repo, before, code, output, "the workload (calibrate) exited with status 1",
+    _assert_error(repo, before, code, output, "the workload (call 2 of", "in a process) raised",
                   'later.py", line 12, in workload', "mylib/core.py", "AttributeError",
                   "Fix the workload, or raise timeout-s or memory-mb", exit_code=USER_CODE_FAILED)
     assert "harness.py" not in output

@@ -46,7 +46,7 @@ def test_memory_mode_measures_a_known_allocation(tmp_path, level):
         assert memory.rss is None
     else:
         assert 11 * MIB <= memory.rss <= 20 * MIB
-    assert runner.behaviour(repo) == set(), "resetting its own RSS peak is not behaviour to judge"
+    assert not [e for e in runner.behaviour(repo) if e.kind == "write"], "resetting its own RSS peak is no write"
 
 
 @pytest.mark.parametrize("slowdown, decision", [(1.0, NOT_SLOWER), (0.8, NOT_SLOWER), (1.25, SLOWER)])

@@ -39,6 +39,8 @@ STATIC = [
     ("mylib/fast/conftest.py", "import os\n", PROTECTED, "a pytest conftest.py"),
     ("rig-1.0.dist-info/entry_points.txt", "[pytest11]\nrig = mylib.rig\n", PROTECTED, "package metadata"),
     ("mylib.egg-info/entry_points.txt", "[pytest11]\nrig = mylib.rig\n", PROTECTED, "package metadata"),
+    ("pytest.py", "import sys\n", PROTECTED, "shadow Python's or pytest's own `pytest`"),  # what python -m pytest runs
+    ("json/__init__.py", "", PROTECTED, "shadow Python's or pytest's own `json`"),  # what the harness imports
     (CORE, _cheat("clock = getattr(__import__('ti' + 'me'), 'perf_' + 'counter')\n"), GAMES, HIDDEN_IMPORT),
     (CORE, _cheat("import importlib\nclock = importlib.import_module('ti' + 'me')\n"), GAMES, HIDDEN_IMPORT),
     (CORE, _cheat("import importlib as il\nname = 'ti' + 'me'\nclock = il.import_module(name)\n"), GAMES,
@@ -62,6 +64,8 @@ STATIC = [
                   "import gc\ngc.disable()\ngc.enable()\nFLAGS = ('-p', '--precision')\n"
                   "# the builtins sorted() and set() beat a loop in Python\n"
                   "key = getattr(items, 'sort_key', None)\n"), None, ""),
+    ("mylib/json.py", "import json\n", None, ""),  # inside a package, a stdlib name shadows nothing
+    ("site/build.py", "", None, ""),  # a folder without __init__.py is no package that could shadow `site`
 ]
 
 

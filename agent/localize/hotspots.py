@@ -36,7 +36,7 @@ from pathlib import Path
 
 from perfagent.localize.source import FunctionSpan, SourceIndex
 from perfagent.localize.testselect import is_test_file
-from perfagent.measure.workload import Workload, order
+from perfagent.measure.workload import Workload, order, user_frames
 from perfagent.sandbox.run import Limits, child_env, run
 
 WORKLOAD_FRAME = "perfagent_profiled_workload"
@@ -298,7 +298,7 @@ def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Pa
     finally:
         channel.close()
     if not result.ok:
-        raise ProfileError(f"the workload failed under cProfile ({result.failure()}):\n{result.tail()}")
+        raise ProfileError(f"the workload failed under cProfile ({result.failure()}):\n{user_frames(result.tail())}")
     tally, calls = tally_cprofile(json.loads(out.read_text()), index, workload)
     hotspots = tally.hotspots(limit)
     for h in hotspots:

@@ -1,12 +1,11 @@
-"""Checks against benchmark gaming: on a candidate's edits before anything runs (files it may not touch, code that
-games a benchmark), and on the files its runs leave in the repository."""
+"""Checks against benchmark gaming on a candidate's edits, before anything runs: files it may not touch, code that
+games a benchmark or is unsafe to keep. (The files its runs leave behind are found by sandbox/tree.py.)"""
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import re
-import subprocess
-from pathlib import Path, PurePosixPath
+import sys
+from pathlib import PurePosixPath
 
 from perfagent.localize.testselect import is_conftest, is_test_file
 
@@ -27,6 +26,10 @@ LOADED_AT_STARTUP = [
     ("usercustomize.py", "a file Python runs at start-up (usercustomize)"),
     ("*.pth", "a path configuration file Python runs at start-up (.pth)"),
 ]
+
+# modules a top-level file or folder of the repository would shadow: the worktree leads sys.path in every run, so a
+# `pytest.py` or `json.py` there would be what `python -m pytest` or the harness imports
+SHADOWED = frozenset(sys.stdlib_module_names) | {"pytest", "_pytest", "pluggy", "coverage", "py"}
 
 REFERS_TO_HARNESS = "refers to the workload or the harness"
 _CALL_ARGS = r"(?:[^()]|\((?:[^()]|\([^()]*\))*\))*"  # a call's arguments, up to two levels of nested parentheses
@@ -88,7 +91,13 @@ def protected_reason(path: str, workload_path: str | None, allowed: list[str] = 
         return None
     if is_test_file(path):
         return "a pytest conftest.py" if is_conftest(path) else "a test file"
-    name = PurePosixPath(path).name
+    parts = PurePosixPath(path).parts
+    # a top-level module or regular package (a folder without __init__.py is a namespace package, which any module
+    # found later on sys.path beats)
+    shadowing = len(parts) == 1 and path.endswith(".py") or len(parts) == 2 and parts[1] == "__init__.py"
+    if shadowing and parts[0].removesuffix(".py") in SHADOWED:
+        return f"a top-level module that would shadow Python's or pytest's own `{parts[0].removesuffix('.py')}`"
+    name = parts[-1]
     return next((why for pattern, why in PROTECTED if fnmatch.fnmatch(path, pattern)), None) or \
         next((why for pattern, why in LOADED_AT_STARTUP if fnmatch.fnmatch(name, pattern)), None)
 
@@ -99,22 +108,3 @@ def suspicious_reason(added_code: str, workload_name: str | None = None) -> str 
         return REFERS_TO_HARNESS
     return next((why for pattern, why in SUSPICIOUS if pattern.search(added_code)), None)
 
-
-def repository_changes(worktree: Path) -> dict[str, str | None]:
-    """Files git sees as new, modified or deleted in `worktree` (ignored ones too, bytecode caches aside), each with
-    a digest of its content (None: deleted)."""
-    status = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=all", "--ignored"],
-                            cwd=worktree, check=True, capture_output=True, encoding="utf-8",
-                            errors="surrogateescape").stdout
-    paths = [entry[3:] for entry in status.split("\0") if entry]  # "XY path"; nothing is staged, so no renames
-    return {path: _digest(worktree / path) for path in paths if not PurePosixPath(path).match("__pycache__/*.pyc")}
-
-
-def _digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-def files_written(worktree: Path, before: dict[str, str | None]) -> set[str]:
-    """Files created, modified or deleted in `worktree` since `before` (its repository_changes() then)."""
-    return {path for path, digest in repository_changes(worktree).items()
-            if path not in before or before[path] != digest}

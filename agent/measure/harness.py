@@ -36,6 +36,7 @@ import json  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 import types  # noqa: E402
 
 MARK_FD = 3  # sandbox/marks.py
@@ -120,6 +121,8 @@ class Calls:
         self.normal_form = _normal_form()
         self.first = None  # the normal form of the first call's result
         self.calls = []  # per call: [wall seconds, CPU seconds] by this process's clocks, and the result's digest
+        self.raised = []  # the calls that raised, and the first one's traceback
+        self.traceback = None
 
     def call(self):
         self.setup()
@@ -132,6 +135,8 @@ class Calls:
             value = self.workload()
         except Exception as exc:  # a workload that raises has that exception as its result
             value = exc
+            self.raised.append(i)
+            self.traceback = self.traceback or traceback.format_exc()
         wall = time.perf_counter() - wall
         _write(MARK_FD, end)
         cpu = time.process_time() - cpu
@@ -142,7 +147,7 @@ class Calls:
         self.calls.append([wall, cpu, digest])
 
     def output(self):
-        return {"result": self.first, "calls": self.calls}
+        return {"result": self.first, "calls": self.calls, "raised": self.raised, "traceback": self.traceback}
 
 
 def mode_calls(setup, workload, order):

@@ -131,9 +131,9 @@ class WorkloadFailed(RuntimeError):
     """The workload crashed or timed out; `run` holds the process result for the message, which shows the
     workload's own output and traceback (the harness's frames left out)."""
 
-    def __init__(self, what: str, result: RunResult):
-        output = user_frames(result.tail(60))
-        super().__init__(f"{what} {result.failure()}" + (f":\n{output}" if output else ""))
+    def __init__(self, what: str, result: RunResult, traceback: str | None = None):
+        output = user_frames(traceback or result.tail(60))
+        super().__init__(f"{what} {'raised' if traceback else result.failure()}" + (f":\n{output}" if output else ""))
         self.run = result
 
 
@@ -212,6 +212,10 @@ class WorkloadRunner:
         """A run of workload() calls (mode "calls"), each call's result held to `expect`; on the own input, its
         digests are the worktree's when they are the longest sequence seen there."""
         value, calls, result = self._harness(worktree, "calls", **fields)
+        raised = value.get("raised") or []
+        if expect is None and 0 < len(raised) < len(calls.calls):  # not the exception that is its result: a failure
+            raise WorkloadFailed(f"the workload (call {raised[0] + 1} of {len(calls.calls)} in a process)", result,
+                                 str(value.get("traceback")))
         mismatch = expect and expect.mismatch(calls.calls)
         if mismatch:
             raise ResultDrift(mismatch)
