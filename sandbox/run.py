@@ -22,7 +22,7 @@ from pathlib import Path
 from perfagent.sandbox import scratch
 from perfagent.sandbox.behaviour import Event, read_log, tasks_at_once
 from perfagent.sandbox.cgroups import ChildCgroups
-from perfagent.sandbox.isolation import Isolation, launcher
+from perfagent.sandbox.isolation import PROTECTS, SHM, Isolation, launcher
 from perfagent.sandbox.marks import MarkChannel
 from perfagent.sandbox.monitor import REPORT_EXIT, SECRET
 
@@ -184,6 +184,24 @@ def _sandbox_env(env: dict[str, str], private: Path, writable: list[Path]) -> di
     return env
 
 
+def _shared_memory() -> dict[str, tuple[int, int]]:
+    """What the host's /dev/shm holds: name -> (owner, ctime)."""
+    try:
+        with os.scandir("/dev/shm") as entries:
+            return {e.name: (e.stat(follow_symlinks=False).st_uid, e.stat(follow_symlinks=False).st_ctime_ns)
+                    for e in entries}
+    except OSError:
+        return {}
+
+
+def _left_in_shared_memory(before: dict[str, tuple[int, int]], since_ns: int) -> set[Event]:
+    """Files a child left in the host's /dev/shm, found by comparison where the sandbox does not make it private
+    (rlimits): entries of ours that are new since the child started. They could carry results to the next run."""
+    left = [name for name, (uid, ctime) in _shared_memory().items()
+            if name not in before and uid == os.geteuid() and ctime >= since_ns]
+    return {Event("write", "/dev/shm", f"left /dev/shm/{name} behind (found by comparison)") for name in left[:1]}
+
+
 def _read_tail(f) -> str:
     f.seek(0, os.SEEK_END)
     f.seek(max(0, f.tell() - _OUTPUT_LIMIT))
@@ -206,8 +224,9 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
     env = _sandbox_env(env if env is not None else child_env(), private, writable)
     wrapped = limits.isolation.wrap(argv, Path(cwd), writable[1:], list(map(Path, readable)))
     steps = {**limits.rlimits(), **cgroups.steps(), **({"markfd": marks.child_fd} if marks else {})}
+    shared = _shared_memory() if SHM not in PROTECTS[limits.isolation.level] else None
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
+        start, start_ns = time.perf_counter(), time.time_ns()
         try:
             proc = subprocess.Popen([*launcher(steps), *wrapped], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True,
@@ -236,6 +255,8 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits
         limits.usage.seconds += seconds
         if cgroups.peak is not None:
             behaviour |= {tasks_at_once(_program(argv), cgroups.peak - limits.isolation.wrapper_tasks)}
+        if shared is not None:
+            behaviour |= _left_in_shared_memory(shared, start_ns)
         cpu_s = cgroups.cpu_s if cgroups.cpu_s is not None else (
             waited_cpu_s if limits.isolation.rusage_covers_descendants else None)
         return RunResult(argv, proc.returncode, _read_tail(out), _read_tail(err), seconds,
