@@ -9,6 +9,11 @@
    processes. Target: under 10%.
 3. Sandbox start: per isolation level, the median seconds of a sandboxed `python -c pass` (launcher, namespaces,
    Landlock, behaviour monitor, private TMPDIR, wait) against the same command started directly, interleaved.
+4. With `--against REV`: what this code's checks cost against an earlier revision's (e.g. the one before the
+   verdict stopped trusting the candidate's process: kernel-stamped calls, per-call result digests, the worktree
+   compared after every run, the canary test, compiled bytecode, the kernel's counts): `perfagent demo` run by
+   each in turn (`--rounds` times, alternating), its wall time and each candidate's seconds to its verdict, side by
+   side, with the verdicts (which must not differ). REV is installed in its own venv under a temporary folder.
 Each is a ratio or difference measured side by side in one run, so machine noise hits both sides alike.
 """
 from __future__ import annotations
@@ -131,12 +136,62 @@ def sandbox_start(tmp: Path, rounds: int = 30) -> None:
         f"{level} +{(np.median(seconds[level]) - direct) * 1000:.0f} ms" for level in levels))
 
 
+def _install(rev: str, tmp: Path) -> Path:
+    """`perfagent` of revision `rev`, installed in a venv of its own: the program's path."""
+    source, venv = tmp / f"src-{rev}", tmp / f"venv-{rev}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--quiet", "--detach", str(source), rev], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(ROOT / "constraints.txt"), "-e", str(source)],
+                   check=True)
+    return venv / "bin" / "perfagent"
+
+
+def _demo(program: list[str], folder: Path) -> tuple[float, list[tuple[str, float]]]:
+    """One `perfagent demo` in a fresh folder: its wall seconds, and per candidate (verdict, seconds of its
+    iteration)."""
+    folder.mkdir()
+    start = time.perf_counter()
+    subprocess.run([*program, "demo"], cwd=folder, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    summary = json.loads((folder / "perfagent-demo-run" / "summary.json").read_text())
+    return wall, [(c["verdict"]["reason"], c["seconds"]["wall"]) for c in summary["candidates"]]
+
+
+def against(rev: str, tmp: Path, rounds: int) -> None:
+    old = [str(_install(rev, tmp))]
+    try:
+        new = [sys.executable, "-m", "perfagent"]
+        runs: dict[str, list] = {"old": [], "new": []}
+        for k in range(rounds):
+            for side in (("old", "new") if k % 2 == 0 else ("new", "old")):
+                runs[side].append(_demo(old if side == "old" else new, tmp / f"demo-{side}-{k}"))
+        for side in runs:
+            walls = [w for w, _ in runs[side]]
+            print(f"demo wall time, {'revision ' + rev if side == 'old' else 'this code'}: "
+                  + ", ".join(f"{w:.0f} s" for w in walls) + f" (median {np.median(walls):.0f} s)")
+        print("per candidate, seconds of its iteration (median over rounds), revision " + rev + " / this code:")
+        verdicts = {side: [[v for v, _ in cands] for _, cands in runs[side]] for side in runs}
+        for i, (reason, _) in enumerate(runs["new"][0][1]):
+            seconds = {side: np.median([cands[i][1] for _, cands in runs[side] if i < len(cands)]) for side in runs}
+            print(f"  {i + 1} {reason:24} {seconds['old']:6.1f} / {seconds['new']:6.1f} s "
+                  f"({seconds['new'] / seconds['old'] - 1:+.0%})")
+        same = all(v == verdicts["old"][0] for v in verdicts["old"] + verdicts["new"])
+        print(f"verdicts {'the same in every run' if same else 'DIFFER: ' + repr(verdicts)}")
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / f"src-{rev}")])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--against", metavar="REV", help="compare the demo's cost with this revision's (only that)")
+    parser.add_argument("--rounds", type=int, default=2, help="with --against: demo runs per side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.against:
+            against(args.against, tmp, args.rounds)
+            return
         repo = example_repo(tmp)
         sandbox_start(tmp)
         pyspy_overhead(repo, tmp, args.pairs)

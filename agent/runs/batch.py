@@ -12,7 +12,6 @@ done tasks and redoes the rest (a task cut short starts over in a clean folder),
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +28,7 @@ from perfagent.repos.repositories import RepoCache, diff
 from perfagent.runs.outputs import BAD_RECORDS, BATCH_RESULTS, LEDGER, PREDICTIONS
 from perfagent.runs.runner import Say, TaskCounts, TaskRun
 from perfagent.runs.tasks import BadRecord, Task
+from perfagent.sandbox import gitsafe
 
 ORACLE = "oracle"  # --model oracle: each task's expert patch is the model's reply
 
@@ -83,7 +83,10 @@ def solve(task_record: dict, job_record: dict) -> dict:
                 summary = Optimizer(worktree, settings, out=folder / "run", observer=observer, budget=budget).run()
                 if summary.get("branch"):
                     result["model_patch"] = diff(worktree, task.base_commit, summary["final_commit"])
-                    subprocess.run(["git", "branch", "-D", summary["branch"]], cwd=worktree, capture_output=True)
+                    try:
+                        gitsafe.git(worktree, "branch", "-D", summary["branch"])  # never through the worktree's .git
+                    except gitsafe.GitError:
+                        pass
                 final = summary.get("final") or {}
                 result.update(status=FAILED if summary["status"] == MODEL_FAILED else FINISHED,
                               accepted=summary["accepted"], stop_reason=summary["stop_reason"],

@@ -42,6 +42,7 @@ from perfagent.loop.verdict import compare_inputs
 from perfagent.measure.integrity import ResultDrift, TimingTampered
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import gitsafe, isolation
+from perfagent.sandbox.bytecode import compile_stale
 from perfagent.measure.stats import ratio_of_speedups, speed_stats
 from perfagent.sandbox.run import Limits, child_env, run, run_shell
 from perfagent.sandbox.testrun import run_pytest
@@ -153,11 +154,11 @@ def _apply(task: Task, patch: str | None, trees: tuple[Path, Path, Path], row: d
 
 
 def _rebuild(task: Task, trees: _Trees, row: dict) -> None:
-    """The task's rebuild command in each tree that runs: a patch that does not build counts as not applied."""
-    if not task.rebuild_cmd:
-        return
+    """The task's rebuild command in each tree that runs (a patch that does not build counts as not applied), then
+    its bytecode, which children do not write (sandbox/bytecode.py)."""
     for tree in [trees.base, trees.expert] + ([trees.model] if row["applied"] else []):
-        failed = run_shell(task.rebuild_cmd, tree, trees.python, trees.limits)
+        failed = task.rebuild_cmd and run_shell(task.rebuild_cmd, tree, trees.python, trees.limits)
+        compile_stale(tree, trees.python, trees.limits)
         if failed and tree == trees.model:
             row["applied"], row["apply_error"] = False, f"rebuild failed: {failed}"
         elif failed:
