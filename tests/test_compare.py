@@ -328,7 +328,8 @@ def test_long_values_are_truncated_in_detail():
 def test_malformed_input_is_unequal_not_an_error():
     result = compare_results({"$": "list", "class": "list"}, {"$": "list", "class": "list"})
     assert not result.equal and "malformed" in result.detail
-    assert not compare_results({"$": "dict", "class": "dict", "items": 3}, {"$": "dict", "class": "dict", "items": 3}).equal
+    not_items = {"$": "dict", "class": "dict", "items": 3}
+    assert not compare_results(not_items, dict(not_items)).equal
 
 
 # results that pose as another value: the candidate's class may claim any name and override any method
@@ -538,7 +539,8 @@ CHILD = textwrap.dedent("""
 
 
 def test_normal_form_is_standalone_in_an_isolated_interpreter():
-    value = {(1, 2): {f"w{i}" for i in range(50)}, "big": 2**80, "nan": math.nan, "raw": b"\x01", "error": KeyError("k")}
+    value = {(1, 2): {f"w{i}" for i in range(50)}, "big": 2**80, "nan": math.nan, "raw": b"\x01",
+             "error": KeyError("k")}
     child = subprocess.run([sys.executable, "-I", "-c", CHILD, str(NORMAL_FORM_FILE)],
                            capture_output=True, text=True, timeout=60, cwd="/")
     assert child.returncode == 0, child.stderr

@@ -162,7 +162,8 @@ class BaselinePhase:
             self.notify.progress("noise", "baseline: timing noise", i + 1, NOISE_PAIRS)
         first, second = [p[0] for p in pairs], [p[1] for p in pairs]
         noise = replace(measure_noise(walls(first), walls(second), self.settings.max_samples),
-                        outside_spread=aa_spread(first, second, "outside"), cpu_spread=aa_spread(first, second, "run_cpu"))
+                        outside_spread=aa_spread(first, second, "outside"),
+                        cpu_spread=aa_spread(first, second, "run_cpu"))
         self.notify.note(f"timing noise: {noise.describe()}")
         if noise.resolvable > 1 + self.settings.min_effect:
             self.notify.note(f"this machine is too noisy to resolve the minimum effect of "

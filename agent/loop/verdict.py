@@ -289,7 +289,7 @@ class Judge:
         try:
             timed = compare_rotation(lambda loops: self.runner.sample(ref.worktree, loops), samplers,
                                      self.sampling, lambda i, s: self._timing_progress(progress[i])(s), self.ladder)
-        except (WorkloadFailed, ResultDrift, TimingTampered, FilesWritten):  # whose it was shows when each is timed alone
+        except (WorkloadFailed, ResultDrift, TimingTampered, FilesWritten):  # whose it was: each timed alone shows
             return [self.time(tree, ref, checked, p) for (tree, checked), p in zip(survivors, progress)]
         seconds = time.perf_counter() - started
         return [self._speed_verdict(tree, ref, checked, result, seconds)
