@@ -197,7 +197,8 @@ def optimize(  # one parameter per command-line option (typer)
     python: Optional[str] = typer.Option(None, help="interpreter that runs the target's code and tests "
                                          "(default: the one running perfagent)"),
     allow_failing_tests: Optional[bool] = typer.Option(None, "--allow-failing-tests",
-                                                       help="leave out tests that fail at baseline"),
+                                                       help="leave out tests named with --tests that fail at "
+                                                            "baseline (tests perfagent chose always are)"),
     allow_behaviour: Optional[list[str]] = typer.Option(None, "--allow-behaviour", help="what candidates may do that "
                                                         "the unmodified code did not (repeatable): KIND or KIND:GLOB, "
                                                         "e.g. process:git, network, write:~/.cache/*"),

@@ -81,11 +81,18 @@ def test_workload_that_times_out_at_baseline(tmp_path):
 
 
 def test_failing_baseline_tests(tmp_path):
+    """A test the user named that fails on the unmodified code stops the run; one perfagent chose guards nothing:
+    it is left out and named, and the run goes on."""
     repo = make_repo(tmp_path / "r", {**SMALL_LIB, "tests/test_broken.py": "def test_broken():\n    assert 1 == 2\n"})
     before = repo_state(repo)
-    code, output = _run(repo, tmp_path, "-w", "bench.py")
+    code, output = _run(repo, tmp_path, "-w", "bench.py", "--tests", "tests/test_core.py", "--tests",
+                        "tests/test_broken.py")
     _assert_error(repo, before, code, output, "1 test(s) fail on the unmodified code",
                   "tests/test_broken.py::test_broken", "--allow-failing-tests", exit_code=USER_CODE_FAILED)
+    code, output = _run(repo, tmp_path, "-w", "bench.py", out="chosen")
+    assert code == 1 and "error" not in output, output  # the scripted model proposes nothing
+    assert "1 test(s) perfagent chose fail on the unmodified code and are left out: tests/test_broken.py::test_broken" \
+        in " ".join(output.split())
 
 
 def test_missing_api_key_names_the_variable(small_repo, tmp_path, monkeypatch):

@@ -58,7 +58,8 @@ def test_signal_mid_run(small_repo, tmp_path, sig):
         _wait_for(lambda: (out / "summary.json").exists() and
                   len(json.loads((out / "summary.json").read_text())["candidates"]) == 1)
         run_id = json.loads((out / "summary.json").read_text())["run_id"]
-        children = _wait_for(lambda: _processes_under(f"perfagent-{run_id}-"))  # the sleeping candidate's tests
+        children = _wait_for(lambda: [pid for pid in _processes_under(f"perfagent-{run_id}-")  # the second
+                                      if "/scratch-" in os.readlink(f"/proc/{pid}/cwd")])  # candidate's tests
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=60)
     finally:
@@ -70,6 +71,8 @@ def test_signal_mid_run(small_repo, tmp_path, sig):
     assert git(small_repo, "worktree", "list").count("\n") == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted"
+    assert [(c["verdict"]["reason"], c["verdict"]["detail"]) for c in summary["candidates"]][1:] == \
+        [("not validated", "the run stopped before its verdict (KeyboardInterrupt)")]
     report = (out / "report.html").read_text()  # rendered from what was recorded
     assert "The run was interrupted" in report and "Use a set to deduplicate." in report
     [branch] = perfagent_branches(small_repo)

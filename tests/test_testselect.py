@@ -80,6 +80,16 @@ def test_static_candidates_rank_by_evidence(tmp_path):
                                                                "shop/stock/tests/test_misc.py"]
 
 
+def test_of_equal_evidence_the_cheaper_test_file_comes_first(tmp_path):
+    """A big test module is a slow guard for a first verdict: of files with the same evidence, the smaller leads."""
+    big = "from shop.prices import total\n\n\n" + "".join(
+        f"def test_total_{i}():\n    assert total([{i}]) == {i}\n\n\n" for i in range(800))
+    small = "from shop.prices import total\n\n\ndef test_total():\n    assert total([1]) == 1\n"
+    repo = make_repo(tmp_path / "r", {**SHOP, "shop/tests/test_all.py": big, "shop/tests/test_sums.py": small})
+    ranked = [f for f, _ in StaticIndex(repo, git(repo, "ls-files").splitlines()).candidates(TOTAL, limit=5)]
+    assert ranked.index("shop/tests/test_sums.py") < ranked.index("shop/tests/test_all.py"), ranked
+
+
 def test_selection_runs_only_the_candidates_and_maps_functions_to_tests(tmp_path):
     repo = make_repo(tmp_path / "r", SHOP)
     messages = []

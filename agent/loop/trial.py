@@ -60,9 +60,12 @@ class Trial:
                 survivors = [e for e in entries if e.checked is not None]
                 self._time(survivors)
                 combined = self._keep(survivors, focus.guard, candidates, trees)
-        except Quit:
-            for entry in entries:
-                entry.record.verdict = entry.record.verdict or Verdict(NOT_VALIDATED, "the reviewer quit first")
+        except BaseException as exc:  # the record keeps every candidate with a verdict, also when the run stops
+            said = (str(exc).splitlines() or [""])[0][:200]
+            why = "the reviewer quit first" if isinstance(exc, Quit) else \
+                f"the run stopped before its verdict ({type(exc).__name__}{': ' + said if said else ''})"
+            for record in candidates:  # the round's, also one whose checks were under way
+                record.verdict = record.verdict or Verdict(NOT_VALIDATED, why)
             raise
         return [self._decided(entry.record, history) for entry in entries + combined]
 
