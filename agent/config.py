@@ -60,6 +60,9 @@ class Settings(BaseModel):
     max_memory_growth: float = Field(1.5, ge=1, description="reject a candidate whose peak memory per workload call "
                                      "exceeds this multiple of the unmodified code's (1.5 = 50% more); growth under "
                                      "1 MiB never counts; not used with objective = memory")
+    allow_cross_call_caching: bool = Field(False, description="accept a gain that only calls after the first in a "
+                                           "process show (results kept from call to call): for real use that "
+                                           "repeats identical calls; the verdict says so")
     alpha: float = Field(0.01, gt=0, lt=1, description="the chance of accepting identical code, over every look")
     min_samples: int = Field(5, ge=3, description="pairs of long values before their first decision")
     max_samples: int = Field(40, ge=5, description="pairs of long values at most; still undecided: too noisy")

@@ -11,15 +11,16 @@ from typing import Callable
 from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_reason
 from perfagent.loop.memory import NOT_SLOWER, SLOWER, compare_memory, describe_memory, memory_record, mib, \
     time_not_worse, too_much_memory
+from perfagent.measure.generality import carried_across_calls, undecided
 from perfagent.measure.integrity import Expected, ResultDrift, TimingTampered, clock_tampered, work_moved
 from perfagent.measure.workload import OWN_INPUT, FilesWritten, WorkloadFailed, WorkloadRunner
 from perfagent.sandbox.behaviour import Event, new_behaviour
 from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_rotation, compare_speed, \
     samples_record
-from perfagent.reasons import ACCEPTED, IDENTICAL, NO_LESS_MEMORY, NOT_COMPARED, PROTECTED_FILE, RESULT_CHANGED, \
-    SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, TESTS_TAMPERED, TIMING_TAMPERED, TOO_NOISY, UNSAFE_BEHAVIOUR, \
-    UNSAFE_CODE, USES_TOO_MUCH_MEMORY, WORK_MOVED, WORKLOAD_FAILED
+from perfagent.reasons import ACCEPTED, CARRIED_ACROSS_CALLS, IDENTICAL, NO_LESS_MEMORY, NOT_COMPARED, \
+    PROTECTED_FILE, RESULT_CHANGED, SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, TESTS_TAMPERED, TIMING_TAMPERED, \
+    TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, USES_TOO_MUCH_MEMORY, WORK_MOVED, WORKLOAD_FAILED
 from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON, SLOWER as SLOWER_REASON  # stats and memory decisions
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
@@ -102,6 +103,7 @@ class Judge:
     objective: str = "time"  # or "memory": what a candidate must lower (loop/memory.py)
     max_memory_growth: float = 1.5  # objective time: the largest peak memory per call, times the baseline's
     floors: dict = field(default_factory=dict)  # A/A spreads of the baseline's time outside calls and run CPU
+    allow_cross_call_caching: bool = False  # a gain first calls do not show is accepted, and said to be carried
 
     def gain(self, verdict: Verdict) -> tuple[float, float, float]:
         """An accepted verdict's gain in the objective, as (estimate, 95% low, 95% high), larger is better: the
@@ -299,21 +301,50 @@ class Judge:
                        seconds: float) -> Verdict:
         """The verdict on a timed candidate: `timed` is (decision, baseline values, candidate values)."""
         (speed, base, cand), tests_run, result_check = timed, checked.tests_run, checked.result_check
+        if speed.decision == FASTER:
+            try:
+                self._settle_first_calls(candidate, ref, base, cand)
+            except (WorkloadFailed, ResultDrift, TimingTampered, FilesWritten) as exc:
+                return self._run_failed(candidate, ref, exc, tests_run, result_check) \
+                    if isinstance(exc, WorkloadFailed) else self._untrustworthy(exc, checked)
         unsafe = self._unsafe(candidate, ref, set(), tests_run, result_check)  # the timing runs ran more calls
         if unsafe:
             return unsafe
-        reason = {FASTER: ACCEPTED, NOT_FASTER: NOT_FASTER_REASON}.get(speed.decision, TOO_NOISY)
-        detail = speed.describe()
-        tampered = clock_tampered(base, cand)
-        moved = work_moved(base, cand, self.floors) if reason == ACCEPTED else None
-        if tampered or moved:
-            reason, detail = (TIMING_TAMPERED, tampered) if tampered else (WORK_MOVED, moved)
-            detail += f"; timing: {speed.describe()}"
-        if reason == TOO_NOISY:
-            detail += (f"; could not resolve a {self.sampling.min_effect:.0%} effect in "
-                       f"{self.sampling.max_samples} samples per side")
+        reason, detail = self._speed_reason(speed, base, cand)
         return Verdict(reason, detail, tests_run, result_check=result_check, speed=speed,
                        samples=samples_record(base, cand), timing_s=seconds, memory=checked.memory)
+
+    def _settle_first_calls(self, candidate: Path, ref: Reference, base: list, cand: list) -> None:
+        """More pairs of the decision's values (appended to `base` and `cand`), ABBA, while their first calls lean
+        towards a gain carried across calls without showing it (generality.undecided)."""
+        expect, loops = self._expected(candidate, ref), cand[-1].calls
+        while undecided(base, cand):
+            for side in (("base", "cand") if len(base) % 2 == 0 else ("cand", "base")):
+                if side == "base":
+                    base.append(self.runner.sample(ref.worktree, loops))
+                else:
+                    cand.append(self.runner.sample(candidate, loops, expect))
+
+    def _speed_reason(self, speed: SpeedStats, base: list, cand: list) -> tuple[str, str]:
+        """The speed decision's reason and detail, unless what the kernel saw (integrity.py) or the first calls
+        (generality.py) tell against it."""
+        timing = f"timing: {speed.describe()}"
+        tampered = clock_tampered(base, cand)
+        if tampered:
+            return TIMING_TAMPERED, f"{tampered}; {timing}"
+        if speed.decision == NOT_FASTER:
+            return NOT_FASTER_REASON, speed.describe()
+        if speed.decision != FASTER:
+            return TOO_NOISY, (f"{speed.describe()}; could not resolve a {self.sampling.min_effect:.0%} effect in "
+                               f"{self.sampling.max_samples} samples per side")
+        moved = work_moved(base, cand, self.floors)
+        if moved:
+            return WORK_MOVED, f"{moved}; {timing}"
+        carried = carried_across_calls(base, cand)
+        if carried and not self.allow_cross_call_caching:
+            return CARRIED_ACROSS_CALLS, f"{carried}; {timing}"
+        return ACCEPTED, speed.describe() + (f"; carried across calls, as allowed: {carried.split(' (allow')[0]}"
+                                             if carried else "")
 
     def _expected(self, candidate: Path, ref: Reference) -> Expected:
         """What the candidate's later calls must return: the result its check accepted (measure/integrity.py)."""

@@ -39,12 +39,15 @@ class Timing(NamedTuple):
     """One timing value, per workload call: wall seconds, from the kernel's stamps of the harness's marks (decisions
     use these), and CPU seconds as the child counted them. For the checks of measure/integrity.py: the child's own
     clock's figure for the same calls, the run's seconds outside its calls, and the kernel's count of the whole
-    run's CPU seconds, each per call (None where not measured)."""
+    run's CPU seconds, each per call (None where not measured); and for measure/generality.py, the wall seconds of
+    the process's first call after setup(), and how many calls the value is made of."""
     wall: float
     cpu: float
     claimed: float | None = None
     outside: float | None = None
     run_cpu: float | None = None
+    first: float | None = None
+    calls: int = 1
 
 
 def walls(samples) -> list[float]:

@@ -289,7 +289,7 @@ class WorkloadRunner:
         n = len(calls.calls)
         return Timing(_quartile([c.wall for c in calls.calls]), _quartile([c.cpu for c in calls.calls]),
                       _quartile([c.claimed for c in calls.calls]), calls.outside / n,
-                      None if result.cpu_s is None else result.cpu_s / n)
+                      None if result.cpu_s is None else result.cpu_s / n, calls.calls[0].wall, n)
 
     def sequence(self, worktree: Path) -> tuple[str, ...]:
         """The digests of `worktree`'s results on its own input, call by call, from its longest run so far."""
