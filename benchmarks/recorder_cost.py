@@ -7,8 +7,10 @@ Each case is a workload of small Python calls, timed with recording off and on, 
    removed (the brief's reference case).
 2. kept: 50 calls to the target (its budget is never spent, so the hook stays for the whole call) and 1e6 to other
    functions: the cost of the hook itself on every Python call.
-3. big self: 1e5 calls to a method of an object of about 2,000 values: the cost of digesting large arguments
-   (bounded by the recorder's call budget and node allowance).
+3. big self: 1e5 calls to a method of an object of about 2,800 values: the cost of digesting large arguments
+   (bounded by the recorder's node allowance: the target is given up after a few calls too large to record).
+4. library: difflib comparing two versions of a source file (pure Python, many C calls), recording the one call
+   to SequenceMatcher.ratio, so the hook stays throughout: the cost of the hook on ordinary library code.
 """
 from __future__ import annotations
 
@@ -61,8 +63,17 @@ def big_self():
     for i in range(100_000):
         s += big.lookup(i)
     return s
+
+
+def library():
+    import difflib
+    text = open(difflib.__file__).read().splitlines()
+    changed = [line.replace("e", "E") if i % 7 == 0 else line for i, line in enumerate(text)]
+    diff = list(difflib.unified_diff(text, changed))
+    return len(diff), difflib.SequenceMatcher(None, text[:300], changed[:300]).ratio()
 '''
-CASES = {"spent": "bench_module:target", "kept": "bench_module:target", "big_self": "bench_module:Big.lookup"}
+CASES = {"spent": "bench_module:target", "kept": "bench_module:target", "big_self": "bench_module:Big.lookup",
+         "library": "difflib:SequenceMatcher.ratio"}
 
 
 def _load(name: str):

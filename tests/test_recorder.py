@@ -181,6 +181,12 @@ def test_a_generator_records_what_it_yielded_and_how_it_ended(tmp_path):
                 list(gens.broken())
             except ValueError:
                 pass
+            thrown = gens.tens(3)
+            next(thrown)
+            try:
+                thrown.throw(KeyError("k"))  # raised at its yield: it ends there
+            except KeyError:
+                pass
     """})
     records = record(tmp_path, ["gens:tens", "gens:broken"])["records"]
 
@@ -192,8 +198,31 @@ def test_a_generator_records_what_it_yielded_and_how_it_ended(tmp_path):
         ([5], {"yielded": tens(0, 10)}),  # closed by its consumer: no end
         ([2], {"yielded": tens(0, 10), "returned": "done"}),
         ([2], {"yielded": tens(0, 10)}),  # zip stopped asking it: still suspended when recording stopped
+        ([3], {"yielded": tens(0), **raised("KeyError")}),
     ]
     assert calls(records, "gens:broken") == [([], {"yielded": [1], **raised("ValueError")})]
+
+
+def test_a_coroutine_records_how_it_finished(tmp_path):
+    write(tmp_path, {"tasks.py": """
+        import asyncio
+
+        async def slow_double(x):
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return 2 * x
+    """, "workload.py": """
+        import asyncio
+        import tasks
+
+        async def both():
+            return await asyncio.gather(tasks.slow_double(1), tasks.slow_double(2))
+
+        def run():
+            asyncio.run(both())
+    """})
+    records = record(tmp_path, ["tasks:slow_double"])["records"]
+    assert calls(records, "tasks:slow_double") == [([1], {"returned": 2}), ([2], {"returned": 4})]
 
 
 def test_a_call_that_raises_is_told_apart_from_one_that_returns_none(tmp_path):
@@ -393,6 +422,17 @@ def test_a_nested_difference_says_where_it_is(unmodified, tmp_path):
     assert comparison.detail == ("calc:primes_below(30) returned [2, 3, 5, 7, 11, 13, 17, 19, 23, 31], the unmodified "
                                  "code [2, 3, 5, 7, 11, 13, 17, 19, 23, 29] (first difference at "
                                  "result.returned[9]: 29 != 31)")
+
+
+def test_a_name_bound_to_a_function_defined_under_another_name_is_still_held_to_its_results(unmodified, tmp_path):
+    aliased = textwrap.dedent(UNMODIFIED) + textwrap.dedent("""
+        def _quick_is_prime(p):
+            return p in (2, 3, 5, 7, 9, 11, 13, 17, 19, 23, 29)
+
+        is_prime = _quick_is_prime
+    """)
+    comparison = compare_calls(unmodified, records_of(tmp_path, aliased))
+    assert comparison.detail.startswith("calc:is_prime(9) returned True, the unmodified code False")
 
 
 def test_a_candidate_that_calls_less_often_is_held_only_to_the_calls_it_makes(unmodified, tmp_path):
