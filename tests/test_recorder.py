@@ -1,9 +1,9 @@
 """The call recorder (agent/measure/recorder.py) in real child processes, and the parent's comparison of two runs'
 records (agent/measure/calls.py).
 
-Each child is an isolated interpreter (-I: no site-packages, no perfagent) that loads the recorder and normal_form.py
-by path, as the harness does, starts recording, runs `workload.run()` from the test's own small modules, stops, and
-prints the records.
+Each child is an isolated interpreter (-I -S: no site-packages, so no perfagent) that loads the recorder and
+normal_form.py by path, as the harness does, starts recording, runs `workload.run()` from the test's own small
+modules, stops, and prints the records.
 """
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ def write(folder: Path, files: dict[str, str]) -> Path:
 
 def record(folder: Path, targets: list[str], **bounds) -> dict:
     """The records of one `workload.run()` in `folder`, and what run() returned (as "seen")."""
-    child = subprocess.run([sys.executable, "-I", "-c", CHILD, str(MEASURE), json.dumps(targets), json.dumps(bounds)],
-                           cwd=folder, capture_output=True, text=True, timeout=120)
+    argv = [sys.executable, "-I", "-S", "-c", CHILD, str(MEASURE), json.dumps(targets), json.dumps(bounds)]
+    child = subprocess.run(argv, cwd=folder, capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr
     return json.loads(child.stdout)
 
@@ -326,8 +326,8 @@ def test_budgets_bound_the_calls_their_arguments_and_their_results(tmp_path):
 
 
 def test_targets_are_found_by_their_file_and_unknown_ones_are_listed_missing(tmp_path):
-    counted = "import builtins\nbuiltins.imports = getattr(builtins, 'imports', 0) + 1\n"
-    write(tmp_path, {"src/mylib/__init__.py": "def top(x):\n    return x\n", "src/mylib/core.py": counted + textwrap.dedent(CORE),
+    counted = "import builtins\nbuiltins.imports = getattr(builtins, 'imports', 0) + 1\n" + textwrap.dedent(CORE)
+    write(tmp_path, {"src/mylib/__init__.py": "def top(x):\n    return x\n", "src/mylib/core.py": counted,
                      "workload.py": """
         import builtins, sys
         sys.path.insert(0, "src")

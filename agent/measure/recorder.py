@@ -198,6 +198,8 @@ class _Call:
 
 
 class Recorder:
+    """The calls of chosen functions between start() and stop(); records() is what the parent compares."""
+
     def __init__(self, normal_form, max_calls=MAX_CALLS, max_bytes=MAX_BYTES):
         self.max_calls, self.max_bytes = max_calls, max_bytes
         self.normalizer = _bounded_normalizer(normal_form)
@@ -236,6 +238,8 @@ class Recorder:
         self.suspended.clear()
 
     def records(self):
+        """{target: [{"args", "argv"?, "result"}...], "_missing": [targets], "_skipped": {target: calls},
+        "_unhooked": bool}"""
         return {**self.calls, "_missing": self.missing, "_skipped": {t: n for t, n in self.skipped.items() if n},
                 "_unhooked": self.unhooked}
 
