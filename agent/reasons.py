@@ -20,6 +20,7 @@ RESULT_CHANGED = "result changed"
 TIMING_TAMPERED = "timing tampered"  # the run's account of its calls does not hold against the kernel's
 WORK_MOVED = "work moved outside workload()"  # the time saved in the calls reappears outside them
 CARRIED_ACROSS_CALLS = "gain comes from caching results across calls"  # first calls in a process do not gain
+ONLY_ON_BENCHMARK_INPUT = "speedup only on the benchmark's input"  # none on a variant of setup() (loop/unseen.py)
 USES_TOO_MUCH_MEMORY = "uses too much memory"  # its peak per call grew beyond max-memory-growth
 NO_LESS_MEMORY = "no less memory"  # objective memory: its peak is not lower by min-effect
 SLOWER = "slower"  # objective memory: less memory, but its time got worse by more than min-effect

@@ -146,15 +146,16 @@ def _install(rev: str, tmp: Path) -> Path:
     return venv / "bin" / "perfagent"
 
 
-def _demo(program: list[str], folder: Path) -> tuple[float, list[tuple[str, float]]]:
-    """One `perfagent demo` in a fresh folder: its wall seconds, and per candidate (verdict, seconds of its
-    iteration)."""
+def _demo(program: list[str], folder: Path) -> tuple[float, list[tuple[str, float]], dict[str, float]]:
+    """One `perfagent demo` in a fresh folder: its wall seconds, per candidate (verdict, seconds of its iteration),
+    and the candidates' seconds summed by where they went (child processes, perfagent's own)."""
     folder.mkdir()
     start = time.perf_counter()
     subprocess.run([*program, "demo"], cwd=folder, check=True, capture_output=True)
     wall = time.perf_counter() - start
     summary = json.loads((folder / "perfagent-demo-run" / "summary.json").read_text())
-    return wall, [(c["verdict"]["reason"], c["seconds"]["wall"]) for c in summary["candidates"]]
+    split = {part: sum(c["seconds"][part] for c in summary["candidates"]) for part in ("child_processes", "perfagent")}
+    return wall, [(c["verdict"]["reason"], c["seconds"]["wall"]) for c in summary["candidates"]], split
 
 
 def against(rev: str, tmp: Path, rounds: int) -> None:
@@ -166,13 +167,16 @@ def against(rev: str, tmp: Path, rounds: int) -> None:
             for side in (("old", "new") if k % 2 == 0 else ("new", "old")):
                 runs[side].append(_demo(old if side == "old" else new, tmp / f"demo-{side}-{k}"))
         for side in runs:
-            walls = [w for w, _ in runs[side]]
+            walls = [w for w, _, _ in runs[side]]
+            child, own = (np.median([split[part] for _, _, split in runs[side]]) for part in ("child_processes",
+                                                                                                "perfagent"))
             print(f"demo wall time, {'revision ' + rev if side == 'old' else 'this code'}: "
-                  + ", ".join(f"{w:.0f} s" for w in walls) + f" (median {np.median(walls):.0f} s)")
+                  + ", ".join(f"{w:.0f} s" for w in walls) + f" (median {np.median(walls):.0f} s; the candidates' "
+                  f"child processes {child:.0f} s, perfagent's own {own:.1f} s)")
         print("per candidate, seconds of its iteration (median over rounds), revision " + rev + " / this code:")
-        verdicts = {side: [[v for v, _ in cands] for _, cands in runs[side]] for side in runs}
+        verdicts = {side: [[v for v, _ in cands] for _, cands, _ in runs[side]] for side in runs}
         for i, (reason, _) in enumerate(runs["new"][0][1]):
-            seconds = {side: np.median([cands[i][1] for _, cands in runs[side] if i < len(cands)]) for side in runs}
+            seconds = {side: np.median([cands[i][1] for _, cands, _ in runs[side] if i < len(cands)]) for side in runs}
             print(f"  {i + 1} {reason:24} {seconds['old']:6.1f} / {seconds['new']:6.1f} s "
                   f"({seconds['new'] / seconds['old'] - 1:+.0%})")
         same = all(v == verdicts["old"][0] for v in verdicts["old"] + verdicts["new"])

@@ -307,7 +307,7 @@ def test_budgets_bound_the_calls_their_arguments_and_their_results(tmp_path):
         def run():
             for i in range(10):
                 sized.ident(i)
-            big = list(range(5000))  # more values than a call's arguments may have
+            big = list(range(50_000))  # more values than a call's arguments may have
             for _ in range(10):
                 sized.first(big)
             sized.text(10)

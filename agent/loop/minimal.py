@@ -35,9 +35,10 @@ class Minimiser:
     def __init__(self, ctx: RunContext, judge: Judge, reference: Reference):
         self.ctx, self.judge, self.reference = ctx, judge, reference
 
-    def minimise(self, candidate: CandidateRecord, change: Change, verdict: Verdict,
-                 tests: list[str]) -> tuple[Change, Verdict]:
-        """(the smallest change that holds, its verdict); what was dropped and why goes into the candidate's record."""
+    def minimise(self, candidate: CandidateRecord, change: Change, verdict: Verdict, tests: list[str],
+                 targets: tuple[str, ...] = ()) -> tuple[Change, Verdict]:
+        """(the smallest change that holds, its verdict); what was dropped and why goes into the candidate's record.
+        `tests` and `targets` (functions whose calls are compared) are those the full candidate was judged with."""
         groups, deletions = self._groups(change.before, change.after)
         if not self.ctx.settings.minimal_patches or len(groups) < 2:
             return change, verdict
@@ -49,7 +50,7 @@ class Minimiser:
                 continue
             rest = deletions + others
             after = with_hunks(change.before, rest, sorted(change.after))
-            smaller = self._judge(change.before, after, tests)
+            smaller = self._judge(change.before, after, tests, targets)
             if smaller.accepted and self.judge.gain(smaller)[2] >= self.judge.gain(verdict)[1]:  # intervals overlap
                 kept.remove(group)
                 dropped.append({"group": group.key, "why": f"not needed: every check passes without it, "
@@ -105,11 +106,13 @@ class Minimiser:
                 return set(change.after)
             return {path for path, lines in coverage_by_line(coverage_file, tree.resolve()).items() if lines}
 
-    def _judge(self, before: dict[str, str], after: dict[str, str], tests: list[str]) -> Verdict:
+    def _judge(self, before: dict[str, str], after: dict[str, str], tests: list[str],
+               targets: tuple[str, ...]) -> Verdict:
         """Every check on a smaller version, in a scratch worktree at the branch head."""
         static = self.judge.static_checks(before, after)
         if static is not None:
             return static
         with self.ctx.env.scratch(head(self.reference.worktree), after) as tree:
             failed = self.ctx.env.rebuild(tree)
-            return Verdict(BUILD_FAILED, failed) if failed else self.judge.judge(tree, self.reference, tests)
+            return Verdict(BUILD_FAILED, failed) if failed else \
+                self.judge.judge(tree, self.reference, tests, targets=targets)

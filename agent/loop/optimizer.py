@@ -19,8 +19,9 @@ from perfagent.loop.final import final_measurement
 from perfagent.loop.focus import Focus, FocusPhase
 from perfagent.loop.review import CONTINUE, LIMITS, UNDO, AutoReviewer, ReviewDesk, RunState
 from perfagent.loop.stops import IterationLimit, OutOfPatience, Quit, Stop, stop_for
-from perfagent.loop.trial import Trial
-from perfagent.measure.workload import Workload
+from perfagent.loop.trial import Trial, hot_functions
+from perfagent.loop.unseen import choose
+from perfagent.measure.workload import OWN_INPUT, Workload
 from perfagent.model.llm import Budget, BudgetExceeded, LiteLLMModel, ModelConfigError, ModelError, ScriptExhausted, \
     Session, Trajectory, make_model
 from perfagent.model.prompting import Attempt
@@ -181,6 +182,8 @@ class Iterations:
                 self.record.save_profile(f"profile-{len(self.kept)}" if self.kept else "profile-before",
                                          self.focus.measured)
                 self.record.update(tests=tests_record(self.baseline.plan))
+                if not self.kept and first == 1:
+                    self._choose_inputs()
             decided = self.trial.run(first, self.focus, self.history, self.candidates)
         except (ScriptExhausted, BudgetExceeded, ModelError) as exc:
             raise stop_for(exc) from exc
@@ -196,6 +199,23 @@ class Iterations:
         if self.rejected_in_row >= self.ctx.settings.patience:
             raise OutOfPatience(self.ctx.settings.patience)
         return len(decided)
+
+    def _choose_inputs(self) -> None:
+        """Once, on the unmodified code after its first profile: the variants of setup() (loop/unseen.py) every
+        candidate's results are held to, and an accepted candidate's speedup; and what checks the results where the
+        workload's own result checks nothing."""
+        judge, ref, notify = self.trial.judge, self.baseline.reference, self.ctx.notify
+        hot = hot_functions(self.focus)
+        judge.inputs = choose(judge.runner, ref.worktree, hot, self.ctx.env.tmpdir("variants"))
+        if judge.inputs.note:
+            notify.note(judge.inputs.note, warning=not judge.inputs.kept)
+        if self.ctx.workload.kind == "python" and ref.results.get(OWN_INPUT) is None:
+            notify.note(f"the workload returns None, which checks nothing: correctness rests on the tests and on the "
+                        f"results of each candidate's calls to {', '.join(hot) or 'the hot functions'} and to the "
+                        f"functions it edits, held to the unmodified code's" +
+                        (" on the benchmark's input and on its variants" if judge.inputs.kept else ""), warning=True)
+        self.record.update(inputs={"kept": [{"variant": u.variant.name, "changes": u.variant.describe()}
+                                            for u in judge.inputs.kept], "note": judge.inputs.note})
 
     def _meter(self) -> _Meter:
         ctx = self.ctx

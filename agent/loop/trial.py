@@ -9,7 +9,7 @@ from pathlib import Path
 
 from perfagent.edits.hunks import combine
 from perfagent.events import CandidateProposed, CheckDone, VerdictReached
-from perfagent.localize.source import SourceIndex, touched_functions
+from perfagent.localize.source import MODULE_LEVEL, SourceIndex, touched_functions
 from perfagent.localize.testselect import Selection
 from perfagent.loop.baseline import Baseline
 from perfagent.loop.candidate import CandidateRecord, Change
@@ -37,6 +37,12 @@ class Entry:
     tests: list[str] | None = None
     tree: Path | None = None
     checked: Checked | None = None
+    targets: tuple[str, ...] = ()  # the functions whose calls its result check recorded
+
+
+def hot_functions(focus: Focus) -> tuple[str, ...]:
+    """The functions the prompts focus on, as the call recorder names them."""
+    return tuple(h.key for h in focus.profile.top(focus.top_k) if h.qualname != MODULE_LEVEL)
 
 
 class Trial:
@@ -44,12 +50,14 @@ class Trial:
         self.ctx, self.baseline, self.judge, self.branch = ctx, baseline, judge, branch
         self.proposer = Proposer(ctx.session, ctx.settings, ctx.notify)
         self.minimiser = Minimiser(ctx, judge, baseline.reference)
+        self.hot: tuple[str, ...] = ()  # the functions the round's prompts focus on (hot_functions)
 
     def run(self, first: int, focus: Focus, history: list[Attempt],
             candidates: list[CandidateRecord]) -> list[CandidateRecord]:
         """The round's candidates, numbered from `first`, each appended to `candidates` as soon as it exists (a quit
         keeps it on record, unvalidated) and to `history` once it has a verdict."""
         target = Target(self.ctx.workload, self.baseline.reference.seconds, focus.profile, focus.top_k)
+        self.hot = hot_functions(focus)
         wanted = min(self.ctx.settings.candidates_per_round, self.ctx.settings.max_iterations - first + 1)
         proposals = self.proposer.propose(target, self.branch, history, max(1, wanted))
         entries, combined = [], []
@@ -124,9 +132,10 @@ class Trial:
             self.ctx.notify.note(f"  unguarded: no selected test reaches {', '.join(tests.unguarded)}")
         tree = trees.enter_context(self.ctx.env.scratch(head(self.branch), entry.change.after))
         failed = self.ctx.env.rebuild(tree)
+        entry.targets = tuple(dict.fromkeys([*(s.key for s in touched if s.qualname != MODULE_LEVEL), *self.hot]))
         with self.ctx.desk.reviewer.validating(record.n, tests.files):
             checked = Verdict(BUILD_FAILED, failed) if failed else \
-                self.judge.check(tree, self.baseline.reference, tests.files, self._progress(record.n))
+                self.judge.check(tree, self.baseline.reference, tests.files, self._progress(record.n), entry.targets)
         if isinstance(checked, Verdict):
             record.verdict = checked
             record.verdict.unguarded = tests.unguarded
@@ -191,7 +200,8 @@ class Trial:
             other.record.verdict.reason = OUTRUN
             other.record.verdict.detail = (f"{other.record.verdict.detail}; candidate {best.record.n} gained more "
                                            f"({-gain(best):.2f}x)")
-        change, verdict = self.minimiser.minimise(best.record, best.change, best.record.verdict, best.tests)
+        change, verdict = self.minimiser.minimise(best.record, best.change, best.record.verdict, best.tests,
+                                                  best.targets)
         best.record.verdict = verdict
         if verdict.accepted:  # the minimal step may find that a hunk rigs the tests
             self._commit(best.record, {p: t for p, t in change.after.items() if t != change.before.get(p)}, verdict)

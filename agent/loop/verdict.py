@@ -12,6 +12,8 @@ from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_re
 from perfagent.loop.memory import NOT_SLOWER, SLOWER, compare_memory, describe_memory, memory_record, mib, \
     time_not_worse, too_much_memory
 from perfagent.measure.generality import carried_across_calls, undecided
+from perfagent.loop.unseen import Inputs
+from perfagent.measure.calls import compare_calls
 from perfagent.measure.integrity import Expected, ResultDrift, TimingTampered, clock_tampered, work_moved
 from perfagent.measure.workload import OWN_INPUT, FilesWritten, WorkloadFailed, WorkloadRunner
 from perfagent.sandbox.behaviour import Event, new_behaviour
@@ -19,8 +21,9 @@ from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_rotation, compare_speed, \
     samples_record
 from perfagent.reasons import ACCEPTED, CARRIED_ACROSS_CALLS, IDENTICAL, NO_LESS_MEMORY, NOT_COMPARED, \
-    PROTECTED_FILE, RESULT_CHANGED, SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, TESTS_TAMPERED, TIMING_TAMPERED, \
-    TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, USES_TOO_MUCH_MEMORY, WORK_MOVED, WORKLOAD_FAILED
+    ONLY_ON_BENCHMARK_INPUT, PROTECTED_FILE, RESULT_CHANGED, SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, \
+    TESTS_TAMPERED, TIMING_TAMPERED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, USES_TOO_MUCH_MEMORY, WORK_MOVED, \
+    WORKLOAD_FAILED
 from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON, SLOWER as SLOWER_REASON  # stats and memory decisions
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
@@ -54,6 +57,8 @@ class Verdict:
     unguarded: list[str] = field(default_factory=list)  # edited functions that no selected test reaches
     behaviour: list[dict] = field(default_factory=list)  # unsafe behaviour: what the candidate's code did, new
     memory: dict | None = None  # peak memory per call, baseline and candidate (loop/memory.py; flat: numbers, None)
+    also_checked: str = ""  # what the result check compared besides the workload's result: calls, unseen inputs
+    unseen: list[dict] = field(default_factory=list)  # the speedup on inputs it has not seen (loop/unseen.py)
 
     @property
     def accepted(self) -> bool:
@@ -71,6 +76,7 @@ class Checked:
     tests_run: list[str]  # the baseline-passing tests it passes too
     result_check: str  # IDENTICAL, or NOT_COMPARED
     memory: dict | None = None  # objective time: its peak memory against the baseline's, within max-memory-growth
+    also_checked: str = ""  # besides the workload's result: the calls where the work happens, unseen inputs
 
 
 @dataclass
@@ -104,6 +110,8 @@ class Judge:
     max_memory_growth: float = 1.5  # objective time: the largest peak memory per call, times the baseline's
     floors: dict = field(default_factory=dict)  # A/A spreads of the baseline's time outside calls and run CPU
     allow_cross_call_caching: bool = False  # a gain first calls do not show is accepted, and said to be carried
+    inputs: Inputs = field(default_factory=Inputs)  # the variants of setup() kept on the unmodified code
+    reference_calls: dict = field(default_factory=dict, repr=False)  # targets -> the unmodified code's call records
 
     def gain(self, verdict: Verdict) -> tuple[float, float, float]:
         """An accepted verdict's gain in the objective, as (estimate, 95% low, 95% high), larger is better: the
@@ -204,22 +212,25 @@ class Judge:
         return checked, Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
 
     def judge(self, candidate: Path, ref: Reference, tests: list[str],
-              progress: Callable[..., None] = lambda step, stats=None: None) -> Verdict:
+              progress: Callable[..., None] = lambda step, stats=None: None, targets: tuple[str, ...] = ()) -> Verdict:
         """`progress` is told each check's outcome as it is measured: (text), and (text, SpeedStats) at each look of
-        the timing."""
-        checked = self.check(candidate, ref, tests, progress)
+        the timing; `targets` are the functions whose calls are recorded and compared (see check)."""
+        checked = self.check(candidate, ref, tests, progress, targets)
         return checked if isinstance(checked, Verdict) else self.time(candidate, ref, checked, progress)
 
     def check(self, candidate: Path, ref: Reference, tests: list[str],
-              progress: Callable[..., None] = lambda step, stats=None: None) -> "Verdict | Checked":
-        """Every check but the timing, cheapest first: a rejection, or what the timing's verdict builds on."""
+              progress: Callable[..., None] = lambda step, stats=None: None,
+              targets: tuple[str, ...] = ()) -> "Verdict | Checked":
+        """Every check but the timing, cheapest first: a rejection, or what the timing's verdict builds on. The calls
+        to `targets` ("module:qualname": the hot functions and those the candidate edits) are recorded in its result
+        run and held to the unmodified code's."""
         before = snapshot(candidate, keep=ref.writes)
         checked, rejection = self._tests(candidate, ref, tests)
         if rejection:
             return rejection
         progress(f"tests: {len(checked)} of {len(checked)} pass")
         try:
-            results, _ = self.runner.results(candidate, ref.results if self.compare_output else None)
+            results, _ = self.runner.results(candidate, ref.results if self.compare_output else None, targets)
         except WorkloadFailed as exc:
             return self._run_failed(candidate, ref, exc, checked)
         unsafe = self._unsafe(candidate, ref, set(), checked)
@@ -231,14 +242,47 @@ class Judge:
         if written:
             return Verdict(SUSPICIOUS_CODE, str(FilesWritten(written)), checked)
         self.runner.watch(candidate, ref.writes)  # every later run on it, each timing value's included
+        held = self._results_hold(candidate, ref, results, targets, checked)
+        if isinstance(held, Verdict):
+            return held
+        result_check = IDENTICAL if self.compare_output else NOT_COMPARED
+        progress(f"result: {result_check}" + (f"; {held}" if held else ""))
+        memory = self._memory(candidate, ref, checked, result_check, progress)
+        return memory if isinstance(memory, Verdict) else Checked(checked, result_check, memory, held)
+
+    def _results_hold(self, candidate: Path, ref: Reference, results: dict, targets: tuple[str, ...],
+                      checked: list[str]) -> "Verdict | str":
+        """The candidate's results against the unmodified code's, cheapest first: the workload's own on each input,
+        the calls to `targets` (recorder.py: where the work happens, when the workload returns None), then on the
+        inputs it has not seen (loop/unseen.py). A rejection, or what was compared besides the workload's result."""
         if self.compare_output:
             comparison = compare_inputs(ref.results, results)
             if not comparison.equal:
                 return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
-        result_check = IDENTICAL if self.compare_output else NOT_COMPARED
-        progress(f"result: {result_check}")
-        memory = self._memory(candidate, ref, checked, result_check, progress)
-        return memory if isinstance(memory, Verdict) else Checked(checked, result_check, memory)
+        also = []
+        if targets:
+            calls = compare_calls(self._reference_calls(ref, targets), self.runner.recorded.get(candidate.resolve(), {}))
+            if not calls.equal:
+                return Verdict(RESULT_CHANGED, calls.detail, checked, result_check=calls.detail)
+            also.append(f"calls: {calls.summary()}")
+        for unseen in self.inputs.kept:
+            try:
+                comparison = unseen.check(candidate, targets)
+            except WorkloadFailed as exc:
+                return self._run_failed(candidate, ref, exc, checked, f"on the input of {unseen.describe()}")
+            if not comparison.equal:
+                return Verdict(RESULT_CHANGED, comparison.detail, checked, result_check=comparison.detail)
+        if self.inputs.kept:
+            also.append(f"unseen inputs: {len(self.inputs.kept)} (variants of setup())")
+        return "; ".join(also)
+
+    def _reference_calls(self, ref: Reference, targets: tuple[str, ...]) -> dict:
+        """The unmodified code's recorded calls to `targets` (one result run per set of targets, kept)."""
+        key = tuple(sorted(targets))
+        if key not in self.reference_calls:
+            self.runner.result(ref.worktree, record=key)
+            self.reference_calls[key] = self.runner.recorded.get(ref.worktree.resolve(), {})
+        return self.reference_calls[key]
 
     def _memory(self, candidate: Path, ref: Reference, checked: list[str], result_check: str,
                 progress: Callable[..., None]) -> "Verdict | dict | None":
@@ -301,18 +345,38 @@ class Judge:
                        seconds: float) -> Verdict:
         """The verdict on a timed candidate: `timed` is (decision, baseline values, candidate values)."""
         (speed, base, cand), tests_run, result_check = timed, checked.tests_run, checked.result_check
-        if speed.decision == FASTER:
-            try:
+        unseen: list[dict] = []
+        try:
+            if speed.decision == FASTER:
                 self._settle_first_calls(candidate, ref, base, cand)
-            except (WorkloadFailed, ResultDrift, TimingTampered, FilesWritten) as exc:
-                return self._run_failed(candidate, ref, exc, tests_run, result_check) \
-                    if isinstance(exc, WorkloadFailed) else self._untrustworthy(exc, checked)
+            reason, detail = self._speed_reason(speed, base, cand)
+            if reason == ACCEPTED:
+                unseen, why = self._speed_unseen(candidate, ref)
+                reason, detail = (ONLY_ON_BENCHMARK_INPUT, f"{why}; timing: {detail}") if why else (reason, detail)
+        except (WorkloadFailed, ResultDrift, TimingTampered, FilesWritten) as exc:
+            return self._run_failed(candidate, ref, exc, tests_run, result_check) \
+                if isinstance(exc, WorkloadFailed) else self._untrustworthy(exc, checked)
         unsafe = self._unsafe(candidate, ref, set(), tests_run, result_check)  # the timing runs ran more calls
         if unsafe:
             return unsafe
-        reason, detail = self._speed_reason(speed, base, cand)
         return Verdict(reason, detail, tests_run, result_check=result_check, speed=speed,
-                       samples=samples_record(base, cand), timing_s=seconds, memory=checked.memory)
+                       samples=samples_record(base, cand), timing_s=seconds, memory=checked.memory,
+                       also_checked=checked.also_checked, unseen=unseen)
+
+    def _speed_unseen(self, candidate: Path, ref: Reference) -> tuple[list[dict], str | None]:
+        """The speedup on the first kept variant of setup() (loop/unseen.py), through the sequential rule with no
+        minimum effect, i.e. any significant gain: (its record, and why the gain does not hold there, or None)."""
+        if not self.inputs.kept:
+            return [], None
+        unseen = self.inputs.kept[0]
+        expect = unseen.runner.expected(candidate, unseen.runner.sequence(ref.worktree))
+        speed, _, _ = compare_speed(lambda loops: unseen.runner.sample(ref.worktree, loops),
+                                    lambda loops: unseen.runner.sample(candidate, loops, expect),
+                                    replace(self.sampling, min_effect=0.0), None, self.ladder)
+        record = {"variant": unseen.variant.name, "changes": unseen.variant.describe(), "speed": speed.as_dict()}
+        if speed.decision == FASTER:
+            return [record], None
+        return [record], f"on the input of {unseen.describe()}: {speed.describe()}, no significant gain"
 
     def _settle_first_calls(self, candidate: Path, ref: Reference, base: list, cand: list) -> None:
         """More pairs of the decision's values (appended to `base` and `cand`), ABBA, while their first calls lean

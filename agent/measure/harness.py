@@ -8,11 +8,13 @@ looks different from another to the workload's code:
     {"mode": "calls", "input": "setup", "loops": N}        # N x (setup(); timed workload(); digest of its result)
     {"mode": "calls", "input": "setup", "seconds": S}      # the same, until S seconds have passed (calibration)
     {"mode": "calls", "input": "perturbed_setup", "loops": 1}  # the file's optional second input
+    {"mode": "calls", ..., "record": ["pkg.mod:f", ...]}   # the first call's calls to those functions recorded
     {"mode": "profile" | "cprofile", "seconds": S}         # workload() for S seconds under a sampler / cProfile
     {"mode": "memory"}                                     # peak bytes of one call (tracemalloc), then peak RSS growth
 
 Every mode that calls workload() for a verdict ("calls", "memory") digests each call's result, so a result is
-checked whatever run it comes from. Around each timed call the harness sends the marks "S<i>" and "E<i>" on the same
+checked whatever run it comes from; a result run may also record the arguments and results of the calls to the
+functions that do the work (recorder.py), which a workload that returns None leaves unchecked otherwise. Around each timed call the harness sends the marks "S<i>" and "E<i>" on the same
 descriptor; the kernel stamps them, and the parent times the call from those stamps (its own clock, not this
 process's). The harness's own clock figures go along in the output as a cross-check only. It writes one JSON
 document to the output path it was given; the parent never unpickles anything from here.
@@ -87,8 +89,9 @@ def load_workload(path, setup_name="setup"):
     return module.__dict__[setup_name], module.workload
 
 
-def _normal_form():
-    spec = importlib.util.spec_from_file_location("_perfagent_normal_form", os.path.join(_HERE, "normal_form.py"))
+def _load(name):
+    """A module of this folder (normal_form, recorder), by path: perfagent is not importable here."""
+    spec = importlib.util.spec_from_file_location(f"_perfagent_{name}", os.path.join(_HERE, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -114,11 +117,14 @@ def _room_for_marks():
 
 
 class Calls:
-    """The workload's calls in one run: each timed between its marks, each result digested."""
+    """The workload's calls in one run: each timed between its marks, each result digested; with `record` targets,
+    the first call's calls to those functions recorded (recorder.py)."""
 
-    def __init__(self, setup, workload):
+    def __init__(self, setup, workload, record=()):
         self.setup, self.workload = setup, workload
-        self.normal_form = _normal_form()
+        self.normal_form = _load("normal_form")
+        self.recorder = _load("recorder").Recorder(self.normal_form) if record else None
+        self.record = record
         self.first = None  # the normal form of the first call's result
         self.calls = []  # per call: [wall seconds, CPU seconds] by this process's clocks, and the result's digest
         self.raised = []  # the calls that raised, and the first one's traceback
@@ -129,6 +135,8 @@ class Calls:
         _room_for_marks()
         i = len(self.calls)
         start, end = b"S%d" % i, b"E%d" % i  # made before the call: nothing but the marks' writes lies outside
+        if self.recorder and i == 0:
+            self.recorder.start(self.record)
         _write(MARK_FD, start)
         wall, cpu = time.perf_counter(), time.process_time()
         try:
@@ -140,6 +148,8 @@ class Calls:
         wall = time.perf_counter() - wall
         _write(MARK_FD, end)
         cpu = time.process_time() - cpu
+        if self.recorder and i == 0:
+            self.recorder.stop()
         form = self.normal_form.normalize(value)
         digest = hashlib.sha256(json.dumps(form, sort_keys=True).encode()).hexdigest()
         if self.first is None:
@@ -147,11 +157,13 @@ class Calls:
         self.calls.append([wall, cpu, digest])
 
     def output(self):
-        return {"result": self.first, "calls": self.calls, "raised": self.raised, "traceback": self.traceback}
+        records = self.recorder.records() if self.recorder else None
+        return {"result": self.first, "calls": self.calls, "raised": self.raised, "traceback": self.traceback,
+                "records": records}
 
 
 def mode_calls(setup, workload, order):
-    calls = Calls(setup, workload)
+    calls = Calls(setup, workload, order.get("record") or ())
     if order.get("seconds") is None:
         for _ in range(int(order["loops"])):
             calls.call()

@@ -55,8 +55,9 @@ import types
 
 MAX_CALLS = 100            # calls examined per target (and yields kept per generator call)
 MAX_BYTES = 16_384         # longest result JSON kept whole
-MAX_NODES = 2_000          # most normal-form nodes in one call's arguments or result
-MAX_TOTAL_NODES = 200_000  # most nodes normalised in one run (normal_form.py takes about 3 us a node)
+MAX_NODES = 20_000         # most normal-form nodes in one call's arguments or result: the function that does the
+# work is often handed the whole input (15,000 strings, a list of expressions), and it matters most
+MAX_TOTAL_NODES = 500_000  # most nodes normalised in one run (normal_form.py takes about 3 us a node: 1.5 s)
 MAX_SKIPS = 3              # a target skipped this often for its size is given up: its next calls would be too
 
 _settrace, _gettrace = sys.settrace, sys.gettrace  # bound before the workload's code can replace them

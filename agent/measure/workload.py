@@ -167,6 +167,8 @@ class WorkloadRunner:
     digests: dict[Path, list[str]] = field(default_factory=dict, repr=False)  # worktree -> its results' digests,
     # call by call, from its longest run on its own input
     watched: dict[Path, tuple[Snapshot, set[str]]] = field(default_factory=dict, repr=False)  # see watch()
+    recorded: dict[Path, dict] = field(default_factory=dict, repr=False)  # worktree -> its last result run's records
+    # of the calls to the functions it was asked to record (recorder.py)
 
     def _run(self, worktree: Path, argv: list[str], writable: list[Path] = (),
              marks: MarkChannel | None = None) -> RunResult:
@@ -225,22 +227,28 @@ class WorkloadRunner:
             known[:] = [c.digest for c in calls.calls]
         return value, calls, result
 
-    def result(self, worktree: Path, perturbed: bool = False) -> tuple[object, float]:
+    def result(self, worktree: Path, perturbed: bool = False, record: tuple[str, ...] = ()) -> tuple[object, float]:
         """The workload's result (normal form, or stdout for a command) and its call's seconds (a command: its run's);
-        with `perturbed`, on the input of the file's perturbed_setup()."""
+        with `perturbed`, on the input of the file's perturbed_setup(); with `record`, the calls to those functions
+        ("module:qualname") recorded into `recorded` (on the own input: a call recorded is a slower call)."""
         if self.workload.kind == "command":
             result = self._run(worktree, self.workload.command_argv())
             if not result.ok:
                 raise WorkloadFailed("the workload command", result)
             return result.stdout, result.seconds
-        value, calls, _ = self._calls(worktree, input="perturbed_setup" if perturbed else "setup", loops=1)
+        value, calls, _ = self._calls(worktree, input="perturbed_setup" if perturbed else "setup", loops=1,
+                                      **({"record": list(record)} if record else {}))
+        if record:
+            self.recorded[Path(worktree).resolve()] = value.get("records") or {}
         return value["result"], calls.calls[0].wall
 
-    def results(self, worktree: Path, expected: dict[str, object] | None = None) -> tuple[dict[str, object], float]:
+    def results(self, worktree: Path, expected: dict[str, object] | None = None,
+                record: tuple[str, ...] = ()) -> tuple[dict[str, object], float]:
         """The result on each input (OWN_INPUT, and PERTURBED_INPUT when the file defines perturbed_setup()) and the
-        seconds of the run on its own input. With `expected`, a result on the own input that differs from it ends
-        the runs there: the perturbed input could not change that verdict."""
-        result, seconds = self.result(worktree)
+        seconds of the run on its own input (with `record`, its calls recorded, see result()). With `expected`, a
+        result on the own input that differs from it ends the runs there: the perturbed input could not change that
+        verdict."""
+        result, seconds = self.result(worktree, record=record)
         results = {OWN_INPUT: result}
         if self.workload.perturbed and (expected is None or compare_results(expected[OWN_INPUT], result).equal):
             results[PERTURBED_INPUT] = self.result(worktree, perturbed=True)[0]
