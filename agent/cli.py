@@ -469,6 +469,8 @@ def _evaluation_table(report: dict) -> Table:
                   else "[red]result changed[/]" if row.get("result_unchanged") is False else "tests ok")
         if row["applied"] and row.get("apply_method") == PATCH_FUZZ:
             status += "\n[yellow]by patch --fuzz[/]"
+        if row.get("general") is False:
+            status += "\n[yellow]gain not general[/]"
         table.add_row(name, status,
                       interval(speed["speedup"], speed["ci_low"], speed["ci_high"]) if speed else "1.00x",
                       interval(expert["speedup"], expert["ci_low"], expert["ci_high"])
@@ -525,6 +527,9 @@ def evaluate(  # one parameter per command-line option (typer)
                   f"tests passed {s['tests_passed']}; harmonic mean speedup ratio "
                   f"{'n/a' if hmean is None else f'{hmean:.3f}'}; at or above expert speedup (within the interval): "
                   f"{'n/a' if reach is None else f'{reach:.0%}'}")
+    if s.get("not_general"):
+        console.print(f"{s['not_general']} scored patch(es) gain only in the benchmark's own situation (on later calls "
+                      f"of a process, or not on a variant of setup()): SWE-fficiency's harness scores them as correct")
     console.print(f"report: {out / EVALUATION_REPORT}")
     _save_report(out)
 

@@ -171,10 +171,44 @@ def test_gold_evaluation_reproduces_the_expert_speedup(tmp_path, caches):
     for row in report["tasks"]:
         assert row["applied"] and row["tests_passed"]
         assert row["expert"]["ci_low"] > 2 and row["speedup"]["ci_low"] > 2
+        assert row["general"] is True, row  # the experts' gains hold on first calls and on a variant of setup()
         # the patch and the expert are the same code, timed in one rotation: their ratio is 1 up to noise. Not "the
         # 95% interval contains 1.0", which fails 1 run in 20 by design; the per-pair spread here is under 10%, so
         # a median of 8 pairs off by a third has a probability far below anything CI would ever meet
         assert 0.75 <= row["ratio"] <= 1.33 and row["ratio_ci_low"] <= row["ratio"] <= row["ratio_ci_high"], row
+
+
+MEMO = [("from __future__ import annotations\n", "from __future__ import annotations\n\n_SEEN = {}\n"),
+        ('        raise ValueError("window must be positive")\n    totals = []\n',
+         '        raise ValueError("window must be positive")\n    key = (tuple(daily_units), window)\n'
+         '    if key in _SEEN:\n        return list(_SEEN[key])\n    totals = []\n'),
+        ("        totals.append(total)\n    return totals\n",
+         "        totals.append(total)\n    _SEEN[key] = totals\n    return list(totals)\n")]
+
+
+def test_evaluate_flags_a_gain_that_holds_only_in_the_benchmarks_own_situation(tmp_path, caches):
+    """A patch SWE-fficiency's harness scores as correct and faster: rolling_demand() keeps its results from call to
+    call, keyed by the input, which setup() rebuilds equal before every call. Its gain is on later calls of a process
+    only: evaluate times it on first calls and says the gain is not general."""
+    import difflib
+
+    source = (ROOT / "workloads" / "repos" / "inventory" / "inventory" / "forecast.py").read_text()
+    memo = source
+    for old, new in MEMO:
+        assert old in memo
+        memo = memo.replace(old, new, 1)
+    patch = "".join(difflib.unified_diff(source.splitlines(True), memo.splitlines(True), "a/inventory/forecast.py",
+                                         "b/inventory/forecast.py"))
+    task = "perfagent-examples__inventory-3"
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(json.dumps({"instance_id": task, "model_patch": patch, "model_name_or_path": "memo"}) + "\n")
+    done = cli("evaluate", str(task_file(tmp_path / "tasks.jsonl", [task])), "--predictions", str(predictions),
+               "--out", str(tmp_path / "eval"), "--pairs", "6", *FAST, *caches)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = json.loads((tmp_path / "eval" / "report.json").read_text())["tasks"]
+    assert row["tests_passed"] and row["result_unchanged"] is not False, row
+    assert row["first_calls"].startswith("its later calls in a process are far faster than its first"), row
+    assert row["general"] is False and "gain only in the benchmark's own situation" in " ".join(done.stdout.split())
 
 
 def test_bad_records_and_broken_patches_are_reported_without_stopping(tmp_path, caches):

@@ -163,6 +163,7 @@ class WorkloadRunner:
     tmp: Path
     limits: Limits
     cold_start: tuple[float, float] | None = None
+    cold_start_of: Path | None = None  # the worktree whose calibration found the cold start
     seen: dict[Path, set[Event]] = field(default_factory=dict, repr=False)  # worktree -> what its runs did
     digests: dict[Path, list[str]] = field(default_factory=dict, repr=False)  # worktree -> its results' digests,
     # call by call, from its longest run on its own input
@@ -265,7 +266,7 @@ class WorkloadRunner:
         later = sorted(calls[1:])
         typical = later[len(later) // 2] if len(later) >= 2 else None
         if typical is not None and calls[0] > COLD_START_FACTOR * typical and calls[0] - typical > 0.005:
-            self.cold_start = (calls[0], typical)
+            self.cold_start, self.cold_start_of = (calls[0], typical), worktree
             return 1
         per_call = sorted(calls)[len(calls) // 2]
         return max(1, min(1000, round(target_s / max(per_call, 1e-6))))

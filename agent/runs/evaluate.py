@@ -38,6 +38,8 @@ from perfagent.runs.outputs import EVALUATION, EVALUATION_REPORT, row_label, sum
 from perfagent.runs.runner import Say, TaskCounts, TaskRun
 from perfagent.repos.diffs import patched_files
 from perfagent.runs.tasks import BadRecord, Task
+from perfagent.localize.source import MODULE_LEVEL, SourceIndex, edited_spans
+from perfagent.loop.unseen import choose
 from perfagent.loop.verdict import compare_inputs
 from perfagent.measure.integrity import ResultDrift, TimingTampered
 from perfagent.measure.workload import Workload, WorkloadRunner
@@ -111,6 +113,7 @@ class _Trees:
     python: str
     limits: Limits
     folder: Path  # the task's output folder: the workload script, temporary files in tmp/
+    patch: str | None = None  # the patch under evaluation
 
 
 def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dict:
@@ -128,7 +131,7 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
             _apply(task, patch, (base, model, expert), row)
             trees = _Trees(base, model, expert, Environments(job.env_cache).python_for(task, base),
                            Limits(timeout_s=job.timeout_s, memory_mb=job.memory_mb,
-                                  isolation=isolation.choose(job.isolation)), folder)
+                                  isolation=isolation.choose(job.isolation)), folder, patch)
             _rebuild(task, trees, row)
             _test(task, trees, row)
             _time(task, job, trees, row)
@@ -213,6 +216,40 @@ def _time(task: Task, job: EvalJob, trees: _Trees, row: dict) -> None:
     row["expert"] = _speed(timings[-1])
     row["cold_start"] = runner.cold_start
     row["speedup"] = _speed(timings[0]) if scored else None
+    if scored and job.mode == "harness":
+        _generality(job, runner, trees, row)
+
+
+def _generality(job: EvalJob, runner: WorkloadRunner, trees: _Trees, row: dict) -> None:
+    """Whether the patch's gain holds beyond the benchmark's own situation, as optimize judges a candidate (what
+    SWE-fficiency's harness scores as correct regardless): on first calls in a process, and on a variant of setup()
+    it has not seen (loop/unseen.py), with its calls to the functions it edits held to the unmodified code's.
+    `general` is False when either fails."""
+    row["first_calls"] = "holds" if runner.cold_start_of != trees.model else (
+        "its later calls in a process are far faster than its first (results kept across calls): timed on first "
+        "calls only")
+    targets = tuple(s.key for s in edited_spans(SourceIndex(trees.base), trees.patch or "")
+                    if s.qualname != MODULE_LEVEL)
+    folder = trees.folder / "variants"
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = choose(runner, trees.base, targets, folder)
+    row["unseen"] = {"note": inputs.note}
+    if inputs.kept:
+        unseen = inputs.kept[0]
+        same = unseen.check(trees.model, targets)
+        row["unseen"].update(variant=unseen.variant.name, changes=unseen.variant.describe(),
+                             result_unchanged=same.equal, result_change=same.detail[:500] or None)
+        if same.equal:
+            loops = 1 if runner.cold_start else unseen.runner.calibrate(trees.base, job.sample_seconds)
+            expect = unseen.runner.expected(trees.model, unseen.runner.sequence(trees.base))
+            pairs = []
+            for k in range(job.pairs):
+                order = (trees.base, trees.model) if k % 2 == 0 else (trees.model, trees.base)
+                values = {t: unseen.runner.sample(t, loops, expect if t == trees.model else None).wall for t in order}
+                pairs.append((values[trees.base], values[trees.model]))
+            row["unseen"]["speedup"] = _speed(pairs)
+    holds_unseen = not inputs.kept or (row["unseen"]["result_unchanged"] and row["unseen"]["speedup"]["ci_low"] > 1)
+    row["general"] = row["first_calls"] == "holds" and holds_unseen
 
 
 def _with_ratio(row: dict) -> dict:

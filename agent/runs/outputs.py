@@ -35,7 +35,10 @@ def summarize(rows: list[dict]) -> dict:
             "applied_by_fallback": sum(r.get("apply_method") == PATCH_FUZZ for r in applied),
             "tests_passed": sum(bool(r.get("tests_passed")) for r in rows),
             "harmonic_mean_ratio": float(stats.hmean(ratios)) if len(ratios) else None,
-            "at_or_above_expert": len(reaches) / len(scored) if scored else None}
+            "at_or_above_expert": len(reaches) / len(scored) if scored else None,
+            # scored as correct, as SWE-fficiency scores them, with a gain that does not hold beyond the benchmark's
+            # own situation (first calls in a process, a variant of setup())
+            "not_general": sum(r.get("general") is False for r in scored)}
 
 
 def row_label(row: dict) -> str:
