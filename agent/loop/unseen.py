@@ -88,7 +88,8 @@ def _try(variant: Variant, runner: WorkloadRunner, reference: Path, original: tu
     try:
         result, seconds = own.result(reference, record=targets)
     except WorkloadFailed as exc:
-        return None, f"fails on the unmodified code ({str(exc).splitlines()[0][:120]})"
+        said = [line for line in str(exc).splitlines() if line.strip()]
+        return None, f"fails on the unmodified code ({said[-1].strip()[:120] if said else 'no output'})"
     if not SAME_WORK[0] <= seconds / max(original[1], 1e-9) <= SAME_WORK[1]:
         return None, f"takes {seconds / max(original[1], 1e-9):.1f}x the original's time: other work"
     records = own.recorded.get(reference.resolve(), {})
