@@ -60,6 +60,10 @@ class Settings(BaseModel):
     max_memory_growth: float = Field(1.5, ge=1, description="reject a candidate whose peak memory per workload call "
                                      "exceeds this multiple of the unmodified code's (1.5 = 50% more); growth under "
                                      "1 MiB never counts; not used with objective = memory")
+    generality_checks: bool = Field(True, description="hold candidates to variants of setup() they have not seen, "
+                                    "their recorded calls to the functions that do the work, and their first calls in "
+                                    "a process; false: the benchmark's own input and result only, as SWE-fficiency "
+                                    "checks")
     allow_cross_call_caching: bool = Field(False, description="accept a gain that only calls after the first in a "
                                            "process show (results kept from call to call): for real use that "
                                            "repeats identical calls; the verdict says so")

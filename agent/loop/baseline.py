@@ -50,7 +50,7 @@ class Baseline:
                      allowed_edits=settings.allow_edits, compare_output=self.compare_output,
                      allowed_behaviour=settings.allow_behaviour, objective=settings.objective,
                      max_memory_growth=settings.max_memory_growth,
-                     allow_cross_call_caching=settings.allow_cross_call_caching,
+                     allow_cross_call_caching=settings.allow_cross_call_caching or not settings.generality_checks,
                      floors={"outside": self.measured["noise"].get("outside_spread"),
                              "run_cpu": self.measured["noise"].get("cpu_spread")})
 

@@ -182,7 +182,7 @@ class Iterations:
                 self.record.save_profile(f"profile-{len(self.kept)}" if self.kept else "profile-before",
                                          self.focus.measured)
                 self.record.update(tests=tests_record(self.baseline.plan))
-                if not self.kept and first == 1:
+                if not self.kept and first == 1 and self.ctx.settings.generality_checks:
                     self._choose_inputs()
             decided = self.trial.run(first, self.focus, self.history, self.candidates)
         except (ScriptExhausted, BudgetExceeded, ModelError) as exc:

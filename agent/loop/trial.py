@@ -57,7 +57,7 @@ class Trial:
         """The round's candidates, numbered from `first`, each appended to `candidates` as soon as it exists (a quit
         keeps it on record, unvalidated) and to `history` once it has a verdict."""
         target = Target(self.ctx.workload, self.baseline.reference.seconds, focus.profile, focus.top_k)
-        self.hot = hot_functions(focus)
+        self.hot = hot_functions(focus) if self.ctx.settings.generality_checks else ()
         wanted = min(self.ctx.settings.candidates_per_round, self.ctx.settings.max_iterations - first + 1)
         proposals = self.proposer.propose(target, self.branch, history, max(1, wanted))
         entries, combined = [], []
@@ -132,7 +132,8 @@ class Trial:
             self.ctx.notify.note(f"  unguarded: no selected test reaches {', '.join(tests.unguarded)}")
         tree = trees.enter_context(self.ctx.env.scratch(head(self.branch), entry.change.after))
         failed = self.ctx.env.rebuild(tree)
-        entry.targets = tuple(dict.fromkeys([*(s.key for s in touched if s.qualname != MODULE_LEVEL), *self.hot]))
+        entry.targets = tuple(dict.fromkeys([*(s.key for s in touched if s.qualname != MODULE_LEVEL), *self.hot])) \
+            if self.ctx.settings.generality_checks else ()
         with self.ctx.desk.reviewer.validating(record.n, tests.files):
             checked = Verdict(BUILD_FAILED, failed) if failed else \
                 self.judge.check(tree, self.baseline.reference, tests.files, self._progress(record.n), entry.targets)
