@@ -24,6 +24,7 @@ ONLY_ON_BENCHMARK_INPUT = "speedup only on the benchmark's input"  # none on a v
 USES_TOO_MUCH_MEMORY = "uses too much memory"  # its peak per call grew beyond max-memory-growth
 NO_LESS_MEMORY = "no less memory"  # objective memory: its peak is not lower by min-effect
 SLOWER = "slower"  # objective memory: less memory, but its time got worse by more than min-effect
+NOT_RUN_BY_WORKLOAD = "not run by the workload"  # it edits only functions the profile never sampled: not timed
 NOT_FASTER = "not faster"
 TOO_NOISY = "too noisy to decide"
 OUTRUN = "outrun in its round"  # significantly faster, but another candidate of its round was faster still

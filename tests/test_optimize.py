@@ -3,6 +3,7 @@ model is scripted."""
 import json
 import subprocess
 import sys
+import textwrap
 from io import StringIO
 
 import pytest
@@ -14,7 +15,7 @@ from perfagent.config import load_settings
 from perfagent.events import Broadcast, CheckDone, LogObserver, Progress, VerdictReached
 from perfagent.loop.optimizer import Optimizer
 from perfagent.report.live import TerminalObserver
-from tests.conftest import git, make_repo, perfagent_branches, repo_state, scripted_session, search_replace
+from tests.conftest import SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session, search_replace
 from tests.fake_openai import count_words, serve
 
 CORE = "mylib/core.py"
@@ -375,3 +376,22 @@ def test_two_survivors_that_edit_different_functions_are_tried_together(tmp_path
     committed = git(repo, "show", candidates[3]["commit"])
     assert "len(set(items))" in committed and "wanted = set(b)" in committed
     assert json.loads((out / "summary.json").read_text())["stop_reason"] == "iteration limit reached"  # 3 candidates
+
+
+def test_a_candidate_that_edits_only_code_the_workload_never_runs_is_not_timed(tmp_path):
+    """The profile knows which functions the workload runs: a candidate that edits none of them cannot make it faster,
+    so after its tests and result check it is not timed (no 40 + 40 pairs ending 'too noisy')."""
+    files = {**SMALL_LIB}
+    files["mylib/core.py"] = textwrap.dedent(SMALL_LIB["mylib/core.py"]) + \
+        "\n\ndef shout(text):\n    return text.upper() + '!'\n"
+    repo = make_repo(tmp_path / "r", files)
+    response = search_replace(CORE, "    return text.upper() + '!'", "    return f\"{text.upper()}!\"", "Use an f-string.")
+    out = tmp_path / "run"
+    code, output = invoke("optimize", repo, "-w", "bench.py", "-m", scripted_session(tmp_path / "s.json", [response]),
+                          "--out", out)
+    assert code == 1, output
+    [candidate] = json.loads((out / "summary.json").read_text())["candidates"]
+    verdict = candidate["verdict"]
+    assert verdict["reason"] == "not run by the workload", verdict
+    assert verdict["detail"].startswith("the workload never runs shout (no sample in ") and verdict["speed"] is None
+    assert verdict["result_check"] == "identical"

@@ -28,7 +28,8 @@ class Focus:
 
 def profile(env: Environment, worktree: Path, runner: WorkloadRunner, settings: Settings) -> Profile:
     return profile_workload(worktree, runner.workload, python=env.python, tmp=env.tmpdir("profile"),
-                            limits=runner.limits, options=ProfileOptions(seconds=settings.profile_seconds))
+                            limits=runner.limits,  # every function sampled: which code the workload never runs
+                            options=ProfileOptions(seconds=settings.profile_seconds, limit=None))
 
 
 class FocusPhase:

@@ -15,6 +15,7 @@ from perfagent.loop.baseline import Baseline
 from perfagent.loop.candidate import CandidateRecord, Change
 from perfagent.loop.context import RunContext
 from perfagent.loop.environment import write_files
+from perfagent.localize.hotspots import Profile
 from perfagent.loop.focus import Focus
 from perfagent.loop.minimal import Minimiser
 from perfagent.loop.propose import Proposal, Proposer
@@ -23,7 +24,8 @@ from perfagent.loop.stops import Quit
 from perfagent.loop.verdict import Checked, Judge, Verdict
 from perfagent.measure.stats import SpeedStats
 from perfagent.model.prompting import Attempt, Target
-from perfagent.reasons import BUILD_FAILED, EDIT_FAILED, NO_EDIT, NOT_VALIDATED, OUTRUN, REVIEWER_REJECTED
+from perfagent.reasons import BUILD_FAILED, EDIT_FAILED, NO_EDIT, NOT_RUN_BY_WORKLOAD, NOT_VALIDATED, OUTRUN, \
+    REVIEWER_REJECTED
 from perfagent.sandbox.workspace import commit_files, head
 
 _REVIEWS = {ACCEPT: "accepted", REJECT: "rejected", EDIT: "edited"}  # a person's decision, as recorded
@@ -51,6 +53,7 @@ class Trial:
         self.proposer = Proposer(ctx.session, ctx.settings, ctx.notify)
         self.minimiser = Minimiser(ctx, judge, baseline.reference)
         self.hot: tuple[str, ...] = ()  # the functions the round's prompts focus on (hot_functions)
+        self.sampled: Profile | None = None  # the round's profile: which functions the workload runs
 
     def run(self, first: int, focus: Focus, history: list[Attempt],
             candidates: list[CandidateRecord]) -> list[CandidateRecord]:
@@ -58,6 +61,7 @@ class Trial:
         keeps it on record, unvalidated) and to `history` once it has a verdict."""
         target = Target(self.ctx.workload, self.baseline.reference.seconds, focus.profile, focus.top_k)
         self.hot = hot_functions(focus) if self.ctx.settings.generality_checks else ()
+        self.sampled = focus.measured
         wanted = min(self.ctx.settings.candidates_per_round, self.ctx.settings.max_iterations - first + 1)
         proposals = self.proposer.propose(target, self.branch, history, max(1, wanted))
         entries, combined = [], []
@@ -140,8 +144,21 @@ class Trial:
         if isinstance(checked, Verdict):
             record.verdict = checked
             record.verdict.unguarded = tests.unguarded
+        elif self._never_run(touched):
+            record.verdict = Verdict(NOT_RUN_BY_WORKLOAD, self._never_run(touched), checked.tests_run,
+                                     result_check=checked.result_check, unguarded=tests.unguarded)
         else:
             entry.tree, entry.checked = tree, checked
+
+    def _never_run(self, touched: list) -> str | None:
+        """Why timing the candidate would be wasted, or None: every function it edits is one the workload never ran
+        in the last profile (no sample), so no change there can make it faster. A module-level edit (an import, a
+        table built at import) could matter elsewhere: timed."""
+        ran = {h.key for h in self.sampled.hotspots}
+        if not touched or any(s.qualname == MODULE_LEVEL or s.key in ran for s in touched):
+            return None
+        return (f"the workload never runs {', '.join(s.qualname for s in touched)} (no sample in {self.sampled.samples}"
+                f" of the last profile, {self.sampled.seconds:.0f} s with {self.sampled.profiler}): not timed")
 
     def _review(self, candidate: CandidateRecord, shown: Candidate) -> Decision:
         """The reviewer's decision before validation, recorded."""
