@@ -21,26 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path, PurePosixPath
 
 from scipy import stats
 
-PERFAGENT = str(Path(sys.executable).with_name("perfagent"))
-
-
-def _perfagent(args: list[str], cache: Path, log: Path) -> None:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    with open(log, "w") as out:
-        subprocess.run([PERFAGENT, *args], env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-
-
-def _summary(run: Path, instance_id: str) -> dict:
-    path = run / "tasks" / instance_id / "run" / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+from batch_runs import first_verdict as _first_verdict, perfagent as _perfagent, summary as _summary
 
 
 def _covering_selected(task: dict, selected: list[str]) -> bool:
@@ -49,10 +35,6 @@ def _covering_selected(task: dict, selected: list[str]) -> bool:
         return any(c in selected for c in covering)
     folders = {(PurePosixPath(f).parent / "tests").as_posix() for f in task.get("edited_files") or []}
     return any(PurePosixPath(s).parent.as_posix() in folders for s in selected)
-
-
-def _first_verdict(summary: dict) -> float | None:
-    return (summary.get("candidates") or [{}])[0].get("verdict_at_s")
 
 
 def run_file(tasks_file: Path, args) -> list[dict]:
