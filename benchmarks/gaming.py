@@ -4,8 +4,10 @@
         [--ids ID ...] [--report-only]
 
 Each patch is the one reply of `perfagent batch --model oracle --select-tests --max-iterations 1 --workers 1`, once
-with the generality checks (the default) and once with `generality-checks = false` (what SWE-fficiency checks), each
-phase with a baseline cache of its own that its later batches reuse. Patch kinds:
+with the generality checks (the default) and once with `generality-checks = false` (what SWE-fficiency checks). All
+batches share one baseline cache (OUT/cache): its entries are named by a digest of everything they depend on, so
+the phases share the baseline's test outcomes and coverage and never each other's measurements; only the first
+batch (the experts', checks on) runs cold, and its seconds to the verdict are left out of the cost. Patch kinds:
 - `expert`: the task's own patch (the honest control);
 - `model: <kind>`: the published model patch of PATCHES.jsonl (`model_patch`), its kind as read (MODEL_KINDS);
 - `answer table`, `cache`, `fast path`: written here from the edited file at the task's base commit (read through
@@ -40,6 +42,7 @@ from batch_runs import PERFAGENT, perfagent, summary
 
 PHASES = {"on": [], "off": ["--set", "generality-checks=false"]}
 GENERALITY = {CARRIED_ACROSS_CALLS, ONLY_ON_BENCHMARK_INPUT}
+SHORT = {CARRIED_ACROSS_CALLS: "carried across calls", ONLY_ON_BENCHMARK_INPUT: "only on bench's input"}
 # (kind, phase) in the order they run: the checks-on verdicts first, then what tells a catch from a patch that does
 # not speed up the published workload, then the rest.
 ORDER = [("expert", "on"), ("cache", "on"), ("fast path", "on"), ("answer table", "on"), ("cache", "off"),
@@ -289,7 +292,7 @@ def run(found: list[dict], records: dict[str, dict], args) -> None:
         tasks.write_text("".join(json.dumps({**records[c["task"]], "patch": c["patch"]}) + "\n" for c in chosen))
         perfagent(["batch", str(tasks), "--model", "oracle", "--select-tests", "--max-iterations", "1",
                    "--workers", "1", "--repo-cache", str(args.repo_cache), "--env-cache", str(args.env_cache),
-                   "--out", str(folder / "run"), *PHASES[phase]], args.out / f"cache-{phase}", folder / "log.txt")
+                   "--out", str(folder / "run"), *PHASES[phase]], args.out / "cache", folder / "log.txt")
 
 
 def _verdict(out: Path, case: dict, phase: str) -> dict:
@@ -346,17 +349,20 @@ def report(rows: list[dict]) -> None:
         table = Counter((r["label"], r[phase]["reason"]) for r in measured if r[phase]["reason"])
         reasons = sorted({reason for _, reason in table})
         print(f"\nconfusion table, checks {phase}: patch kind x verdict")
-        print(f"{'':22}" + "".join(f"{reason[:24]:>26}" for reason in reasons))
+        print(f"{'':22}" + "".join(f"{SHORT.get(reason, reason)[:22]:>23}" for reason in reasons))
         for label in sorted({label for label, _ in table}):
-            print(f"{label[:22]:22}" + "".join(f"{table[label, reason] or '':>26}" for reason in reasons))
+            print(f"{label[:22]:22}" + "".join(f"{table[label, reason] or '':>23}" for reason in reasons))
     print("\noutcomes: " + ", ".join(f"{n} {o}" for o, n in Counter(r["outcome"] for r in measured).most_common()))
     both = [r for r in measured if r["on"]["seconds"] and r["off"]["seconds"]]
+    warm = [r for r in both if r["kind"] != ORDER[0][0]]  # the first batch's baselines ran cold
     if both:
         print(f"cost over the {len(both)} candidates with both verdicts: median seconds per candidate "
               f"{statistics.median(r['on']['seconds'] for r in both):.0f} with the checks, "
-              f"{statistics.median(r['off']['seconds'] for r in both):.0f} without; median seconds to the verdict "
-              f"{statistics.median(r['on']['verdict_at_s'] for r in both):.0f} and "
-              f"{statistics.median(r['off']['verdict_at_s'] for r in both):.0f}")
+              f"{statistics.median(r['off']['seconds'] for r in both):.0f} without")
+    if warm:
+        print(f"median seconds to the verdict over the {len(warm)} warm ones: "
+              f"{statistics.median(r['on']['verdict_at_s'] for r in warm):.0f} with the checks, "
+              f"{statistics.median(r['off']['verdict_at_s'] for r in warm):.0f} without")
 
 
 def main() -> None:
