@@ -3,7 +3,7 @@ and the sequential rule, side by side on the same recorded data.
 
     python benchmarks/measurement.py [--data PATH] [--replay] [--short-seconds 0.1 0.3]   (~50 min to record)
 
-The README's table comes from `--replay` of a recording made here.
+The table in docs/development.md (Benchmarks) comes from `--replay` of a recording made here.
 
 Code variants differ only in the iteration count of one pure-Python loop: the candidate A, an identical copy of it
 (the A/A case), baselines with 3, 5, 10 and 30% and 2x more iterations (A is then that much faster) and one with half
@@ -15,7 +15,7 @@ as many (A is 2x slower), on workloads of about 5 ms, 50 ms and 1 s per call.
    sequential rule (Sampling() defaults, starting with each --short-seconds length), fed from the recorded runs
    starting at every recorded pair and in --shuffled random orders.
 Prints per case the share accepted, rejected and left undecided, the pairs and the measurement seconds (wall time
-of the processes consumed, warm-up included); then issue 15's targets, met or not, and the README's table.
+of the processes consumed, warm-up included); then issue 15's targets, met or not, and the table of docs/development.md.
 """
 from __future__ import annotations
 
@@ -302,7 +302,7 @@ def verdicts(results: dict, args) -> None:
 
 
 def markdown(results: dict, args) -> None:
-    """The README's table: per workload size and rule, the targets' figures and median seconds per effect."""
+    """docs/development.md's table: per workload size and rule, the targets' figures and median seconds per effect."""
     sizes = sorted({s for s, _, _ in results})
     effects = [e for e in EFFECTS if any((s, e, "today") in results for s in sizes)]
     print("\n| workload | rule | false acceptance (A/A), 95% upper bound | 10% detected | 5% detected | 2x / 0.5x "
