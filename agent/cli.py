@@ -1,7 +1,12 @@
-"""perfagent's command line: optimize, profile, demo, batch, evaluate, report."""
+"""perfagent's command line: optimize, profile, demo, branches, batch, evaluate, report.
+
+Only typer, rich and the settings load with this module, so --help, --version and a wrong flag or setting answer at
+once: what a command runs on (numpy, scipy, git, libcst, litellm: seconds to import, more on a busy machine) is
+imported in its body, after its input has been checked."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -14,37 +19,36 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
-from pydantic import ValidationError
+import typer.core
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from perfagent import workloads
-from perfagent.runs.batch import ORACLE, BatchJob, run_batch
-from perfagent.repos.cache import InterpreterError, default_root
-from perfagent.config import ConfigError, Settings, assignments, load_settings
-from perfagent.runs.evaluate import EvalJob, read_predictions, run_evaluation
-from perfagent.runs.executors import make_executor
-from perfagent.runs.outputs import BATCH_RESULTS, EVALUATION, EVALUATION_REPORT, PATCH_FUZZ, PREDICTIONS
-from perfagent.runs.runner import TaskCounts, TaskFileError, read_task_file
-from perfagent.loop.interactive import TerminalReviewer
-from perfagent.model.llm import ModelConfigError, ModelError, make_model
-from perfagent.localize.hotspots import ProfileError, ProfileOptions, profile_workload
-from perfagent.loop.baseline import BaselineError
-from perfagent.loop.optimizer import Optimizer
-from perfagent import reasons
-from perfagent.report.live import TerminalObserver, task_bar
-from perfagent.report.pull_request import PULL_REQUEST
-from perfagent.report.render import ReportError, pull_request, write_report
-from perfagent.localize.testselect import FailingTests, TestSelectionError
-from perfagent.measure.workload import Workload, WorkloadError
-from perfagent.sandbox import isolation
-from perfagent.sandbox.isolation import IsolationError
-from perfagent.sandbox.run import Limits
-from perfagent.sandbox.workspace import WorkspaceError, Workspaces, open_repo
+from perfagent import reasons, workloads
+from perfagent.config import ConfigError, Given, Settings, assignments, dashed, environment_settings, load_settings, \
+    validate
+from perfagent.record import new_run_directory, runs_folder
+from perfagent.repos.cache import default_root
+from perfagent import formats
 
-app = typer.Typer(no_args_is_help=True)
+# plain help, as click and pytest print it (rich markup would take [tool.perfagent] for a style and drop it), as wide as
+# the terminal up to 120 columns
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+
+
+class _Command(typer.core.TyperCommand):
+    """A usage line as other tools write it, `perfagent optimize [OPTIONS] REPO` (typer braces required arguments)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [piece.strip("{}") for piece in super().collect_usage_pieces(ctx)]
+
+
+def command(short: str):
+    """A subcommand; `short` is its line in `perfagent --help`."""
+    return app.command(cls=_Command, short_help=short)
+
 
 UNWRAPPED_WIDTH = 1000  # wider than any line perfagent prints
 
@@ -56,8 +60,8 @@ def _print_version(asked: bool) -> None:
 
 
 @app.callback()
-def main(_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                       help="print perfagent's version and exit")):
+def main(_version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                       help="Print perfagent's version and exit.")):
     """An LLM-driven performance engineer: profile, patch, verify, keep only real speedups."""
 
 
@@ -73,7 +77,7 @@ console = _console()
 errors = Console(stderr=True, highlight=False, soft_wrap=True, width=UNWRAPPED_WIDTH)
 EXAMPLE = Path(workloads.__file__).parent
 
-# Exit codes, one per way a run ends (the README's table)
+# Exit codes, one per way a run ends (the table in docs/usage.md)
 IMPROVED = 0  # finished, with commits on the new branch
 NOT_IMPROVED = 1  # finished, nothing accepted (no branch left)
 TASKS_FAILED = 1  # batch: finished, but some task failed (it has no prediction and is tried again on resume)
@@ -83,11 +87,19 @@ USER_CODE_FAILED = 4  # the user's workload or tests fail on the unmodified code
 INTERNAL = 70  # a bug in perfagent itself (EX_SOFTWARE)
 INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129)
 
-# the first matching class decides (subclasses before their bases)
-FAILURES = ((ModelConfigError, USAGE), (ModelError, MODEL_FAILED), (BaselineError, USER_CODE_FAILED),
-            (ProfileError, USER_CODE_FAILED), (FailingTests, USER_CODE_FAILED),
-            ((ConfigError, WorkloadError, WorkspaceError, IsolationError, InterpreterError, TestSelectionError,
-              TaskFileError, ReportError), USAGE))
+# The first matching class decides (subclasses before their bases). Named by module, so that telling an error's kind
+# imports nothing: a class whose module was never imported cannot have been raised.
+FAILURES = (("perfagent.model.llm", "ModelConfigError", USAGE), ("perfagent.model.llm", "ModelError", MODEL_FAILED),
+            ("perfagent.loop.baseline", "BaselineError", USER_CODE_FAILED),
+            ("perfagent.localize.hotspots", "ProfileError", USER_CODE_FAILED),
+            ("perfagent.localize.testselect", "FailingTests", USER_CODE_FAILED),
+            ("perfagent.config", "ConfigError", USAGE), ("perfagent.measure.workload", "WorkloadError", USAGE),
+            ("perfagent.sandbox.workspace", "WorkspaceError", USAGE),
+            ("perfagent.sandbox.isolation", "IsolationError", USAGE),
+            ("perfagent.repos.cache", "InterpreterError", USAGE),
+            ("perfagent.localize.testselect", "TestSelectionError", USAGE),
+            ("perfagent.runs.runner", "TaskFileError", USAGE), ("perfagent.report.render", "ReportError", USAGE),
+            ("perfagent.repos.branches", "BranchError", USAGE))
 
 
 class Terminated(KeyboardInterrupt):
@@ -115,20 +127,55 @@ def _fail(message: str, code: int = USAGE):
     raise typer.Exit(code)
 
 
+def _warn(message: str) -> None:
+    errors.print(f"[yellow]warning:[/] {escape(message)}")
+
+
 def _fail_for(exc: BaseException):
     """A known failure: its message and exit code. Anything else is perfagent's own bug: its traceback, and a
     request to report it."""
-    for classes, code in FAILURES:
-        if isinstance(exc, classes):
+    for module, name, code in FAILURES:
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None and isinstance(exc, kind):
             _fail(str(exc), code)
     errors.print("".join(traceback.format_exception(exc)).rstrip(), markup=False)
     _fail(f"perfagent stopped on a bug of its own ({type(exc).__name__}: {exc}). Please report it with the "
           f"traceback above; your repository is unchanged", INTERNAL)
 
 
+# -- settings on the command line ---------------------------------------------------------------------------------
+def _setting(name: str, *flags: str, help: str | None = None, metavar: str | None = None):
+    """An option that gives setting `name`: None when not given (then PERFAGENT_*, [tool.perfagent] or the default
+    decide); its help is the setting's description (or `help`) and its default, as typer shows other defaults."""
+    field = Settings.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    shown = f"  [default: {json.dumps(default) if isinstance(default, bool) else default}]" \
+        if default not in (None, []) and field.annotation is not bool else ""
+    return typer.Option(None, *(flags or [f"--{dashed(name)}"]), help=(help or field.description) + shown,
+                        metavar=metavar)
+
+
+SET_HELP = ("any setting, as KEY=VALUE with KEY as in [tool.perfagent] (e.g. --set min-effect=0.05; repeatable); "
+            "PERFAGENT_KEY variables too (PERFAGENT_MIN_EFFECT=0.05). docs/settings.md lists them all.")
+
+
+def _settings(repo: Path, flags: dict, setting: list[str] | None, needs: tuple[str, ...]) -> Settings:
+    """A command's settings: its flags (None: not given) over --set over PERFAGENT_* over the repository's
+    [tool.perfagent] over the defaults. A wrong one stops the command (exit 2) before anything heavy loads."""
+    try:
+        given = {name: value for name, value in flags.items() if value is not None and value != []}
+        return load_settings(repo, {**assignments(setting or []), **given}, needs=needs, warn=_warn)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+# -- optimize and demo ------------------------------------------------------------------------------------------
 def _save_report(folder: Path) -> None:
     """Write folder/report.html (and a run's pull_request.md); a report that cannot be rendered never fails the run
     that made the data."""
+    from perfagent.report.pull_request import PULL_REQUEST
+    from perfagent.report.render import write_report
+
     try:
         console.print(f"report: {write_report(folder)}")
         if (folder / PULL_REQUEST).is_file():
@@ -160,87 +207,93 @@ def _report(summary: dict, out: Path) -> None:
     if final:
         s = final["speed"]
         console.print(f"[bold green]overall: {s['speedup']:.2f}x faster[/] (95% CI {s['ci_low']:.2f}-"
-                      f"{s['ci_high']:.2f}, p={s['p_value']:.2g}; {s['base_median'] * 1000:.1f} ms -> "
-                      f"{s['cand_median'] * 1000:.1f} ms) on branch [bold]{summary['branch']}[/]")
+                      f"{s['ci_high']:.2f}, {formats.p_value(s['p_value'])}; {escape(formats.medians(s))}) on branch "
+                      f"[bold]{summary['branch']}[/]")
         console.print(f"see the commits: git -C {summary['repo']} log --stat "
                       f"{summary['base_commit'][:10]}..{summary['branch']}")
     else:
         console.print("no candidate was accepted; no branch was left behind")
     noise = (summary.get("baseline") or {}).get("noise")
     if noise:
-        console.print(f"baseline timing noise: pairs of the unmodified code vary {noise['pair_spread']:.1%}; "
-                      f"smallest resolvable speedup about {noise['resolvable'] - 1:.1%}")
+        console.print(f"baseline {formats.noise(noise)}")
     cost = llm.get("cost_usd")
-    console.print(f"model: {llm.get('calls', 0)} calls, {llm.get('prompt_tokens', 0)}+"
+    console.print(f"model: {formats.plural(llm.get('calls', 0), 'call')}, {llm.get('prompt_tokens', 0)}+"
                   f"{llm.get('completion_tokens', 0)} tokens, cost "
                   f"{'unknown' if cost is None else f'${cost:.4f}'}; stop: {summary.get('stop_reason')}")
     console.print(f"run directory: {out}")
 
 
-@app.command()
+@command("Make a workload faster: verified speedups, one commit each, on a new branch.")
 def optimize(  # one parameter per command-line option (typer)
-    repo: Path = typer.Argument(..., help="the git repository to optimize (its top folder)"),
-    workload: Optional[str] = typer.Option(None, "--workload", "-w", help=".py file with setup()/workload(), "
-                                           "or a shell command"),
-    tests: Optional[list[str]] = typer.Option(None, "--tests", "-t", help="pytest paths or node ids (repeatable); "
-                                              "default: the test files that cover the hotspots"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="litellm model name, scripted:FILE (recorded "
-                                        "replies), or oracle:PATCH (a known patch as the one reply)"),
-    api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (vLLM, Ollama, ...)"),
-    max_iterations: Optional[int] = typer.Option(None, help="candidates to try at most"),
-    budget_usd: Optional[float] = typer.Option(None, help="hard limit on model spend in USD (needs a known price)"),
-    max_calls: Optional[int] = typer.Option(None, help="hard limit on model calls"),
-    max_tokens: Optional[int] = typer.Option(None, help="hard limit on prompt and completion tokens together"),
-    price_input_per_mtok: Optional[float] = typer.Option(None, help="USD per million prompt tokens, for a model "
-                                                         "litellm has no price for (local servers, new models)"),
-    price_output_per_mtok: Optional[float] = typer.Option(None, help="USD per million completion tokens"),
-    python: Optional[str] = typer.Option(None, help="interpreter that runs the target's code and tests "
-                                         "(default: the one running perfagent)"),
-    allow_failing_tests: Optional[bool] = typer.Option(None, "--allow-failing-tests",
-                                                       help="leave out tests named with --tests that fail at "
-                                                            "baseline (tests perfagent chose always are)"),
-    allow_behaviour: Optional[list[str]] = typer.Option(None, "--allow-behaviour", help="what candidates may do that "
-                                                        "the unmodified code did not (repeatable): KIND or KIND:GLOB, "
-                                                        "e.g. process:git, network, write:~/.cache/*"),
-    isolation_level: Optional[str] = typer.Option(None, "--isolation", help="sandbox level: auto (the strongest "
-                                                  "that works here), bubblewrap, landlock, unshare or rlimits"),
-    objective: Optional[str] = typer.Option(None, "--objective", help="what candidates must lower: time (default) "
-                                            "or memory (peak memory per workload call, time not worse)"),
-    out: Optional[Path] = typer.Option(None, help="run directory (default ./perfagent-runs/RUN_ID)"),
+    repo: Path = typer.Argument(..., metavar="REPO", help="the git repository to optimize (its top folder)"),
+    workload: Optional[str] = _setting("workload", "--workload", "-w"),
+    tests: Optional[list[str]] = _setting("tests", "--tests", "-t", metavar="PATH", help="pytest paths or node ids "
+                                          "(repeatable); default: the test files that cover the hotspots"),
+    model: Optional[str] = _setting("model", "--model", "-m"),
+    api_base: Optional[str] = _setting("api_base"),
+    max_iterations: Optional[int] = _setting("max_iterations"),
+    budget_usd: Optional[float] = _setting("budget_usd"),
+    max_calls: Optional[int] = _setting("max_calls"),
+    max_tokens: Optional[int] = _setting("max_tokens"),
+    price_input_per_mtok: Optional[float] = _setting("price_input_per_mtok"),
+    price_output_per_mtok: Optional[float] = _setting("price_output_per_mtok"),
+    python: Optional[str] = _setting("python"),
+    allow_failing_tests: Optional[bool] = _setting("allow_failing_tests", "--allow-failing-tests",
+                                                   help="leave out tests named with --tests that fail at baseline "
+                                                        "(tests perfagent chose always are)"),
+    allow_behaviour: Optional[list[str]] = _setting("allow_behaviour", "--allow-behaviour", metavar="KIND[:GLOB]",
+                                                    help="what candidates "
+                                                    "may do that the unmodified code did not (repeatable): KIND or "
+                                                    "KIND:GLOB, e.g. process:git, network, write:~/.cache/*"),
+    isolation: Optional[str] = _setting("isolation"),
+    objective: Optional[str] = _setting("objective"),
+    out: Optional[Path] = typer.Option(None, help="run directory  [default: REPO/.perfagent/runs/RUN_ID]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="measure the baseline afresh: neither read nor write "
                                   "the cache of baseline tests, coverage and timing (~/.cache/perfagent)"),
     interactive: bool = typer.Option(False, "--interactive", "-i", help="review in the terminal: pick hotspots; "
                                      "accept, edit or reject each candidate; undo, change limits, quit"),
-    setting: Optional[list[str]] = typer.Option(None, "--set", help="any setting, as KEY=VALUE with KEY as in "
-                                                "[tool.perfagent] (e.g. --set min-effect=0.05; repeatable); also "
-                                                "PERFAGENT_KEY variables (PERFAGENT_MIN_EFFECT=0.05)"),
+    setting: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
 ):
-    """Make a workload faster: a new branch perfagent/RUN_ID gets one commit per verified speedup."""
+    """Make a workload faster: a new branch perfagent/RUN_ID gets one commit per verified speedup. Each option
+    overrides the same setting in PERFAGENT_* variables and in [tool.perfagent] of the repository's pyproject.toml."""
     flags = dict(workload=workload, tests=tests, model=model, api_base=api_base, max_iterations=max_iterations,
                  budget_usd=budget_usd, python=python, max_calls=max_calls, max_tokens=max_tokens,
                  price_input_per_mtok=price_input_per_mtok, price_output_per_mtok=price_output_per_mtok,
-                 allow_failing_tests=allow_failing_tests, allow_behaviour=allow_behaviour, isolation=isolation_level,
-                 objective=objective, cache=False if no_cache else None)
-    try:
-        assigned = assignments(setting or [])
-    except ConfigError as exc:
-        _fail(str(exc))
-    _run_optimizer(repo, {**assigned, **{k: v for k, v in flags.items() if v is not None and v != []}}, out,
-                   interactive)
+                 allow_failing_tests=allow_failing_tests, allow_behaviour=allow_behaviour, isolation=isolation,
+                 objective=objective, cache=Given(False, "--no-cache", "no-cache") if no_cache else None)
+    _run_optimizer(repo, _settings(repo, flags, setting, needs=("workload", "model")), out, interactive)
 
 
-def _run_optimizer(repo: Path, flags: dict, out: Path | None, interactive: bool = False) -> None:
-    """optimize's body, for `optimize` and `demo`: `flags` are the settings given on the command line (None: not
-    given), over the repository's [tool.perfagent]."""
+def _check_model_key(settings: Settings) -> None:
+    """A missing API key of a usual provider is said at once; otherwise say why the next seconds are quiet."""
+    from perfagent.model.keys import missing_key, missing_key_message
+
+    variable = missing_key(settings.model, settings.api_base)
+    if variable:
+        _fail(missing_key_message(settings.model, [variable]))
+    console.print("loading perfagent's analysis modules and the model library (a few seconds, more on a busy "
+                  "machine)")
+
+
+def _run_optimizer(repo: Path, settings: Settings, out: Path | None, interactive: bool = False) -> None:
+    """optimize's body, for `optimize` and `demo`: `out` None puts the run directory in the repository's runs
+    folder."""
     _terminate_on_sigterm()
     if interactive and not (sys.stdin.isatty() and console.is_terminal):
         _fail("--interactive needs a terminal for input and output: run it in one (or under tmux/screen), "
               "or drop --interactive")
+    _check_model_key(settings)
+    from perfagent.loop.interactive import TerminalReviewer
+    from perfagent.loop.optimizer import Optimizer
+    from perfagent.report.live import TerminalObserver
+
     optimizer, observer = None, TerminalObserver(console, interactive)
     try:
-        settings = load_settings(repo, flags)
         optimizer = Optimizer(repo, settings, out, observer,
                               reviewer=TerminalReviewer(console) if interactive else None)
+        if out is None:  # the Optimizer's own default is the current folder's perfagent-runs/
+            optimizer.out = new_run_directory(optimizer.repo_path, optimizer.run_id)
+        console.print(f"run directory: {optimizer.out}")
         summary = optimizer.run()
     except BaseException as exc:
         observer.close()  # a progress display the interruption left open
@@ -259,57 +312,16 @@ def _run_optimizer(repo: Path, flags: dict, out: Path | None, interactive: bool 
     raise typer.Exit(IMPROVED if summary["accepted"] else NOT_IMPROVED)
 
 
-@app.command()
-def profile(  # one parameter per command-line option (typer)
-    repo: Path = typer.Argument(..., help="the git repository (its top folder)"),
-    workload: str = typer.Option(..., "--workload", "-w", help=".py file with setup()/workload(), or a command"),
-    seconds: float = typer.Option(3.0, help="how long to sample the workload"),
-    top: int = typer.Option(15, help="how many functions to show"),
-    python: str = typer.Option(sys.executable, help="the interpreter that runs the target's code"),
-    as_json: bool = typer.Option(False, "--json", help="print the ranking as JSON"),
-):
-    """Profile a workload on the committed code and rank the repository's own functions, as optimize does (the
-    README's Localization section gives the attribution rules and the ranking score)."""
-    _terminate_on_sigterm()
-    try:
-        git_repo = open_repo(repo)
-        spec = Workload.parse(workload, repo)
-        ws = Workspaces(git_repo, "profile")
-        try:
-            worktree = ws.scratch(git_repo.head.commit.hexsha)
-            limits = Limits(isolation=isolation.choose("auto"))
-            result = profile_workload(worktree, spec, python=python, tmp=ws.tmpdir("profile"), limits=limits,
-                                      options=ProfileOptions(seconds=seconds))
-        finally:
-            ws.close()
-    except KeyboardInterrupt as exc:
-        raise typer.Exit(_interrupted(exc))
-    except Exception as exc:
-        _fail_for(exc)
-    result.hotspots = result.top(top)
-    if as_json:
-        print(json.dumps(result.as_dict(), indent=2))
-        return
-    table = Table(title=f"{result.profiler}: {result.samples} samples")
-    for column in ("rank", "function", "file:lines", "score", "self", "cumulative", "calls", "hottest lines"):
-        table.add_column(column)
-    for i, h in enumerate(result.hotspots, 1):
-        table.add_row(str(i), h.qualname, f"{h.file}:{h.start}-{h.end}", f"{h.score:.3f}", f"{h.self_share:.1%}",
-                      f"{h.cum_share:.1%}", "-" if h.calls is None else str(h.calls),
-                      ", ".join(f"{line} ({share:.0%})" for line, share in h.lines[:3]))
-    console.print(table)
-    if result.note:
-        console.print(f"[yellow]{result.note}[/]")
-
-
-@app.command()
+@command("Optimize the bundled example with recorded model responses (offline, no API key).")
 def demo(  # one parameter per command-line option (typer)
     target: Path = typer.Option(Path("perfagent-demo"), help="where to create the example repository"),
-    max_iterations: int = typer.Option(8, help="candidates to try"),
+    max_iterations: int = typer.Option(Settings.model_fields["max_iterations"].default, help="candidates to try"),
 ):
-    """Optimize the bundled textstats example with recorded model responses (offline, no API key)."""
+    """Optimize the bundled textstats example with recorded model responses (offline, no API key). The run
+    directory goes to the example repository's runs folder, TARGET/.perfagent/runs/RUN_ID."""
     if target.exists():
-        _fail(f"{target} already exists: remove it or pass --target")
+        _fail(f"{target} already exists (the example repository of an earlier demo, its runs in "
+              f"{runs_folder(target)}): remove it, or pass --target")
     shutil.copytree(EXAMPLE / "textstats", target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     git = ["git", "-C", str(target), "-c", "user.name=perfagent demo", "-c", "user.email=demo@localhost"]
     subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
@@ -318,10 +330,124 @@ def demo(  # one parameter per command-line option (typer)
     session = EXAMPLE / "textstats.session.json"
     console.print(f"created the example repository {target}; optimizing it with the recorded responses in "
                   f"{session.name} (a scripted model, not a live one)")
-    _run_optimizer(target, dict(workload="workload.py", model=f"scripted:{session}", max_iterations=max_iterations),
-                   target.parent / f"{target.name}-run")
+    flags = {"workload": "workload.py", "model": f"scripted:{session}", "max_iterations": max_iterations}
+    _run_optimizer(target, _settings(target, flags, None, needs=()), None)
 
 
+# -- profile ------------------------------------------------------------------------------------------------------
+def _profile_table(result) -> Table:
+    table = Table(title=f"{result.profiler}: {result.samples} samples")
+    for column in ("rank", "function", "file:lines", "score", "self", "cumulative", "calls", "hottest lines"):
+        table.add_column(column)
+    for i, h in enumerate(result.hotspots, 1):
+        table.add_row(str(i), h.qualname, f"{h.file}:{h.start}-{h.end}", f"{h.score:.3f}", f"{h.self_share:.1%}",
+                      f"{h.cum_share:.1%}", "-" if h.calls is None else str(h.calls),
+                      ", ".join(f"{line} ({share:.0%})" for line, share in h.lines[:3]))
+    return table
+
+
+def _profile(repo: Path, settings: Settings, raw: Path | None):
+    """The profile of the committed code. py-spy's raw stacks go with the temporary folder, unless `raw` keeps
+    them."""
+    from perfagent.localize.hotspots import ProfileOptions, profile_workload
+    from perfagent.measure.workload import Workload
+    from perfagent.sandbox.workspace import Workspaces, open_repo
+
+    git_repo = open_repo(repo)
+    spec = Workload.parse(settings.workload, repo)
+    ws = Workspaces(git_repo, "profile")
+    try:
+        worktree = ws.scratch(git_repo.head.commit.hexsha)
+        result = profile_workload(worktree, spec, python=settings.python, tmp=ws.tmpdir("profile"),
+                                  limits=settings.limits(), options=ProfileOptions(seconds=settings.profile_seconds))
+        if raw and result.raw_path:
+            shutil.copyfile(result.raw_path, raw)
+        result.raw_path = str(raw.resolve()) if raw and result.raw_path else None
+        return result
+    finally:
+        ws.close()
+
+
+@command("Rank the repository's own functions by where a workload spends its time.")
+def profile(  # one parameter per command-line option (typer)
+    repo: Path = typer.Argument(..., metavar="REPO", help="the git repository (its top folder)"),
+    workload: Optional[str] = _setting("workload", "--workload", "-w"),
+    seconds: Optional[float] = _setting("profile_seconds", "--seconds"),
+    top: int = typer.Option(15, help="how many functions to show"),
+    python: Optional[str] = _setting("python"),
+    isolation: Optional[str] = _setting("isolation"),
+    as_json: bool = typer.Option(False, "--json", help="print the ranking as JSON"),
+    raw: Optional[Path] = typer.Option(None, help="keep py-spy's raw stacks in this file (for flame graph tools)"),
+    setting: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+):
+    """Profile a workload on the committed code and rank the repository's own functions, as optimize does (the
+    Localization section of docs/how-it-works.md: the attribution rules and ranking score). The workload, interpreter,
+    isolation and limits are settings, read as optimize reads them."""
+    _terminate_on_sigterm()
+    flags = {"workload": workload, "python": python, "isolation": isolation,
+             "profile_seconds": None if seconds is None else Given(seconds, "--seconds", "seconds")}
+    settings = _settings(repo, flags, setting, needs=("workload",))
+    try:
+        result = _profile(repo, settings, raw)
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(_interrupted(exc))
+    except Exception as exc:
+        _fail_for(exc)
+    result.hotspots = result.top(top)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return
+    console.print(_profile_table(result))
+    if result.note:
+        console.print(f"[yellow]{result.note}[/]")
+
+
+# -- branches -----------------------------------------------------------------------------------------------------
+def _branch_table(top: Path, found: list) -> Table:
+    table = Table(title=f"perfagent's branches in {top}", box=box.SIMPLE_HEAD)
+    for column in ("branch", "last commit", "commits", "speedup", "note"):
+        table.add_column(column, no_wrap=True)
+    for b in found:
+        note = f"checked out at {b.checked_out}" if b.checked_out else ""
+        table.add_row(b.name, b.date[:16], str(b.commits), escape(b.speedup), escape(note))
+    return table
+
+
+@command("List perfagent's branches in a repository, or delete them.")
+def branches(  # one parameter per command-line option (typer)
+    repo: Path = typer.Argument(Path("."), metavar="REPO", help="the git repository (its top folder)"),
+    delete: Optional[list[str]] = typer.Option(None, "--delete", "-d", metavar="RUN_ID",
+                                               help="delete the branch perfagent/RUN_ID (repeatable)"),
+    every: bool = typer.Option(False, "--all", help="delete all of perfagent's branches (except checked-out ones)"),
+):
+    """List the branches perfagent left in REPO (perfagent/RUN_ID, one per run that kept a change) with their
+    commits and speedup, or delete some (--delete RUN_ID) or all (--all). Only perfagent's own branches are ever
+    deleted, never a checked-out one; the runs' records stay in REPO/.perfagent/runs."""
+    from perfagent.repos import branches as run_branches
+    from perfagent.sandbox.workspace import open_repo
+
+    try:
+        top = Path(open_repo(repo).working_tree_dir)
+        found = run_branches.run_branches(top)
+        doomed = [b for b in found if not b.checked_out] if every else run_branches.chosen(found, delete or [])
+        run_branches.delete(top, doomed)
+    except Exception as exc:
+        _fail_for(exc)
+    if not (every or delete):
+        console.print(_branch_table(top, found) if found else f"no perfagent branches in {top}")
+        if found:
+            console.print(f"delete them with: perfagent branches {top} --delete RUN_ID (repeatable), or --all")
+        return
+    for b in doomed:
+        console.print(f"deleted {b.name} (was {b.commits} commit{'s' if b.commits != 1 else ''}, {b.speedup})")
+    for b in found:
+        if every and b.checked_out:
+            console.print(f"[yellow]kept {b.name}: checked out at {b.checked_out}[/]")
+    if not doomed:
+        console.print(f"no perfagent branches to delete in {top}")
+
+
+# -- batch and evaluate -------------------------------------------------------------------------------------------
 CACHE = default_root()
 REPO_CACHE_HELP = ("folder of git clones or mirrors, one per repository (owner__name, owner__name.git, owner+name/repo, "
                    "owner/name); bundled example repositories are built into it")
@@ -329,6 +455,8 @@ REPO_CACHE_HELP = ("folder of git clones or mirrors, one per repository (owner__
 
 def _executor(kind: str, workers: int, ray_address: str | None):
     """Where tasks run. From here on SIGTERM and SIGHUP unwind like Ctrl-C: workers stop, worktrees are removed."""
+    from perfagent.runs.executors import make_executor
+
     _terminate_on_sigterm()
     try:
         executor = make_executor(kind, workers, ray_address)
@@ -342,6 +470,8 @@ def _executor(kind: str, workers: int, ray_address: str | None):
 
 def _check_task_file(tasks: Path) -> None:
     """A missing or unreadable task file, or one without a valid task, stops the command before any worker starts."""
+    from perfagent.runs.runner import TaskFileError, read_task_file
+
     try:
         read_task_file(tasks)
     except TaskFileError as exc:
@@ -351,6 +481,8 @@ def _check_task_file(tasks: Path) -> None:
 def _over_tasks(run: Callable, what: str, out: Path, results: str, kept: str):
     """A batch's or an evaluation's pass, `run(say=..., progress=...)`, with its progress bar. Interrupted, it renders
     the report of what was recorded and exits 130 (143, 129 for SIGTERM, SIGHUP); a bug exits 70."""
+    from perfagent.report.live import task_bar
+
     try:
         with task_bar(Console(stderr=True), what, redirect_stdout=console.is_terminal) as progress:
             return run(say=console.print, progress=progress)
@@ -363,7 +495,7 @@ def _over_tasks(run: Callable, what: str, out: Path, results: str, kept: str):
         _fail_for(exc)
 
 
-def _progress_table(counts: TaskCounts) -> Table:
+def _progress_table(counts) -> Table:
     table = Table(title="batch progress")
     for column in ("tasks", "done", "running", "failed", "bad records", "model calls", "spend"):
         table.add_column(column, justify="right")
@@ -374,22 +506,26 @@ def _progress_table(counts: TaskCounts) -> Table:
     return table
 
 
-def _task_settings(model: str, max_iterations: int, sample_seconds: float | None,
-                   setting: list[str] | None) -> tuple[dict, Settings]:
-    """What every task of a batch gets (--max-iterations, --sample-seconds, --set), and the Settings it makes: a bad
-    setting stops the batch before any task starts."""
-    settings = {"max_iterations": max_iterations, **({"sample_seconds": sample_seconds} if sample_seconds else {})}
+def _task_settings(model: str, flags: dict, setting: list[str] | None) -> tuple[dict, Settings]:
+    """What every task of a batch gets (its flags, --set), and the Settings they make with the PERFAGENT_* variables
+    (the task repository's [tool.perfagent] comes in per task): a bad setting stops the batch before any task
+    starts."""
     try:
-        settings.update(assignments(setting or []))
-        return settings, Settings.model_validate({**settings, "workload": "-", "model": model}, strict=False)
+        given = {**assignments(setting or []),
+                 **{name: Given(value, f"--{dashed(name)}", dashed(name)) for name, value in flags.items()
+                    if value is not None}}
+        every_task = validate({**environment_settings(os.environ, _warn), **given,
+                               "model": Given(model, "--model", "model")})
     except ConfigError as exc:
         _fail(str(exc))
-    except ValidationError as exc:
-        _fail("invalid --set: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    return {name: g.value for name, g in given.items()}, every_task
 
 
-def _require_price(job: BatchJob, every_task: Settings) -> None:
+def _require_price(job, every_task: Settings) -> None:
     """A USD budget needs the model's price: refused before any task starts, not once per task."""
+    from perfagent.model.llm import ModelError, make_model
+    from perfagent.runs.batch import ORACLE
+
     if not (job.budget_usd or job.task_budget_usd) or job.model == ORACLE or job.model.startswith("scripted:"):
         return
     try:
@@ -398,9 +534,9 @@ def _require_price(job: BatchJob, every_task: Settings) -> None:
         _fail(str(exc))
 
 
-@app.command()
+@command("Run the optimize loop on every task of a task file.")
 def batch(  # one parameter per command-line option (typer)
-    tasks: Path = typer.Argument(..., help="JSONL task file (SWE-fficiency format)"),
+    tasks: Path = typer.Argument(..., metavar="TASKS", help="JSONL task file (SWE-fficiency format)"),
     model: str = typer.Option(..., "--model", "-m", help="litellm model name, scripted:FILE, scripted:FOLDER "
                               "with one recorded session per task (FOLDER/INSTANCE_ID.json), or oracle (each task's "
                               "expert patch as the reply: checks the pipeline with a perfect model)"),
@@ -414,17 +550,22 @@ def batch(  # one parameter per command-line option (typer)
     budget_usd: Optional[float] = typer.Option(None, help="model spend limit for the whole batch (USD)"),
     max_calls: Optional[int] = typer.Option(None, help="model call limit for the whole batch"),
     task_budget_usd: Optional[float] = typer.Option(None, help="model spend limit per task (USD)"),
-    max_iterations: int = typer.Option(8, help="candidates per task at most"),
+    max_iterations: int = typer.Option(Settings.model_fields["max_iterations"].default,
+                                       help="candidates per task at most"),
     sample_seconds: Optional[float] = typer.Option(None, help="target duration of the calls behind one timing value "
                                                    "(default: perfagent's, or the task repository's setting)"),
-    setting: Optional[list[str]] = typer.Option(None, "--set", help="any optimize setting for every task, as "
-                                                "KEY=VALUE (e.g. --set min-samples=12; repeatable)"),
+    setting: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="any optimize setting for "
+                                                "every task, as KEY=VALUE (e.g. --set min-samples=12; repeatable)"),
     executor: str = typer.Option("local", help="local, or ray"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
 ):
     """Run the optimize loop on every task of a task file; writes predictions.jsonl for `perfagent evaluate`."""
+    from perfagent.runs.batch import BatchJob, run_batch
+    from perfagent.runs.outputs import BATCH_RESULTS, PREDICTIONS
+
     _check_task_file(tasks)
-    settings, every_task = _task_settings(model, max_iterations, sample_seconds, setting)
+    settings, every_task = _task_settings(model, {"max_iterations": max_iterations, "sample_seconds": sample_seconds},
+                                          setting)
     job = BatchJob(model=model, out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(),
                    api_base=api_base, budget_usd=budget_usd, max_calls=max_calls, task_budget_usd=task_budget_usd,
                    settings=settings, select_tests=select_tests)
@@ -441,6 +582,8 @@ def batch(  # one parameter per command-line option (typer)
 
 
 def _evaluation_table(report: dict) -> Table:
+    from perfagent.runs.outputs import PATCH_FUZZ
+
     table = Table(title="evaluation (95% intervals)", box=box.SIMPLE_HEAD, caption="speedup = base time / patched "
                   "time; ratio = speedup / expert speedup; rec. = expert speedup the task file records")
     table.add_column("task", min_width=16, overflow="fold")
@@ -481,6 +624,8 @@ def _evaluation_table(report: dict) -> Table:
 
 def _patches(gold: bool, predictions: Path | None) -> dict[str, str] | None:
     """What evaluate scores: the patches of the predictions file, or (--gold; None) the tasks' expert patches."""
+    from perfagent.runs.evaluate import read_predictions
+
     if gold == (predictions is not None):
         _fail("give either --predictions FILE or --gold")
     if gold:
@@ -493,9 +638,9 @@ def _patches(gold: bool, predictions: Path | None) -> dict[str, str] | None:
         _fail(f"cannot read the predictions file {predictions}: {exc}")
 
 
-@app.command()
+@command("Score patches as SWE-fficiency does, against the tasks' expert patches.")
 def evaluate(  # one parameter per command-line option (typer)
-    tasks: Path = typer.Argument(..., help="JSONL task file (SWE-fficiency format)"),
+    tasks: Path = typer.Argument(..., metavar="TASKS", help="JSONL task file (SWE-fficiency format)"),
     out: Path = typer.Option(..., help="output folder (report.json, evaluation.jsonl); rerunning resumes"),
     predictions: Optional[Path] = typer.Option(None, help="predictions.jsonl (instance_id, model_patch)"),
     gold: bool = typer.Option(False, "--gold", help="score the tasks' expert patches themselves"),
@@ -511,6 +656,9 @@ def evaluate(  # one parameter per command-line option (typer)
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
 ):
     """Score patches as SWE-fficiency does: tests, speedup against the expert patch, harmonic mean of the ratios."""
+    from perfagent.runs.evaluate import EvalJob, run_evaluation
+    from perfagent.runs.outputs import EVALUATION, EVALUATION_REPORT
+
     _check_task_file(tasks)
     patches = _patches(gold, predictions)
     if mode not in ("harness", "script"):
@@ -534,21 +682,24 @@ def evaluate(  # one parameter per command-line option (typer)
     _save_report(out)
 
 
+# -- report -------------------------------------------------------------------------------------------------------
 class ReportFormat(str, Enum):
     html = "html"
     markdown = "markdown"
 
 
-@app.command()
+@command("Render a run's, batch's or evaluation's report again (or print a run's pull request).")
 def report(  # one parameter per command-line option (typer)
-    folder: Path = typer.Argument(..., help="a run directory (optimize --out), or the --out folder of batch or "
-                                  "evaluate"),
+    folder: Path = typer.Argument(..., metavar="FOLDER", help="a run directory (optimize --out), or the --out folder "
+                                  "of batch or evaluate"),
     form: ReportFormat = typer.Option(ReportFormat.html, "--format", help="html: write FOLDER/report.html (and a "
                                       "run's pull_request.md); markdown: print a run's pull request description "
                                       "to stdout"),
 ):
     """Render FOLDER/report.html again from the files a run, batch or evaluation left there (offline, one file), or
     print a run's pull request description (--format markdown)."""
+    from perfagent.report.render import pull_request, write_report
+
     try:
         if form is ReportFormat.markdown:
             typer.echo(pull_request(folder), nl=False)  # plain text: rich would take [..] for markup and wrap lines

@@ -1,15 +1,22 @@
-"""Run settings: command-line flags over `[tool.perfagent]` in the target's pyproject.toml over defaults."""
+"""Run settings, for every command: command-line flags and `--set` over `PERFAGENT_*` variables over `[tool.perfagent]`
+in the target's pyproject.toml over the defaults. Each value keeps where it was given, so a wrong one is named there."""
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from perfagent.repos.cache import default_root
+from perfagent.sandbox import isolation
 from perfagent.sandbox.behaviour import check_allow_list
+from perfagent.sandbox.run import Limits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,21 +25,35 @@ else:  # pragma: no cover
 
 
 ENV_PREFIX = "PERFAGENT_"
+# PERFAGENT_* variables that are not settings: those perfagent gives its children (sandbox/run.py, sandbox/monitor.py,
+# sandbox/testrun.py) and those of its test suite (tests/browser.py, tests/test_batch.py). Never warned about.
+NOT_SETTINGS = frozenset(ENV_PREFIX + name for name in (
+    "BEHAVIOUR_LOG", "WRITABLE", "PYTHONPATH", "REPORT_EXIT", "TEST_REPORT", "DESELECT", "COVERAGE_CONTEXT",
+    "SCREENSHOT_DIR", "TEST_MARK"))
 
 
 class ConfigError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class Given:
+    """A setting's value and where the user gave it, as they wrote it: what an error message names."""
+    value: object
+    source: str  # "--set min-efect=0.1", "PERFAGENT_MIN_EFFECT=abc", "/r/pyproject.toml, line 7", "--max-iterations"
+    spelling: str  # the setting's name as written there: "min-efect", "min_effect"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    workload: str = Field(description="a .py file defining setup() and workload(), or a shell command")
-    model: str = Field(description="litellm model name, or scripted:PATH for recorded responses")
+    workload: str | None = Field(None, description="a .py file defining setup() and workload(), or a shell command")
+    model: str | None = Field(None, description="litellm model name, scripted:FILE (recorded replies), or "
+                              "oracle:PATCH (a known patch as the one reply)")
     tests: list[str] = Field(default_factory=list, description="pytest paths / node ids; empty: chosen by coverage")
     compare_output: bool = Field(True, description="a command workload's stdout must stay the same; false: only its "
                                  "exit status counts")
-    api_base: str | None = None
+    api_base: str | None = Field(None, description="OpenAI-compatible server URL (vLLM, Ollama, ...)")
     max_iterations: int = Field(8, ge=1, description="candidates to try at most")
     budget_usd: float | None = Field(None, gt=0, description="hard limit on model spend (needs a known price)")
     max_calls: int | None = Field(None, ge=1, description="hard limit on model calls")
@@ -45,7 +66,7 @@ class Settings(BaseModel):
     top_k: int = Field(3, ge=1, description="hotspots shown to the model in detail")
     prompt_tokens: int = Field(10000, ge=1000, description="budget of one optimize prompt in tokens (litellm's count "
                                "for the model); the code shown is shortened to fit")
-    profile_seconds: float = Field(3.0, gt=0)
+    profile_seconds: float = Field(3.0, gt=0, description="how long the workload is sampled for the profile")
     sample_seconds: float = Field(1.0, gt=0, description="duration of the workload calls behind one timing value "
                                   "at the careful end (loop calibration): small effects are decided on these")
     short_sample_seconds: float = Field(0.1, gt=0, description="duration behind the first, short values, on which "
@@ -84,7 +105,7 @@ class Settings(BaseModel):
     memory_mb: int = Field(4096, ge=64, description="address-space limit of every child process")
     max_processes: int = Field(256, ge=8, description="processes and threads a child may have alive at once")
     isolation: str = Field("auto", description="auto (the strongest that works here), bubblewrap, landlock, unshare "
-                           "or rlimits (the README's table says what each protects)")
+                           "or rlimits (the table in docs/how-it-works.md says what each protects)")
     allow_behaviour: list[str] = Field(default_factory=list, description="what a candidate may do that the unmodified "
                                        "code did not: KIND or KIND:GLOB, KIND one of write, process, network, native, "
                                        "signal, secret (e.g. process:git, write:~/.cache/*)")
@@ -131,17 +152,56 @@ class Settings(BaseModel):
         return (self.price_input_per_mtok, self.price_output_per_mtok) if self.price_input_per_mtok is not None \
             else None
 
+    def limits(self) -> Limits:
+        """What every child process of a command gets: these bounds, at the isolation level asked for."""
+        return Limits(timeout_s=self.timeout_s, memory_mb=self.memory_mb, processes=self.max_processes,
+                      isolation=isolation.choose(self.isolation))
 
-def pyproject_settings(repo: Path) -> dict:
+
+def dashed(name: str) -> str:
+    """A setting's name as [tool.perfagent] and --set write it (min-effect)."""
+    return name.replace("_", "-")
+
+
+def _name(spelling: str) -> str:
+    """The setting a spelling means (min-effect, min_effect: min_effect), if it is one."""
+    return spelling.strip().replace("-", "_")
+
+
+def _nearest(name: str) -> str | None:
+    """The setting closest to a misspelt name (min_efect: min_effect), if one is close."""
+    close = difflib.get_close_matches(_name(name).lower(), list(Settings.model_fields), n=1)
+    return close[0] if close else None
+
+
+_TABLE = re.compile(r"\[\s*tool\s*\.\s*perfagent\s*\]")
+_KEY = re.compile(r"""\s*["']?([\w-]+)["']?\s*=""")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each key of the [tool.perfagent] table in a pyproject.toml, for messages (tomllib has none)."""
+    lines, inside = {}, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("["):
+            inside = bool(_TABLE.match(line.strip()))
+        elif inside and (key := _KEY.match(line)):
+            lines.setdefault(key.group(1), number)
+    return lines
+
+
+def pyproject_settings(repo: Path) -> dict[str, Given]:
+    """The [tool.perfagent] table of the repository's pyproject.toml, each value with its file and line."""
     path = Path(repo) / "pyproject.toml"
     if not path.is_file():
         return {}
+    text = path.read_text(encoding="utf-8")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        section = tomllib.loads(text).get("tool", {}).get("perfagent", {})
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    section = data.get("tool", {}).get("perfagent", {})
-    return {key.replace("-", "_"): value for key, value in section.items()}
+    lines = _key_lines(text)
+    return {_name(key): Given(value, f"{path}, line {lines[key]}" if key in lines else f"[tool.perfagent] in {path}",
+                              key) for key, value in section.items()}
 
 
 def _from_text(key: str, value: str) -> object:
@@ -153,33 +213,88 @@ def _from_text(key: str, value: str) -> object:
     return value.strip()
 
 
-def assignments(items: list[str]) -> dict:
+def assignments(items: list[str]) -> dict[str, Given]:
     """--set KEY=VALUE items (KEY as in pyproject.toml, e.g. min-effect) as settings values."""
     values = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set min-effect=0.05")
-        key = key.strip().replace("-", "_")
-        values[key] = _from_text(key, value)
+        values[_name(key)] = Given(_from_text(_name(key), value), f"--set {item}", key.strip())
     return values
 
 
-def environment_settings(environ: dict[str, str]) -> dict:
-    """Settings from PERFAGENT_<NAME> variables (e.g. PERFAGENT_MIN_EFFECT=0.05)."""
-    given = {name: environ.get(ENV_PREFIX + name.upper()) for name in Settings.model_fields}
-    return {name: _from_text(name, value) for name, value in given.items() if value is not None}
+def environment_settings(environ: dict[str, str], warn: Callable[[str], None] | None = None) -> dict[str, Given]:
+    """Settings from PERFAGENT_<NAME> variables (e.g. PERFAGENT_MIN_EFFECT=0.05). `warn` hears of each variable that
+    names no setting, which is ignored (perfagent's own internal variables aside)."""
+    values = {}
+    for variable, value in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or variable in NOT_SETTINGS:
+            continue
+        name = variable[len(ENV_PREFIX):].lower()
+        if name in Settings.model_fields:
+            values[name] = Given(_from_text(name, value), variable, variable)
+        elif warn:
+            close = _nearest(name)
+            warn(f"{variable} is not a perfagent setting and is ignored"
+                 + (f"; did you mean {ENV_PREFIX}{close.upper()}?" if close else ""))
+    return values
 
 
-def load_settings(repo: Path, overrides: dict, environ: dict[str, str] | None = None) -> Settings:
-    """Settings for `repo`, each from the first place that gives it: non-None `overrides` (the command line),
-    PERFAGENT_* variables of `environ` (default: this process's), its [tool.perfagent] table, the defaults."""
-    values = pyproject_settings(repo)
-    values.update(environment_settings(os.environ if environ is None else environ))
-    values.update({k: v for k, v in overrides.items() if v is not None and v != []})
+def _expected(message: str) -> str:
+    """pydantic's wording of a problem as perfagent says it: what is expected."""
+    return message.removeprefix("Value error, ").replace("Input should be ", "expected ", 1)
+
+
+def _problems(given: dict[str, Given], errors: list[dict]) -> list[str]:
+    """Each of pydantic's errors, with the value and where it was given; a rule over several settings (min-samples
+    and max-samples) names where each of those was given."""
+    problems = []
+    for error in errors:
+        name = error["loc"][0] if error["loc"] else None
+        if name in given:
+            value = json.dumps(given[name].value, default=str)
+            problems.append(f"invalid value {value} for {dashed(name)} ({given[name].source}): "
+                            f"{_expected(error['msg'])}")
+            continue
+        message = _expected(error["msg"])
+        named = [f"{dashed(n)} from {g.source}" for n, g in sorted(given.items(), key=lambda i: message.find(dashed(i[0])))
+                 if dashed(n) in message]
+        problems.append(message + (f" ({'; '.join(named)})" if named else ""))
+    return problems
+
+
+def validate(given: dict[str, Given], needs: tuple[str, ...] = (), repo: Path | None = None) -> Settings:
+    """Settings of the given values. A ConfigError names every wrong one: its source, as the user wrote it, the
+    nearest valid name of a misspelt one, the value and what is expected; and each of `needs` given nowhere."""
+    problems = []
+    for name, g in given.items():
+        if name not in Settings.model_fields:
+            close = _nearest(name)
+            problems.append(f"unknown setting {g.spelling} ({g.source})"
+                            + (f"; did you mean {dashed(close)}?" if close else ""))
+    settings = None
     try:
-        return Settings(**values)
+        settings = Settings(**{name: g.value for name, g in given.items() if name in Settings.model_fields})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings (flags, PERFAGENT_* variables or [tool.perfagent] in "
-                          f"{repo}/pyproject.toml): {problems}") from None
+        problems += _problems(given, exc.errors())
+    if settings is not None:
+        table = f"[tool.perfagent] of {Path(repo) / 'pyproject.toml'}" if repo else "[tool.perfagent]"
+        problems += [f"no {dashed(n)} given: pass --{dashed(n)}, set {ENV_PREFIX}{n.upper()} or write {dashed(n)} in "
+                     f"{table}" for n in needs if getattr(settings, n) is None]
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else "invalid settings:\n  " + "\n  ".join(problems))
+    return settings
+
+
+def load_settings(repo: Path, given: dict, environ: dict[str, str] | None = None,
+                  needs: tuple[str, ...] = ("workload", "model"), warn: Callable[[str], None] | None = None) -> Settings:
+    """Settings for `repo`, each from the first place that gives it: `given` (the command line: Given values, or bare
+    ones whose flag is named after the setting; None: not given), PERFAGENT_* variables of `environ` (default: this
+    process's; `warn` hears of those that name no setting), its [tool.perfagent] table, the defaults. `needs`: the
+    settings the command cannot do without."""
+    values = {**pyproject_settings(repo), **environment_settings(os.environ if environ is None else environ, warn)}
+    for name, value in given.items():
+        if value is not None and value != []:
+            values[name] = value if isinstance(value, Given) else Given(value, f"--{dashed(name)}", dashed(name))
+    return validate(values, needs, repo)

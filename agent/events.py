@@ -1,12 +1,19 @@
 """What a run reports as it goes, as data. The loop and its phases send events to observers; each observer formats
 them for its medium: the terminal (rich colours and progress bars), the interactive reviewer, a batch task's log file
-(plain lines). `text()` is the plain line an event reads as, or None for events that only drive progress displays."""
+(plain lines), plain progress lines where the output is not a terminal (report/live.py). `text()` is the plain line an
+event reads as, or None for events that only drive progress displays."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable, TextIO, Union
 
 from perfagent.reasons import ACCEPTED
+
+
+def duration(seconds: float) -> str:
+    """How long something took or will take, as progress lines say it: `45 s`, `3 min 20 s`."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,11 @@ class Progress:
 
     def text(self) -> None:
         return None
+
+    def line(self) -> str:
+        """The step's state as a plain progress line, e.g. `baseline tests under coverage 2/3 (tests/test_x.py)`."""
+        count = f"{self.done}/{self.total}" if self.total is not None else str(self.done)
+        return f"{self.description} {count}" + (f" ({self.status})" if self.status else "")
 
     @property
     def finished(self) -> bool:

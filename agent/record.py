@@ -9,6 +9,28 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+# A repository's runs go to REPO/.perfagent/runs/RUN_ID unless --out says otherwise: beside the code they are about,
+# wherever the command was started, and found there again (`perfagent branches` reads them). The .perfagent folder
+# ignores itself, as .pytest_cache does, so git never shows it and the user's .gitignore and .git/info/exclude stay
+# untouched.
+OWN_FOLDER = ".perfagent"
+RUNS = "runs"
+
+
+def runs_folder(repo: Path) -> Path:
+    """Where a repository's runs go by default."""
+    return Path(repo) / OWN_FOLDER / RUNS
+
+
+def new_run_directory(repo: Path, run_id: str) -> Path:
+    """The default run directory of run `run_id` on `repo` (not yet made), in a .perfagent folder that git ignores."""
+    own = Path(repo) / OWN_FOLDER
+    own.mkdir(exist_ok=True)
+    ignore = own / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# perfagent's run records (perfagent optimize): never committed\n*\n", encoding="utf-8")
+    return runs_folder(repo) / run_id
+
 
 @contextmanager
 def file_lock(path: Path):

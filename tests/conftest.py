@@ -27,6 +27,14 @@ def own_cache(session_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
+def levels_in_suite(levels: list[str], keep: int = 1, weakest: bool = False) -> list:
+    """Parameters for one whole run per sandbox level: the first `keep` levels (and with `weakest`, the last) run in
+    the suite, the others only with `-m end_to_end` (a whole run at every level costs minutes; the phase tests cover
+    each level)."""
+    suite = set(levels[:keep]) | ({levels[-1]} if weakest and levels else set())
+    return [level if level in suite else pytest.param(level, marks=pytest.mark.end_to_end) for level in levels]
+
+
 def deliver_sigint() -> None:
     """preexec_fn for children whose Ctrl-C handling is tested: a suite started as a background job inherits an
     ignored SIGINT, and a child would inherit that too."""

@@ -2,26 +2,18 @@
 executor: scripted sessions per task, real git, real environments, real sandboxed test and timing runs."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from scipy import stats
 
-from perfagent.record import read_jsonl
-from tests.browser import assert_shown, open_page, screenshot as save_screenshot
+pytestmark = pytest.mark.xdist_group("test_batch")  # one worker: its module fixture builds the tasks' environments
+
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK_FILE = ROOT / "workloads" / "tasks.jsonl"
-SESSIONS = ROOT / "workloads" / "sessions"
 FAST = ["--sample-seconds", "0.05"]  # timing quality is not what these tests are about
-BATCH_FAST = [*FAST, "--set", "profile-seconds=1"]
-# Ray's variant of the kill test is a slow end-to-end check (about 90 s): run with -m benchmark. Ray stays in the suite
-# through the gold evaluation.
-EXECUTORS = ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.benchmark])]
 
 
 @pytest.fixture(scope="module")
@@ -44,130 +36,15 @@ def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return done
 
 
-def leftovers(repo_cache: Path) -> tuple[list[str], list[str]]:
-    """Extra worktrees and perfagent branches left in the cached repositories."""
-    trees, branches = [], []
-    for repo in Path(repo_cache).iterdir():
-        if repo.name.startswith("."):
-            continue
-        listing = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True).stdout
-        trees += listing.splitlines()[1:]
-        branches += subprocess.run(["git", "-C", str(repo), "branch", "--list", "perfagent/*"], capture_output=True,
-                                   text=True).stdout.split()
-    return trees, branches
-
-
-def marked_processes(mark: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if f"PERFAGENT_TEST_MARK={mark}\0".encode() in (proc / "environ").read_bytes():
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
-        except OSError:
-            continue
-    return found
-
-
-def test_batch_writes_predictions_that_evaluate_scores(tmp_path, caches):
-    """Batch then evaluate, through the local executor; the Ray executor runs the kill test and the gold evaluation."""
-    ids = ["perfagent-examples__inventory-2", "perfagent-examples__graphkit-3"]
-    tasks = task_file(tmp_path / "tasks.jsonl", ids)
-    out = tmp_path / "batch"
-    done = cli("batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out", str(out), "--workers", "2",
-               *BATCH_FAST, *caches)
-    assert done.returncode == 0, done.stdout + done.stderr
-    # not on a terminal: no progress bar, a line per finished task
-    assert "ETA" not in done.stderr and sum(f"/2] {i}: finished" in done.stdout for i in ids) == 2
-
-    predictions = read_jsonl(out / "predictions.jsonl")
-    assert sorted(p["instance_id"] for p in predictions) == sorted(ids)
-    for p in predictions:
-        assert set(p) == {"instance_id", "model_patch", "model_name_or_path"}
-        assert p["model_patch"].startswith("diff --git") and p["model_name_or_path"] == f"scripted:{SESSIONS}"
-    results = {r["instance_id"]: r for r in read_jsonl(out / "results.jsonl")}
-    for task_id in ids:
-        # each session has one rejected and one correct reply: exactly one commit made it into the patch
-        assert results[task_id]["status"] == "finished" and results[task_id]["accepted"] == 1
-        trajectory = json.loads((out / "tasks" / task_id / "run" / "trajectory.json").read_text())
-        assert [r["purpose"] for r in trajectory if "reply" in r] == ["optimize", "optimize"]
-    repo_cache = Path(caches[1])
-    assert leftovers(repo_cache) == ([], [])
-
-    html = (out / "report.html").read_text()
-    for task_id in ids:  # each task's own report, linked from the batch's
-        assert f'href="tasks/{task_id}/run/report.html"' in html
-        assert "Accepted patches" in (out / "tasks" / task_id / "run" / "report.html").read_text()
-
-    evaluation = out / "evaluation"  # where batch tells users to put it, so the batch report shows it too
-    done = cli("evaluate", str(tasks), "--predictions", str(out / "predictions.jsonl"), "--out", str(evaluation),
-               "--pairs", "8", *FAST, *caches)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads((evaluation / "report.json").read_text())
-    rows = {r["instance_id"]: r for r in report["tasks"]}
-    for task_id in ids:
-        row = rows[task_id]
-        assert row["applied"] and row["tests_passed"] and row["result_unchanged"], row
-        assert row["speedup"]["ci_low"] > 1.5 and row["expert"]["ci_low"] > 1.5
-        assert row["ratio"] == pytest.approx(row["speedup"]["speedup"] / row["expert"]["speedup"])
-    assert report["summary"]["harmonic_mean_ratio"] == pytest.approx(stats.hmean([r["ratio"] for r in rows.values()]))
-    assert "harmonic mean speedup ratio" in done.stdout
-    assert leftovers(repo_cache) == ([], [])
-    assert_reports_show_the_evaluation(out, evaluation, report)
-
-
-def assert_reports_show_the_evaluation(out: Path, evaluation: Path, report: dict) -> None:
-    hmean = f"harmonic mean {report['summary']['harmonic_mean_ratio']:.2f}"
-    assert hmean in (evaluation / "report.html").read_text()
-    done = cli("report", str(out))  # re-rendered: now with the evaluation
-    assert done.returncode == 0, done.stdout + done.stderr
-    with open_page(out / "report.html") as (page, errors, requests):
-        assert_shown(page, "svg.interval-plot", count=2, min_width=400, min_height=60)  # speedups, ratios
-        assert page.locator("svg.interval-plot circle.point").count() == 4
-        assert hmean in page.locator("svg.interval-plot").nth(1).text_content()
-        assert_shown(page, "table.evaluation tr", count=3, min_height=15)
-        save_screenshot(page, out.parent / "report-batch.png")
-    assert errors == [] and requests == [(out / "report.html").resolve().as_uri()]
-
-
-@pytest.mark.parametrize("executor", EXECUTORS)
-def test_killed_batch_resumes_and_does_every_task_once(tmp_path, caches, executor):
-    ids = ["perfagent-examples__inventory-1", "perfagent-examples__graphkit-2"]
-    tasks = task_file(tmp_path / "tasks.jsonl", ids)
-    out = tmp_path / "batch"
-    args = [sys.executable, "-m", "perfagent", "batch", str(tasks), "--model", f"scripted:{SESSIONS}", "--out",
-            str(out), "--executor", executor, "--max-iterations", "1", *BATCH_FAST, *caches]
-    mark = {**os.environ, "PERFAGENT_TEST_MARK": str(tmp_path)}  # inherited by every process the batch starts
-    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=mark)
-    deadline = time.monotonic() + 600
-    while len(read_jsonl(out / "predictions.jsonl")) < 1 and first.poll() is None:
-        assert time.monotonic() < deadline, "no task finished in time"
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)  # no chance to clean up: the rerun must cope
-    first.wait(60)
-    killed_done = len(read_jsonl(out / "predictions.jsonl"))
-    assert 1 <= killed_done < len(ids)
-
-    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, env=mark)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert f"resuming: {killed_done} of {len(ids)} tasks already done" in second.stdout
-    predictions = [p["instance_id"] for p in read_jsonl(out / "predictions.jsonl")]
-    assert sorted(predictions) == sorted(ids)  # each exactly once
-    deadline = time.monotonic() + 60
-    while marked_processes(str(tmp_path)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert marked_processes(str(tmp_path)) == []  # the killed batch's workers died with it
-    assert leftovers(Path(caches[1])) == ([], [])
-
-
 @pytest.mark.ray
 def test_gold_evaluation_reproduces_the_expert_speedup(tmp_path, caches):
-    ids = ["perfagent-examples__inventory-3", "perfagent-examples__graphkit-1"]
+    ids = ["perfagent-examples__inventory-3"]
     tasks = task_file(tmp_path / "tasks.jsonl", ids)
     done = cli("evaluate", str(tasks), "--gold", "--out", str(tmp_path / "gold"), "--pairs", "8", "--executor", "ray",
                *FAST, *caches)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "gold" / "report.json").read_text())
-    assert report["gold"] and report["summary"]["scored"] == 2
+    assert report["gold"] and report["summary"]["scored"] == 1
     for row in report["tasks"]:
         assert row["applied"] and row["tests_passed"]
         assert row["expert"]["ci_low"] > 2 and row["speedup"]["ci_low"] > 2
@@ -236,7 +113,7 @@ def test_bad_records_and_broken_patches_are_reported_without_stopping(tmp_path, 
                                                 (other["instance_id"], not_applying),
                                                 (customers["instance_id"], truncating), ("unknown-task", ""))))
     done = cli("evaluate", str(tasks), "--predictions", str(predictions), "--out", str(tmp_path / "ev"),
-               "--pairs", "8", *FAST, *caches)
+               "--pairs", "3", *FAST, *caches)  # what is checked here is not timing
     assert done.returncode == 0, done.stdout + done.stderr
     assert "line 2 (bad-workload): workload: Value error, is not valid Python" in done.stdout
     assert "line 6 (no instance_id): not JSON" in done.stdout
@@ -270,6 +147,7 @@ SLOW = "def work(n):\n    total = 0\n    for i in range(n):\n        total += i\
 FAST_CODE = "def work(n):\n    return n * (n - 1) // 2\n"
 SCRIPT = """import statistics, timeit
 from gen.built import work
+
 
 def setup():
     pass

@@ -15,7 +15,7 @@ def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, t
     assert code == 0, output
     assert json.loads((out / "profile-before.json").read_text())["profiler"] == "py-spy"
     assert (out / "report.html").read_text().count('<svg class="flamegraph"') >= 2  # before and after
-    assert "baseline timing noise:" in output and "timing noise: samples vary" in output
+    assert "baseline timing noise " in output and "baseline: timing noise " in output  # at the start and the end
     summary = json.loads((out / "summary.json").read_text())
     assert summary["isolation"].startswith("landlock")
     for c in summary["candidates"]:

@@ -15,7 +15,7 @@ from perfagent.repos.repositories import apply_patch, diff
 from perfagent.sandbox import gitsafe, isolation
 from perfagent.sandbox.tree import snapshot
 from perfagent.sandbox.workspace import Workspaces, commit_files, head, open_repo
-from tests.conftest import SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session
+from tests.conftest import SMALL_LIB, git, levels_in_suite, make_repo, perfagent_branches, repo_state, scripted_session
 from tests.test_optimize import CORE, GOOD, UNIQUE_BODY, _body, invoke
 
 HERE = [level for level in isolation.LEVELS if isolation.available(level)]
@@ -111,7 +111,7 @@ def test_git_refuses_a_folder_it_did_not_make_through_a_pointer(tmp_path):
     assert gitsafe.git(repo, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD")  # a repository's own folder
 
 
-@pytest.mark.parametrize("level", HERE)
+@pytest.mark.parametrize("level", levels_in_suite(HERE, weakest=True))
 def test_a_candidate_cannot_run_code_through_perfagents_git(level, small_repo, tmp_path):
     """The route of issue 23, end to end: a real speedup whose code, when its tests and workload run, points the
     worktree's `.git` at a folder whose config and hooks run a script. No script runs, at any level; the changed

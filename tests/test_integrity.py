@@ -17,7 +17,7 @@ from perfagent.measure.workload import OWN_INPUT, Workload, WorkloadRunner
 from perfagent.sandbox import isolation
 from perfagent.sandbox.marks import Mark
 from perfagent.sandbox.run import Limits
-from tests.conftest import make_repo
+from tests.conftest import levels_in_suite, make_repo
 
 LEVELS = [level for level in isolation.LEVELS if isolation.available(level)]
 
@@ -248,7 +248,7 @@ STRONG = [level for level in ("bubblewrap", "landlock") if isolation.available(l
 TOKENS = '    return [w for w in re.split(r"\\W+", text.lower()) if w]\n'  # mylib/core.py's tokens(), tested
 
 
-@pytest.mark.parametrize("strongest", STRONG)
+@pytest.mark.parametrize("strongest", levels_in_suite(STRONG))
 def test_a_hostile_scenario_through_optimize(strongest, small_repo, tmp_path, request):
     """Cheats on the verdict itself, each around the honest speedup or none, names built at run time and out of the
     static checks' sight: a junk result once the process has called the function before, a slow clock, a list

@@ -136,12 +136,16 @@ CHUNKS_LIB = {
 BODY = "    values = [i % 7 for i in range(n)]\n    return sum(values)"
 SAME_MEMORY = search_replace(CHUNKS, BODY, "    residues = [i % 7 for i in range(n)]\n    return sum(residues)",
                              "Rename the list.")
-HALF_MEMORY = search_replace(CHUNKS, BODY, "    total = 0\n    for start, stop in ((0, n // 2), (n // 2, n)):\n"
-                             "        total += sum([i % 7 for i in range(start, stop)])\n    return total",
-                             "Sum in two halves: half the list at a time.")
+# half the list, and the other half's sum in closed form (whole weeks of 0..6, then a partial week): half the peak,
+# and clearly not slower, so the time check cannot turn on the machine's noise
+HALF_MEMORY = search_replace(CHUNKS, BODY, "    half = n // 2\n    values = [i % 7 for i in range(half)]\n"
+                             "    weeks, rest = divmod(n, 7)\n    half_weeks, half_rest = divmod(half, 7)\n"
+                             "    return (sum(values) + (weeks - half_weeks) * 21 + rest * (rest - 1) // 2\n"
+                             "            - half_rest * (half_rest - 1) // 2)",
+                             "Half the list; the other half's sum in closed form.")
 
 
-def test_objective_memory_accepts_half_the_peak_at_equal_speed(tmp_path):
+def test_objective_memory_accepts_half_the_peak_when_time_is_not_worse(tmp_path):
     repo = make_repo(tmp_path / "chunks", CHUNKS_LIB)
     code, output = invoke("optimize", repo, "-w", "bench.py", "--objective", "memory", "--max-iterations", "2",
                           "--set", "min-effect=0.25", "-m",

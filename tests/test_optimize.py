@@ -65,7 +65,7 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
     details = [c["verdict"]["detail"] for c in summary["candidates"]]
     # an edit that never applied keeps the files it named and why, in full
     assert summary["candidates"][0]["files"] == ["mylib/nope.py"] and "mylib/nope.py" in details[0]
-    assert "test_tokens" in details[4] and "the run stopping at the first failure" in details[4]
+    assert "test_tokens" in details[4] and "the run stops at the first failure" in details[4]
     assert summary["candidates"][4]["verdict"]["speed"] is None  # a test-breaking candidate is never timed
     assert "timed out" in details[6] and "MemoryError" in details[7]
     assert details[5].startswith("result[0]")
@@ -205,7 +205,7 @@ def test_oracle_patch_is_accepted_and_a_second_run_reuses_the_baseline(small_rep
     assert first["final"]["from_candidate"] == 1
     assert first["final"]["speed"] == first["candidates"][0]["verdict"]["speed"]
     assert "\nmeasuring the final code" not in first_output
-    assert "\ntiming noise:" in first_output and "\ntiming noise:" not in second_output  # A/A pairs: not again
+    assert "\nbaseline: timing noise " in first_output and "\nbaseline: timing noise " not in second_output  # A/A pairs: not again
     assert second["baseline"]["noise"] == first["baseline"]["noise"]
     # events: progress of the noise pairs and of the timing looks, each check as it is done, one verdict
     noise = [e.done for e in events if isinstance(e, Progress) and e.key == "noise"]
@@ -286,10 +286,12 @@ def test_an_irrelevant_hunk_is_taken_back_before_the_commit(small_repo, tmp_path
 
 
 def test_several_candidates_per_round_keep_the_fastest_and_time_only_survivors(small_repo, tmp_path):
-    sort_then_dedupe = ("    out = []\n    for x in sorted(items):\n        if not out or out[-1] != x:\n"
-                        "            out.append(x)\n    return out")
+    # a half fix, about twice as fast as the unmodified code and far slower than GOOD: which one is fastest never
+    # turns on the machine's noise
+    half_fix = ("    half = len(items) // 2\n    seen = list(dict.fromkeys(items[:half]))\n    for x in items[half:]:\n"
+                "        if x not in seen:\n            seen.append(x)\n    return sorted(seen)")
     slower = UNIQUE_BODY.replace("if x not in seen:", "if x not in list(seen):")
-    responses = [_body(sort_then_dedupe, "Sort, then drop neighbours that repeat."), GOOD,
+    responses = [_body(half_fix, "Deduplicate the first half with a dict."), GOOD,
                  _body(slower, "Copy for safety."),
                  search_replace(CORE, TOKENS, "    return text.lower().split()", "Split on whitespace.")]
     out = tmp_path / "run"

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,14 @@ from typer.testing import CliRunner
 
 from perfagent.cli import app
 from perfagent.report.flamegraph import PathMapper, flame_svg, frame_tree, read_stacks
+from perfagent.formats import OWN_VALUES, p_value
 from perfagent.report.render import pull_request, write_report
 from tests.browser import assert_shown, open_page, screenshot
 from tests.conftest import SMALL_LIB, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD
+
+pytestmark = pytest.mark.xdist_group("test_report")  # one worker: its module fixture is a whole optimize run
+
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLIT = search_replace(CORE, '    return [w for w in re.split(r"\\W+", text.lower()) if w]',
@@ -95,13 +100,13 @@ def test_optimize_writes_a_pull_request(run):
     summary = json.loads((out / "summary.json").read_text())
     final = summary["final"]["speed"]
     assert text.startswith(f"# perf: Use a set to deduplicate ({final['speedup']:.2f}x faster)\n")
-    assert f"(95% CI {final['ci_low']:.2f}x to {final['ci_high']:.2f}x, p = {final['p_value']:.2g})" in text
+    assert f"(95% CI {final['ci_low']:.2f}x to {final['ci_high']:.2f}x, {p_value(final['p_value'])})" in text
     assert f"| **branch** | all of the above, against `{summary['base_commit'][:12]}` | **{interval(final)}** |" in text
     _, kept = summary["candidates"]
     speed = kept["verdict"]["speed"]
     commit = kept["commit"][:10]
-    assert f"| `{commit}` | Use a set to deduplicate. | {interval(speed)} | {speed['p_value']:.2g} |" in text
-    assert f"- **Speedup:** {interval(speed)}, p = {speed['p_value']:.2g}" in text
+    assert f"| `{commit}` | Use a set to deduplicate. | {interval(speed)} | {p_value(speed['p_value'], False)} |" in text
+    assert f"- **Speedup (against the commit before it):** {interval(speed)}, {p_value(speed['p_value'])}" in text
     assert "- **Functions changed:** `mylib.core:unique_sorted`" in text
     assert "```diff\n--- a/mylib/core.py\n" in text and "\n+    return sorted(set(items))\n```" in text
     before, after = ({h["qualname"]: h for h in json.loads((out / f"profile-{name}.json").read_text())["hotspots"]}
@@ -109,7 +114,7 @@ def test_optimize_writes_a_pull_request(run):
     row = text[text.index("| `unique_sorted` | `mylib/core.py:17-22` |"):].split("\n")[0]
     assert row.endswith(f"| {before['self_share']:.1%} | {after['self_share']:.1%} | {before['cum_share']:.1%} | "
                         f"{after['cum_share']:.1%} |"), row
-    assert "| 1 | Split on whitespace. | tests failed | 1 test(s) fail, the run stopping at the first failure: " \
+    assert "| 1 | Split on whitespace. | tests failed | 1 test failed (the run stops at the first failure): " \
            "tests/test_core.py::test_tokens |" in text
     assert "- **Decision rule:** `sequential`, alpha = 0.01, min-effect = 0.03:" in text
     assert f"- **Isolation:** {summary['isolation']}." in text
@@ -118,6 +123,37 @@ def test_optimize_writes_a_pull_request(run):
     llm = summary["llm"]
     assert f"{llm['calls']} model calls to `{summary['model']}`, {llm['prompt_tokens']} + " \
            f"{llm['completion_tokens']} tokens, $0.0000; wall time {summary['elapsed_s']:.1f} s" in text
+
+
+def test_times_stand_beside_their_own_comparison(run):
+    """Ratios lead; an absolute time appears only beside the comparison that measured it, labelled as its values'
+    median (two comparisons time the same code at different speeds of the machine); the headline's times are the
+    final measurement's; the noise has one name and p-values read as a person writes them."""
+    out, stdout = run
+    summary = json.loads((out / "summary.json").read_text())
+    final, (rejected, kept) = summary["final"]["speed"], summary["candidates"]
+    text = (out / "pull_request.md").read_text()
+    timed = [line for line in text.splitlines() if re.search(r"\d ms\b", line)]
+    assert timed and all(OWN_VALUES in line for line in timed), timed
+    headline = text.split("\n\n")[1]
+    assert f"{final['base_median'] * 1000:.3g} ms → {final['cand_median'] * 1000:.3g} ms ({OWN_VALUES})" in headline
+    speed = kept["verdict"]["speed"]
+    mine = f"{speed['base_median'] * 1000:.3g} ms → {speed['cand_median'] * 1000:.3g} ms ({OWN_VALUES})"
+    assert f"{speed['n_base']} pairs; {mine}" in text and "each is given only beside its own comparison" in text
+    html = unescape(re.sub(r"<[^>]+>", "", (out / "report.html").read_text()))
+    assert f"original vs final branch, {final['n_base']} pairs ({OWN_VALUES})" in html
+    assert f"{speed['n_base']} pairs against the code before it: {mine}" in html
+    narration = "\n".join(line for line in stdout.splitlines() if line.startswith(("  ", "baseline", "hotspots")))
+    for page in (text, html, narration):  # the console's summary table is the CLI's own
+        assert not re.search(r"\d(\.\d+)?e[-+]\d", page), "p-values as a person writes them"
+        assert "samples vary" not in page and "baseline spread" not in page and "timing noise" in page
+    # the console: the baseline's one call said to be a first look; the verdicts carry their own comparison
+    assert re.search(r"baseline: one workload\(\) call took [\d.]+ ms \(a first look, not a timing value\); each "
+                     r"timing value is the lower quartile of \d+ calls? (\(short\) or \d+ calls \(long\) )?in a fresh "
+                     r"process", stdout), stdout
+    assert f"  accepted: {interval(speed)}, {p_value(speed['p_value'])}, {speed['n_base']} pairs; {mine}" in stdout
+    assert "  tests failed: 1 test failed (the run stops at the first failure)" in stdout
+    assert re.search(r"hotspots, best first: 1\. unique_sorted \(self \d+%\), 2\. ", stdout), stdout
 
 
 def interval(speed: dict) -> str:

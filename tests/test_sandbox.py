@@ -18,7 +18,7 @@ import pytest
 from perfagent.sandbox import isolation
 from perfagent.sandbox.isolation import CREDENTIALS, FILES, NETWORK, PROCESSES, PROTECTS, SHM
 from perfagent.sandbox.run import Limits, child_env, run
-from tests.conftest import git, make_repo
+from tests.conftest import git, levels_in_suite, make_repo
 
 PY = sys.executable
 HERE = [level for level in isolation.LEVELS if isolation.available(level)]
@@ -350,7 +350,7 @@ def test_py_spy_profiles_at_every_level(level, tmp_path):
     assert "squares" in [h.qualname for h in profile.hotspots]
 
 
-@pytest.mark.parametrize("strongest", [lv for lv in HERE if FILES in PROTECTS[lv]])
+@pytest.mark.parametrize("strongest", levels_in_suite([lv for lv in HERE if FILES in PROTECTS[lv]]))
 def test_hostile_candidates_in_a_real_run(strongest, small_repo, tmp_path, monkeypatch, request):
     """Each candidate is a real speedup around hidden code, its names built at run time and its failures
     swallowed, so the tests pass and the result is right: what it does is the only thing wrong with it. The sandbox

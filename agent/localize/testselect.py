@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from perfagent import formats
 from perfagent.events import Note, Observer, Progress
 from perfagent.repos.cache import BaselineCache, interpreter
 from perfagent.localize.source import MODULE_LEVEL, FunctionSpan, SourceIndex
@@ -229,7 +230,8 @@ class TestPlan:
         py.require("coverage", why="maps the target's tests to the functions they run")
         test_files = [f for f in all_files if is_test_module(f)]
         if len(test_files) <= self.settings.whole_suite_files:
-            self._say(f"{len(test_files)} test files: running the whole suite under coverage, then once more")
+            self._say(f"{formats.plural(len(test_files), 'test file')}: running the whole suite under coverage, then "
+                      "once more")
             self.whole_suite = self._baseline(worktree, commit, [], coverage=True)
         if not self.whole_suite:  # a large suite, or a small one too slow to run whole
             self._static = StaticIndex(worktree, all_files)

@@ -12,8 +12,10 @@ from perfagent.loop.environment import Environment
 from perfagent.loop.memory import baseline_memory, mib
 from perfagent.loop.verdict import Judge, Reference, candidate_limits, compare_inputs
 from perfagent.measure.integrity import aa_spread
+from perfagent.measure.load import loaded_note
 from perfagent.measure.stats import Noise, Sampling, measure_noise, value_ladder, walls
 from perfagent.measure.workload import Workload, WorkloadFailed, WorkloadRunner
+from perfagent import formats
 from perfagent.repos.cache import BaselineCache, interpreter
 from perfagent.sandbox.behaviour import from_records
 
@@ -22,6 +24,24 @@ NOISE_PAIRS = 10  # A/A pairs of the unmodified code at baseline, for the noise 
 
 class BaselineError(RuntimeError):
     """The unmodified code does not pass its tests or run its workload: nothing can be judged against it."""
+
+
+def fix_for(failed: WorkloadFailed) -> str:
+    """What the user can do about the unmodified code's workload failure: raise the limit it hit, or fix the code."""
+    if failed.limit == "time":
+        return "Raise timeout-s if the workload needs more time."
+    if failed.limit == "memory":
+        return "Raise memory-mb if the workload needs more memory."
+    return "Fix the workload or the code it calls" + (f": it raised {failed.exception}" if failed.exception else ".")
+
+
+def _first_look(workload: Workload, seconds: float, ladder: tuple[int, ...]) -> str:
+    """The baseline's first look at the workload's time (one call, before calibration), said to be that: every
+    comparison times values of its own, at the machine's speed of its moment."""
+    if workload.kind == "command":
+        return f"one run of the workload command took {formats.seconds(seconds)}; each timing value is one run"
+    return (f"one workload() call took {formats.seconds(seconds)} (a first look, not a timing value); "
+            f"{formats.calls_per_value(ladder)}")
 
 
 @dataclass
@@ -74,8 +94,7 @@ class BaselinePhase:
         measured = self._workload(runner, worktree, (commit, workload), compare_output)
         self._warn_cold_start(runner)
         ladder = value_ladder(measured["loops"], self.settings.sample_seconds, self.settings.short_sample_seconds)
-        self.notify.note(f"baseline: workload {measured['seconds'] * 1000:.1f} ms, {' or '.join(map(str, ladder))} "
-                         f"call(s) per timing value")
+        self.notify.note(f"baseline: {_first_look(workload, measured['seconds'], ladder)}")
         plan.behaviour |= from_records(measured["behaviour"])  # one set, growing with the tests the run selects
         reference = Reference(worktree, plan.passing, measured["results"], measured["seconds"], plan.files,
                               self.env.written(worktree), plan.excluded, plan.behaviour, measured["memory"])
@@ -98,7 +117,7 @@ class BaselinePhase:
                                          "finding the tests that guard the code"))
         plan.start(worktree, commit, files)
         if plan.flaky:
-            self.notify.note(f"{len(plan.flaky)} flaky test(s) ignored for verdicts: "
+            self.notify.note(f"{formats.plural(len(plan.flaky), 'flaky test')} ignored for verdicts: "
                              f"{', '.join(sorted(plan.flaky)[:5])}", warning=True)
         return plan
 
@@ -111,7 +130,8 @@ class BaselinePhase:
                NOISE_PAIRS, s.max_samples, self.env.limits.isolation.level)
         cached = self.cache.get(*key)
         if cached:
-            self.notify.note("baseline workload measurements: from the cache")
+            self.notify.note("baseline workload measurements: from the cache (an earlier run on this commit took "
+                             "them, at the machine's speed then; every comparison times both sides afresh)")
             runner.cold_start = tuple(cached["cold_start"]) if cached["cold_start"] else None
             if "memory" not in cached:  # cached before memory was measured: the rest still holds
                 cached["memory"] = self._memory(runner, worktree)
@@ -126,8 +146,7 @@ class BaselinePhase:
             loops = runner.calibrate(worktree, s.sample_seconds)
             noise = self._noise(runner, worktree, loops)
         except WorkloadFailed as exc:
-            raise BaselineError(f"the workload fails on the unmodified code: {exc}\nFix the workload, or raise "
-                                f"timeout-s or memory-mb if it needs more time or memory") from None
+            raise BaselineError(f"the workload fails on the unmodified code: {exc}\n{fix_for(exc)}") from None
         memory = self._memory(runner, worktree)
         measured = {"results": results, "seconds": seconds, "loops": loops, "cold_start": runner.cold_start,
                     "noise": noise.as_dict(), "behaviour": [e.as_dict() for e in runner.behaviour(worktree)],
@@ -141,7 +160,7 @@ class BaselinePhase:
             memory = baseline_memory(runner.memory(worktree))
         except WorkloadFailed as exc:
             raise BaselineError(f"the workload fails on the unmodified code when its memory is measured (one call "
-                                f"under tracemalloc): {exc}\nRaise timeout-s or memory-mb if it needs more") from None
+                                f"under tracemalloc): {exc}\n{fix_for(exc)}") from None
         if memory:
             rss = memory["rss_peak_bytes"]
             self.notify.note(f"baseline: peak memory {mib(memory['peak_bytes'])} per call (tracemalloc)"
@@ -165,7 +184,10 @@ class BaselinePhase:
         noise = replace(measure_noise(walls(first), walls(second), self.settings.max_samples),
                         outside_spread=aa_spread(first, second, "outside"),
                         cpu_spread=aa_spread(first, second, "run_cpu"))
-        self.notify.note(f"timing noise: {noise.describe()}")
+        self.notify.note(f"baseline: {noise.describe()}")
+        loaded = loaded_note(noise.pair_spread)
+        if loaded:
+            self.notify.note(loaded, warning=True)
         if noise.resolvable > 1 + self.settings.min_effect:
             self.notify.note(f"this machine is too noisy to resolve the minimum effect of "
                              f"{self.settings.min_effect:.0%} reliably: expect 'too noisy' verdicts for small gains",

@@ -14,6 +14,7 @@ from perfagent.loop.baseline import BaselineError
 from perfagent.loop.environment import Environment
 from perfagent.loop.review import ReviewDesk
 from perfagent.measure.workload import WorkloadRunner
+from perfagent import formats
 from perfagent.sandbox.workspace import head
 
 
@@ -39,7 +40,7 @@ class FocusPhase:
     def run(self, worktree: Path, runner: WorkloadRunner, plan: TestPlan) -> Focus:
         found = profile(self.env, worktree, runner, self.settings)
         top = found.top(self.settings.top_k)
-        self.notify.note("hotspots: " + ", ".join(f"{h.qualname} {h.self_share:.0%}" for h in top))
+        self.notify.note(f"hotspots, best first: {formats.hotspots(top)}")
         shown, top_k = self._targets(found)
         guard = self._guard(plan, worktree, shown.top(top_k))
         return Focus(found, shown, top_k, guard, head(worktree))

@@ -24,17 +24,17 @@ from perfagent.localize.hotspots import Hotspot
 from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, Candidate, Decision, RunState, Step, \
     unified_diff
 from perfagent.loop.stops import Quit
+from perfagent.loop.titles import prose_lines
 from perfagent.reasons import ACCEPTED
+from perfagent import formats
 
-_BLOCK = re.compile(r"^<<<<<<< SEARCH$.*?^>>>>>>> REPLACE$|^```.*?^```$", re.M | re.S)
 _EXPLANATION_LINES = 8
 _HOTSPOT_ROWS = 10
 
 
 def prose(reply: str) -> str:
-    """The model's explanation: its reply without edit blocks, code fences and the file names above them."""
-    lines = [line for line in _BLOCK.sub("", reply).splitlines()
-             if line.strip() and not re.fullmatch(r"\s*[\w./-]+\.\w+\s*", line)]
+    """The model's explanation: its reply without edit blocks, code fences, diffs and the file names above them."""
+    lines = prose_lines(reply)
     if len(lines) > _EXPLANATION_LINES:
         lines = lines[:_EXPLANATION_LINES - 1] + [f"(... {len(lines) - _EXPLANATION_LINES + 1} more lines)"]
     return "\n".join(lines) or "(no explanation)"
@@ -177,16 +177,14 @@ class TerminalReviewer:
         verdict = entry["verdict"]
         accepted = verdict["reason"] == ACCEPTED
         lines = [f"[{'green' if accepted else 'red'} bold]candidate {entry['n']}: {escape(verdict['reason'])}[/]"]
-        if verdict["tests_run"]:
-            failed = verdict["tests_failed"]
+        failed = verdict["tests_failed"]
+        if failed:  # passing tests and the result check were each printed as they were measured (observe)
             lines.append(f"  tests: {len(verdict['tests_run']) - len(failed)} of {len(verdict['tests_run'])} pass"
-                         + (escape(f" (failing: {', '.join(failed[:3])})") if failed else ""))
-        if verdict["result_check"]:
-            lines.append(f"  result: {escape(verdict['result_check'])}")
+                         + escape(f" (failing: {', '.join(failed[:3])})"))
         speed = verdict.get("speed")
         if speed:
-            lines.append(f"  speedup {speed['speedup']:.2f}x, 95% CI [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}], "
-                         f"p={speed['p_value']:.1g}, {speed['n_base']} pairs")
+            lines.append(f"  speedup {formats.interval(speed)} (95% CI), {formats.p_value(speed['p_value'])}, "
+                         f"{formats.plural(speed['n_base'], 'pair')}")
         elif verdict["detail"]:
             lines.append("  " + escape(verdict["detail"].splitlines()[0][:200]))
         if entry.get("commit"):
@@ -196,7 +194,8 @@ class TerminalReviewer:
     # -- between candidates ---------------------------------------------------------------------------------------
     def next_step(self, state: RunState) -> Step:
         budget = "no limit" if state.budget_usd is None else f"${state.budget_usd:.2f}"
-        self.console.print(f"candidates {state.done} of {state.max_iterations}, {len(state.commits)} commit(s) kept, "
+        self.console.print(f"candidates {state.done} of {state.max_iterations}, "
+                           f"{formats.plural(len(state.commits), 'commit')} kept, "
                            f"model spend ${state.spent_usd:.4f} of {budget}")
         while True:
             action = self._choice("[c]ontinue, [u]ndo last commit, change [l]imits, [q]uit", ["c", "u", "l", "q"],

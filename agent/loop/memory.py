@@ -15,6 +15,7 @@ import numpy as np
 from perfagent.measure.integrity import Expected
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, Timing, compare_speed
 from perfagent.measure.workload import Memory, WorkloadRunner
+from perfagent import formats
 
 SLACK_BYTES = 1 << 20  # growth under 1 MiB never counts: interpreter noise, and tiny baselines
 # the least spread of log memory ratios assumed: peaks are often exactly equal pair after pair, and zero spread would
@@ -87,8 +88,8 @@ def describe_memory(record: dict) -> str:
     text = f"peak {mib(record['candidate_peak_bytes'])} per call, {record['growth']:.2f}x the baseline's " \
            f"{mib(record['baseline_peak_bytes'])}"
     if "pairs" in record:
-        text += (f" [{record['growth_ci_low']:.3f}, {record['growth_ci_high']:.3f}] at 95%, p={record['p_value']:.2g}, "
-                 f"{record['pairs']} pairs")
+        text += (f" [{record['growth_ci_low']:.3f}, {record['growth_ci_high']:.3f}] (95% CI), "
+                 f"{formats.p_value(record['p_value'])}, {formats.plural(record['pairs'], 'pair')}")
     return text
 
 

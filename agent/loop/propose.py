@@ -2,26 +2,17 @@
 closest real lines, up to `edit-retries` times."""
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from perfagent.config import Settings
 from perfagent.edits.search_replace import ApplyResult, EditFormatError, apply_edits, describe_failures, parse_edits
 from perfagent.events import Broadcast
 from perfagent.localize.source import SourceIndex
-from perfagent.model.llm import Session
+from perfagent.loop.titles import explanation
+from perfagent.model.llm import OracleModel, Session
 from perfagent.model.prompting import Attempt, Target, fix_edit_message, optimize_messages
-
-
-def explanation(reply: str) -> str:
-    """The first sentence of prose in a model reply, as a one-line summary of the candidate."""
-    for line in reply.splitlines():
-        line = line.strip().strip("#*").strip()
-        if line and not line.startswith(("```", "<<<<<<<")) and not line.endswith(".py"):
-            sentence = re.split(r"(?<=[.!?:])\s", line, maxsplit=1)[0]
-            return sentence if len(sentence) <= 90 else sentence[:89] + "…"
-    return "(no explanation)"
+from perfagent.formats import plural
 
 
 @dataclass
@@ -31,10 +22,12 @@ class Proposal:
     applied: ApplyResult | None = None
     problem: str | None = None  # unusable edits after every correction; None with no `applied`: no edit at all
     named: list[str] = field(default_factory=list)  # the files the last unusable edits named
+    prose: bool = True  # the reply's words are the model's own, about this change
 
     @property
     def summary(self) -> str:
-        return explanation(self.reply)
+        """The model's sentence about its change ("" when it wrote none: the change then names itself)."""
+        return explanation(self.reply) if self.prose else ""
 
 
 class Proposer:
@@ -47,7 +40,9 @@ class Proposer:
         messages = optimize_messages(target, SourceIndex(worktree), attempts, prompt_tokens=self.settings.prompt_tokens,
                                      model=self.settings.model)
         replies = self.session.ask_many(messages, n, purpose="optimize")
-        return [self._usable(messages, reply.text, worktree) for reply in replies]
+        # an oracle replays a known patch under a fixed label ("The expert's patch."), which says nothing of the change
+        prose = not isinstance(self.session.model, OracleModel)
+        return [replace(self._usable(messages, reply.text, worktree), prose=prose) for reply in replies]
 
     def _usable(self, messages: list[dict], reply: str, worktree: Path) -> Proposal:
         """The reply's edits applied in memory, sending unusable ones back up to `edit-retries` times."""
@@ -66,7 +61,7 @@ class Proposer:
                 problem, details = "some edits do not apply", describe_failures(applied)
                 named = sorted({e.path for e in edits})
             if attempt == self.edit_retries:
-                return Proposal(reply, None, f"{problem} (after {attempt} correction(s)): {details}", named)
+                return Proposal(reply, None, f"{problem} (after {plural(attempt, 'correction')}): {details}", named)
             self.notify.note(f"  edit not usable ({problem}); asking the model to correct it")
             messages = messages + [{"role": "assistant", "content": reply}, fix_edit_message(problem, details)]
             reply = self.session.ask(messages, purpose="fix edit").text

@@ -21,13 +21,16 @@ from perfagent.loop.minimal import Minimiser
 from perfagent.loop.propose import Proposal, Proposer
 from perfagent.loop.review import ACCEPT, EDIT, REJECT, Candidate, Decision, unified_diff
 from perfagent.loop.stops import Quit
+from perfagent.loop import titles
 from perfagent.loop.verdict import Checked, Judge, Verdict
 from perfagent.measure.stats import SpeedStats
 from perfagent.model.prompting import Attempt, Target
+from perfagent import formats
 from perfagent.reasons import BUILD_FAILED, EDIT_FAILED, NO_EDIT, NOT_RUN_BY_WORKLOAD, NOT_VALIDATED, OUTRUN, \
     REVIEWER_REJECTED
 from perfagent.sandbox.workspace import commit_files, head
 
+SUBJECT_CHARS = 72  # git's convention for a commit's first line
 _REVIEWS = {ACCEPT: "accepted", REJECT: "rejected", EDIT: "edited"}  # a person's decision, as recorded
 
 
@@ -40,6 +43,7 @@ class Entry:
     tree: Path | None = None
     checked: Checked | None = None
     targets: tuple[str, ...] = ()  # the functions whose calls its result check recorded
+    prose: str = ""  # the model's sentence about its change ("" when it wrote none: the change names itself)
 
 
 def hot_functions(focus: Focus) -> tuple[str, ...]:
@@ -94,7 +98,8 @@ class Trial:
     # -- the cheap checks ---------------------------------------------------------------------------------------------
     def _checked(self, n: int, proposal: Proposal, guard: Selection, candidates: list, trees: ExitStack) -> Entry:
         """Candidate n through every check but the timing; a survivor keeps its worktree open in `trees`."""
-        entry = Entry(CandidateRecord(n, proposal.summary, files=proposal.named))
+        entry = Entry(CandidateRecord(n, titles.title(proposal.summary, [], proposal.named), files=proposal.named),
+                      prose=proposal.summary)
         candidates.append(entry.record)
         if proposal.applied is None:
             entry.record.verdict = (Verdict(EDIT_FAILED, proposal.problem) if proposal.problem else
@@ -102,21 +107,24 @@ class Trial:
             return entry
         entry.change = Change({p: (self.branch / p).read_text() if (self.branch / p).exists() else ""
                                for p in proposal.applied.changed}, proposal.applied.changed)
-        self._show(entry.record, entry.change)
-        decision = self._review(entry.record, Candidate(n, proposal.summary, proposal.reply, entry.change.before,
+        self._show(entry)
+        decision = self._review(entry.record, Candidate(n, entry.record.summary, proposal.reply, entry.change.before,
                                                         entry.change.after, self.ctx.env.tmpdir(f"edit-{n}")))
         if decision.action == EDIT:
             entry.change.after, entry.record.model_diff = decision.changed, entry.record.diff
-            self._show(entry.record, entry.change, quiet=True)
+            self._show(entry, quiet=True)
         if decision.action == REJECT:
-            self._touched(entry)
             entry.record.verdict = Verdict(REVIEWER_REJECTED, decision.feedback)
             return entry
         self._check(entry, guard, trees)
         return entry
 
-    def _show(self, candidate: CandidateRecord, change: Change, quiet: bool = False) -> None:
+    def _show(self, entry: Entry, quiet: bool = False) -> None:
+        """The candidate's files, diff and functions from its change, and its title (titles.py)."""
+        candidate, change = entry.record, entry.change
         candidate.files, candidate.diff = sorted(change.after), unified_diff(change.before, change.after)
+        self._touched(entry)
+        candidate.summary = titles.title(entry.prose, candidate.functions, candidate.files)
         if not quiet and not self.ctx.desk.human:  # a person is shown the whole candidate instead
             self.ctx.notify(CandidateProposed(candidate.n, candidate.summary, candidate.files))
 
@@ -222,7 +230,7 @@ class Trial:
                                                   best.targets)
         best.record.verdict = verdict
         if verdict.accepted:  # the minimal step may find that a hunk rigs the tests
-            self._commit(best.record, {p: t for p, t in change.after.items() if t != change.before.get(p)}, verdict)
+            self._commit(best, change, verdict)
         return combined
 
     def _together(self, first: Entry, second: Entry, guard: Selection, candidates: list,
@@ -239,18 +247,33 @@ class Trial:
         if n > self.ctx.settings.max_iterations:  # the combination is a candidate too
             return None
         low, high = sorted((first.record, second.record), key=lambda record: record.n)
-        entry = Entry(CandidateRecord(n, f"candidates {low.n} and {high.n} together: {low.summary} + {high.summary}"),
-                      Change(before, merged))
+        prose = f"candidates {low.n} and {high.n} together: {low.summary} + {high.summary}"
+        entry = Entry(CandidateRecord(n, prose), Change(before, merged), prose=prose)
         candidates.append(entry.record)
-        self._show(entry.record, entry.change)
+        self._show(entry)
         self._check(entry, guard, trees)
         self._time([entry] if entry.checked is not None else [])
         return entry
 
-    def _commit(self, candidate: CandidateRecord, changed: dict[str, str], verdict: Verdict) -> None:
+    def _commit(self, entry: Entry, change: Change, verdict: Verdict) -> None:
+        """Commit the candidate's (minimal) change; its record and message name what the commit holds: the functions
+        of its own diff, and a title derived from them when the model gave none."""
+        candidate = entry.record
+        changed = {p: t for p, t in change.after.items() if t != change.before.get(p)}
+        candidate.functions = [s.key for s in touched_functions(SourceIndex(self.branch), change.before, changed)]
+        candidate.summary = titles.title(entry.prose, candidate.functions, sorted(changed))
         write_files(self.branch, changed)
         self.ctx.env.rebuild(self.branch)  # it built in the scratch worktree
-        note = "Edited by the reviewer before validation.\n\n" if candidate.model_diff else ""
-        candidate.commit = commit_files(
-            self.branch, sorted(changed), f"perfagent: {candidate.summary}\n\n{note}{verdict.detail}\n\n"
-            f"Functions: {', '.join(candidate.functions)}\nRun {self.ctx.run_id}, candidate {candidate.n}.")
+        message = commit_message(candidate, verdict, self.ctx.run_id)
+        candidate.commit = commit_files(self.branch, sorted(changed), message)
+
+
+def commit_message(candidate: CandidateRecord, verdict: Verdict, run_id: str) -> str:
+    """A subject within SUBJECT_CHARS, cut at a word (the whole title then opens the body), the verdict's figures,
+    the functions the commit changes and where it comes from."""
+    full = f"perfagent: {candidate.summary}"
+    subject = formats.shorten(full, SUBJECT_CHARS)
+    whole = f"{candidate.summary}\n\n" if subject != full else ""
+    note = "Edited by the reviewer before validation.\n\n" if candidate.model_diff else ""
+    return (f"{subject}\n\n{whole}{note}{verdict.detail}\n\nFunctions: {', '.join(candidate.functions)}\n"
+            f"Run {run_id}, candidate {candidate.n}.")

@@ -25,6 +25,7 @@ from perfagent.reasons import ACCEPTED, CARRIED_ACROSS_CALLS, IDENTICAL, NO_LESS
     TESTS_TAMPERED, TIMING_TAMPERED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, USES_TOO_MUCH_MEMORY, WORK_MOVED, \
     WORKLOAD_FAILED
 from perfagent.reasons import NOT_FASTER as NOT_FASTER_REASON, SLOWER as SLOWER_REASON  # stats and memory decisions
+from perfagent import formats
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
 from perfagent.sandbox.tree import snapshot
@@ -201,11 +202,12 @@ class Judge:
         if cut:
             detail = f"the test run {cut}"
         elif failed or broken:
-            detail = (f"{len(failed) + len(broken)} test(s) fail, the run stopping at the first failure: "
-                      f"{', '.join((broken + failed)[:5])}")
+            detail = (f"{formats.plural(len(failed) + len(broken), 'test')} failed (the run stops at the first "
+                      f"failure): {', '.join((broken + failed)[:5])}")
         elif any(run.outcomes.get(t) != "passed" for t in checked):  # skipped now, or never ran
             lost = [t for t in checked if run.outcomes.get(t) != "passed"]
-            failed, detail = lost, (f"{len(lost)} of {len(checked)} tests no longer pass (skipped or not run): "
+            failed, detail = lost, (f"{len(lost)} of {formats.plural(len(checked), 'test')} no longer pass (skipped "
+                                    f"or not run): "
                                     f"{', '.join(lost[:5])}")
         else:
             return checked, None
@@ -400,7 +402,7 @@ class Judge:
             return NOT_FASTER_REASON, speed.describe()
         if speed.decision != FASTER:
             return TOO_NOISY, (f"{speed.describe()}; could not resolve a {self.sampling.min_effect:.0%} effect in "
-                               f"{self.sampling.max_samples} samples per side")
+                               f"{formats.plural(self.sampling.max_samples, 'pair')}")
         moved = work_moved(base, cand, self.floors)
         if moved:
             return WORK_MOVED, f"{moved}; {timing}"
@@ -415,8 +417,8 @@ class Judge:
         return self.runner.expected(candidate, ref.digests)
 
     def _timing_progress(self, progress: Callable[..., None]) -> Callable[[SpeedStats], None]:
-        return lambda s: progress(f"timing: {s.speedup:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}] after {s.n_base} "
-                                  f"pairs, p={s.p_value:.1g}: {s.decision}", s)
+        return lambda s: progress(f"timing: {formats.interval(s.as_dict())} after "
+                                  f"{formats.plural(s.n_base, 'pair')}, {formats.p_value(s.p_value)}: {s.decision}", s)
 
     def _lower_memory(self, candidate: Path, ref: Reference, checked: Checked,
                       progress: Callable[..., None]) -> Verdict:
@@ -427,7 +429,8 @@ class Judge:
         try:
             memory, record, samples = compare_memory(
                 self.runner, ref.worktree, (candidate, expect), self.sampling,
-                lambda s: progress(f"memory: {1 / s.speedup:.2f}x the baseline's after {s.n_base} pairs: {s.decision}"))
+                lambda s: progress(f"memory: {1 / s.speedup:.2f}x the baseline's after "
+                                   f"{formats.plural(s.n_base, 'pair')}: {s.decision}"))
             if memory.decision == FASTER:
                 speed, base, cand = time_not_worse(lambda loops: self.runner.sample(ref.worktree, loops),
                                                    lambda loops: self.runner.sample(candidate, loops, expect),

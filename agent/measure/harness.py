@@ -141,6 +141,8 @@ class Calls:
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             value = self.workload()
+        except MemoryError:  # the sandbox's memory limit, not the code's result: the run fails, as a crash would
+            raise
         except Exception as exc:  # a workload that raises has that exception as its result
             value = exc
             self.raised.append(i)

@@ -32,6 +32,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy import stats
 
+from perfagent import formats
+
 FASTER, NOT_FASTER, UNDECIDED = "faster", "not faster", "undecided"
 
 
@@ -73,8 +75,7 @@ class SpeedStats:
         return asdict(self)
 
     def describe(self) -> str:
-        return (f"{self.speedup:.3f}x [{self.ci_low:.3f}, {self.ci_high:.3f}] at {self.confidence:.0%}, "
-                f"p={self.p_value:.2g}, n={self.n_base}+{self.n_cand}, baseline spread {self.base_spread:.1%}")
+        return formats.comparison(self.as_dict())
 
 
 def relative_spread(samples) -> float:
@@ -271,8 +272,7 @@ class Noise:
         return asdict(self)
 
     def describe(self) -> str:
-        return (f"samples vary {self.sample_spread:.1%} (IQR/median), back-to-back pairs {self.pair_spread:.1%}; "
-                f"smallest resolvable speedup about {self.resolvable - 1:.1%}")
+        return formats.noise(self.as_dict())
 
 
 def measure_noise(first, second, max_samples: int) -> Noise:

@@ -7,6 +7,7 @@ import ast
 import hashlib
 import json
 import resource
+import signal
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -128,17 +129,38 @@ class FilesWritten(RuntimeError):
 
 
 class WorkloadFailed(RuntimeError):
-    """The workload crashed or timed out; `run` holds the process result for the message, which shows the
-    workload's own output and traceback (the harness's frames left out)."""
+    """The workload crashed or timed out; `run` holds the process result. The message shows the workload's own output
+    and traceback as the user knows their files (user_frames); `exception` is the traceback's exception line."""
 
-    def __init__(self, what: str, result: RunResult, traceback: str | None = None):
-        output = user_frames(traceback or result.tail(60))
-        super().__init__(f"{what} {'raised' if traceback else result.failure()}" + (f":\n{output}" if output else ""))
-        self.run = result
+    def __init__(self, what: str, result: RunResult, traceback: str | None = None, paths: dict[str, str] | None = None):
+        output = traceback or result.tail(60)
+        shown = user_frames(output, paths)
+        super().__init__(f"{what} {'raised' if traceback else result.failure()}" + (f":\n{shown}" if shown else ""))
+        self.run, self.exception = result, exception_line(user_frames(output, paths, lines=None))
+
+    @property
+    def limit(self) -> str | None:
+        """The limit the run hit: "time" (the wall-clock timeout, or the CPU time derived from it), "memory" (the
+        address space, memory-mb), or None when the code failed on its own."""
+        if self.run.timed_out or self.run.returncode == -signal.SIGXCPU:
+            return "time"
+        if (self.exception or "").startswith("MemoryError") or "MemoryError" in self.run.stderr[-4000:]:
+            return "memory"
+        return None
 
 
-def user_frames(output: str) -> str:
-    """`output` with the traceback entries of perfagent's harness removed: the user's frames are what they can fix."""
+def repository_paths(worktree: Path, workload: Workload) -> dict[str, str]:
+    """How a child's paths read to the user: files of the worktree (a temporary folder) relative to the repository,
+    the workload file by its path in the repository (user_frames' `paths`)."""
+    paths = {f"{folder}/": "" for folder in {str(worktree), str(Path(worktree).resolve())}}
+    if workload.path and workload.repo_relative:
+        paths[str(workload.path)] = workload.repo_relative
+    return paths
+
+
+def user_frames(output: str, paths: dict[str, str] | None = None, lines: int | None = 25) -> str:
+    """The last `lines` of `output` (all: None) with the traceback entries of perfagent's harness removed, and each of
+    `paths` (as the child saw it) replaced by what the user knows it as: the user's frames are what they can fix."""
     kept, skipping = [], False
     for line in output.splitlines():
         if line.startswith('  File "'):
@@ -147,7 +169,18 @@ def user_frames(output: str) -> str:
             skipping = False
         if not skipping:
             kept.append(line)
-    return "\n".join(kept[-25:])
+    text = "\n".join(kept if lines is None else kept[-lines:])
+    for seen in sorted(paths or {}, key=len, reverse=True):  # a folder's files before the folder
+        text = text.replace(seen, paths[seen])
+    return text
+
+
+def exception_line(output: str) -> str | None:
+    """The exception that ended the last traceback in `output` (`TypeError: ...`), or None when there is none."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    after = lines[starts[-1] + 1:] if starts else []
+    return next((line for line in after if line.strip() and not line.startswith(" ")), None)
 
 
 def _quartile(values) -> float:
@@ -163,7 +196,8 @@ class WorkloadRunner:
     tmp: Path
     limits: Limits
     cold_start: tuple[float, float] | None = None
-    cold_start_of: Path | None = None  # the worktree whose calibration found the cold start
+    cold_starts: dict[Path, tuple[float, float]] = field(default_factory=dict, repr=False)  # worktree -> its
+    # calibration's (first call, typical later call), where the first was far slower
     seen: dict[Path, set[Event]] = field(default_factory=dict, repr=False)  # worktree -> what its runs did
     digests: dict[Path, list[str]] = field(default_factory=dict, repr=False)  # worktree -> its results' digests,
     # call by call, from its longest run on its own input
@@ -204,7 +238,7 @@ class WorkloadRunner:
         try:
             result = self._run(worktree, self.workload.harness_argv(self.python), [folder], channel)
             if not result.ok or not out.exists():
-                raise WorkloadFailed(f"the workload ({mode})", result)
+                raise WorkloadFailed(f"the workload ({mode})", result, paths=repository_paths(worktree, self.workload))
             value = json.loads(out.read_text())
             return value, read_calls(channel.marks, value.get("calls", [])), result
         finally:
@@ -218,7 +252,7 @@ class WorkloadRunner:
         raised = value.get("raised") or []
         if expect is None and 0 < len(raised) < len(calls.calls):  # not the exception that is its result: a failure
             raise WorkloadFailed(f"the workload (call {raised[0] + 1} of {len(calls.calls)} in a process)", result,
-                                 str(value.get("traceback")))
+                                 str(value.get("traceback")), repository_paths(worktree, self.workload))
         mismatch = expect and expect.mismatch(calls.calls)
         if mismatch:
             raise ResultDrift(mismatch)
@@ -235,7 +269,7 @@ class WorkloadRunner:
         if self.workload.kind == "command":
             result = self._run(worktree, self.workload.command_argv())
             if not result.ok:
-                raise WorkloadFailed("the workload command", result)
+                raise WorkloadFailed("the workload command", result, paths=repository_paths(worktree, self.workload))
             return result.stdout, result.seconds
         value, calls, _ = self._calls(worktree, input="perturbed_setup" if perturbed else "setup", loops=1,
                                       **({"record": list(record)} if record else {}))
@@ -266,7 +300,8 @@ class WorkloadRunner:
         later = sorted(calls[1:])
         typical = later[len(later) // 2] if len(later) >= 2 else None
         if typical is not None and calls[0] > COLD_START_FACTOR * typical and calls[0] - typical > 0.005:
-            self.cold_start, self.cold_start_of = (calls[0], typical), worktree
+            self.cold_start = self.cold_start or (calls[0], typical)
+            self.cold_starts[worktree] = (calls[0], typical)
             return 1
         per_call = sorted(calls)[len(calls) // 2]
         return max(1, min(1000, round(target_s / max(per_call, 1e-6))))
@@ -291,7 +326,7 @@ class WorkloadRunner:
             cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
             result = self._run(worktree, self.workload.command_argv())
             if not result.ok:
-                raise WorkloadFailed("the workload command", result)
+                raise WorkloadFailed("the workload command", result, paths=repository_paths(worktree, self.workload))
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             return Timing(result.seconds, after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime)
         _, calls, result = self._calls(worktree, expect, input="setup", loops=loops)

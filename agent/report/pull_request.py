@@ -11,13 +11,13 @@ from pathlib import Path
 import jinja2
 
 from perfagent.reasons import FINISHED
-from perfagent.report import formats
+from perfagent import formats
 
 PULL_REQUEST = "pull_request.md"
 TOP = 5  # functions of each profile shown
 TITLE_CHARS = 72  # a title longer than this names its first change and counts the rest
 PATCH = "/tmp/perfagent.patch"  # where the reproduction steps put the branch's diff (outside the repository)
-RULES = {  # what each decision rule demands of a candidate (the README's "Speed decision")
+RULES = {  # what each decision rule demands of a candidate (docs/how-it-works.md, "Speed decision")
     "sequential": "a one-sided t-test on the per-pair log speedups rejects \"no difference\" at a level that keeps the "
                   "false acceptance of identical code below alpha over all looks",
     "paired": "a Wilcoxon signed-rank test rejects \"no difference\" at alpha",
@@ -30,14 +30,10 @@ def _line(value) -> str:
     return next((part.strip() for part in str(value or "").splitlines() if part.strip()), "")
 
 
-def _shorten(line: str, limit: int) -> str:
-    return line if not limit or len(line) <= limit else line[:limit - 1].rstrip() + "…"
-
-
 def _text(value, limit: int = 0) -> str:
     """One line of free text (a model's summary, a rejection's detail) safe in a table cell: GitHub would take `|` for
     a cell border and `<module>` for an HTML tag."""
-    return _shorten(_line(value), limit).replace("|", "\\|").replace("<", "&lt;")
+    return formats.shorten(_line(value), limit).replace("|", "\\|").replace("<", "&lt;")
 
 
 def _duration(seconds) -> str:
@@ -58,20 +54,21 @@ def _pairs(record: dict) -> str:
 
 
 _env.filters.update(text=_text, interval=lambda speed: formats.interval(speed, "not timed"),
-                    ms=lambda value: formats.seconds(value, "?"), duration=_duration, fence=_fence, pairs=_pairs,
-                    pct=lambda value: formats.share(value, "-"),
-                    p=lambda speed: f"{speed['p_value']:.2g}" if speed else "")
+                    comparison=lambda speed: formats.comparison(speed) if speed else "not timed",
+                    duration=_duration, fence=_fence, pairs=_pairs, pct=lambda value: formats.share(value, "-"),
+                    p=lambda speed: formats.p_value(speed["p_value"], prefix=False) if speed else "",
+                    p_value=formats.p_value, plural=formats.plural, noise=formats.noise, medians=formats.medians)
 
 
 def _title(kept: list[dict], speed: dict | None, summary: dict, workload: str) -> str:
     if not kept:
         tried = len(summary.get("candidates") or [])
-        return f"perf: nothing accepted for `{workload}` ({tried} candidate{'s' * (tried != 1)} tried)"
+        return f"perf: nothing accepted for `{workload}` ({formats.plural(tried, 'candidate')} tried)"
     parts = [_line(c.get("summary")).rstrip(".") for c in kept]
-    what = _shorten("; ".join(parts), TITLE_CHARS)
+    what = formats.shorten("; ".join(parts), TITLE_CHARS)
     if len(parts) > 1 and what.endswith("…"):
-        more = f" and {len(parts) - 1} more change{'s' * (len(parts) > 2)}"
-        what = _shorten(parts[0], TITLE_CHARS - len(more)) + more
+        more = f" and {formats.plural(len(parts) - 1, 'more change')}"
+        what = formats.shorten(parts[0], TITLE_CHARS - len(more)) + more
     what = _text(what)
     objective = (summary.get("settings") or {}).get("objective") or "time"
     if speed:  # under another objective than time, the branch's speedup may well be near 1

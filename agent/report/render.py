@@ -19,7 +19,7 @@ from perfagent.report.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PART
 from perfagent.report.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
 from perfagent.report.pull_request import PULL_REQUEST, TOP, markdown
 from perfagent.reasons import ACCEPTED
-from perfagent.report import formats
+from perfagent import formats
 from perfagent.record import read_jsonl, write_json
 
 REPORT = "report.html"
@@ -45,7 +45,9 @@ def _read(path: Path) -> dict | None:
     return data
 
 
-_env.filters.update(ms=formats.seconds, interval=formats.interval, pct=formats.share)
+_env.filters.update(ms=formats.seconds, interval=formats.interval, pct=formats.share, p_value=formats.p_value,
+                    plural=formats.plural, comparison=formats.comparison, medians=formats.medians,
+                    noise=formats.noise, expert_reach=formats.expert_reach)
 
 
 def _diff(text: str) -> Markup:

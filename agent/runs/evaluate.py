@@ -22,15 +22,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from pydantic import BaseModel
 
+from perfagent.events import Broadcast, duration
 from perfagent.runs.envs import Environments
+from perfagent.runs.executors import task_events
 from perfagent.localize.testselect import is_test_file
 from perfagent.record import append_jsonl, read_jsonl, write_json
 from perfagent.repos.repositories import PATCH_FUZZ, Applied, RepoCache, apply_patch
@@ -42,7 +45,7 @@ from perfagent.localize.source import MODULE_LEVEL, SourceIndex, edited_spans
 from perfagent.loop.unseen import choose
 from perfagent.loop.verdict import compare_inputs
 from perfagent.measure.integrity import ResultDrift, TimingTampered
-from perfagent.measure.workload import Workload, WorkloadRunner
+from perfagent.measure.workload import COLD_START_FACTOR, Workload, WorkloadRunner
 from perfagent.sandbox import gitsafe, isolation
 from perfagent.sandbox.bytecode import compile_stale
 from perfagent.measure.stats import ratio_of_speedups, speed_stats
@@ -114,6 +117,10 @@ class _Trees:
     limits: Limits
     folder: Path  # the task's output folder: the workload script, temporary files in tmp/
     patch: str | None = None  # the patch under evaluation
+    notify: Broadcast = field(default_factory=Broadcast)  # what the task is doing, for the parent's output
+
+    def names(self, trees: list[Path]) -> str:
+        return " and ".join({self.base: "base", self.model: "patch", self.expert: "expert"}[t] for t in trees)
 
 
 def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dict:
@@ -124,14 +131,16 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
     row = {"instance_id": task.instance_id, "predicted": patch is not None, "applied": False, "tests_passed": False,
            "apply_method": None, "speedup": None, "expert": None, "ratio": None,
            "recorded_expert_speedup": task.gold_speedup}
-    cache = RepoCache(job.repo_cache)
+    cache, notify = RepoCache(job.repo_cache), Broadcast(task_events())
     try:
         with ExitStack() as stack:
+            notify.note(f"checking out {task.base_commit[:10]} for the base, the patch and the expert patch")
             base, model, expert = (stack.enter_context(cache.checkout(task.repo, task.base_commit)) for _ in range(3))
             _apply(task, patch, (base, model, expert), row)
+            notify.note("preparing the task's environment (built once per setup command) and compiling")
             trees = _Trees(base, model, expert, Environments(job.env_cache).python_for(task, base),
                            Limits(timeout_s=job.timeout_s, memory_mb=job.memory_mb,
-                                  isolation=isolation.choose(job.isolation)), folder, patch)
+                                  isolation=isolation.choose(job.isolation)), folder, patch, notify)
             _rebuild(task, trees, row)
             _test(task, trees, row)
             _time(task, job, trees, row)
@@ -173,6 +182,7 @@ def _test(task: Task, trees: _Trees, row: dict) -> None:
     """The task's tests on the base, which must pass them, and on the applied patch: it passes when every test
     passing on the base still passes."""
     base, model, python, limits = trees.base, trees.model, trees.python, trees.limits
+    trees.notify.note(f"running the tests on the {trees.names([base, model] if row['applied'] else [base])}")
     if task.test_cmd:  # the task's own test command: pass means exit status 0, as on the base
         row["tests"] = task.test_cmd
         failed = run_shell(task.test_cmd, base, python, limits)
@@ -204,6 +214,7 @@ def _time(task: Task, job: EvalJob, trees: _Trees, row: dict) -> None:
     runner = WorkloadRunner(Workload.parse(str(script), trees.base), trees.python, trees.folder / "tmp", trees.limits)
     scored = row["applied"] and row["tests_passed"]
     if scored and job.mode == "harness":  # GSO's equivalence check: passing tests is not enough
+        trees.notify.note("checking the patch's workload result against the base's")
         same = compare_inputs(runner.results(trees.base)[0], runner.results(trees.model)[0])
         row["result_unchanged"], scored = same.equal, same.equal
         if not same.equal:
@@ -225,13 +236,14 @@ def _generality(job: EvalJob, runner: WorkloadRunner, trees: _Trees, row: dict) 
     SWE-fficiency's harness scores as correct regardless): on first calls in a process, and on a variant of setup()
     it has not seen (loop/unseen.py), with its calls to the functions it edits held to the unmodified code's.
     `general` is False when either fails."""
-    row["first_calls"] = "holds" if runner.cold_start_of != trees.model else (
+    row["first_calls"] = "holds" if not _carried(runner.cold_starts, trees) else (
         "its later calls in a process are far faster than its first (results kept across calls): timed on first "
         "calls only")
     targets = tuple(s.key for s in edited_spans(SourceIndex(trees.base), trees.patch or "")
                     if s.qualname != MODULE_LEVEL)
     folder = trees.folder / "variants"
     folder.mkdir(parents=True, exist_ok=True)
+    trees.notify.note("checking that the gain holds on a variant of setup() the patch has not seen")
     inputs = choose(runner, trees.base, targets, folder)
     row["unseen"] = {"note": inputs.note}
     if inputs.kept:
@@ -242,14 +254,28 @@ def _generality(job: EvalJob, runner: WorkloadRunner, trees: _Trees, row: dict) 
         if same.equal:
             loops = 1 if runner.cold_start else unseen.runner.calibrate(trees.base, job.sample_seconds)
             expect = unseen.runner.expected(trees.model, unseen.runner.sequence(trees.base))
-            pairs = []
+            pairs, eta = [], _Eta(trees.notify, "unseen", "timing base and patch on the variant: pair", job.pairs)
             for k in range(job.pairs):
                 order = (trees.base, trees.model) if k % 2 == 0 else (trees.model, trees.base)
                 values = {t: unseen.runner.sample(t, loops, expect if t == trees.model else None).wall for t in order}
                 pairs.append((values[trees.base], values[trees.model]))
+                eta.step()
             row["unseen"]["speedup"] = _speed(pairs)
     holds_unseen = not inputs.kept or (row["unseen"]["result_unchanged"] and row["unseen"]["speedup"]["ci_low"] > 1)
     row["general"] = row["first_calls"] == "holds" and holds_unseen
+
+
+def _carried(cold_starts: dict, trees: _Trees) -> bool:
+    """The patch's first call in a process is far slower than its later ones, and the base's is not (or by far less):
+    its later calls reuse what the first computed. A slow first call of the base too (a lazy import, noise on a busy
+    machine) is the workload's own, not the patch's."""
+    if trees.model not in cold_starts:
+        return False
+    first, later = cold_starts[trees.model]
+    if trees.base not in cold_starts:
+        return True
+    base_first, base_later = cold_starts[trees.base]
+    return first / later > COLD_START_FACTOR * base_first / base_later
 
 
 def _with_ratio(row: dict) -> dict:
@@ -269,15 +295,19 @@ def _measure(job: EvalJob, runner: WorkloadRunner, trees: _Trees, timed: list[Pa
     """(base seconds, patched seconds) pairs for each of `timed` against the base."""
     base = trees.base
     if job.mode == "script":
-        out = []
+        out, eta = [], _Eta(trees.notify, "script", f"running the workload script on the "
+                            f"{trees.names([base, *timed])}: run", job.script_runs * len(timed))
         for tree in timed:
             pairs = []
             for k in range(job.script_runs):
                 order = (base, tree) if k % 2 == 0 else (tree, base)
                 seconds = {t: _script_mean(trees.python, script, t, trees.limits) for t in order}
                 pairs.append((seconds[base], seconds[tree]))
+                eta.step()
             out.append(pairs)
         return out
+    trees.notify.note("calibrating: how many workload() calls make a timing value of about "
+                      f"{job.sample_seconds:g} s")
     # per tree: a fast patch needs more calls per value; any cold start (see calibrate) means 1 call for all
     loops = {base: runner.calibrate(base, job.sample_seconds)}
     # the model's patch is untrusted: its calls must keep returning the result its check accepted
@@ -285,13 +315,38 @@ def _measure(job: EvalJob, runner: WorkloadRunner, trees: _Trees, timed: list[Pa
     loops.update({tree: runner.calibrate(tree, job.sample_seconds, expect.get(tree)) for tree in timed})
     if runner.cold_start:
         loops = dict.fromkeys(loops, 1)
+    trees.notify.note(_timing_plan(trees, loops, job.pairs + 1))
     # one rotation (B P E, then E P B, ...) after a warm-up round: drift hits the patch's and the expert's
     # comparisons alike, so their ratio is not skewed by when each was timed
-    rounds = []
+    rounds, eta = [], _Eta(trees.notify, "timing", f"timing the {trees.names([base, *timed])}: round", job.pairs + 1)
     for k in range(job.pairs + 1):
         order = [base, *timed] if k % 2 == 0 else [*reversed(timed), base]
         rounds.append({tree: runner.sample(tree, loops[tree], expect.get(tree)).wall for tree in order})
+        eta.step()
     return [[(r[base], r[tree]) for r in rounds[1:]] for tree in timed]
+
+
+def _timing_plan(trees: _Trees, loops: dict[Path, int], rounds: int) -> str:
+    """What the timing will do, and why a fast patch's values take longer than its timed calls: each call runs after
+    its own setup(), which is not timed."""
+    calls = ", ".join(f"{n} for the {trees.names([tree])}" for tree, n in loops.items())
+    return (f"timing: {rounds} rounds (the first a warm-up), one value each from a fresh process; a value is "
+            f"{calls} workload() calls, each after its own untimed setup()")
+
+
+class _Eta:
+    """A timing loop's progress, with the time left at its pace so far."""
+
+    def __init__(self, notify: Broadcast, key: str, description: str, total: int):
+        self.notify, self.key, self.description, self.total = notify, key, description, total
+        self.done, self.started = 0, time.monotonic()
+        notify.progress(key, description, 0, total)
+
+    def step(self) -> None:
+        self.done += 1
+        pace = (time.monotonic() - self.started) / self.done
+        left = f"{duration(pace)} each, about {duration(pace * (self.total - self.done))} left"
+        self.notify.progress(self.key, self.description, self.done, self.total, left)
 
 
 def skipped_rows(bad: list[BadRecord], patches: dict[str, str] | None) -> list[dict]:

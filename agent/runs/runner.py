@@ -3,7 +3,8 @@
 Tasks an earlier pass into the same output folder finished are skipped; the rest go to an executor (executors.py),
 and each task's row is appended to the results file as it arrives, by this process only, so a pass cut short (Ctrl-C,
 a crash, kill -9) resumes where it stopped. batch.Batch and evaluate.Evaluation fill in what runs on each task and what
-else is written. No presentation here: lines go to `say`, counts to `progress` (the command line draws the bar).
+else is written. No presentation here: lines go to `say`, counts to `progress` (the command line draws the bar), and
+with them what each running task reports as it goes (events its worker sends, executors.task_events).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from perfagent.events import Event
+from perfagent.measure.load import loaded_note
 from perfagent.record import append_jsonl
 from perfagent.runs.tasks import BadRecord, Task, load_tasks
 
@@ -39,13 +42,16 @@ def read_task_file(path: Path) -> tuple[list[Task], list[BadRecord]]:
 
 @dataclass
 class TaskCounts:
-    """Where a pass stands; `progress` gets it before the first task and after each one."""
+    """Where a pass stands; `progress` gets it before the first task, after each one, and whenever a running task
+    reports an event."""
     total: int  # valid tasks in the task file
     workers: int
     done: int = 0  # of the tasks, finished by this pass or an earlier one
     failed: int = 0  # finished by this pass with a failure (TaskRun.failed)
     bad: int = 0  # task-file records that are not valid tasks
     spend: dict | None = None  # batch: model calls and cost so far (the shared budget's ledger)
+    latest: tuple[str, Event | None] | None = None  # what this call is about: (task id, the event it reported), or
+    # (task id, None) once the task's row is in; None for the counts alone
 
     @property
     def running(self) -> int:
@@ -102,9 +108,17 @@ class TaskRun(ABC):
         pending = [t for t in self.tasks if t.instance_id not in finished]
         counts.done = len(self.tasks) - len(pending)
         self.progress(counts)
-        interrupted = False
+        loaded = loaded_note()
+        if loaded and pending:
+            self.say(f"[yellow]warning: {loaded}[/]")
+        interrupted, ended = False, set()
+
+        def reported(i: int, event: Event) -> None:
+            if i not in ended:  # an event that was still on its way when the task's row came in is of no use now
+                self._report(pending[i].instance_id, event)
         try:
-            for i, row in self.executor.map(self.work, [self.arguments(t) for t in pending]):
+            for i, row in self.executor.map(self.work, [self.arguments(t) for t in pending], reported):
+                ended.add(i)
                 task = pending[i]
                 if isinstance(row, BaseException):  # the worker itself died
                     row = self.lost(task, row)
@@ -113,10 +127,18 @@ class TaskRun(ABC):
                 counts.done += 1
                 counts.failed += self.failed(row)
                 self.say(f"[{counts.done}/{counts.total}] {self.describe(task, row)}")
-                self.progress(counts)
+                self._report(task.instance_id, None)
         except KeyboardInterrupt:
             interrupted = True
             raise
         finally:
             self.executor.close(interrupted)
         return counts
+
+    def _report(self, task: str, event: Event | None) -> None:
+        """`progress` about one task: an event it reported, or (None) that it is done."""
+        self.counts.latest = (task, event)
+        try:
+            self.progress(self.counts)
+        finally:
+            self.counts.latest = None
