@@ -36,6 +36,19 @@ def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return done
 
 
+def leftovers(repo_cache: Path) -> tuple[list[str], list[str]]:
+    """Extra worktrees and perfagent branches left in the cached repositories."""
+    trees, branches = [], []
+    for repo in Path(repo_cache).iterdir():
+        if repo.name.startswith("."):
+            continue
+        listing = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True).stdout
+        trees += listing.splitlines()[1:]
+        branches += subprocess.run(["git", "-C", str(repo), "branch", "--list", "perfagent/*"], capture_output=True,
+                                   text=True).stdout.split()
+    return trees, branches
+
+
 @pytest.mark.ray
 def test_gold_evaluation_reproduces_the_expert_speedup(tmp_path, caches):
     ids = ["perfagent-examples__inventory-3"]

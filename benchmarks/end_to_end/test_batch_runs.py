@@ -15,26 +15,13 @@ from scipy import stats
 
 from perfagent.record import read_jsonl
 from tests.browser import assert_shown, open_page, screenshot as save_screenshot
-from tests.test_batch import FAST, ROOT, cli, task_file
+from tests.test_batch import FAST, ROOT, cli, leftovers, task_file
 from tests.test_batch import caches  # noqa: F401 (the fixture of the tests here)
 
 SESSIONS = ROOT / "workloads" / "sessions"
 BATCH_FAST = [*FAST, "--set", "profile-seconds=1"]
 EXECUTORS = ["local", pytest.param("ray", marks=pytest.mark.ray)]
 pytestmark = pytest.mark.end_to_end
-
-
-def leftovers(repo_cache: Path) -> tuple[list[str], list[str]]:
-    """Extra worktrees and perfagent branches left in the cached repositories."""
-    trees, branches = [], []
-    for repo in Path(repo_cache).iterdir():
-        if repo.name.startswith("."):
-            continue
-        listing = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True).stdout
-        trees += listing.splitlines()[1:]
-        branches += subprocess.run(["git", "-C", str(repo), "branch", "--list", "perfagent/*"], capture_output=True,
-                                   text=True).stdout.split()
-    return trees, branches
 
 
 def marked_processes(mark: str) -> list[str]:
