@@ -1,12 +1,17 @@
-"""The bundled example, optimized with its recorded session: the acceptance scenario of the README's first command."""
+"""The bundled example, optimized with its recorded session: the acceptance scenario of the README's first command.
+A whole run of seven candidates (over a minute, and its small gains and losses are decided on timing), so it runs
+with -m end_to_end; the suite tests its parts (tests/test_optimize.py, test_report.py, test_integrity.py)."""
 import json
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import EXAMPLE, git, perfagent_branches
 from tests.test_optimize import invoke
 
 
+@pytest.mark.end_to_end
 def test_bundled_example_keeps_the_speedups_and_rejects_the_rest(example_repo, tmp_path, without_bubblewrap):
     """As a pip user without bubblewrap runs it: the landlock level, profiled by py-spy, with flame graphs."""
     out = tmp_path / "run"
