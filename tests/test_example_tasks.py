@@ -26,9 +26,9 @@ BY_ID = {task.instance_id: task for task in TASKS}
 
 
 def _make_tasks():
-    spec = importlib.util.spec_from_file_location("perfagent_make_tasks", WORKLOADS / "make_tasks.py")
+    spec = importlib.util.spec_from_file_location("perfagent_make_tasks", ROOT / "benchmarks" / "make_tasks.py")
     module = importlib.util.module_from_spec(spec)
-    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ inside workloads/
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the script
     try:
         spec.loader.exec_module(module)
     finally:

@@ -4,33 +4,35 @@ Every task has a folder workloads/task-sources/<instance_id>/ holding
 - workload.py: its SWE-fficiency-style benchmark (setup(), workload(), then the top-level timeit loop);
 - expert.txt: the expert optimisation, as SEARCH/REPLACE blocks against the bundled example repository.
 TASKS below names each task's repository, covering tests and edited functions. For every task this script builds the
-repository with agent.examples.build (fixed commit id), applies the expert edits and takes `git diff` as the patch,
+repository with repos/examples.build (fixed commit id), applies the expert edits and takes `git diff` as the patch,
 collects the covering tests' node ids (PASS_TO_PASS), checks that those tests pass with the patch and that workload()
-returns the same result with and without it, and times workload() at both states with perfagent's harness (median
-of --loops calls, each after its own setup()). Only the timings (gold_speedup, pre_edit_runtime) differ from one run
+returns the same result with and without it, and times workload() at both states with perfagent's workload runner
+(the lower quartile of --loops calls in one process, each after its own setup()). Only the timings (gold_speedup, pre_edit_runtime) differ from one run
 to the next.
 
-    python workloads/make_tasks.py [--loops 15] [--output workloads/tasks.jsonl]
+    python benchmarks/make_tasks.py [--loops 15] [--output workloads/tasks.jsonl]
+
+A development script: it reads the package (repos/examples.py, the edits, the workload runner) and is not part of it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from perfagent.repos import examples
 from perfagent.edits.search_replace import apply_edits, parse_edits
+from perfagent.measure.compare import compare_results
+from perfagent.measure.workload import Workload, WorkloadRunner
+from perfagent.repos import examples
+from perfagent.sandbox.run import Limits
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
-SOURCES = HERE / "task-sources"
-HARNESS = ROOT / "sandbox" / "harness.py"
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ROOT / "workloads"
+SOURCES = WORKLOADS / "task-sources"
 # git without the user's configuration (diff prefixes, context size, algorithm...), so patches are reproducible
 GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 DIFF = ["diff", "--no-color", "--no-ext-diff", "--no-renames", "-U3", "--diff-algorithm=myers", "--abbrev=10",
@@ -82,16 +84,9 @@ def collect(repo: Path, test_files: list[str]) -> list[str]:
     return [line for line in out.splitlines() if "::" in line]
 
 
-def harness(mode: str, repo: Path, workload: Path, tmp: Path, *args: str) -> dict:
-    """Run the harness (agent/measure/harness.py) in `repo` (it drops the workload's own timeit loop) and return what it wrote."""
-    out = tmp / f"{mode}.json"
-    run([sys.executable, str(HARNESS), mode, str(workload), str(out), *args], repo)
-    return json.loads(out.read_text())
-
-
-def runtime(repo: Path, workload: Path, tmp: Path, loops: int) -> float:
-    """The median wall time of `loops` workload() calls."""
-    return statistics.median(harness("time", repo, workload, tmp, str(loops))["wall"])
+def runner(repo: Path, workload: Path, tmp: Path) -> WorkloadRunner:
+    """perfagent's runner of `workload` on the code in `repo` (it drops the workload's own timeit loop)."""
+    return WorkloadRunner(Workload.parse(str(workload), repo), sys.executable, tmp, Limits())
 
 
 def make_task(instance_id: str, spec: dict, tmp: Path, loops: int) -> dict:
@@ -102,10 +97,12 @@ def make_task(instance_id: str, spec: dict, tmp: Path, loops: int) -> dict:
     workload = SOURCES / instance_id / "workload.py"
     tests = collect(base, spec["covering_tests"])
     run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], patched)
-    before, after = harness("result", base, workload, tmp), harness("result", patched, workload, tmp)
-    if before["raised"] or before["result"] != after["result"]:
+    timer = runner(base, workload, tmp)
+    before, after = timer.results(base)[0], timer.results(patched)[0]
+    if any(isinstance(r, dict) and r.get("$") == "exception" for r in before.values()) or \
+            not compare_results(before, after).equal:
         raise SystemExit(f"{instance_id}: the expert patch changes the workload's result (or it raises)")
-    pre, post = runtime(base, workload, tmp, loops), runtime(patched, workload, tmp, loops)
+    pre, post = timer.sample(base, loops).wall, timer.sample(patched, loops).wall
     print(f"{instance_id}: {pre * 1e3:.1f} ms -> {post * 1e3:.1f} ms ({pre / post:.1f}x)", file=sys.stderr)
     return {
         "instance_id": instance_id,
@@ -125,7 +122,7 @@ def make_task(instance_id: str, spec: dict, tmp: Path, loops: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", type=Path, default=HERE / "tasks.jsonl")
+    parser.add_argument("--output", type=Path, default=WORKLOADS / "tasks.jsonl")
     parser.add_argument("--loops", type=int, default=15, help="timed workload() calls per state")
     args = parser.parse_args()
     records = []
