@@ -203,3 +203,13 @@ def test_several_candidates_are_timed_in_one_rotation_each_decided_on_its_own():
     order.clear()
     compare_rotation(sampler("base", 1.0), [sampler("cand", 0.5)], Sampling(), ladder=(1,))
     assert order[:4] == ["base", "cand", "cand", "base"]
+
+
+def test_a_loaded_machine_is_said_from_the_load_or_the_noise_of_long_values():
+    from perfagent.measure.load import loaded_note
+
+    assert loaded_note(0.03, load=0.4, cores=2) is None  # quiet: a second's values vary 3%
+    busy = loaded_note(None, load=4.0, cores=2)
+    assert busy.startswith("the machine is loaded (load 4.0 on 2 cores)") and "too noisy" in busy
+    noisy = loaded_note(0.25, load=0.4, cores=2)  # other work that the load average has not caught up with
+    assert "timing noise 25%, about 3% on a quiet machine" in noisy

@@ -20,6 +20,7 @@ from perfagent.repos.cache import BaselineCache, interpreter
 from perfagent.sandbox.behaviour import from_records
 
 NOISE_PAIRS = 10  # A/A pairs of the unmodified code at baseline, for the noise estimate
+LONG_VALUE_S = 0.5  # timing values at least this long have about the noise of load.py's 1 s values
 
 
 class BaselineError(RuntimeError):
@@ -185,7 +186,10 @@ class BaselinePhase:
                         outside_spread=aa_spread(first, second, "outside"),
                         cpu_spread=aa_spread(first, second, "run_cpu"))
         self.notify.note(f"baseline: {noise.describe()}")
-        loaded = loaded_note(noise.pair_spread)
+        # the quiet machine's noise that load.py knows is that of values of about a second; shorter values are
+        # noisier on any machine, so only the load average speaks for them
+        value_s = sorted(t.wall * t.calls for t in first)[len(first) // 2]
+        loaded = loaded_note(noise.pair_spread if value_s >= LONG_VALUE_S else None)
         if loaded:
             self.notify.note(loaded, warning=True)
         if noise.resolvable > 1 + self.settings.min_effect:
