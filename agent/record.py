@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import platform
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 # wherever the command was started, and found there again (`perfagent branches` reads them). The .perfagent folder
 # ignores itself, as .pytest_cache does, so git never shows it and the user's .gitignore and .git/info/exclude stay
 # untouched.
+FORMAT_VERSION = 1  # of summary.json: a reader of another version refuses it (check_format) rather than misread it
 OWN_FOLDER = ".perfagent"
 RUNS = "runs"
 
@@ -71,6 +73,31 @@ def write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def machine() -> dict:
+    """What the run's numbers were measured on, as pyperf records it: timing ratios travel, absolute times need it."""
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
+                  if line.startswith("model name")), platform.processor() or None)
+    return {"cpu": model, "cores": os.cpu_count(), "load_at_start": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def check_format(summary: dict, path: Path) -> None:
+    """Refuse a summary.json of another record format (ValueError): its fields may mean something else."""
+    version = summary.get("format_version")
+    if version != FORMAT_VERSION:
+        made = "no format_version (written before perfagent recorded one)" if version is None else \
+            f"format_version {version}"
+        raise ValueError(f"{path} has {made}; this perfagent reads format_version {FORMAT_VERSION}: render it with "
+                         f"the perfagent that made the run, or run it again")
+
+
 class RunRecord:
     @staticmethod
     def mark_killed(summary: Path) -> None:
@@ -85,8 +112,8 @@ class RunRecord:
     def __init__(self, out: Path, **header):
         self.dir = Path(out)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.summary = {"status": "running", **header, "baseline": None, "candidates": [], "final": None,
-                        "llm": None}
+        self.summary = {"format_version": FORMAT_VERSION, "status": "running", **header, "machine": machine(),
+                        "baseline": None, "candidates": [], "final": None, "llm": None}
         self.save()
 
     @property

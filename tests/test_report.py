@@ -2,6 +2,7 @@
 timing; only the model is scripted), checked as rendered by headless Chromium."""
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from perfagent.cli import app
 from perfagent.report.flamegraph import PathMapper, flame_svg, frame_tree, read_stacks
 from perfagent.formats import OWN_VALUES, p_value
+from perfagent.record import FORMAT_VERSION
 from perfagent.report.render import pull_request, write_report
 from tests.browser import assert_shown, open_page, screenshot
 from tests.conftest import SMALL_LIB, make_repo, scripted_session, search_replace
@@ -188,11 +190,30 @@ def test_a_batch_report_writes_each_task_pull_request(run, tmp_path):
     assert (task_run / "pull_request.md").read_text() == (out / "pull_request.md").read_text()
 
 
+@pytest.mark.parametrize("version", [None, FORMAT_VERSION + 1])
+def test_a_record_of_another_format_is_refused_with_what_to_do(tmp_path, version):
+    record = {"status": "finished", "run_id": "r1", "candidates": [], "final": None, "llm": None, "baseline": None}
+    (tmp_path / "summary.json").write_text(json.dumps({**record, "format_version": version}))
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and not (tmp_path / "report.html").exists(), result.output
+    said = " ".join(result.output.split())
+    assert f"this perfagent reads format_version {FORMAT_VERSION}" in said and "run it again" in said, said
+
+
+def test_a_run_records_its_format_and_machine(run):
+    summary = json.loads((run[0] / "summary.json").read_text())
+    assert summary["format_version"] == FORMAT_VERSION
+    machine = summary["machine"]
+    assert machine["cores"] == os.cpu_count() and machine["python"] == platform.python_version()
+    assert machine["cpu"] and machine["load_at_start"] >= 0
+
+
 def test_pull_request_of_an_interrupted_run(tmp_path):
     """A partial record renders: a run cut short before its summary, then one with a commit but no final
     measurement, a candidate never timed, a verdict with entries this renderer does not know, and text that markdown
     would misread."""
-    bare = {"status": "interrupted", "run_id": "r1", "candidates": [], "final": None, "llm": None, "baseline": None}
+    bare = {"format_version": FORMAT_VERSION, "status": "interrupted", "run_id": "r1", "candidates": [], "final": None,
+            "llm": None, "baseline": None}
     (tmp_path / "summary.json").write_text(json.dumps(bare))
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--format", "markdown"])
     assert result.exit_code == 0, result.output

@@ -20,7 +20,7 @@ from perfagent.report.plots import BASELINE, CANDIDATE, interval_plot, strip_plo
 from perfagent.report.pull_request import PULL_REQUEST, TOP, markdown
 from perfagent.reasons import ACCEPTED
 from perfagent import formats
-from perfagent.record import read_jsonl, write_json
+from perfagent.record import check_format, read_jsonl, write_json
 
 REPORT = "report.html"
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
@@ -110,8 +110,19 @@ def _samples_svg(samples: dict | None, candidate: str, width: int = 620) -> Mark
                              label=f"timing samples: baseline vs {candidate}", width=width))
 
 
+def _summary(path: Path) -> dict | None:
+    """A run's summary.json, refused when it is of another record format."""
+    summary = _read(path)
+    if summary is not None:
+        try:
+            check_format(summary, path)
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
+    return summary
+
+
 def run_context(run: Path) -> dict:
-    summary = _read(run / "summary.json")
+    summary = _summary(run / "summary.json")
     profiles = _profiles(run, summary)
     final, baseline = summary.get("final"), summary.get("baseline") or {}
     speed = (final or {}).get("speed")
@@ -166,7 +177,7 @@ def batch_context(out: Path) -> dict:
     rows = []
     for result in read_jsonl(out / BATCH_RESULTS):
         run = out / "tasks" / result["instance_id"] / "run"
-        summary = _read(run / "summary.json")
+        summary = _summary(run / "summary.json")
         final = (summary or {}).get("final") or {}
         link = None
         if summary:
@@ -215,7 +226,7 @@ def pull_request(run: Path) -> str:
         raise ReportError(f"{run} is the output folder of {'an' if kind == 'evaluation' else 'a'} {kind}: the "
                           f"markdown pull request is for a run directory (perfagent optimize --out, or a batch "
                           f"task's tasks/<id>/run)")
-    summary = _read(run / "summary.json")
+    summary = _summary(run / "summary.json")
     before, after = _read(run / "profile-before.json"), _read(run / "profile-after.json")
     return markdown(summary, before, after, _hotspot_rows(before, after, None, None, limit=TOP))
 
