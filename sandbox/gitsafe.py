@@ -98,4 +98,9 @@ def remove_worktrees(trees: list[Path]) -> None:
     for tree in trees:
         shutil.rmtree(tree, ignore_errors=True)
     for common in dict.fromkeys(admin.parent.parent for admin in admins):
-        _run([f"--git-dir={common}", "worktree", "prune"])
+        prune(common)
+
+
+def prune(common: Path) -> None:
+    """Drop git's records of the worktrees of `common` whose folders are gone."""
+    _run([f"--git-dir={common}", "worktree", "prune"])

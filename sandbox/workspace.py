@@ -124,6 +124,7 @@ class Workspaces:
             if child.name != _OWNER:
                 shutil.rmtree(child, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        gitsafe.prune(self._common)  # also a worktree that a signal cut off between `git worktree add` and its record
 
 
 def commit_files(worktree: Path, paths: list[str], message: str) -> str:
