@@ -83,7 +83,8 @@ def _try(variant: Variant, runner: WorkloadRunner, reference: Path, original: tu
     """The variant kept, or None and why not."""
     path = folder / f"variant-{variant.name.replace(' ', '-')}.py"
     path.write_text(variant.source, encoding="utf-8")
-    own = replace(runner, workload=Workload.parse(str(path), reference), cold_start=None, digests={}, recorded={})
+    own = replace(runner, workload=Workload.parse(str(path), reference), cold_start=None, cold_starts={}, digests={},
+                  recorded={})
     targets, base_records = recorded
     try:
         result, seconds = own.result(reference, record=targets)
