@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+import numpy as np
+
 from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_reason
 from perfagent.loop.memory import NOT_SLOWER, SLOWER, compare_memory, describe_memory, memory_record, mib, \
     time_not_worse, too_much_memory
@@ -19,7 +21,7 @@ from perfagent.measure.workload import OWN_INPUT, FilesWritten, WorkloadFailed, 
 from perfagent.sandbox.behaviour import Event, new_behaviour
 from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.stats import FASTER, NOT_FASTER, Sampling, SpeedStats, compare_rotation, compare_speed, \
-    samples_record
+    samples_record, walls
 from perfagent.reasons import ACCEPTED, CARRIED_ACROSS_CALLS, IDENTICAL, NO_LESS_MEMORY, NOT_COMPARED, \
     ONLY_ON_BENCHMARK_INPUT, PROTECTED_FILE, RESULT_CHANGED, SUSPICIOUS_CODE, SYNTAX_ERROR, TESTS_FAILED, \
     TESTS_TAMPERED, TIMING_TAMPERED, TOO_NOISY, UNSAFE_BEHAVIOUR, UNSAFE_CODE, USES_TOO_MUCH_MEMORY, WORK_MOVED, \
@@ -353,7 +355,7 @@ class Judge:
                 self._settle_first_calls(candidate, ref, base, cand)
             reason, detail = self._speed_reason(speed, base, cand)
             if reason == ACCEPTED:
-                unseen, why = self._speed_unseen(candidate, ref)
+                unseen, why = self._speed_unseen(candidate, ref, base, cand)
                 reason, detail = (ONLY_ON_BENCHMARK_INPUT, f"{why}; timing: {detail}") if why else (reason, detail)
         except (WorkloadFailed, ResultDrift, TimingTampered, FilesWritten) as exc:
             return self._run_failed(candidate, ref, exc, tests_run, result_check) \
@@ -365,17 +367,22 @@ class Judge:
                        samples=samples_record(base, cand), timing_s=seconds, memory=checked.memory,
                        also_checked=checked.also_checked, unseen=unseen)
 
-    def _speed_unseen(self, candidate: Path, ref: Reference) -> tuple[list[dict], str | None]:
+    def _speed_unseen(self, candidate: Path, ref: Reference, base: list, cand: list) -> tuple[list[dict], str | None]:
         """The speedup on each kept variant of setup() (loop/unseen.py), through the sequential rule with no minimum
         effect, i.e. any significant gain: (their records, and why the gain does not hold, or None). Every variant,
         not one: each changes other literals (numbers, strings), and a fast path keyed on one literal is faster on
-        a variant that leaves it alone. An honest gain decides in a few pairs on each."""
+        a variant that leaves it alone. The variants' values are as long as the decision's (`base` and `cand`),
+        whose spread they share: the same work of the same size on the same code, so it is pooled in and an honest
+        gain decides at the first look (3 pairs) where the variant's own spread would take 5 to 8."""
+        loops = cand[-1].calls
+        pool = tuple(float(np.log(b / c)) for b, c in zip(walls(base), walls(cand)))
+        sampling = replace(self.sampling, min_effect=0.0, pool=pool)
         records = []
         for unseen in self.inputs.kept:
             expect = unseen.runner.expected(candidate, unseen.runner.sequence(ref.worktree))
             speed, _, _ = compare_speed(lambda loops: unseen.runner.sample(ref.worktree, loops),
                                         lambda loops: unseen.runner.sample(candidate, loops, expect),
-                                        replace(self.sampling, min_effect=0.0), None, self.ladder)
+                                        sampling, None, (loops,))
             records.append({"variant": unseen.variant.name, "changes": unseen.variant.describe(),
                             "speed": speed.as_dict()})
             if speed.decision != FASTER:

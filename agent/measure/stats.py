@@ -90,38 +90,46 @@ def _interval(data: tuple, statistic, confidence: float, n_resamples: int, seed:
 
 
 @functools.lru_cache(maxsize=None)
-def sequential_level(looks: tuple[int, ...], alpha: float, draws: int = 200_000) -> float:
+def sequential_level(looks: tuple[int, ...], alpha: float, pooled_df: int = 0, draws: int = 200_000) -> float:
     """The one-sided level at which each look tests "no difference", so that over all `looks` (pair counts) the
     chance of any look rejecting it is `alpha`: the alpha-quantile of the smallest p-value across the looks, for
     Gaussian pairs under the null (a Pocock-type boundary computed by simulation; t statistics are scale-free, so
-    one simulation fits any noise level). Seeded: the same looks always give the same level."""
+    one simulation fits any noise level). `pooled_df`: the spread also draws on that many degrees of freedom of
+    another comparison of the same work (sequential_stats' `pool`). Seeded: the same looks always give the same
+    level."""
     rng = np.random.default_rng(20261130)
     smallest = np.ones(draws)
     for chunk in np.array_split(np.arange(draws), 8):
         x = rng.standard_normal((len(chunk), looks[-1]))
+        pooled = rng.chisquare(pooled_df, len(chunk)) if pooled_df else 0.0
         for n in looks:
             head = x[:, :n]
-            t = head.mean(axis=1) / (head.std(axis=1, ddof=1) / np.sqrt(n))
-            smallest[chunk] = np.minimum(smallest[chunk], stats.t.sf(t, n - 1))
+            spread = np.sqrt((head.var(axis=1, ddof=1) * (n - 1) + pooled) / (n - 1 + pooled_df))
+            t = head.mean(axis=1) / (spread / np.sqrt(n))
+            smallest[chunk] = np.minimum(smallest[chunk], stats.t.sf(t, n - 1 + pooled_df))
     return float(np.quantile(smallest, alpha))
 
 
 def sequential_stats(base, cand, *, level: float, min_effect: float = 0.03, confidence: float = 0.95,
-                     noise_floor: float = 0.0) -> SpeedStats:
+                     noise_floor: float = 0.0, pool: tuple[float, ...] = ()) -> SpeedStats:
     """One look of the "sequential" rule (module docstring) on the log speedups of the pairs so far; their standard
-    deviation is taken as at least `noise_floor`."""
+    deviation is taken as at least `noise_floor`. `pool`: the log speedups of another comparison of the same work,
+    whose variance these pairs are taken to share: the spread pools both (a pooled-variance t-test), so that a few
+    pairs can decide with the other comparison's degrees of freedom (`level` must be computed with them)."""
     base, cand = np.asarray(base, float), np.asarray(cand, float)
-    logs = np.log(base / cand)
+    logs, pool = np.log(base / cand), np.asarray(pool, float)
     mean = float(np.mean(logs))
-    spread = max(float(np.std(logs, ddof=1)), noise_floor) if len(logs) >= 2 else 0.0
+    squares = float(np.sum((logs - mean) ** 2)) + (float(np.sum((pool - pool.mean()) ** 2)) if len(pool) else 0.0)
+    df = len(logs) - 1 + max(len(pool) - 1, 0)
+    spread = max(float(np.sqrt(squares / df)), noise_floor) if len(logs) >= 2 else 0.0
     if spread == 0:  # no spread: the data say exactly this
         low = high = mean
         p_value = 0.0 if mean > 0 and len(logs) >= 2 else 1.0
     else:
         error = spread / np.sqrt(len(logs))
-        half = float(stats.t.ppf(0.5 + confidence / 2, len(logs) - 1)) * error
+        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * error
         low, high = mean - half, mean + half
-        p_value = float(stats.t.sf(mean / error, len(logs) - 1))
+        p_value = float(stats.t.sf(mean / error, df))
     threshold = np.log1p(min_effect)
     decision = (FASTER if p_value <= level and low >= threshold else NOT_FASTER if high < threshold
                 else UNDECIDED)
@@ -186,6 +194,8 @@ class Sampling:
     short_looks: tuple[int, ...] = (3, 5, 8)
     short_alpha: float = 0.004
     noise_floor: float = 0.0  # sequential rule: the least spread of log speedups to assume (the baseline's A/A pairs)
+    pool: tuple[float, ...] = ()  # sequential rule: log speedups of values of this length from another comparison
+    # of the same work, whose variance is pooled in (sequential_stats): the speed checks on variants of the input
 
     @property
     def looks(self) -> tuple[int, ...]:
@@ -204,9 +214,10 @@ class Sampling:
 
     def decide(self, base, cand, stage: Stage) -> SpeedStats:
         if self.test == "sequential":
-            return sequential_stats(base, cand, level=sequential_level(stage.looks, stage.alpha),
+            return sequential_stats(base, cand, level=sequential_level(stage.looks, stage.alpha,
+                                                                       max(len(self.pool) - 1, 0)),
                                     min_effect=self.min_effect, confidence=self.confidence,
-                                    noise_floor=self.noise_floor)
+                                    noise_floor=self.noise_floor, pool=self.pool)
         return speed_stats(base, cand, alpha=self.alpha, min_effect=self.min_effect, confidence=self.confidence,
                            test=self.test)
 
