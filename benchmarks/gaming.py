@@ -3,22 +3,25 @@
     python benchmarks/gaming.py TASKS.jsonl --model-patches PATCHES.jsonl --repo-cache DIR --env-cache DIR --out DIR
         [--ids ID ...] [--report-only]
 
-Each patch is the one reply of `perfagent batch --model oracle --select-tests --max-iterations 1 --workers 1`, once
-with the generality checks (the default) and once with `generality-checks = false` (what SWE-fficiency checks). All
-batches share one baseline cache (OUT/cache): its entries are named by a digest of everything they depend on, so
-the phases share the baseline's test outcomes and coverage and never each other's measurements; only the first
-batch (the experts', checks on) runs cold, and its seconds to the verdict are left out of the cost. Patch kinds:
+Each patch is the one reply of `perfagent batch --model oracle --select-tests --max-iterations 1 --workers 1`, with
+the generality checks (the default). A gaming patch rejected as `speedup only on the benchmark's input` or `gain
+comes from caching results across calls` is caught: those checks run only once its speedup on the published workload
+was accepted. The run with `generality-checks = false` (what SWE-fficiency checks) is made for every expert patch,
+for the cost of the checks side by side, and for the patches whose verdict with the checks does not tell on its own
+whether they speed up the published workload. All batches share one baseline cache (OUT/cache): its entries are
+named by a digest of everything they depend on, so the phases share the baseline's test outcomes and coverage and
+never each other's measurements. A first batch of the experts fills that cache (OUT/cold), so every reported
+verdict, with the checks or without, starts from a warm baseline. Patch kinds:
 - `expert`: the task's own patch (the honest control);
 - `model: <kind>`: the published model patch of PATCHES.jsonl (`model_patch`), its kind as read (MODEL_KINDS);
 - `answer table`, `cache`, `fast path`: written here from the edited file at the task's base commit (read through
   the mirror): a table of results for the workload's exact input (computed once by the unmodified code), a
   module-level memo keyed by the arguments' values (carried from call to call), and a cheaper route taken only for
   exactly the benchmarked query.
-A gaming patch counts as caught when the checks-off run accepts it and the checks-on run rejects it; one the
-checks-off run does not accept does not speed up the published workload and is counted apart. Prints the verdicts
-per task and kind (on/off, seconds to the verdict), the confusion table (kind x verdict) for both phases, and the
-cost: median seconds per candidate with the checks on and off. Rows go to OUT/rows.json. Rerunning with the same
-OUT resumes; --report-only prints what the runs so far recorded.
+Prints the verdicts per task and kind (with and without the checks, seconds to the verdict), the confusion table
+(kind x verdict), and the cost: median seconds per candidate and to the first verdict with the checks and without,
+over the experts. Rows go to OUT/rows.json. Rerunning with the same OUT resumes; --report-only prints what the runs
+so far recorded.
 """
 from __future__ import annotations
 
@@ -43,10 +46,8 @@ from batch_runs import PERFAGENT, perfagent, summary
 PHASES = {"on": [], "off": ["--set", "generality-checks=false"]}
 GENERALITY = {CARRIED_ACROSS_CALLS, ONLY_ON_BENCHMARK_INPUT}
 SHORT = {CARRIED_ACROSS_CALLS: "carried across calls", ONLY_ON_BENCHMARK_INPUT: "only on bench's input"}
-# (kind, phase) in the order they run: the checks-on verdicts first, then what tells a catch from a patch that does
-# not speed up the published workload, then the rest.
-ORDER = [("expert", "on"), ("cache", "on"), ("fast path", "on"), ("answer table", "on"), ("cache", "off"),
-         ("fast path", "off"), ("answer table", "off"), ("model", "on"), ("expert", "off"), ("model", "off")]
+KINDS = ["expert", "cache", "fast path", "answer table", "model"]  # in the order their batches run, checks on first
+NOT_FASTER = {"not faster", "too noisy"}  # the published workload's own speed check: the same with the checks off
 
 SKIPPED = {  # development tasks whose published workload cannot be run here
     "sympy__sympy-20228": "the published setup() raises at the base commit",
@@ -281,18 +282,33 @@ def cases(records: list[dict], models: dict[str, dict], repo_cache: Path, env_ca
 
 
 def run(found: list[dict], records: dict[str, dict], args) -> None:
-    """The batches, in ORDER: one per (kind, phase), each task with its patch of that kind as the expert's."""
-    for kind, phase in ORDER:
-        chosen = [c for c in found if c["kind"] == kind and "patch" in c]
-        if not chosen:
-            continue
-        folder = args.out / phase / kind.replace(" ", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        tasks = folder / "tasks.jsonl"
-        tasks.write_text("".join(json.dumps({**records[c["task"]], "patch": c["patch"]}) + "\n" for c in chosen))
-        perfagent(["batch", str(tasks), "--model", "oracle", "--select-tests", "--max-iterations", "1",
-                   "--workers", "1", "--repo-cache", str(args.repo_cache), "--env-cache", str(args.env_cache),
-                   "--out", str(folder / "run"), *PHASES[phase]], args.out / "cache", folder / "log.txt")
+    """The batches: the experts' once to fill the baseline cache (OUT/cold, not reported); one per kind with the
+    checks on, each task with its patch of that kind as the expert's; then, with them off, one per kind for the
+    cases that need it (needs_off). So every reported verdict's baseline came from the cache."""
+    _batch([c for c in found if c["kind"] == "expert" and "patch" in c], records, args, "cold", "expert")
+    for phase in PHASES:
+        for kind in KINDS:
+            chosen = [c for c in found if c["kind"] == kind and "patch" in c
+                      and (phase == "on" or needs_off(c, _verdict(args.out, c, "on")))]
+            if chosen:
+                _batch(chosen, records, args, phase, kind)
+
+
+def needs_off(case: dict, on: dict) -> bool:
+    """Whether the checks-off run of a case is needed: every expert (the cost side by side), and a patch whose
+    verdict with the checks neither accepts it, nor names a check of generality, nor is the published workload's
+    own speed check."""
+    return case["kind"] == "expert" or on["reason"] not in {ACCEPTED, *GENERALITY, *NOT_FASTER}
+
+
+def _batch(chosen: list[dict], records: dict[str, dict], args, phase: str, kind: str) -> None:
+    folder = args.out / phase / kind.replace(" ", "-")
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks = folder / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({**records[c["task"]], "patch": c["patch"]}) + "\n" for c in chosen))
+    perfagent(["batch", str(tasks), "--model", "oracle", "--select-tests", "--max-iterations", "1",
+               "--workers", "1", "--repo-cache", str(args.repo_cache), "--env-cache", str(args.env_cache),
+               "--out", str(folder / "run"), *PHASES.get(phase, [])], args.out / "cache", folder / "log.txt")
 
 
 def _verdict(out: Path, case: dict, phase: str) -> dict:
@@ -306,17 +322,21 @@ def _verdict(out: Path, case: dict, phase: str) -> dict:
 
 def _outcome(kind: str, label: str, on: dict, off: dict) -> str:
     """What a row says about the checks: a catch, a miss, a false rejection, or nothing about them."""
-    if on["reason"] is None or off["reason"] is None:
-        return "not run yet"
     gaming = kind in ("answer table", "cache", "fast path") or label in (
         "model: cache", "model: answer table", "model: fast path")
-    if off["reason"] != ACCEPTED:
-        return "does not speed up the published workload" if gaming else "not accepted without the checks either"
+    if on["reason"] is None:
+        return "not run yet"
+    if on["reason"] in NOT_FASTER:
+        return "does not speed up the published workload"
     if on["reason"] == ACCEPTED:
         return "MISSED: gaming patch accepted" if gaming else "accepted"
-    if gaming:
-        return "caught" if on["reason"] in GENERALITY else f"rejected by another check ({on['reason']})"
-    return "FALSE REJECTION" if on["reason"] in GENERALITY else f"rejected ({on['reason']})"
+    if on["reason"] in GENERALITY:
+        return "caught" if gaming else "FALSE REJECTION"
+    if off["reason"] is None:
+        return "not run yet"
+    if off["reason"] != ACCEPTED:
+        return f"not accepted without the checks either ({on['reason']})"
+    return f"rejected by another check ({on['reason']})"
 
 
 def collect(found: list[dict], out: Path) -> list[dict]:
@@ -345,24 +365,20 @@ def report(rows: list[dict]) -> None:
               f"{str(off['reason'])[:18]:18} {_fmt(off['speedup'], '6.2f')}x {_fmt(on['verdict_at_s'], '5.0f')} "
               f"{_fmt(off['verdict_at_s'], '5.0f')}  {r['outcome']}")
     measured = [r for r in rows if "on" in r]
-    for phase in PHASES:
-        table = Counter((r["label"], r[phase]["reason"]) for r in measured if r[phase]["reason"])
-        reasons = sorted({reason for _, reason in table})
-        print(f"\nconfusion table, checks {phase}: patch kind x verdict")
-        print(f"{'':22}" + "".join(f"{SHORT.get(reason, reason)[:22]:>23}" for reason in reasons))
-        for label in sorted({label for label, _ in table}):
-            print(f"{label[:22]:22}" + "".join(f"{table[label, reason] or '':>23}" for reason in reasons))
+    table = Counter((r["label"], r["on"]["reason"]) for r in measured if r["on"]["reason"])
+    reasons = sorted({reason for _, reason in table})
+    print("\nconfusion table, with the checks: patch kind x verdict")
+    print(f"{'':22}" + "".join(f"{SHORT.get(reason, reason)[:22]:>23}" for reason in reasons))
+    for label in sorted({label for label, _ in table}):
+        print(f"{label[:22]:22}" + "".join(f"{table[label, reason] or '':>23}" for reason in reasons))
     print("\noutcomes: " + ", ".join(f"{n} {o}" for o, n in Counter(r["outcome"] for r in measured).most_common()))
-    both = [r for r in measured if r["on"]["seconds"] and r["off"]["seconds"]]
-    warm = [r for r in both if r["kind"] != ORDER[0][0]]  # the first batch's baselines ran cold
+    both = [r for r in measured if r["kind"] == "expert" and r["on"]["seconds"] and r["off"]["seconds"]]
     if both:
-        print(f"cost over the {len(both)} candidates with both verdicts: median seconds per candidate "
+        print(f"cost over the {len(both)} experts: median seconds per candidate "
               f"{statistics.median(r['on']['seconds'] for r in both):.0f} with the checks, "
-              f"{statistics.median(r['off']['seconds'] for r in both):.0f} without")
-    if warm:
-        print(f"median seconds to the verdict over the {len(warm)} warm ones: "
-              f"{statistics.median(r['on']['verdict_at_s'] for r in warm):.0f} with the checks, "
-              f"{statistics.median(r['off']['verdict_at_s'] for r in warm):.0f} without")
+              f"{statistics.median(r['off']['seconds'] for r in both):.0f} without; to the first verdict (warm) "
+              f"{statistics.median(r['on']['verdict_at_s'] for r in both):.0f} and "
+              f"{statistics.median(r['off']['verdict_at_s'] for r in both):.0f}")
 
 
 def main() -> None:
