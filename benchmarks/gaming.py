@@ -10,7 +10,7 @@ was accepted. The run with `generality-checks = false` (what SWE-fficiency check
 for the cost of the checks side by side, and for the patches whose verdict with the checks does not tell on its own
 whether they speed up the published workload. All batches share one baseline cache (OUT/cache): its entries are
 named by a digest of everything they depend on, so the phases share the baseline's test outcomes and coverage and
-never each other's measurements. A first batch of the experts fills that cache (OUT/cold), so every reported
+never each other's measurements. First batches of the experts fill that cache (OUT/cold), so every reported
 verdict, with the checks or without, starts from a warm baseline. Patch kinds:
 - `expert`: the task's own patch (the honest control);
 - `model: <kind>`: the published model patch of PATCHES.jsonl (`model_patch`), its kind as read (MODEL_KINDS);
@@ -282,10 +282,13 @@ def cases(records: list[dict], models: dict[str, dict], repo_cache: Path, env_ca
 
 
 def run(found: list[dict], records: dict[str, dict], args) -> None:
-    """The batches: the experts' once to fill the baseline cache (OUT/cold, not reported); one per kind with the
-    checks on, each task with its patch of that kind as the expert's; then, with them off, one per kind for the
-    cases that need it (needs_off). So every reported verdict's baseline came from the cache."""
-    _batch([c for c in found if c["kind"] == "expert" and "patch" in c], records, args, "cold", "expert")
+    """The batches: the experts' in two workers to fill the baseline cache, with the checks and without (the
+    baseline's timing depends on them; OUT/cold, not reported); one per kind with the checks on, each task with its
+    patch of that kind as the expert's; then, with them off, one per kind for the cases that need it (needs_off).
+    So every reported verdict's baseline came from the cache."""
+    experts = [c for c in found if c["kind"] == "expert" and "patch" in c]
+    for phase in PHASES:
+        _batch(experts, records, args, phase, "expert", folder=args.out / "cold" / phase, workers=2)
     for phase in PHASES:
         for kind in KINDS:
             chosen = [c for c in found if c["kind"] == kind and "patch" in c
@@ -301,14 +304,15 @@ def needs_off(case: dict, on: dict) -> bool:
     return case["kind"] == "expert" or on["reason"] not in {ACCEPTED, *GENERALITY, *NOT_FASTER}
 
 
-def _batch(chosen: list[dict], records: dict[str, dict], args, phase: str, kind: str) -> None:
-    folder = args.out / phase / kind.replace(" ", "-")
+def _batch(chosen: list[dict], records: dict[str, dict], args, phase: str, kind: str, folder: Path | None = None,
+           workers: int = 1) -> None:
+    folder = folder or args.out / phase / kind.replace(" ", "-")
     folder.mkdir(parents=True, exist_ok=True)
     tasks = folder / "tasks.jsonl"
     tasks.write_text("".join(json.dumps({**records[c["task"]], "patch": c["patch"]}) + "\n" for c in chosen))
     perfagent(["batch", str(tasks), "--model", "oracle", "--select-tests", "--max-iterations", "1",
-               "--workers", "1", "--repo-cache", str(args.repo_cache), "--env-cache", str(args.env_cache),
-               "--out", str(folder / "run"), *PHASES.get(phase, [])], args.out / "cache", folder / "log.txt")
+               "--workers", str(workers), "--repo-cache", str(args.repo_cache), "--env-cache", str(args.env_cache),
+               "--out", str(folder / "run"), *PHASES[phase]], args.out / "cache", folder / "log.txt")
 
 
 def _verdict(out: Path, case: dict, phase: str) -> dict:
