@@ -30,6 +30,7 @@ from perfagent.config import ConfigError, Given, Settings, assignments, dashed, 
     validate
 from perfagent.record import new_run_directory, runs_folder
 from perfagent.repos.cache import default_root
+from perfagent.summary import Summary
 from perfagent import formats
 
 # plain help, as click and pytest print it (rich markup would take [tool.perfagent] for a style and drop it), as wide as
@@ -184,42 +185,39 @@ def _save_report(folder: Path) -> None:
         console.print(f"[yellow]could not write the report: {escape(f'{type(exc).__name__}: {exc}')}[/]")
 
 
-def _summary_table(summary: dict) -> Table:
-    table = Table(title=f"perfagent run {summary['run_id']}", expand=console.is_terminal)
+def _summary_table(summary: Summary) -> Table:
+    table = Table(title=f"perfagent run {summary.run_id}", expand=console.is_terminal)
     table.add_column("#", justify="right", min_width=2, no_wrap=True)
     table.add_column("verdict", no_wrap=True, min_width=22)
     table.add_column("speedup [95% CI]", no_wrap=True, min_width=18)
     table.add_column("p", no_wrap=True)
     table.add_column("change", overflow="ellipsis", no_wrap=True, ratio=1)
-    for c in summary["candidates"]:
-        speed = c["verdict"].get("speed")
-        speedup = f"{speed['speedup']:.2f}x [{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" if speed else ""
-        style = "green" if c["verdict"]["reason"] == reasons.ACCEPTED else "red"
-        undone = " (undone)" if c.get("undone") else ""
-        table.add_row(str(c["n"]), f"[{style}]{c['verdict']['reason']}{undone}[/]", speedup,
-                      f"{speed['p_value']:.0e}" if speed else "", c["summary"])
+    for c in summary.candidates:
+        speed = c.verdict.speed if c.verdict else None
+        style = "green" if c.verdict and c.verdict.reason == reasons.ACCEPTED else "red"
+        undone = " (undone)" if c.undone else ""
+        table.add_row(str(c.n), f"[{style}]{c.verdict.reason if c.verdict else 'no verdict'}{undone}[/]",
+                      formats.interval(speed), f"{speed.p_value:.0e}" if speed else "", c.summary)
     return table
 
 
-def _report(summary: dict, out: Path) -> None:
+def _report(summary: Summary, out: Path) -> None:
     console.print(_summary_table(summary))
-    final, llm = summary.get("final"), summary.get("llm") or {}
+    final, llm = summary.final, summary.llm
     if final:
-        s = final["speed"]
-        console.print(f"[bold green]overall: {s['speedup']:.2f}x faster[/] (95% CI {s['ci_low']:.2f}-"
-                      f"{s['ci_high']:.2f}, {formats.p_value(s['p_value'])}; {escape(formats.medians(s))}) on branch "
-                      f"[bold]{summary['branch']}[/]")
-        console.print(f"see the commits: git -C {summary['repo']} log --stat "
-                      f"{summary['base_commit'][:10]}..{summary['branch']}")
+        s = final.speed
+        console.print(f"[bold green]overall: {s.speedup:.2f}x faster[/] (95% CI {s.ci_low:.2f}-"
+                      f"{s.ci_high:.2f}, {formats.p_value(s.p_value)}; {escape(formats.medians(s))}) on branch "
+                      f"[bold]{summary.branch}[/]")
+        console.print(f"see the commits: git -C {summary.repo} log --stat "
+                      f"{summary.base_commit[:10]}..{summary.branch}")
     else:
         console.print("no candidate was accepted; no branch was left behind")
-    noise = (summary.get("baseline") or {}).get("noise")
-    if noise:
-        console.print(f"baseline {formats.noise(noise)}")
-    cost = llm.get("cost_usd")
-    console.print(f"model: {formats.plural(llm.get('calls', 0), 'call')}, {llm.get('prompt_tokens', 0)}+"
-                  f"{llm.get('completion_tokens', 0)} tokens, cost "
-                  f"{'unknown' if cost is None else f'${cost:.4f}'}; stop: {summary.get('stop_reason')}")
+    if summary.baseline:
+        console.print(f"baseline {formats.noise(summary.baseline.noise)}")
+    cost = llm.cost_usd  # a finished run has its model record
+    console.print(f"model: {formats.plural(llm.calls, 'call')}, {llm.prompt_tokens}+{llm.completion_tokens} tokens, "
+                  f"cost {'unknown' if cost is None else f'${cost:.4f}'}; stop: {summary.stop_reason}")
     console.print(f"run directory: {out}")
 
 
@@ -307,9 +305,9 @@ def _run_optimizer(repo: Path, settings: Settings, out: Path | None, interactive
         _fail_for(exc)
     _report(summary, optimizer.out)
     _save_report(optimizer.out)
-    if summary["status"] == reasons.MODEL_FAILED:
-        _fail(f"the model failed: {summary['stop_reason']}", MODEL_FAILED)
-    raise typer.Exit(IMPROVED if summary["accepted"] else NOT_IMPROVED)
+    if summary.status == reasons.MODEL_FAILED:
+        _fail(f"the model failed: {summary.stop_reason}", MODEL_FAILED)
+    raise typer.Exit(IMPROVED if summary.accepted else NOT_IMPROVED)
 
 
 @command("Optimize the bundled example with recorded model responses (offline, no API key).")

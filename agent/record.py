@@ -10,11 +10,12 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from perfagent.summary import FORMAT_VERSION, Summary
+
 # A repository's runs go to REPO/.perfagent/runs/RUN_ID unless --out says otherwise: beside the code they are about,
 # wherever the command was started, and found there again (`perfagent branches` reads them). The .perfagent folder
 # ignores itself, as .pytest_cache does, so git never shows it and the user's .gitignore and .git/info/exclude stay
 # untouched.
-FORMAT_VERSION = 1  # of summary.json: a reader of another version refuses it (check_format) rather than misread it
 OWN_FOLDER = ".perfagent"
 RUNS = "runs"
 
@@ -77,8 +78,13 @@ def machine() -> dict:
     """What the run's numbers were measured on, as pyperf records it: timing ratios travel, absolute times need it."""
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
                   if line.startswith("model name")), platform.processor() or None)
-    return {"cpu": model, "cores": os.cpu_count(), "load_at_start": round(os.getloadavg()[0], 2),
+    return {"cpu": model, "cores": os.cpu_count(), "load_at_start": _load(),
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _load() -> float:
+    """The 1-minute load average: how busy the machine was while the numbers were taken."""
+    return round(os.getloadavg()[0], 2)
 
 
 def _cpuinfo() -> str:
@@ -88,31 +94,24 @@ def _cpuinfo() -> str:
         return ""
 
 
-def check_format(summary: dict, path: Path) -> None:
-    """Refuse a summary.json of another record format (ValueError): its fields may mean something else."""
-    version = summary.get("format_version")
-    if version != FORMAT_VERSION:
-        made = "no format_version (written before perfagent recorded one)" if version is None else \
-            f"format_version {version}"
-        raise ValueError(f"{path} has {made}; this perfagent reads format_version {FORMAT_VERSION}: render it with "
-                         f"the perfagent that made the run, or run it again")
-
-
 class RunRecord:
+    """A run's summary.json, written through its model (perfagent.summary) on every change: a field the model does
+    not know, or a wrong type, fails the run at once rather than leave a record no reader can trust."""
+
     @staticmethod
     def mark_killed(summary: Path) -> None:
         """A run that died without a word (SIGKILL, power loss) still says "running": say "killed" instead."""
         try:
-            data = json.loads(summary.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            record = Summary.read(json.loads(summary.read_text(encoding="utf-8")), summary)
+        except (OSError, ValueError):  # unreadable, or another format's: left as it is
             return
-        if data.get("status") == "running":
-            write_json(summary, {**data, "status": "killed"})
+        if record.status == "running":
+            write_json(summary, {**record.dump(), "status": "killed"})
 
     def __init__(self, out: Path, **header):
         self.dir = Path(out)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.summary = {"format_version": FORMAT_VERSION, "status": "running", **header, "machine": machine(),
+        self._fields = {"format_version": FORMAT_VERSION, "status": "running", **header, "machine": machine(),
                         "baseline": None, "candidates": [], "final": None, "llm": None}
         self.save()
 
@@ -121,10 +120,14 @@ class RunRecord:
         return self.dir / "trajectory.json"
 
     def save(self) -> None:
-        write_json(self.dir / "summary.json", self.summary)
+        """Validate and write the record; the machine's load as seen now counts towards the run's highest."""
+        machine_now = self._fields["machine"]
+        machine_now["load_max"] = max(machine_now.get("load_max", machine_now["load_at_start"]), _load())
+        self.summary = Summary.written(self._fields, self.dir / "summary.json")
+        write_json(self.dir / "summary.json", self.summary.dump())
 
     def update(self, **fields) -> None:
-        self.summary.update(fields)
+        self._fields.update(fields)
         self.save()
 
     def save_profile(self, name: str, profile) -> None:

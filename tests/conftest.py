@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import signal
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from perfagent.sandbox import isolation
+from perfagent.summary import Summary
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,29 @@ def session_cache(tmp_path_factory):
 def own_cache(session_cache, tmp_path, monkeypatch):
     """Each test starts with an empty perfagent cache of its own."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "foreign_records: the test writes summary.json files that are not run records "
+                                       "of this perfagent's format on purpose (checks_records leaves them be)")
+
+
+def read_summary(folder: Path) -> dict:
+    """A run's summary.json, as on disk, after it validated against the record's model."""
+    path = Path(folder) / "summary.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    Summary.read(data, path)
+    return data
+
+
+@pytest.fixture(autouse=True)
+def checks_records(request, tmp_path):
+    """Every summary.json a test leaves in its tmp_path (a run's --out, a repository's .perfagent/runs) validates
+    against the record's model."""
+    yield
+    if request.node.get_closest_marker("foreign_records") is None:
+        for path in tmp_path.rglob("summary.json"):
+            read_summary(path.parent)
 
 
 def levels_in_suite(levels: list[str], keep: int = 1, weakest: bool = False) -> list:

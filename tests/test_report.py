@@ -16,10 +16,12 @@ from typer.testing import CliRunner
 from perfagent.cli import app
 from perfagent.report.flamegraph import PathMapper, flame_svg, frame_tree, read_stacks
 from perfagent.formats import OWN_VALUES, p_value
-from perfagent.record import FORMAT_VERSION
+from perfagent.record import RunRecord
 from perfagent.report.render import pull_request, write_report
+from perfagent.report.templating import environment
+from perfagent.summary import FORMAT_VERSION, RecordError, Summary
 from tests.browser import assert_shown, open_page, screenshot
-from tests.conftest import SMALL_LIB, make_repo, scripted_session, search_replace
+from tests.conftest import SMALL_LIB, make_repo, read_summary, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD
 
 pytestmark = pytest.mark.xdist_group("test_report")  # one worker: its module fixture is a whole optimize run
@@ -47,7 +49,7 @@ def test_optimize_writes_a_self_contained_report(run):
     out, stdout = run
     assert f"report: {out / 'report.html'}" in stdout
     html = (out / "report.html").read_text()
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_summary(out)
     assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["tests failed", "accepted"]
     speed = summary["final"]["speed"]
     assert f"{speed['speedup']:.2f}x" in html and f"[{speed['ci_low']:.2f}, {speed['ci_high']:.2f}]" in html
@@ -99,7 +101,7 @@ def test_optimize_writes_a_pull_request(run):
     out, stdout = run
     assert f"pull request: {out / 'pull_request.md'}" in stdout
     text = (out / "pull_request.md").read_text()
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_summary(out)
     final = summary["final"]["speed"]
     assert text.startswith(f"# perf: Use a set to deduplicate ({final['speedup']:.2f}x faster)\n")
     assert f"(95% CI {final['ci_low']:.2f}x to {final['ci_high']:.2f}x, {p_value(final['p_value'])})" in text
@@ -132,7 +134,7 @@ def test_times_stand_beside_their_own_comparison(run):
     median (two comparisons time the same code at different speeds of the machine); the headline's times are the
     final measurement's; the noise has one name and p-values read as a person writes them."""
     out, stdout = run
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_summary(out)
     final, (rejected, kept) = summary["final"]["speed"], summary["candidates"]
     text = (out / "pull_request.md").read_text()
     timed = [line for line in text.splitlines() if re.search(r"\d ms\b", line)]
@@ -190,6 +192,15 @@ def test_a_batch_report_writes_each_task_pull_request(run, tmp_path):
     assert (task_run / "pull_request.md").read_text() == (out / "pull_request.md").read_text()
 
 
+# a run's record as RunRecord starts it: what a run cut short before its baseline leaves
+HEADER = {"format_version": FORMAT_VERSION, "status": "interrupted", "run_id": "r1", "repo": "/r", "branch": None,
+          "base_commit": "b" * 40, "workload": "bench.py", "workload_file": None, "model": "scripted:s.json",
+          "settings": {}, "isolation": "none", "machine": {"cpu": "a CPU", "cores": 2, "load_at_start": 0.5,
+                                                           "python": "3.11.9", "platform": "Linux"},
+          "baseline": None, "candidates": [], "final": None, "llm": None}
+
+
+@pytest.mark.foreign_records
 @pytest.mark.parametrize("version", [None, FORMAT_VERSION + 1])
 def test_a_record_of_another_format_is_refused_with_what_to_do(tmp_path, version):
     record = {"status": "finished", "run_id": "r1", "candidates": [], "final": None, "llm": None, "baseline": None}
@@ -200,33 +211,72 @@ def test_a_record_of_another_format_is_refused_with_what_to_do(tmp_path, version
     assert f"this perfagent reads format_version {FORMAT_VERSION}" in said and "run it again" in said, said
 
 
+@pytest.mark.foreign_records
+@pytest.mark.parametrize("change, named", [
+    ({"run_id": None}, "run_id: field required"),  # None: left out
+    ({"stop_reson": "done"}, "stop_reson: extra inputs are not permitted"),
+    ({"candidates": [{"n": 1, "summary": "x", "verdict": {"reason": "accepted", "sped": None}}]},
+     "candidates.0.verdict.sped: extra inputs are not permitted"),
+    ({"machine": {**HEADER["machine"], "cores": "two"}}, "machine.cores: input should be a valid integer"),
+])
+def test_a_record_that_does_not_fit_the_model_is_refused_naming_the_field(tmp_path, change, named):
+    record = {k: v for k, v in {**HEADER, **change}.items() if v is not None or k not in change}
+    (tmp_path / "summary.json").write_text(json.dumps(record))
+    for args in (["report", str(tmp_path)], ["report", str(tmp_path), "--format", "markdown"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and not (tmp_path / "report.html").exists(), result.output
+        said = " ".join(result.output.split())
+        assert f"is not a run record of format_version {FORMAT_VERSION}: {named}" in said, said
+
+
+def test_the_record_is_validated_as_it_is_written(tmp_path):
+    """A writer's misspelt field fails the write at once; the record on disk stays the last one that fit."""
+    header = {k: v for k, v in HEADER.items() if k in ("run_id", "repo", "branch", "base_commit", "workload",
+                                                       "workload_file", "model", "settings", "isolation")}
+    record = RunRecord(tmp_path, **header)
+    record.update(stop_reason="done")
+    with pytest.raises(RecordError, match="stop_reson: extra inputs are not permitted"):
+        record.update(stop_reson="done")
+    written = read_summary(tmp_path)
+    assert written["stop_reason"] == "done" and "stop_reson" not in written
+    assert written["machine"]["load_max"] >= written["machine"]["load_at_start"]
+
+
+def test_templates_read_the_record_strictly():
+    """A template's misspelt field of the record raises, where Jinja would render an empty string."""
+    summary = Summary.read(HEADER, "summary.json")
+    template = environment(autoescape=False).from_string
+    assert template("{{ s.status }} {{ s.machine.cores }} {{ s.final.speed }}").render(s=summary) == "interrupted 2 "
+    with pytest.raises(AttributeError, match="stop_reson"):
+        template("{{ s.stop_reson }}").render(s=summary)
+    with pytest.raises(AttributeError, match="core"):
+        template("{{ s.machine.core }}").render(s=summary)
+
+
 def test_a_run_records_its_format_and_machine(run):
-    summary = json.loads((run[0] / "summary.json").read_text())
+    summary = read_summary(run[0])
     assert summary["format_version"] == FORMAT_VERSION
     machine = summary["machine"]
     assert machine["cores"] == os.cpu_count() and machine["python"] == platform.python_version()
-    assert machine["cpu"] and machine["load_at_start"] >= 0
+    assert machine["cpu"] and 0 <= machine["load_at_start"] <= machine["load_max"]
+    assert summary["isolation"] and summary["baseline"]["noise"]["pair_spread"] >= 0
 
 
 def test_pull_request_of_an_interrupted_run(tmp_path):
-    """A partial record renders: a run cut short before its summary, then one with a commit but no final
-    measurement, a candidate never timed, a verdict with entries this renderer does not know, and text that markdown
-    would misread."""
-    bare = {"format_version": FORMAT_VERSION, "status": "interrupted", "run_id": "r1", "candidates": [], "final": None,
-            "llm": None, "baseline": None}
-    (tmp_path / "summary.json").write_text(json.dumps(bare))
+    """A partial record renders: a run cut short before its baseline, then one with a commit but no final
+    measurement, a candidate never timed, and text that markdown would misread."""
+    (tmp_path / "summary.json").write_text(json.dumps(HEADER))
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--format", "markdown"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("# perf: nothing accepted for `?` (0 candidates tried)\n")
+    assert result.stdout.startswith("# perf: nothing accepted for `bench.py` (0 candidates tried)\n")
     assert "This run ended as `interrupted`." in result.stdout and "no change to measure" in result.stdout
     fence = "```"
     kept = {"n": 2, "summary": "Cache the <module> table", "commit": "c0ffee" * 7, "functions": ["m:f"],
             "diff": f"--- a/README.md\n+++ b/README.md\n@@ -1 +1,2 @@\n {fence}\n+x\n",
-            "verdict": {"reason": "accepted", "speed": None, "memory": {"peak_mib": 1.25, "growth": None},
-                        "something_new": [1]}}
+            "verdict": {"reason": "accepted", "speed": None, "memory": {"peak_mib": 1.25, "growth": None}}}
     untimed = {"n": 1, "summary": "a | b", "verdict": {"reason": "tests failed", "detail": "\n\nE  a|b <x>\nmore"}}
-    partial = {**bare, "repo": "/r", "base_commit": "b" * 40, "workload_file": "/r/bench.py", "error": "Terminated",
-               "candidates": [untimed, kept], "settings": {"tests": ["tests/t.py"], "python": "/r/.venv/bin/python"}}
+    partial = {**HEADER, "workload_file": "/r/bench.py", "error": "Terminated", "candidates": [untimed, kept],
+               "settings": {"tests": ["tests/t.py"], "python": "/r/.venv/bin/python"}}
     (tmp_path / "summary.json").write_text(json.dumps(partial))
     text = pull_request(tmp_path)
     assert text.startswith("# perf: Cache the &lt;module> table (the run was interrupted: no measurement of the branch "
@@ -249,8 +299,7 @@ def test_report_in_headless_chromium(run, tmp_path):
         assert page.locator("svg.flamegraph g.frame.stdlib").count() >= 1
         assert "unique_sorted" in page.locator("svg.flamegraph").first.text_content()
         assert_shown(page, "svg.samples-plot", count=2, min_width=400, min_height=60)  # final and the accepted one
-        assert page.locator(".accepted-patch svg.samples-plot circle.sample").count() == 2 * json.loads(
-            (out / "summary.json").read_text())["candidates"][1]["verdict"]["speed"]["n_base"]
+        assert page.locator(".accepted-patch svg.samples-plot circle.sample").count() == 2 * read_summary(out)["candidates"][1]["verdict"]["speed"]["n_base"]
         assert_shown(page, ".accepted-patch .diff", count=1, min_height=60)
         assert "return sorted(set(items))" in page.locator(".accepted-patch .diff").inner_text()
         assert_shown(page, "#hotspots table tr", min_height=15)

@@ -31,6 +31,7 @@ from perfagent.repos.cache import BaselineCache
 from perfagent.sandbox import gitsafe, isolation
 from perfagent.sandbox.run import Limits
 from perfagent.sandbox.workspace import Workspaces, head, open_repo
+from perfagent.summary import Summary
 
 
 def tests_record(plan: TestPlan) -> dict:
@@ -63,7 +64,7 @@ class Optimizer:
         self.limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
                              processes=settings.max_processes, isolation=isolation.choose(settings.isolation))
 
-    def run(self) -> dict:
+    def run(self) -> Summary:
         s, base_commit = self.settings, self.repo.head.commit.hexsha
         if self.repo.is_dirty(untracked_files=True):
             self.notify.note(f"the repository has uncommitted changes: they are ignored; working from HEAD "
@@ -90,7 +91,7 @@ class Optimizer:
             ws.close()
             self._drop_branch_if_empty(base_commit)
 
-    def _run(self, ctx: RunContext, base_commit: str) -> dict:
+    def _run(self, ctx: RunContext, base_commit: str) -> Summary:
         self._check_model(ctx)
         branch = ctx.env.workspaces.branch(self.branch, base_commit)
         ctx.notify.note(f"working on branch {self.branch} (run {self.run_id})")
@@ -248,9 +249,8 @@ class Iterations:
                 desk.decided(UNDO, candidate=undone.n, commit=undone.commit)
             elif step.action == LIMITS:
                 settings.max_iterations, budget.max_usd = step.max_iterations, step.budget_usd
-                self.record.summary["settings"].update(max_iterations=step.max_iterations,
-                                                       budget_usd=step.budget_usd)
-                self.record.save()
+                self.record.update(settings={**self.record.summary.settings, "max_iterations": step.max_iterations,
+                                             "budget_usd": step.budget_usd})
                 desk.decided(LIMITS, max_iterations=step.max_iterations, budget_usd=step.budget_usd)
 
     def _undo(self, candidate: CandidateRecord) -> None:

@@ -8,9 +8,9 @@ import re
 import shlex
 from pathlib import Path
 
-import jinja2
-
 from perfagent.reasons import FINISHED
+from perfagent.report.templating import environment
+from perfagent.summary import Candidate, Speed, Summary
 from perfagent import formats
 
 PULL_REQUEST = "pull_request.md"
@@ -22,8 +22,7 @@ RULES = {  # what each decision rule demands of a candidate (docs/how-it-works.m
                   "false acceptance of identical code below alpha over all looks",
     "paired": "a Wilcoxon signed-rank test rejects \"no difference\" at alpha",
 }
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
-                          autoescape=False, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+_env = environment(autoescape=False, keep_trailing_newline=True)
 
 
 def _line(value) -> str:
@@ -60,44 +59,43 @@ _env.filters.update(text=_text, interval=lambda speed: formats.interval(speed, "
                     p_value=formats.p_value, plural=formats.plural, noise=formats.noise, medians=formats.medians)
 
 
-def _title(kept: list[dict], speed: dict | None, summary: dict, workload: str) -> str:
+def _title(kept: list[Candidate], speed: Speed | None, summary: Summary, workload: str) -> str:
     if not kept:
-        tried = len(summary.get("candidates") or [])
+        tried = len(summary.candidates)
         return f"perf: nothing accepted for `{workload}` ({formats.plural(tried, 'candidate')} tried)"
-    parts = [_line(c.get("summary")).rstrip(".") for c in kept]
+    parts = [_line(c.summary).rstrip(".") for c in kept]
     what = formats.shorten("; ".join(parts), TITLE_CHARS)
     if len(parts) > 1 and what.endswith("…"):
         more = f" and {formats.plural(len(parts) - 1, 'more change')}"
         what = formats.shorten(parts[0], TITLE_CHARS - len(more)) + more
     what = _text(what)
-    objective = (summary.get("settings") or {}).get("objective") or "time"
+    objective = summary.settings.get("objective") or "time"
     if speed:  # under another objective than time, the branch's speedup may well be near 1
         gain = "faster" if objective == "time" else f"speed, objective {objective}"
-        return f"perf: {what} ({speed['speedup']:.2f}x {gain})"
-    return f"perf: {what} (the run was {summary.get('status')}: no measurement of the branch as a whole)"
+        return f"perf: {what} ({speed.speedup:.2f}x {gain})"
+    return f"perf: {what} (the run was {summary.status}: no measurement of the branch as a whole)"
 
 
-def _workload(summary: dict) -> str:
+def _workload(summary: Summary) -> str:
     """The workload as a reader types it: its file relative to the repository, or the command."""
-    file, repo = summary.get("workload_file"), summary.get("repo")
+    file, repo = summary.workload_file, summary.repo
     if file:
-        return Path(file).relative_to(repo).as_posix() if repo and Path(file).is_relative_to(repo) else file
-    return (summary.get("settings") or {}).get("workload") or summary.get("workload") or "?"
+        return Path(file).relative_to(repo).as_posix() if Path(file).is_relative_to(repo) else file
+    return summary.settings.get("workload") or summary.workload
 
 
-def _reproduce(summary: dict, kept: list[dict], workload: str) -> list[str]:
+def _reproduce(summary: Summary, kept: list[Candidate], workload: str) -> list[str]:
     """Shell lines that validate the branch's whole change again as one candidate (`oracle:PATCH` replays it as the
     model's one reply), with this run's tests and decision settings; empty when there is nothing to measure."""
-    base = summary.get("base_commit")
-    if not kept or not base:
+    base = summary.base_commit
+    if not kept:
         return []
-    tip, repo = summary.get("final_commit") or kept[-1]["commit"], summary.get("repo")
-    settings = summary.get("settings") or {}
+    tip, repo, settings = summary.final_commit or kept[-1].commit, summary.repo, summary.settings
     command = [shlex.join(["perfagent", "optimize", ".", "--workload", workload, "--model", f"oracle:{PATCH}",
                            "--max-iterations", "1"])]
     command += [shlex.join(["--tests", test]) for test in settings.get("tests") or []]
     python = settings.get("python")
-    if python and repo and Path(python).is_relative_to(repo):  # the project's own venv: the same path for a reviewer
+    if python and Path(python).is_relative_to(repo):  # the project's own venv: the same path for a reviewer
         command.append(shlex.join(["--python", Path(python).relative_to(repo).as_posix()]))
     rule = [f"--set {key.replace('_', '-')}={settings[key]}" for key in ("decision_rule", "alpha", "min_effect")
             if settings.get(key) is not None]
@@ -108,28 +106,26 @@ def _reproduce(summary: dict, kept: list[dict], workload: str) -> list[str]:
             "git checkout -   # back to where you were"]
 
 
-def _note(summary: dict, kept: list[dict], speed: dict | None) -> str:
+def _note(summary: Summary, kept: list[Candidate], speed: Speed | None) -> str:
     """How a run that did not finish ended, and what its record therefore lacks."""
-    status = summary.get("status")
+    status = summary.status
     if status == FINISHED:
         return ""
-    why = summary.get("error") or summary.get("stop_reason")
+    why = summary.error or summary.stop_reason
     note = f"This run ended as `{status}`" + (f" ({_text(why, 200).rstrip(':')})" if why else "")
     return note + (": the branch was not measured as a whole against its base." if kept and not speed else ".")
 
 
-def markdown(summary: dict, before: dict | None, after: dict | None, hotspots: list[dict]) -> str:
-    """pull_request.md for a run: `summary` is its summary.json, `before` and `after` its profiles (None when not
+def markdown(summary: Summary, before: dict | None, after: dict | None, hotspots: list[dict]) -> str:
+    """pull_request.md for a run: `summary` is its record, `before` and `after` its profiles (None when not
     recorded), `hotspots` the rows of the functions on top before and after (render's hotspot rows)."""
-    candidates = summary.get("candidates") or []
-    kept = [c for c in candidates if c.get("commit") and not c.get("undone")]
-    speed = (summary.get("final") or {}).get("speed")
+    kept, final = summary.kept, summary.final
+    speed = final.speed if final else None
     workload = _workload(summary)
-    settings = summary.get("settings") or {}
+    settings = summary.settings
     return _env.get_template("pull_request.md.j2").render(
         s=summary, title=_title(kept, speed, summary, workload), note=_note(summary, kept, speed), workload=workload,
-        kept=kept, rejected=[c for c in candidates if c not in kept], speed=speed, final=summary.get("final") or {},
+        kept=kept, rejected=[c for c in summary.candidates if not c.kept], speed=speed, final=final,
         before=before, after=after, hotspots=hotspots, settings=settings, rule=RULES.get(settings.get("decision_rule")),
-        baseline=summary.get("baseline") or {}, tests=summary.get("tests") or {},
-        tests_run=summary.get("tests_run") or [], llm=summary.get("llm") or {},
+        baseline=summary.baseline, tests=summary.tests, tests_run=summary.tests_run or [], llm=summary.llm,
         reproduce=_reproduce(summary, kept, workload))

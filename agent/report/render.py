@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jinja2
 from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -18,13 +17,13 @@ from perfagent.report.flamegraph import REPOSITORY, STDLIB, SWATCHES, THIRD_PART
     flame_svg, load_profile, speedscope
 from perfagent.report.plots import BASELINE, CANDIDATE, interval_plot, strip_plot
 from perfagent.report.pull_request import PULL_REQUEST, TOP, markdown
-from perfagent.reasons import ACCEPTED
+from perfagent.report.templating import environment
 from perfagent import formats
-from perfagent.record import check_format, read_jsonl, write_json
+from perfagent.record import read_jsonl, write_json
+from perfagent.summary import Candidate, RecordError, Samples, Summary
 
 REPORT = "report.html"
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
-                          autoescape=True, trim_blocks=True, lstrip_blocks=True)
+_env = environment(autoescape=True)
 _formatter = HtmlFormatter(style="friendly", cssclass="diff")
 
 
@@ -50,25 +49,25 @@ _env.filters.update(ms=formats.seconds, interval=formats.interval, pct=formats.s
                     noise=formats.noise, expert_reach=formats.expert_reach)
 
 
-def _diff(text: str) -> Markup:
+def _diff(text: str | None) -> Markup:
     return Markup(highlight(text, DiffLexer(), _formatter)) if text else Markup("")
 
 
 # -- an optimize run ------------------------------------------------------------------------------------------------
-def _profiles(run: Path, summary: dict) -> dict[str, dict]:
+def _profiles(run: Path, summary: Summary) -> dict[str, dict]:
     """Every profile of the run: its ranking, a speedscope file written next to its raw stacks, and for the profiles
     before and after a flame graph."""
     rankings = {p.name.removesuffix(".json"): _read(p) for p in sorted(run.glob("profile-*.json"))
                 if not p.name.endswith(".speedscope.json")}
     known = sorted({h["file"] for r in rankings.values() for h in r["hotspots"]})
-    workload = summary.get("workload_file")
+    workload = summary.workload_file
     out = {}
     for name, ranking in rankings.items():
         entry = {"ranking": ranking, "svg": None}
         raw = run / f"{name}.raw"
         if raw.is_file():
-            stacks = load_profile(raw, PathMapper(summary.get("repo"), known, workload))
-            write_json(run / f"{name}.speedscope.json", speedscope(stacks, f"{summary.get('run_id')} {name}"))
+            stacks = load_profile(raw, PathMapper(summary.repo, known, workload))
+            write_json(run / f"{name}.speedscope.json", speedscope(stacks, f"{summary.run_id} {name}"))
             if name in ("profile-before", "profile-after"):
                 entry["svg"] = Markup(flame_svg(frame_tree(stacks), title=f"flame graph {name}"))
             entry["speedscope"] = f"{name}.speedscope.json"
@@ -102,51 +101,46 @@ def _hotspot_rows(before: dict | None, after: dict | None, time_before: float | 
     return rows
 
 
-def _samples_svg(samples: dict | None, candidate: str, width: int = 620) -> Markup | None:
-    if not samples or not samples.get("baseline"):
+def _samples_svg(samples: Samples | None, candidate: str, width: int = 620) -> Markup | None:
+    if not samples or not samples.baseline:
         return None
-    return Markup(strip_plot([("baseline", samples["baseline"], BASELINE),
-                              (candidate, samples["candidate"], CANDIDATE)],
+    return Markup(strip_plot([("baseline", samples.baseline, BASELINE), (candidate, samples.candidate, CANDIDATE)],
                              label=f"timing samples: baseline vs {candidate}", width=width))
 
 
-def _summary(path: Path) -> dict | None:
-    """A run's summary.json, refused when it is of another record format."""
-    summary = _read(path)
-    if summary is not None:
-        try:
-            check_format(summary, path)
-        except ValueError as exc:
-            raise ReportError(str(exc)) from None
-    return summary
+def _candidate_plot(c: Candidate) -> Markup:
+    return (c.verdict and _samples_svg(c.verdict.samples, f"candidate {c.n}", 500)) or Markup("")
+
+
+_env.filters.update(diff_html=_diff, samples_plot=_candidate_plot)
+
+
+def _summary(path: Path) -> Summary | None:
+    """A run's record, refused when it is of another format or does not fit the model."""
+    data = _read(path)
+    try:
+        return None if data is None else Summary.read(data, path)
+    except RecordError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def run_context(run: Path) -> dict:
     summary = _summary(run / "summary.json")
     profiles = _profiles(run, summary)
-    final, baseline = summary.get("final"), summary.get("baseline") or {}
-    speed = (final or {}).get("speed")
-    time_before = speed["base_median"] if speed else baseline.get("workload_seconds")
-    time_after = speed["cand_median"] if speed else None
+    final, baseline = summary.final, summary.baseline
+    speed = final.speed if final else None
+    time_before = speed.base_median if speed else baseline.workload_seconds if baseline else None
+    time_after = speed.cand_median if speed else None
     before, after = profiles.get("profile-before"), profiles.get("profile-after")
-    candidates = []
-    for c in summary["candidates"]:
-        verdict = c["verdict"]
-        undone = c.get("undone")  # accepted, then taken off the branch by the reviewer (perfagent optimize -i)
-        candidates.append({**c, "accepted": verdict["reason"] == ACCEPTED and not undone,
-                           "reason": "accepted, then undone by the reviewer" if undone else verdict["reason"],
-                           "diff_html": _diff(c.get("diff", "")),
-                           "full_diff_html": _diff(c["full_diff"]) if c.get("full_diff") else None,
-                           "plot": _samples_svg(verdict.get("samples"), f"candidate {c['n']}", 500)})
     return {
         "kind": "run", "s": summary, "speed": speed, "baseline": baseline, "time_before": time_before,
-        "time_after": time_after, "llm": summary.get("llm") or {}, "candidates": candidates,
-        "tests_run": summary.get("tests_run") or [], "before": before, "after": after,
+        "time_after": time_after, "llm": summary.llm, "candidates": summary.candidates,
+        "tests_run": summary.tests_run or [], "before": before, "after": after,
         "others": [n for n in profiles if n not in ("profile-before", "profile-after")],
         "speedscope": [p["speedscope"] for p in profiles.values() if p.get("speedscope")],
         "hotspots": _hotspot_rows(before and before["ranking"], after and after["ranking"], time_before,
                                   time_after),
-        "final_plot": _samples_svg((final or {}).get("samples"), "final"),
+        "final_plot": _samples_svg(final.samples if final else None, "final"),
         "legend": [(SWATCHES[kind], text) for kind, text in (
             (REPOSITORY, "the repository's code"), (WORKLOAD, "the workload"), (STDLIB, "standard library"),
             (THIRD_PARTY, "installed packages, other"))],
@@ -178,14 +172,13 @@ def batch_context(out: Path) -> dict:
     for result in read_jsonl(out / BATCH_RESULTS):
         run = out / "tasks" / result["instance_id"] / "run"
         summary = _summary(run / "summary.json")
-        final = (summary or {}).get("final") or {}
         link = None
         if summary:
             written = (run / REPORT, run / PULL_REQUEST)
             if any(not p.exists() or p.stat().st_mtime < (run / "summary.json").stat().st_mtime for p in written):
                 write_report(run)  # tasks' reports are written once, not on every render of the batch's
             link = written[0].relative_to(out).as_posix()
-        rows.append({**result, "speed": final.get("speed"), "link": link,
+        rows.append({**result, "speed": summary.final.speed if summary and summary.final else None, "link": link,
                      "cost": ((result.get("llm") or {}).get("cost_usd"))})
     plot_rows = [(r["instance_id"], r["speed"]["speedup"], r["speed"]["ci_low"], r["speed"]["ci_high"])
                  for r in rows if r["speed"]]

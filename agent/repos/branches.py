@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfagent.record import runs_folder
+from perfagent.summary import Summary
 
 PREFIX = "perfagent/"
 
@@ -24,8 +25,8 @@ class RunBranch:
     date: str  # of its last commit, as git prints it (YYYY-MM-DD HH:MM:SS +ZZZZ)
     commits: int  # commits that no other branch holds
     checked_out: str | None  # the worktree it is checked out in, if any
-    summary: dict | None = field(hash=False, compare=False)  # its run's summary.json, when the run went to the
-    # repository's runs folder
+    summary: Summary | None = field(hash=False, compare=False)  # its run's record, when the run went to the
+    # repository's runs folder (and is of this perfagent's format)
 
     @property
     def run_id(self) -> str:
@@ -36,10 +37,10 @@ class RunBranch:
         """The run's overall result, in words."""
         if self.summary is None:
             return "run records not in the repository's runs folder"
-        speed = (self.summary.get("final") or {}).get("speed")
-        if not speed:
-            return f"no final timing (run {self.summary.get('status', 'unknown')})"
-        return f"{speed['speedup']:.2f}x (95% CI {speed['ci_low']:.2f}-{speed['ci_high']:.2f})"
+        if not self.summary.final:
+            return f"no final timing (run {self.summary.status})"
+        speed = self.summary.final.speed
+        return f"{speed.speedup:.2f}x (95% CI {speed.ci_low:.2f}-{speed.ci_high:.2f})"
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -60,10 +61,11 @@ def _checked_out(repo: Path) -> dict[str, str]:
     return where
 
 
-def _summary(repo: Path, run_id: str) -> dict | None:
+def _summary(repo: Path, run_id: str) -> Summary | None:
+    path = runs_folder(repo) / run_id / "summary.json"
     try:
-        return json.loads((runs_folder(repo) / run_id / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return Summary.read(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, ValueError):  # none, damaged, or another format's
         return None
 
 

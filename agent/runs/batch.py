@@ -81,16 +81,16 @@ def solve(task_record: dict, job_record: dict) -> dict:
                 budget = SharedBudget(max_usd=job.task_budget_usd, ledger=job.out / LEDGER,
                                       total_usd=job.budget_usd, total_calls=job.max_calls)
                 summary = Optimizer(worktree, settings, out=folder / "run", observer=observer, budget=budget).run()
-                if summary.get("branch"):
-                    result["model_patch"] = diff(worktree, task.base_commit, summary["final_commit"])
+                if summary.branch:
+                    result["model_patch"] = diff(worktree, task.base_commit, summary.final_commit)
                     try:
-                        gitsafe.git(worktree, "branch", "-D", summary["branch"])  # never through the worktree's .git
+                        gitsafe.git(worktree, "branch", "-D", summary.branch)  # never through the worktree's .git
                     except gitsafe.GitError:
                         pass
-                final = summary.get("final") or {}
-                result.update(status=FAILED if summary["status"] == MODEL_FAILED else FINISHED,
-                              accepted=summary["accepted"], stop_reason=summary["stop_reason"],
-                              speedup=(final.get("speed") or {}).get("speedup"), llm=summary["llm"])
+                result.update(status=FAILED if summary.status == MODEL_FAILED else FINISHED,
+                              accepted=summary.accepted, stop_reason=summary.stop_reason,
+                              speedup=summary.final.speed.speedup if summary.final else None,
+                              llm=summary.llm.model_dump())
         except Exception as exc:  # the task failed; the batch goes on
             result["error"] = f"{type(exc).__name__}: {exc}"
             observer(Note(f"failed: {result['error']}"))
