@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, TextIO, Union
 
-from perfagent.reasons import ACCEPTED
+from perfagent.reasons import ACCEPTED, outcome
 
 
 def duration(seconds: float) -> str:
@@ -76,13 +76,18 @@ class VerdictReached:
     candidate: dict
 
     @property
+    def outcome(self) -> str:
+        return outcome(self.candidate["verdict"]["reason"], self.candidate.get("outrun_by"))
+
+    @property
     def accepted(self) -> bool:
-        return self.candidate["verdict"]["reason"] == ACCEPTED
+        return self.outcome == ACCEPTED
 
     def text(self) -> str:
         verdict = self.candidate["verdict"]
         first = verdict["detail"].splitlines()[0] if verdict["detail"] else ""
-        return f"  {verdict['reason']}: {first}"
+        by = self.candidate.get("outrun_by")
+        return f"  {self.outcome}" + (f" (candidate {by} gained more): " if by else ": ") + first
 
 
 Event = Union[Note, Progress, CandidateProposed, CheckDone, VerdictReached]

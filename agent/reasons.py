@@ -28,6 +28,7 @@ NOT_RUN_BY_WORKLOAD = "not run by the workload"  # it edits only functions the p
 NOT_FASTER = "not faster"
 TOO_NOISY = "too noisy to decide"
 OUTRUN = "outrun in its round"  # significantly faster, but another candidate of its round was faster still
+UNDONE = "accepted, then undone by the reviewer"
 
 # Result checks.
 IDENTICAL = "identical"
@@ -36,3 +37,11 @@ NOT_COMPARED = "not compared (compare-output = false)"
 # A run's status when it ends.
 RUNNING, FINISHED, FAILED, INTERRUPTED, KILLED = "running", "finished", "failed", "interrupted", "killed"
 MODEL_FAILED = "model failed"  # it ended because the model could not answer
+
+
+def outcome(reason: str | None, outrun_by: int | None = None, undone: bool = False) -> str:
+    """What became of a candidate: its verdict's reason as the judge made it, unless another candidate of its round
+    gained more and was committed instead (the round's choice, not a change of the verdict) or a reviewer undid it."""
+    if reason is None:
+        return "no verdict"
+    return UNDONE if undone else OUTRUN if outrun_by is not None else reason

@@ -11,7 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from perfagent.cli import app
-from perfagent.config import load_settings
+from perfagent.config import Settings, load_settings
 from perfagent.events import Broadcast, CheckDone, LogObserver, Progress, VerdictReached
 from perfagent.loop.optimizer import Optimizer
 from perfagent.report.live import TerminalObserver
@@ -138,7 +138,8 @@ def test_guards_on_the_diff_alone():
     """Protected files, benchmark gaming and syntax errors are caught before anything runs."""
     from perfagent.loop.verdict import Judge
 
-    judge = Judge(None, sys.executable, None, None, (1,), "bench/workload.py", 5.0, ["docs/conftest.py"])
+    judge = Judge(None, sys.executable, None, None, (1,), "bench/workload.py", 5.0, Settings().max_memory_growth,
+                  ["docs/conftest.py"])
     before = {"pkg/m.py": "def f():\n    return 1\n"}
     cases = {
         "tests/test_m.py": ("edits a protected file", "a test file"),
@@ -316,8 +317,9 @@ def test_several_candidates_per_round_keep_the_fastest_and_time_only_survivors(t
     assert code == 0, output
     summary = json.loads((out / "summary.json").read_text())
     verdicts = {c["n"]: c["verdict"] for c in summary["candidates"]}
-    assert [verdicts[n]["reason"] for n in (1, 2, 3, 4)] == ["outrun in its round", "accepted", "not faster",
-                                                            "tests failed"]
+    # the verdicts as the judge made them; that candidate 2 outran 1 is the round's choice, in 1's record
+    assert [verdicts[n]["reason"] for n in (1, 2, 3, 4)] == ["accepted", "accepted", "not faster", "tests failed"]
+    assert [c.get("outrun_by") for c in summary["candidates"]] == [2, None, None, None]
     assert verdicts[2]["speed"]["speedup"] > verdicts[1]["speed"]["speedup"]
     assert verdicts[4]["speed"] is None and verdicts[4]["samples"] is None  # the broken one was never timed
     [branch_commit] = [c["commit"] for c in summary["candidates"] if c["commit"]]
@@ -388,7 +390,8 @@ def test_two_survivors_that_edit_different_functions_are_tried_together(tmp_path
                           "--set", "candidates-per-round=2", "--max-iterations", "3", "--out", out)
     assert code == 0, output
     candidates = {c["n"]: c for c in json.loads((out / "summary.json").read_text())["candidates"]}
-    assert [candidates[n]["verdict"]["reason"] for n in (1, 2, 3)] == ["outrun in its round"] * 2 + ["accepted"]
+    assert [candidates[n]["verdict"]["reason"] for n in (1, 2, 3)] == ["accepted"] * 3
+    assert [candidates[n].get("outrun_by") for n in (1, 2, 3)] == [3, 3, None]
     assert candidates[3]["summary"].startswith("candidates 1 and 2 together")
     assert sorted(candidates[3]["functions"]) == ["twohot.work:distinct", "twohot.work:overlap"]
     committed = git(repo, "show", candidates[3]["commit"])

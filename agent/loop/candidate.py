@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from perfagent.loop.verdict import Verdict
+from perfagent.reasons import outcome
 
 
 @dataclass
@@ -32,10 +33,15 @@ class CandidateRecord:
     verdict_at_s: float | None = None  # time to its verdict, from the run's start
     seconds: dict | None = None  # where its iteration's time went (wall, child processes, model, reviewer, perfagent)
     undone: bool = False  # accepted, then taken off the branch by the reviewer
+    outrun_by: int | None = None  # accepted, but this candidate of its round gained more and was committed instead
 
     @property
     def accepted(self) -> bool:
         return self.verdict is not None and self.verdict.accepted
+
+    @property
+    def outcome(self) -> str:
+        return outcome(self.verdict.reason if self.verdict else None, self.outrun_by, self.undone)
 
     def as_dict(self) -> dict:
         data = {"n": self.n, "summary": self.summary, "files": self.files, "functions": self.functions,
@@ -43,5 +49,5 @@ class CandidateRecord:
                 "verdict": self.verdict.as_dict() if self.verdict else None, "verdict_at_s": self.verdict_at_s}
         optional = {"model_diff": self.model_diff, "full_diff": self.full_diff, "dropped": self.dropped,
                     "tests": self.tests, "unguarded": self.unguarded, "review": self.review, "seconds": self.seconds,
-                    "undone": self.undone or None}
+                    "undone": self.undone or None, "outrun_by": self.outrun_by}
         return {**data, **{k: v for k, v in optional.items() if v is not None}}

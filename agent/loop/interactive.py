@@ -25,7 +25,7 @@ from perfagent.loop.review import ACCEPT, CONTINUE, EDIT, LIMITS, REJECT, UNDO, 
     unified_diff
 from perfagent.loop.stops import Quit
 from perfagent.loop.titles import prose_lines
-from perfagent.reasons import ACCEPTED
+from perfagent.reasons import ACCEPTED, outcome
 from perfagent import formats
 
 _EXPLANATION_LINES = 8
@@ -174,9 +174,9 @@ class TerminalReviewer:
             self._show_verdict(event.candidate)
 
     def _show_verdict(self, entry: dict) -> None:
-        verdict = entry["verdict"]
-        accepted = verdict["reason"] == ACCEPTED
-        lines = [f"[{'green' if accepted else 'red'} bold]candidate {entry['n']}: {escape(verdict['reason'])}[/]"]
+        verdict, said = entry["verdict"], outcome(entry["verdict"]["reason"], entry.get("outrun_by"))
+        accepted = said == ACCEPTED
+        lines = [f"[{'green' if accepted else 'red'} bold]candidate {entry['n']}: {escape(said)}[/]"]
         failed = verdict["tests_failed"]
         if failed:  # passing tests and the result check were each printed as they were measured (observe)
             lines.append(f"  tests: {len(verdict['tests_run']) - len(failed)} of {len(verdict['tests_run'])} pass"

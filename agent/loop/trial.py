@@ -26,7 +26,7 @@ from perfagent.loop.verdict import Checked, Judge, Verdict
 from perfagent.measure.stats import SpeedStats
 from perfagent.model.prompting import Attempt, Target
 from perfagent import formats
-from perfagent.reasons import BUILD_FAILED, EDIT_FAILED, NO_EDIT, NOT_RUN_BY_WORKLOAD, NOT_VALIDATED, OUTRUN, \
+from perfagent.reasons import BUILD_FAILED, EDIT_FAILED, NO_EDIT, NOT_RUN_BY_WORKLOAD, NOT_VALIDATED, \
     REVIEWER_REJECTED
 from perfagent.sandbox.workspace import commit_files, head
 
@@ -55,7 +55,7 @@ class Trial:
     def __init__(self, ctx: RunContext, baseline: Baseline, judge: Judge, branch: Path):
         self.ctx, self.baseline, self.judge, self.branch = ctx, baseline, judge, branch
         self.proposer = Proposer(ctx.session, ctx.settings, ctx.notify)
-        self.minimiser = Minimiser(ctx, judge, baseline.reference)
+        self.reference = baseline.reference  # a new value each time a candidate's edit selects more tests (_check)
         self.hot: tuple[str, ...] = ()  # the functions the round's prompts focus on (hot_functions)
         self.sampled: Profile | None = None  # the round's profile: which functions the workload runs
 
@@ -63,7 +63,7 @@ class Trial:
             candidates: list[CandidateRecord]) -> list[CandidateRecord]:
         """The round's candidates, numbered from `first`, each appended to `candidates` as soon as it exists (a quit
         keeps it on record, unvalidated) and to `history` once it has a verdict."""
-        target = Target(self.ctx.workload, self.baseline.reference.seconds, focus.profile, focus.top_k)
+        target = Target(self.ctx.workload, self.reference.seconds, focus.profile, focus.top_k)
         self.hot = hot_functions(focus) if self.ctx.settings.generality_checks else ()
         self.sampled = focus.measured
         wanted = min(self.ctx.settings.candidates_per_round, self.ctx.settings.max_iterations - first + 1)
@@ -91,8 +91,10 @@ class Trial:
         verdict = candidate.verdict
         detail = verdict.detail if verdict.reason == REVIEWER_REJECTED else \
             verdict.detail.splitlines()[0][:300] if verdict.detail else ""
+        if candidate.outrun_by is not None:
+            detail = f"{detail}; candidate {candidate.outrun_by} gained more"
         summary = f"{candidate.summary} (edited by the reviewer)" if candidate.model_diff else candidate.summary
-        history.append(Attempt(summary, candidate.files, verdict.reason, detail))
+        history.append(Attempt(summary, candidate.files, candidate.outcome, detail))
         return candidate
 
     # -- the cheap checks ---------------------------------------------------------------------------------------------
@@ -139,6 +141,7 @@ class Trial:
         if record.verdict is not None:
             return
         tests = self.baseline.plan.for_candidate(self.branch, head(self.branch), touched, guard)
+        self.reference = self.reference.with_tests(*self.baseline.plan.seen())  # what those baseline runs found
         record.tests, record.unguarded, entry.tests = tests.files, tests.unguarded, tests.files
         if tests.unguarded:
             self.ctx.notify.note(f"  unguarded: no selected test reaches {', '.join(tests.unguarded)}")
@@ -148,13 +151,12 @@ class Trial:
             if self.ctx.settings.generality_checks else ()
         with self.ctx.desk.reviewer.validating(record.n, tests.files):
             checked = Verdict(BUILD_FAILED, failed) if failed else \
-                self.judge.check(tree, self.baseline.reference, tests.files, self._progress(record.n), entry.targets)
+                self.judge.check(tree, self.reference, tests.files, self._progress(record.n), entry.targets)
         if isinstance(checked, Verdict):
             record.verdict = checked
-            record.verdict.unguarded = tests.unguarded
         elif self._never_run(touched):
             record.verdict = Verdict(NOT_RUN_BY_WORKLOAD, self._never_run(touched), checked.tests_run,
-                                     result_check=checked.result_check, unguarded=tests.unguarded)
+                                     result_check=checked.result_check)
         else:
             entry.tree, entry.checked = tree, checked
 
@@ -200,17 +202,17 @@ class Trial:
         if not entries:
             return
         with self.ctx.desk.reviewer.validating(entries[0].record.n, entries[0].tests):
-            verdicts = self.judge.time_round(self.baseline.reference, [(e.tree, e.checked) for e in entries],
+            verdicts = self.judge.time_round(self.reference, [(e.tree, e.checked) for e in entries],
                                              [self._progress(e.record.n) for e in entries])
         for entry, verdict in zip(entries, verdicts):
             n, pairs = entry.record.n, verdict.speed.n_base if verdict.speed else 0
             self.ctx.notify.progress(f"timing-{n}", f"candidate {n}: timing", pairs, pairs, verdict.reason)  # its end
-            verdict.unguarded = entry.record.unguarded or []
             entry.record.verdict = verdict
 
     def _keep(self, survivors: list[Entry], guard: Selection, candidates: list, trees: ExitStack) -> list[Entry]:
         """Commit the round's fastest significant candidate (or two survivors' changes together, when faster still);
-        the others that were significantly faster are outrun. Returns the candidate made of two, if one was tried."""
+        the others that were significantly faster are outrun by it (their records say so; their verdicts stand).
+        Returns the candidate made of two, if one was tried."""
         def gain(entry: Entry) -> float:
             return -self.judge.gain(entry.record.verdict)[0]
 
@@ -223,11 +225,9 @@ class Trial:
             return combined
         best = accepted[0]
         for other in accepted[1:]:
-            other.record.verdict.reason = OUTRUN
-            other.record.verdict.detail = (f"{other.record.verdict.detail}; candidate {best.record.n} gained more "
-                                           f"({-gain(best):.2f}x)")
-        change, verdict = self.minimiser.minimise(best.record, best.change, best.record.verdict, best.tests,
-                                                  best.targets)
+            other.record.outrun_by = best.record.n
+        change, verdict = Minimiser(self.ctx, self.judge, self.reference).minimise(
+            best.record, best.change, best.record.verdict, best.tests, best.targets)
         best.record.verdict = verdict
         if verdict.accepted:  # the minimal step may find that a hunk rigs the tests
             self._commit(best, change, verdict)

@@ -153,10 +153,8 @@ class TerminalObserver:
         elif isinstance(event, events.CandidateProposed) and not self.interactive:
             self.console.print(escape(event.text()))
         elif isinstance(event, events.VerdictReached) and not self.interactive:
-            verdict = event.candidate["verdict"]
-            first = verdict["detail"].splitlines()[0] if verdict["detail"] else ""
-            self.console.print(f"  [{'green' if event.accepted else 'red'}]{escape(verdict['reason'])}[/]: "
-                               f"{escape(first)}")
+            said, _, rest = event.text().strip().partition(":")
+            self.console.print(f"  [{'green' if event.accepted else 'red'}]{escape(said)}[/]:{escape(rest)}")
 
     def close(self) -> None:
         """End a progress display that an interruption left open."""
