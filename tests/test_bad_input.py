@@ -359,6 +359,7 @@ def test_uncommitted_settings_are_read_as_on_disk(small_repo, tmp_path):
         "max-iterations?" in " ".join(output.split())
 
 
+@pytest.mark.foreign_records
 @pytest.mark.parametrize("damaged", ["{damaged", "[]"])
 def test_report_on_a_damaged_summary_is_an_error(tmp_path, damaged):
     (tmp_path / "summary.json").write_text(damaged)
