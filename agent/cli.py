@@ -194,10 +194,8 @@ def _summary_table(summary: Summary) -> Table:
     table.add_column("change", overflow="ellipsis", no_wrap=True, ratio=1)
     for c in summary.candidates:
         speed = c.verdict.speed if c.verdict else None
-        style = "green" if c.verdict and c.verdict.reason == reasons.ACCEPTED else "red"
-        undone = " (undone)" if c.undone else ""
-        table.add_row(str(c.n), f"[{style}]{c.verdict.reason if c.verdict else 'no verdict'}{undone}[/]",
-                      formats.interval(speed), f"{speed.p_value:.0e}" if speed else "", c.summary)
+        table.add_row(str(c.n), f"[{'green' if c.kept else 'red'}]{c.outcome}[/]", formats.interval(speed),
+                      f"{speed.p_value:.0e}" if speed else "", c.summary)
     return table
 
 
