@@ -502,16 +502,15 @@ def _progress_table(counts) -> Table:
     return table
 
 
-def _task_settings(model: str, flags: dict, setting: list[str] | None) -> tuple[dict, Settings]:
-    """What every task of a batch gets (its flags, --set), and the Settings they make with the PERFAGENT_* variables
-    (the task repository's [tool.perfagent] comes in per task): a bad setting stops the batch before any task
-    starts."""
+def _task_settings(flags: dict, setting: list[str] | None) -> tuple[dict, Settings]:
+    """What every task of a batch or an evaluation gets (its flags, --set), and the Settings they make with the
+    PERFAGENT_* variables (a batch task's repository's [tool.perfagent] comes in per task): a bad setting stops the
+    command before any task starts."""
     try:
         given = {**assignments(setting or []),
                  **{name: Given(value, f"--{dashed(name)}", dashed(name)) for name, value in flags.items()
                     if value is not None}}
-        every_task = validate({**environment_settings(os.environ, _warn), **given,
-                               "model": Given(model, "--model", "model")})
+        every_task = validate({**environment_settings(os.environ, _warn), **given})
     except ConfigError as exc:
         _fail(str(exc))
     return {name: g.value for name, g in given.items()}, every_task
@@ -560,8 +559,8 @@ def batch(  # one parameter per command-line option (typer)
     from perfagent.runs.outputs import BATCH_RESULTS, PREDICTIONS
 
     _check_task_file(tasks)
-    settings, every_task = _task_settings(model, {"max_iterations": max_iterations, "sample_seconds": sample_seconds},
-                                          setting)
+    settings, every_task = _task_settings({"model": model, "max_iterations": max_iterations,
+                                           "sample_seconds": sample_seconds}, setting)
     job = BatchJob(model=model, out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(),
                    api_base=api_base, budget_usd=budget_usd, max_calls=max_calls, task_budget_usd=task_budget_usd,
                    settings=settings, select_tests=select_tests)
@@ -646,7 +645,8 @@ def evaluate(  # one parameter per command-line option (typer)
                              "the workload script as written and parse its 'Mean:'"),
     pairs: int = typer.Option(10, help="timing pairs per comparison"),
     timeout_s: float = typer.Option(1800, help="limit for each test run and workload run of a task"),
-    sample_seconds: float = typer.Option(1.0, help="target duration of the calls behind one timing value"),
+    sample_seconds: Optional[float] = typer.Option(None, help="target duration of the calls behind one timing value "
+                                                   "(default: perfagent's)"),
     workers: int = typer.Option(1, help="tasks evaluated at once; each worker gets cores of its own"),
     executor: str = typer.Option("local", help="local, or ray"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
@@ -660,7 +660,8 @@ def evaluate(  # one parameter per command-line option (typer)
     if mode not in ("harness", "script"):
         _fail(f"unknown --mode {mode}: use harness or script")
     job = EvalJob(out=out.resolve(), repo_cache=repo_cache.expanduser(), env_cache=env_cache.expanduser(), mode=mode,
-                  pairs=pairs, sample_seconds=sample_seconds, timeout_s=timeout_s)
+                  pairs=pairs, timeout_s=timeout_s,
+                  settings=_task_settings({"sample_seconds": sample_seconds}, None)[1])
     pool = _executor(executor, workers, ray_address)
     report = _over_tasks(partial(run_evaluation, tasks, patches, job, pool), "evaluate", out, EVALUATION,
                          f"evaluated tasks are kept in {out}; rerun the same command to go on")

@@ -13,6 +13,8 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from perfagent.localize.testselect import PlanSettings
+from perfagent.measure.stats import Sampling
 from perfagent.repos.cache import default_root
 from perfagent.sandbox import isolation
 from perfagent.sandbox.behaviour import check_allow_list
@@ -152,10 +154,24 @@ class Settings(BaseModel):
         return (self.price_input_per_mtok, self.price_output_per_mtok) if self.price_input_per_mtok is not None \
             else None
 
-    def limits(self) -> Limits:
-        """What every child process of a command gets: these bounds, at the isolation level asked for."""
-        return Limits(timeout_s=self.timeout_s, memory_mb=self.memory_mb, processes=self.max_processes,
-                      isolation=isolation.choose(self.isolation))
+    def limits(self, **changes) -> Limits:
+        """What every child process of a command gets: these bounds, at the isolation level asked for; `changes` set
+        fields of Limits otherwise (evaluate's longer timeout, a test's level)."""
+        if "isolation" not in changes:  # choosing probes the machine: not for a level already chosen
+            changes["isolation"] = isolation.choose(self.isolation)
+        return Limits(**{"timeout_s": self.timeout_s, "memory_mb": self.memory_mb, "processes": self.max_processes,
+                         **changes})
+
+    def plan_settings(self) -> PlanSettings:
+        """How the baseline finds and runs the tests that guard the code."""
+        return PlanSettings(self.tests, self.whole_suite_files, self.files_per_function, self.test_file_timeout_s,
+                            self.allow_failing_tests)
+
+    def sampling(self) -> Sampling:
+        """The decision rule of every timing comparison (optimize's, evaluate's)."""
+        return Sampling(test=self.decision_rule, min_samples=self.min_samples, max_samples=self.max_samples,
+                        alpha=self.alpha, min_effect=self.min_effect,
+                        warmup=0 if self.decision_rule == "sequential" else 1)
 
 
 def dashed(name: str) -> str:

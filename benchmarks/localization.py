@@ -28,13 +28,13 @@ from pathlib import Path
 
 from perfagent.localize import hotspots as localize
 from perfagent.runs.envs import Environments
+from perfagent.config import Settings
 from perfagent.localize.hotspots import is_repository_code, ProfileOptions, profile_workload
 from perfagent.record import read_jsonl
 from perfagent.repos.repositories import RepoCache
 from perfagent.localize.source import MODULE_LEVEL, SourceIndex, edited_spans
 from perfagent.runs.tasks import load_tasks
 from perfagent.measure.workload import Workload
-from perfagent.sandbox import isolation
 from perfagent.sandbox.run import Limits, run_shell
 
 KS = (1, 3, 5, 10)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cache, envs = RepoCache(args.repo_cache), Environments(args.env_cache)
         python_for = (lambda task, tree: args.python) if args.python else envs.python_for
-        limits = Limits(timeout_s=args.timeout, memory_mb=4096, isolation=isolation.choose("auto"))
+        limits = Settings().limits(timeout_s=args.timeout)
         rows = []
         for task in tasks:
             try:

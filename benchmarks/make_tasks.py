@@ -24,11 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from perfagent.config import Settings
 from perfagent.edits.search_replace import apply_edits, parse_edits
 from perfagent.measure.compare import compare_results
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.repos import examples
-from perfagent.sandbox.run import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "workloads"
@@ -86,7 +86,7 @@ def collect(repo: Path, test_files: list[str]) -> list[str]:
 
 def runner(repo: Path, workload: Path, tmp: Path) -> WorkloadRunner:
     """perfagent's runner of `workload` on the code in `repo` (it drops the workload's own timeit loop)."""
-    return WorkloadRunner(Workload.parse(str(workload), repo), sys.executable, tmp, Limits())
+    return WorkloadRunner(Workload.parse(str(workload), repo), sys.executable, tmp, Settings(isolation="rlimits").limits())
 
 
 def make_task(instance_id: str, spec: dict, tmp: Path, loops: int) -> dict:

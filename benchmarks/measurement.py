@@ -12,7 +12,7 @@ as many (A is 2x slower), on workloads of about 5 ms, 50 ms and 1 s per call.
    a run of back-to-back (baseline, candidate) values in ABBA order, each from a fresh sandboxed process exactly as
    perfagent takes them (WorkloadRunner.sample). Saved to --data; --replay re-analyses a saved file.
 2. Replay: perfagent.measure.stats.compare_speed itself, with the rule before ("today": paired, 1 s values) and the
-   sequential rule (Sampling() defaults, starting with each --short-seconds length), fed from the recorded runs
+   sequential rule (Settings().sampling(), starting with each --short-seconds length), fed from the recorded runs
    starting at every recorded pair and in --shuffled random orders.
 Prints per case the share accepted, rejected and left undecided, the pairs and the measurement seconds (wall time
 of the processes consumed, warm-up included); then issue 15's targets, met or not, and the table of docs/development.md.
@@ -38,14 +38,13 @@ from scipy import stats
 from perfagent.config import Settings
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
-from perfagent.measure.stats import (FASTER, NOT_FASTER, UNDECIDED, Sampling, Timing, compare_speed,
+from perfagent.measure.stats import (FASTER, NOT_FASTER, UNDECIDED, Timing, compare_speed,
                              measure_noise, relative_spread)
-from perfagent.sandbox.run import Limits
 
 # the baseline's extra work: the candidate is that much faster ("0.5x": the baseline does half, so 2x slower)
 EFFECTS = {"A/A": 0.0, "3%": 0.03, "5%": 0.05, "10%": 0.10, "30%": 0.30, "2x": 1.0, "0.5x": -0.5}
 LENGTHS = (0.1, 0.3, 1.0)  # seconds of calls behind one value, recorded for each case
-TODAY = Sampling(test="paired", min_samples=10, warmup=1)  # the rule before issue 15, on values of sample_seconds
+TODAY = Settings(decision_rule="paired", min_samples=10).sampling()  # the rule before issue 15, on values of sample_seconds
 WORK = """N = {n}
 
 
@@ -117,7 +116,7 @@ def record(args) -> dict:
         tmp = Path(tmp)
         (tmp / "workload.py").write_text(WORKLOAD)
         runner = WorkloadRunner(Workload.parse("workload.py", tmp), sys.executable, tmp / "runner",
-                                Limits(timeout_s=120, isolation=level))
+                                Settings().limits(timeout_s=120, isolation=level))
         runner.tmp.mkdir()
         for d, seconds in enumerate(args.durations):
             n = iterations_for(seconds)
@@ -212,7 +211,7 @@ def upper(trials: list) -> float:
 
 def rules(args) -> dict[str, tuple[Sampling, tuple[float, ...]]]:
     """Each replayed rule: its Sampling and the value lengths it uses, shortest first."""
-    new = {f"seq {label(short)}": (Sampling(), (short, args.sample_seconds)) for short in args.short_seconds}
+    new = {f"seq {label(short)}": (Settings().sampling(), (short, args.sample_seconds)) for short in args.short_seconds}
     return {"today": (TODAY, (args.sample_seconds,)), **new}
 
 
@@ -236,7 +235,7 @@ def analyse(data: dict, args) -> dict:
     print("\nnoise floors (A/A pair spread at baseline): "
           + ", ".join(f"{label(s)} {f:.1%}" for s, f in floors.items()))
     print(f"\ndecisions, per rule: 'today' is the paired rule before (first look at 10 pairs of "
-          f"{label(args.sample_seconds)} values, 1 warm-up pair); 'seq X' is the sequential rule\n(Sampling() defaults) "
+          f"{label(args.sample_seconds)} values, 1 warm-up pair); 'seq X' is the sequential rule\n(Settings().sampling()) "
           f"starting with values of X."
           f" Trials start at every recorded pair (offset) and on shuffled pairs ({args.shuffled} per case).\n"
           f"pairs and seconds are medians over offset trials; seconds = wall time of the processes used; <=5: share "

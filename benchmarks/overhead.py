@@ -118,7 +118,8 @@ def orchestration_overhead(repo: Path, tmp: Path) -> None:
 
 def sandbox_start(tmp: Path, rounds: int = 30) -> None:
     from perfagent.sandbox import isolation
-    from perfagent.sandbox.run import Limits, run
+    from perfagent.config import Settings
+    from perfagent.sandbox.run import run
 
     argv = [sys.executable, "-c", "pass"]
     levels = [level for level in isolation.LEVELS if isolation.available(level)]
@@ -129,7 +130,7 @@ def sandbox_start(tmp: Path, rounds: int = 30) -> None:
             if level == "direct":
                 subprocess.run(argv, check=True)
             else:
-                assert run(argv, cwd=tmp, limits=Limits(timeout_s=60, isolation=isolation.choose(level))).ok
+                assert run(argv, cwd=tmp, limits=Settings().limits(timeout_s=60, isolation=isolation.choose(level))).ok
             seconds[level].append(time.perf_counter() - start)
     direct = float(np.median(seconds["direct"]))
     print(f"sandbox start ({rounds} rounds, median): direct {direct * 1000:.0f} ms; " + "; ".join(

@@ -42,13 +42,14 @@ class Usage:
 @dataclass(frozen=True)
 class Limits:
     """How a child runs: its resource bounds, its confinement, and where its processes and seconds are counted.
-    Limits derived with dataclasses.replace share the isolation and the counter of the run that made them."""
-    timeout_s: float = 600.0
-    memory_mb: int | None = 4096  # address space (RLIMIT_AS)
+    Limits derived with dataclasses.replace share the isolation and the counter of the run that made them. The
+    fields that are settings have their defaults in perfagent.config.Settings, which builds these (Settings.limits)."""
+    timeout_s: float
+    memory_mb: int | None  # address space (RLIMIT_AS)
+    processes: int  # processes and threads alive at once (pids cgroup, else RLIMIT_NPROC)
+    isolation: Isolation  # the sandbox level (isolation.choose)
     file_mb: int | None = 1024  # largest file the process may write (RLIMIT_FSIZE)
     cpu_s: int | None = None  # CPU seconds (RLIMIT_CPU); defaults to twice the timeout
-    processes: int = 256  # processes and threads alive at once (pids cgroup, else RLIMIT_NPROC)
-    isolation: Isolation = Isolation("rlimits")  # the sandbox level (isolation.choose)
     usage: Usage = field(default_factory=Usage, compare=False)
 
     def rlimits(self) -> dict[str, tuple[int, int]]:
@@ -69,8 +70,8 @@ class RunResult:
     stdout: str
     stderr: str
     seconds: float
-    timed_out: bool = False
-    limits: Limits = field(default_factory=Limits)
+    timed_out: bool
+    limits: Limits
     behaviour: frozenset[Event] = frozenset()  # what its Python processes did that a user might not want, and the
     # most tasks the kernel counted alive at once (sandbox/behaviour.py tasks_at_once)
     cpu_s: float | None = None  # user + system CPU seconds of the child and its descendants, as the kernel counted
@@ -208,8 +209,8 @@ def _read_tail(f) -> str:
     return f.read().decode("utf-8", "replace")
 
 
-# size: what to run and where, then keyword-only sandbox options, each with a default
-def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, limits: Limits = Limits(),
+# size: what to run, where and within which limits, then keyword-only sandbox options, each with a default
+def run(argv: list[str], *, cwd: Path, limits: Limits, env: dict[str, str] | None = None,
         writable: tuple[Path, ...] | list[Path] = (), readable: tuple[Path, ...] | list[Path] = (),
         marks: MarkChannel | None = None) -> RunResult:
     """Run argv to completion (or timeout) in its own process group; never raises for the child's failures.

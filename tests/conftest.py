@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from perfagent.config import Settings
 from perfagent.sandbox import isolation
 from perfagent.summary import Summary
 
@@ -15,6 +16,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "workloads" / "textstats"
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+# the settings of tests whose children need no confinement beyond rlimits (RLIMITS.limits(timeout_s=60)): faster than
+# the strongest level, and process ids are the host's
+RLIMITS = Settings(isolation="rlimits")
 
 
 @pytest.fixture(autouse=True, scope="session")

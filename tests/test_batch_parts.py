@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
+from perfagent.config import Settings
 from perfagent.repos import examples
 from perfagent.runs.envs import EnvError, Environments
 from perfagent.runs.evaluate import EvalJob, _prepare, describe_row, run_evaluation
@@ -196,7 +197,8 @@ def test_invalid_task_records_are_rows_that_are_counted_once(tmp_path):
                  "apply_method": PATCH_FUZZ, "apply_log": "git apply: error: corrupt patch at line 9",
                  "speedup": SPEED, "expert": SPEED, "ratio": 1.0, "ratio_ci_low": 0.9, "ratio_ci_high": 1.1}
     append_jsonl(out / EVALUATION, evaluated)
-    job = EvalJob(out=out, repo_cache=tmp_path / "repos", env_cache=tmp_path / "envs")
+    job = EvalJob(out=out, repo_cache=tmp_path / "repos", env_cache=tmp_path / "envs", mode="harness", pairs=3,
+                  timeout_s=60, settings=Settings())
     said = []
     for _ in range(2):  # the second run resumes: nothing to do, nothing added
         report = run_evaluation(tasks, {"t-1": "x", "bad": "x"}, job, LocalExecutor(1), say=said.append)

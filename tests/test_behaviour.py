@@ -16,7 +16,8 @@ from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
 from perfagent.sandbox.behaviour import TAMPERED, Event, allow_hint, check_allow_list, new_behaviour, tasks_at_once
 from perfagent.sandbox.cgroups import pids_root
-from perfagent.sandbox.run import Limits, child_env, run
+from perfagent.config import Settings
+from perfagent.sandbox.run import child_env, run
 from perfagent.sandbox.testrun import run_pytest
 from tests.conftest import SMALL_LIB, make_repo
 from tests.test_sandbox import Listener
@@ -30,7 +31,7 @@ HERE = [lv for lv in isolation.LEVELS if isolation.available(lv)]
 
 def _run(code: str, workspace: Path, env: dict | None = None, level: isolation.Isolation = STRONGEST):
     return run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=env or child_env(),
-               limits=Limits(timeout_s=30, isolation=level))
+               limits=Settings().limits(timeout_s=30, isolation=level))
 
 
 def _logged(result) -> set[Event]:
@@ -165,7 +166,7 @@ def test_start_up_files_come_from_the_interpreter_not_the_worktree(level, own_py
         getattr(subprocess, "r" + "un")([sys.executable, "-c", {show!r}])
     """
     result = run([own_python, "-c", textwrap.dedent(code)], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree)}),
-                 limits=Limits(timeout_s=30, isolation=isolation.choose(level)))
+                 limits=Settings().limits(timeout_s=30, isolation=isolation.choose(level)))
     assert result.ok, result.tail()
     expected = "['own .pth import', 'own sitecustomize', 'own usercustomize'] worktree module"
     assert result.stdout.splitlines() == [expected, expected], result.tail()
@@ -211,9 +212,11 @@ def test_children_start_with_no_python_code_between_fork_and_exec(tmp_path):
     script = f"""
         import os
         from pathlib import Path
-        from perfagent.sandbox.run import Limits, run
+        from perfagent.config import Settings
+        from perfagent.sandbox.run import run
         os.register_at_fork(after_in_child=lambda: os.write(os.open({str(marker)!r}, os.O_CREAT | os.O_WRONLY), b"x"))
-        result = run(["sh", "-c", "ulimit -v"], cwd=Path({str(tmp_path)!r}), limits=Limits(memory_mb=300))
+        result = run(["sh", "-c", "ulimit -v"], cwd=Path({str(tmp_path)!r}),
+                     limits=Settings(isolation="rlimits").limits(memory_mb=300))
         print(result.stdout.strip())
     """
     out = subprocess.run([PY, "-c", textwrap.dedent(script)], capture_output=True, text=True,
@@ -388,7 +391,7 @@ def test_the_unmodified_codes_runs_compare_equal_to_themselves(level, tmp_path):
     """A workload run and a test run under coverage, each twice on the same code: the same behaviour, the same count
     of tasks, so an honest candidate is never rejected for its task count."""
     repo = make_repo(tmp_path / "repo", SMALL_LIB)
-    limits = Limits(timeout_s=60, isolation=isolation.choose(level))
+    limits = Settings().limits(timeout_s=60, isolation=isolation.choose(level))
     workloads, tests = [], []
     for attempt in range(2):
         runner = WorkloadRunner(Workload.parse("bench.py", repo), PY, tmp_path, limits)

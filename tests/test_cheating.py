@@ -9,10 +9,9 @@ import pytest
 
 from perfagent.loop.verdict import Judge, Reference
 from perfagent.measure.workload import Workload, WorkloadRunner
-from perfagent.measure.stats import Sampling
-from perfagent.sandbox.run import Limits
+from perfagent.config import Settings
 from perfagent.sandbox.tree import snapshot
-from tests.conftest import SMALL_LIB, git, make_repo, scripted_session, search_replace
+from tests.conftest import RLIMITS, SMALL_LIB, git, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD, UNIQUE_BODY, invoke
 
 GAMES = "games the benchmark"
@@ -68,7 +67,7 @@ STATIC = [
 @pytest.mark.parametrize("path, text, reason, why", STATIC, ids=[f"{i}-{row[3] or 'honest'}" for i, row in
                                                                  enumerate(STATIC)])
 def test_static_cheats(path, text, reason, why):
-    judge = Judge(None, sys.executable, None, None, (1,), "bench.py", 5.0)
+    judge = Judge(None, sys.executable, None, None, (1,), "bench.py", 5.0, Settings().max_memory_growth)
     verdict = judge.static_checks({CORE: ORIGINAL}, {path: text})
     if reason is None:
         assert verdict is None
@@ -114,7 +113,7 @@ def test_dynamic_cheats_in_one_optimize_run(tmp_path):
 def test_command_output_and_files_left_behind(tmp_path):
     """A command's stdout is its result unless compare-output = false; files it writes must match the baseline's."""
     base = make_repo(tmp_path / "base", {"tool.sh": "sleep 0.3\necho done > report.txt\necho '[1, 2, 3]'\n"})
-    runner = WorkloadRunner(Workload.parse("sh tool.sh", base), sys.executable, tmp_path, Limits(timeout_s=60))
+    runner = WorkloadRunner(Workload.parse("sh tool.sh", base), sys.executable, tmp_path, RLIMITS.limits(timeout_s=60))
     start = snapshot(base)
     results, seconds = runner.results(base)
     ref = Reference(base, set(), results, seconds, {}, start.changes(snapshot(base)))
@@ -122,8 +121,8 @@ def test_command_output_and_files_left_behind(tmp_path):
 
     def judge(name: str, code: str, compare_output: bool = True):
         candidate = make_repo(tmp_path / name, {"tool.sh": "echo done > report.txt\n" + code})
-        return Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (1,), None,
-                     30.0, compare_output=compare_output).judge(candidate, ref, [])
+        return Judge(runner, sys.executable, tmp_path / "tests", Settings(max_samples=8).sampling(), (1,), None,
+                     30.0, Settings().max_memory_growth, compare_output=compare_output).judge(candidate, ref, [])
 
     changed = judge("changed", "echo '[0, 1, 2, 3]'\n")
     assert (changed.reason, changed.result_check) == ("result changed", r"result: '[1, 2, 3]\n' != '[0, 1, 2, 3]\n'")
@@ -155,7 +154,7 @@ def test_every_harness_run_gets_a_fresh_output_folder(tmp_path):
         '''})
     runs = tmp_path / "runs"
     runs.mkdir()
-    runner = WorkloadRunner(Workload.parse("wl.py", repo), sys.executable, runs, Limits(timeout_s=60))
+    runner = WorkloadRunner(Workload.parse("wl.py", repo), sys.executable, runs, RLIMITS.limits(timeout_s=60))
     assert [runner.result(repo)[0] for _ in range(2)] == [False, False]
     assert list(runs.iterdir()) == []
 
@@ -165,13 +164,13 @@ def test_a_test_that_now_skips_counts_as_failing(tmp_path):
     files = {"lib.py": "def f():\n    return 1\n", "tool.sh": "echo 1\n",
              "tests/test_lib.py": "from lib import f\n\n\ndef test_f():\n    assert f() == 1\n"}
     base = make_repo(tmp_path / "base", files)
-    runner = WorkloadRunner(Workload.parse("sh tool.sh", base), sys.executable, tmp_path, Limits(timeout_s=60))
+    runner = WorkloadRunner(Workload.parse("sh tool.sh", base), sys.executable, tmp_path, RLIMITS.limits(timeout_s=60))
     start = snapshot(base)
     results, seconds = runner.results(base)
     ref = Reference(base, {"tests/test_lib.py::test_f"}, results, seconds, {}, start.changes(snapshot(base)))
     candidate = make_repo(tmp_path / "candidate", {**files, "lib.py": "import pytest\n\n\ndef f():\n"
                                                    "    pytest.skip('not today')\n"})
-    verdict = Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (1,), None,
-                    30.0).judge(candidate, ref, ["tests/test_lib.py"])
+    verdict = Judge(runner, sys.executable, tmp_path / "tests", Settings(max_samples=8).sampling(), (1,), None,
+                    30.0, Settings().max_memory_growth).judge(candidate, ref, ["tests/test_lib.py"])
     assert verdict.reason == "tests failed" and verdict.tests_failed == ["tests/test_lib.py::test_f"]
     assert "no longer pass (skipped or not run)" in verdict.detail

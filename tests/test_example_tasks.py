@@ -15,7 +15,7 @@ from perfagent.edits.search_replace import apply_edits, parse_edits
 from perfagent.loop.guards import protected_reason
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.runs.tasks import load_tasks
-from perfagent.sandbox.run import Limits
+from tests.conftest import RLIMITS
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "workloads"
@@ -61,7 +61,7 @@ def pytest_passes(repo: Path, tests: list[str]) -> None:
 
 def workload_result(repo: Path, workload: Path, tmp: Path):
     tmp.mkdir()
-    runner = WorkloadRunner(Workload.parse(str(workload), repo), sys.executable, tmp, Limits(timeout_s=120))
+    runner = WorkloadRunner(Workload.parse(str(workload), repo), sys.executable, tmp, RLIMITS.limits(timeout_s=120))
     return runner.result(repo)[0]
 
 

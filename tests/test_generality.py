@@ -6,10 +6,10 @@ import pytest
 
 from perfagent.loop.verdict import Judge, Reference
 from perfagent.measure.generality import CARRIED_PAIRS, carried_across_calls, undecided
-from perfagent.measure.stats import Sampling, Timing
+from perfagent.measure.stats import Timing
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
-from perfagent.sandbox.run import Limits
+from perfagent.config import Settings
 from tests.conftest import make_repo
 from tests.test_integrity import BENCH, WORK, _crunch
 
@@ -29,14 +29,15 @@ HALVED = LAZY.replace("        total = 0\n        for i in range(n):\n          
 
 def _judge(tmp_path, base_work: str, work: str, **settings):
     base = make_repo(tmp_path / "base", {"mylib/__init__.py": "", "mylib/work.py": base_work, "bench.py": BENCH})
-    limits = Limits(timeout_s=120, isolation=isolation.choose("auto"))
+    limits = Settings().limits(timeout_s=120, isolation=isolation.choose("auto"))
     runner = WorkloadRunner(Workload.parse("bench.py", base), sys.executable, tmp_path, limits)
     results, seconds = runner.results(base)
     runner.calibrate(base, 0.1)
     ref = Reference(base, set(), results, seconds, {}, set(), digests=runner.sequence(base))
     candidate = make_repo(tmp_path / "candidate", {"mylib/__init__.py": "", "mylib/work.py": work, "bench.py": BENCH})
-    return Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (10,), "bench.py", 60.0,
-                 **settings).judge(candidate, ref, [])
+    short = Settings(max_samples=8)
+    return Judge(runner, sys.executable, tmp_path / "tests", short.sampling(), (10,), "bench.py", 60.0,
+                 short.max_memory_growth, **settings).judge(candidate, ref, [])
 
 
 def test_a_cache_across_calls_is_rejected(tmp_path):

@@ -15,7 +15,8 @@ from perfagent.repos.repositories import apply_patch, diff
 from perfagent.sandbox import gitsafe, isolation
 from perfagent.sandbox.tree import snapshot
 from perfagent.sandbox.workspace import Workspaces, commit_files, head, open_repo
-from tests.conftest import SMALL_LIB, git, levels_in_suite, make_repo, perfagent_branches, repo_state, scripted_session
+from tests.conftest import RLIMITS, SMALL_LIB, git, levels_in_suite, make_repo, perfagent_branches, repo_state, \
+    scripted_session
 from tests.test_optimize import CORE, GOOD, UNIQUE_BODY, _body, invoke
 
 HERE = [level for level in isolation.LEVELS if isolation.available(level)]
@@ -245,11 +246,11 @@ def test_children_write_no_bytecode_and_candidates_start_from_a_copy_of_the_bran
     from importlib.util import MAGIC_NUMBER, cache_from_source, source_hash
 
     from perfagent.loop.environment import Environment
-    from perfagent.sandbox.run import Limits, child_env, run
+    from perfagent.sandbox.run import child_env, run
 
     repo = make_repo(tmp_path / "user", SMALL_LIB)
     ws = Workspaces(open_repo(repo), "t")
-    env = Environment(sys.executable, Limits(timeout_s=120), ws)
+    env = Environment(sys.executable, RLIMITS.limits(timeout_s=120), ws)
     pyc = Path(cache_from_source(CORE))
     init = Path(cache_from_source("mylib/__init__.py"))
     try:

@@ -12,12 +12,12 @@ import pytest
 from perfagent.loop.verdict import Judge, Reference
 from perfagent.measure.integrity import Call, Expected, aa_spread, clock_tampered, read_calls, work_moved, \
     TimingTampered
-from perfagent.measure.stats import Sampling, Timing
+from perfagent.measure.stats import Timing
 from perfagent.measure.workload import OWN_INPUT, Workload, WorkloadRunner
 from perfagent.sandbox import isolation
 from perfagent.sandbox.marks import Mark
-from perfagent.sandbox.run import Limits
-from tests.conftest import levels_in_suite, make_repo
+from perfagent.config import Settings
+from tests.conftest import RLIMITS, levels_in_suite, make_repo
 
 LEVELS = [level for level in isolation.LEVELS if isolation.available(level)]
 
@@ -136,7 +136,7 @@ def base(tmp_path_factory):
 
 
 def _judge(base, tmp_path, level: str, work: str):
-    limits = Limits(timeout_s=120, isolation=isolation.choose(level))
+    limits = Settings().limits(timeout_s=120, isolation=isolation.choose(level))
     runner = WorkloadRunner(Workload.parse("bench.py", base), sys.executable, tmp_path, limits)
     results, seconds = runner.results(base)
     runner.calibrate(base, 0.1)  # the reference's digests, call by call
@@ -144,7 +144,9 @@ def _judge(base, tmp_path, level: str, work: str):
     candidate = make_repo(tmp_path / "candidate", {"mylib/__init__.py": "", "mylib/work.py": work,
                                                    "bench.py": BENCH})
     # ten calls a value, so that loading the modules, which varies most, weighs little in the time outside them
-    judge = Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (10,), "bench.py", 60.0)
+    short = Settings(max_samples=8)
+    judge = Judge(runner, sys.executable, tmp_path / "tests", short.sampling(), (10,), "bench.py", 60.0,
+                  short.max_memory_growth)
     return judge.judge(candidate, ref, [])
 
 
@@ -176,7 +178,7 @@ def test_every_run_looks_the_same_to_the_workload(base, tmp_path):
         _f.write(repr((_sys.argv, sorted(k for k in _os.environ if k != "TMPDIR"))))
     '''
     repo = make_repo(tmp_path / "spy", {"mylib/__init__.py": "", "mylib/work.py": spy, "bench.py": BENCH})
-    runner = WorkloadRunner(Workload.parse("bench.py", repo), sys.executable, tmp_path, Limits(timeout_s=60),
+    runner = WorkloadRunner(Workload.parse("bench.py", repo), sys.executable, tmp_path, RLIMITS.limits(timeout_s=60),
                             )
     runner.results(repo)
     runner.calibrate(repo, 0.05)
@@ -187,7 +189,7 @@ def test_every_run_looks_the_same_to_the_workload(base, tmp_path):
 
 
 def test_a_call_that_returns_something_else_than_the_checked_result_is_caught(base, tmp_path):
-    runner = WorkloadRunner(Workload.parse("bench.py", base), sys.executable, tmp_path, Limits(timeout_s=60))
+    runner = WorkloadRunner(Workload.parse("bench.py", base), sys.executable, tmp_path, RLIMITS.limits(timeout_s=60))
     results, _ = runner.results(base)
     assert runner.sequence(base) and isinstance(results[OWN_INPUT], int)
     wrong = Expected(("0" * 64,))

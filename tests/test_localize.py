@@ -8,8 +8,7 @@ import pytest
 from perfagent.localize.hotspots import ProfileOptions, profile_workload, tally_pyspy
 from perfagent.localize.source import FunctionSpan, SourceIndex, edited_spans, touched_functions
 from perfagent.measure.workload import Workload
-from perfagent.sandbox.run import Limits
-from tests.conftest import git, make_repo
+from tests.conftest import RLIMITS, git, make_repo
 
 PROGRAM = {
     "pkg/__init__.py": "",
@@ -91,7 +90,7 @@ def profile(request, program, tmp_path_factory):
     """One real profile per profiler, shared by the attribution tests."""
     workload = Workload.parse("bench.py", program)
     return profile_workload(program, workload, python=sys.executable, tmp=tmp_path_factory.mktemp("profile"),
-                            limits=Limits(timeout_s=120),
+                            limits=RLIMITS.limits(timeout_s=120),
                             options=ProfileOptions(seconds=1.0, use_pyspy=request.param == "py-spy"))
 
 

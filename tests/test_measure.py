@@ -4,8 +4,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from perfagent.measure.stats import (FASTER, NOT_FASTER, UNDECIDED, Sampling, compare_rotation, compare_speed,
+from perfagent.config import Settings
+from perfagent.measure.stats import (FASTER, NOT_FASTER, UNDECIDED, compare_rotation, compare_speed,
                                      relative_spread, sequential_level, sequential_stats, speed_stats, value_ladder)
+
+DEFAULTS = Settings()
+RULE = {"alpha": DEFAULTS.alpha, "min_effect": DEFAULTS.min_effect}  # the paired rule's settings, as optimize's
 
 
 def _samples(median, rel_noise, n, seed):
@@ -15,30 +19,30 @@ def _samples(median, rel_noise, n, seed):
 
 def test_clear_speedup_is_accepted_with_interval_around_truth():
     base, cand = _samples(1.0, 0.02, 20, 1), _samples(0.5, 0.02, 20, 2)
-    s = speed_stats(base, cand)
+    s = speed_stats(base, cand, **RULE)
     assert s.decision == FASTER and s.p_value < 1e-6
     assert s.ci_low <= 2.0 <= s.ci_high and 1.9 < s.speedup < 2.1
 
 
 def test_identical_code_is_not_accepted():
-    accepted = sum(speed_stats(_samples(1.0, 0.03, 15, i), _samples(1.0, 0.03, 15, 1000 + i)).decision == FASTER
+    accepted = sum(speed_stats(_samples(1.0, 0.03, 15, i), _samples(1.0, 0.03, 15, 1000 + i), **RULE).decision == FASTER
                    for i in range(50))
     assert accepted == 0
 
 
 def test_slower_candidate_is_not_faster():
-    s = speed_stats(_samples(1.0, 0.01, 15, 3), _samples(1.3, 0.01, 15, 4))
+    s = speed_stats(_samples(1.0, 0.01, 15, 3), _samples(1.3, 0.01, 15, 4), **RULE)
     assert s.decision == NOT_FASTER and s.speedup < 0.8 and s.p_value > 0.5
 
 
 def test_real_but_tiny_gain_is_below_the_minimum_effect():
     """1% faster with 0.1% noise: significant, but below the 3% minimum effect -> rejected, not accepted."""
-    s = speed_stats(_samples(1.0, 0.001, 20, 5), _samples(0.99, 0.001, 20, 6), min_effect=0.03)
+    s = speed_stats(_samples(1.0, 0.001, 20, 5), _samples(0.99, 0.001, 20, 6), alpha=DEFAULTS.alpha, min_effect=0.03)
     assert s.p_value < 0.01 and s.decision == NOT_FASTER
 
 
 def test_noise_leaves_the_question_open():
-    s = speed_stats(_samples(1.0, 0.3, 10, 7), _samples(0.9, 0.3, 10, 8))
+    s = speed_stats(_samples(1.0, 0.3, 10, 7), _samples(0.9, 0.3, 10, 8), **RULE)
     assert s.decision == UNDECIDED
     assert s.base_spread > 0.2
 
@@ -59,7 +63,7 @@ def test_sampler_interleaves_and_stops_early_when_clear():
         order.append("B")
         return 0.5 + 0.001 * len(order)
 
-    stats, b, c = compare_speed(base, cand, Sampling(test="paired", min_samples=8, max_samples=30, warmup=1))
+    stats, b, c = compare_speed(base, cand, Settings(decision_rule="paired", min_samples=8, max_samples=30).sampling())
     assert stats.decision == FASTER and len(b) == len(c) == 8
     body = "".join(order[2:])  # after the warm-up pair
     assert body == "ABBA" * 4  # alternating order cancels linear drift
@@ -69,7 +73,7 @@ def test_sampler_collects_more_when_undecided_up_to_the_cap():
     rng = np.random.default_rng(0)
     stats, b, c = compare_speed(lambda _: 1 + 0.3 * rng.standard_normal(),
                                 lambda _: 0.97 + 0.3 * rng.standard_normal(),
-                                Sampling(test="paired", min_samples=6, max_samples=16, step=5))
+                                replace(DEFAULTS.sampling(), test="paired", min_samples=6, max_samples=16, step=5))
     assert len(b) == len(c) == 16 and stats.decision == UNDECIDED
 
 
@@ -80,15 +84,15 @@ def test_pairing_cancels_phase_swings():
     phase = np.repeat(rng.choice([1.0, 1.6], size=8), 4)  # 32 pairs, phases of 4 pairs
     noise = lambda: 1 + 0.01 * rng.standard_normal(32)  # noqa: E731
     base, cand = phase * noise(), phase * noise() / 1.10
-    paired = speed_stats(base, cand, test="paired")
-    unpaired = speed_stats(base, cand, test="mannwhitney")
+    paired = speed_stats(base, cand, test="paired", **RULE)
+    unpaired = speed_stats(base, cand, test="mannwhitney", **RULE)
     assert paired.decision == FASTER and paired.ci_low <= 1.10 <= paired.ci_high
     assert unpaired.decision == UNDECIDED
 
 
 def test_unknown_test_is_an_error():
     with pytest.raises(ValueError, match="paired"):
-        speed_stats([1, 2, 3], [1, 2, 3], test="t-test")
+        speed_stats([1, 2, 3], [1, 2, 3], test="t-test", **RULE)
 
 
 def test_noise_estimate():
@@ -129,7 +133,7 @@ def test_sequential_rule_decides_a_large_effect_early_on_short_values(speedup, d
     """2x faster or slower with 5% noise per value: decided within 5 pairs of short values."""
     for seed in range(20):
         seen = []
-        stats, b, _ = compare_speed(*_pairs(speedup, 0.05, seed, seen=seen), Sampling(), ladder=LADDER)
+        stats, b, _ = compare_speed(*_pairs(speedup, 0.05, seed, seen=seen), DEFAULTS.sampling(), ladder=LADDER)
         assert stats.decision == decision and len(b) <= 5 and set(seen) == {10}, (seed, stats)
 
 
@@ -138,18 +142,19 @@ def test_sequential_rule_lengthens_values_and_takes_more_pairs_for_a_small_effec
     leave it open, the long ones decide it; 4% (just over the 3% minimum) takes every long look and stays open."""
     for seed in range(20):
         seen = []
-        stats, b, _ = compare_speed(*_pairs(1.10, 0.15, seed, seen=seen, averaging=True), Sampling(), ladder=LADDER)
+        stats, b, _ = compare_speed(*_pairs(1.10, 0.15, seed, seen=seen, averaging=True), DEFAULTS.sampling(),
+                                    ladder=LADDER)
         assert stats.decision == FASTER and seen[:16] == [10] * 16 and set(seen[16:]) == {100}, seed
-    stats, b, _ = compare_speed(*_pairs(1.04, 0.15, 0, averaging=True), Sampling(), ladder=LADDER)
+    stats, b, _ = compare_speed(*_pairs(1.04, 0.15, 0, averaging=True), DEFAULTS.sampling(), ladder=LADDER)
     assert len(b) == 40 and stats.decision == UNDECIDED
 
 
 def test_one_value_length_merges_the_looks():
     """When short and long values are the same loop count, one stage looks at 3, 5, 10, ... pairs."""
     assert value_ladder(1, 1.0, 0.1) == (1,) and value_ladder(200, 1.0, 0.1) == (20, 200)
-    assert Sampling().stages(1)[0].looks == (3, 5, 8, 10, 15, 20, 25, 30, 35, 40)
+    assert DEFAULTS.sampling().stages(1)[0].looks == (3, 5, 8, 10, 15, 20, 25, 30, 35, 40)
     seen = []
-    stats, b, _ = compare_speed(*_pairs(2.0, 0.01, 0, seen=seen), Sampling(), ladder=(1,))
+    stats, b, _ = compare_speed(*_pairs(2.0, 0.01, 0, seen=seen), DEFAULTS.sampling(), ladder=(1,))
     assert stats.decision == FASTER and len(b) == 3 and set(seen) == {1}
 
 
@@ -159,7 +164,7 @@ def test_sequential_rule_false_acceptance_under_the_null(ladder):
     behind: all looks together accept about alpha = 1% (19 and 20 of 2000 here; 24 and 21 with Gaussian noise, for
     which the level is exact). The bound allows the binomial spread of 2000 trials (a true 1% gives at most 29 in
     97.5% of sets of seeds); unadjusted looks at level alpha accept 91 of 2000."""
-    rule = Sampling(min_effect=0.0)
+    rule = Settings(min_effect=0.0).sampling()
     accepted = sum(compare_speed(*_pairs(1.0, 0.05, seed, True), rule, ladder=ladder)[0].decision == FASTER
                    for seed in range(2000))
     assert accepted <= 29
@@ -175,7 +180,8 @@ def test_pooling_another_comparisons_spread_keeps_false_acceptance_at_alpha():
     """The speed check on a variant of the input pools the spread of the decision's own pairs (8 here): identical
     code on 2000 fixed seeds of Gaussian noise is accepted about alpha = 1% of the time (17 of 2000 here), the same
     bound as the rule alone; the pooled degrees of freedom go into the level."""
-    accepted = sum(compare_speed(*_pairs(1.0, 0.05, seed), Sampling(min_effect=0.0, pool=_pool(0.05, 8, seed)),
+    rule = Settings(min_effect=0.0).sampling()
+    accepted = sum(compare_speed(*_pairs(1.0, 0.05, seed), replace(rule, pool=_pool(0.05, 8, seed)),
                                  ladder=(1,))[0].decision == FASTER for seed in range(2000))
     assert accepted <= 29
 
@@ -184,8 +190,10 @@ def test_a_pooled_spread_decides_a_clear_gain_at_the_first_look():
     """A 2x gain under 15% noise per value: alone, three pairs' own spread (2 degrees of freedom) seldom decides it
     (15 of 200 sets of seeds here); with the 8 pairs of the decision pooled in, the first look (3 pairs) does in
     180 of 200."""
+    rule = Settings(min_effect=0.0).sampling()
+
     def pairs_taken(seed, pool):
-        return len(compare_speed(*_pairs(2.0, 0.15, seed), Sampling(min_effect=0.0, pool=pool), ladder=(1,))[1])
+        return len(compare_speed(*_pairs(2.0, 0.15, seed), replace(rule, pool=pool), ladder=(1,))[1])
     alone = [pairs_taken(seed, ()) for seed in range(200)]
     pooled = [pairs_taken(seed, _pool(0.15, 8, seed)) for seed in range(200)]
     assert sum(n == 3 for n in alone) <= 30 and sum(n == 3 for n in pooled) >= 170
@@ -202,8 +210,8 @@ def test_a_few_pairs_that_happen_to_agree_are_not_taken_for_a_quiet_machine():
     """Three pairs from one cluster of identical code's pairs (+5%, nearly equal): the t-test alone accepts them;
     with the baseline's A/A spread as the floor of the spread, the rule keeps looking."""
     base, cand = [1.050, 1.051, 1.049], [1.0, 1.0, 1.0]
-    assert sequential_stats(base, cand, level=0.0016).decision == FASTER
-    floored = sequential_stats(base, cand, level=0.0016, noise_floor=0.025)
+    assert sequential_stats(base, cand, level=0.0016, min_effect=DEFAULTS.min_effect).decision == FASTER
+    floored = sequential_stats(base, cand, level=0.0016, min_effect=DEFAULTS.min_effect, noise_floor=0.025)
     assert floored.decision == UNDECIDED and floored.ci_low < 1.0 < 1.05 < floored.ci_high
 
 
@@ -219,7 +227,7 @@ def test_several_candidates_are_timed_in_one_rotation_each_decided_on_its_own():
         return take
 
     results = compare_rotation(sampler("base", 1.0), [sampler("fast", 0.5), sampler("same", 1.0)],
-                               Sampling(max_samples=10), ladder=(1,))
+                               Settings(max_samples=10).sampling(), ladder=(1,))
     (fast, fast_base, _), (same, same_base, _) = results
     assert fast.decision == FASTER and fast.n_base <= 5 and same.decision != FASTER and same.n_base == 10
     assert fast_base == same_base[:len(fast_base)]  # the same baseline values, round by round
@@ -227,7 +235,7 @@ def test_several_candidates_are_timed_in_one_rotation_each_decided_on_its_own():
     assert firsts == ["base", "fast", "same"]
     # one candidate: compare_speed's ABBA order exactly
     order.clear()
-    compare_rotation(sampler("base", 1.0), [sampler("cand", 0.5)], Sampling(), ladder=(1,))
+    compare_rotation(sampler("base", 1.0), [sampler("cand", 0.5)], DEFAULTS.sampling(), ladder=(1,))
     assert order[:4] == ["base", "cand", "cand", "base"]
 
 

@@ -3,15 +3,16 @@ memory under objective time, and objective memory deciding on peaks with time as
 is scripted."""
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from perfagent.loop.memory import NOT_SLOWER, SLOWER, time_not_worse
-from perfagent.measure.stats import Sampling, Timing
+from perfagent.measure.stats import Timing
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
-from perfagent.sandbox.run import Limits
+from perfagent.config import Settings
 from tests.conftest import make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, UNIQUE_BODY, invoke
 
@@ -39,7 +40,7 @@ def workload():
 def test_memory_mode_measures_a_known_allocation(tmp_path, level):
     repo = make_repo(tmp_path / "r", {"wl.py": KNOWN_ALLOCATION})
     runner = WorkloadRunner(Workload.parse("wl.py", repo), sys.executable, tmp_path,
-                            Limits(timeout_s=60, isolation=isolation.choose(level)))
+                            Settings().limits(timeout_s=60, isolation=isolation.choose(level)))
     memory = runner.memory(repo)
     assert 12 * MIB <= memory.peak <= 12 * MIB + 256 * 1024  # 8 MiB + 4 MiB, and a few small objects
     if level == "landlock":  # Landlock grants no writes under /proc: the RSS peak cannot be reset there
@@ -59,8 +60,8 @@ def test_objective_memory_judges_time_by_non_inferiority(slowdown, decision):
         wall = scale * float(np.exp(rng.normal(0, 0.02)))
         return Timing(wall, wall)
 
-    stats, _, cand = time_not_worse(lambda loops: value(1.0), lambda loops: value(slowdown),
-                                    Sampling(min_effect=0.1, max_samples=20, noise_floor=0.02), lambda s: None, (1,))
+    rule = replace(Settings(min_effect=0.1, max_samples=20).sampling(), noise_floor=0.02)
+    stats, _, cand = time_not_worse(lambda loops: value(1.0), lambda loops: value(slowdown), rule, lambda s: None, (1,))
     assert stats.decision == decision and stats.n_base <= 10
     assert stats.ci_low < 1 / slowdown < stats.ci_high
     assert np.median([c.wall for c in cand]) == pytest.approx(slowdown, rel=0.05)

@@ -1,9 +1,8 @@
 """sandbox.tests: exact node ids and outcomes from real pytest runs, and per-test coverage."""
 import sys
 
-from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest, coverage_by_line
-from tests.conftest import make_repo
+from tests.conftest import RLIMITS, make_repo
 
 FILES = {
     "lib/__init__.py": "",
@@ -41,7 +40,7 @@ FILES = {
 
 def test_outcomes_with_exact_ids(tmp_path):
     repo = make_repo(tmp_path / "r", FILES)
-    run = run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=Limits(timeout_s=120))
+    run = run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=RLIMITS.limits(timeout_s=120))
     assert run.outcomes == {
         "tests/test_m.py::test_double[1]": "passed",
         "tests/test_m.py::test_double[a b]": "passed",
@@ -57,17 +56,18 @@ def test_outcomes_with_exact_ids(tmp_path):
 def test_selected_targets_and_collection_errors(tmp_path):
     repo = make_repo(tmp_path / "r", {**FILES, "tests/test_broken.py": "import does_not_exist\n"})
     run = run_pytest(repo, ["tests/test_other.py"], python=sys.executable, tmp=tmp_path / "t",
-                     limits=Limits(timeout_s=120))
+                     limits=RLIMITS.limits(timeout_s=120))
     assert run.outcomes == {"tests/test_other.py::test_half_again": "passed"}
     run = run_pytest(repo, ["tests/test_broken.py"], python=sys.executable, tmp=tmp_path / "t",
-                     limits=Limits(timeout_s=120))
+                     limits=RLIMITS.limits(timeout_s=120))
     assert run.failing() == ["<collect> tests/test_broken.py"]
 
 
 def test_coverage_maps_lines_to_tests(tmp_path):
     repo = make_repo(tmp_path / "r", FILES)
     cov = tmp_path / "cov.db"
-    run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=Limits(timeout_s=120), coverage_file=cov)
+    run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=RLIMITS.limits(timeout_s=120),
+               coverage_file=cov)
     by_line = coverage_by_line(cov, repo.resolve())
     assert by_line["lib/m.py"][2] == {f"tests/test_m.py::test_double[{p}]" for p in ("1", "a b", "3")}
     assert by_line["lib/m.py"][6] == {"tests/test_m.py::test_half", "tests/test_other.py::test_half_again"}
@@ -77,16 +77,16 @@ def test_exitfirst_stops_at_the_first_failure_and_a_timeout_says_what_was_runnin
     repo = make_repo(tmp_path / "r", {**FILES, "tests/test_slow.py": "import time\n\n\ndef test_slow():\n"
                                       "    time.sleep(60)\n"})
     run = run_pytest(repo, ["tests/test_m.py", "tests/test_other.py"], python=sys.executable, tmp=tmp_path / "t",
-                     limits=Limits(timeout_s=120), exitfirst=True)
+                     limits=RLIMITS.limits(timeout_s=120), exitfirst=True)
     assert run.failing() == ["tests/test_m.py::test_half"] and "tests/test_other.py::test_half_again" not in \
         run.outcomes and run.cut_short() is None
     run = run_pytest(repo, ["tests/test_m.py", "tests/test_other.py"], python=sys.executable, tmp=tmp_path / "t",
-                     limits=Limits(timeout_s=120), exitfirst=True,
+                     limits=RLIMITS.limits(timeout_s=120), exitfirst=True,
                      deselect={"tests/test_m.py::test_half", "tests/test_m.py::test_error"})  # failing at baseline
     assert run.failing() == [] and "tests/test_other.py::test_half_again" in run.outcomes
     assert "tests/test_m.py::test_half" not in run.outcomes
     run = run_pytest(repo, ["tests/test_other.py", "tests/test_slow.py"], python=sys.executable, tmp=tmp_path / "t",
-                     limits=Limits(timeout_s=3))
+                     limits=RLIMITS.limits(timeout_s=3))
     assert run.outcomes == {"tests/test_other.py::test_half_again": "passed"} and run.failing() == []
     assert run.running[0] == "tests/test_slow.py::test_slow" and 0 < run.running[1] < 5
     assert run.cut_short().startswith("timed out after 3 s while tests/test_slow.py::test_slow had been running for")
@@ -94,8 +94,8 @@ def test_exitfirst_stops_at_the_first_failure_and_a_timeout_says_what_was_runnin
 
 def test_a_repository_without_tests(tmp_path):
     repo = make_repo(tmp_path / "r", {"lib/m.py": "x = 1\n"})
-    run = run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=Limits(timeout_s=120))
+    run = run_pytest(repo, [], python=sys.executable, tmp=tmp_path / "t", limits=RLIMITS.limits(timeout_s=120))
     assert run.outcomes == {} and run.failing() == []
     run = run_pytest(repo, ["tests/missing.py"], python=sys.executable, tmp=tmp_path / "t",
-                     limits=Limits(timeout_s=120))
+                     limits=RLIMITS.limits(timeout_s=120))
     assert run.failing() == ["<pytest>"] and "not found" in run.process.tail()

@@ -11,11 +11,10 @@ import pytest
 
 from perfagent.loop.guards import RIGGING, protected_reason, suspicious_reason, unsafe_reason
 from perfagent.loop.verdict import Checked, Judge, Reference
-from perfagent.measure.stats import Sampling
+from perfagent.config import Settings
 from perfagent.measure.workload import Workload, WorkloadRunner
-from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
-from tests.conftest import git, make_repo, scripted_session, search_replace
+from tests.conftest import RLIMITS, git, make_repo, scripted_session, search_replace
 from tests.test_cheating import CORE, ORIGINAL, _cheat
 from tests.test_optimize import invoke
 
@@ -70,7 +69,7 @@ STATIC = [
 
 
 def _judge(**settings) -> Judge:
-    return Judge(None, sys.executable, None, None, (1,), "bench.py", 5.0, **settings)
+    return Judge(None, sys.executable, None, None, (1,), "bench.py", 5.0, Settings().max_memory_growth, **settings)
 
 
 @pytest.mark.parametrize("path, text, reason, why", STATIC, ids=[f"{i}-{row[3] or 'honest'}" for i, row in
@@ -188,8 +187,8 @@ def _files(tree: Path) -> dict[str, bytes | None]:
 
 
 def _run(tree: Path, tmp: Path, targets: list[str]):
-    return run_pytest(tree, targets, python=sys.executable, tmp=tmp, limits=Limits(timeout_s=120), exitfirst=True,
-                      canary=True)
+    return run_pytest(tree, targets, python=sys.executable, tmp=tmp, limits=RLIMITS.limits(timeout_s=120),
+                      exitfirst=True, canary=True)
 
 
 @pytest.mark.parametrize("targets", [["tests"], ["tests/test_zzz.py", "tests/test_core.py", "tests/sub"]])
@@ -224,7 +223,7 @@ def test_a_run_that_misreports_its_canary_is_tampered(tmp_path, rig, told):
 
 
 def _reference(repo: Path, tmp: Path) -> tuple[WorkloadRunner, Reference]:
-    runner = WorkloadRunner(Workload.parse("sh tool.sh", repo), sys.executable, tmp, Limits(timeout_s=60))
+    runner = WorkloadRunner(Workload.parse("sh tool.sh", repo), sys.executable, tmp, RLIMITS.limits(timeout_s=60))
     results, seconds = runner.results(repo)
     return runner, Reference(repo, set(ALL_TESTS), results, seconds, {}, set())  # tool.sh writes nothing
 
@@ -235,7 +234,8 @@ def test_package_code_that_rewrites_the_reports_is_rejected_by_the_canary(tmp_pa
     base = make_repo(tmp_path / "base", LIB)
     runner, ref = _reference(base, tmp_path / "runs")
     rigged = AS_PASSED.replace("{outcome}", "passed") + BROKEN
-    judge = Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (1,), None, 30.0)
+    judge = Judge(runner, sys.executable, tmp_path / "tests", Settings(max_samples=8).sampling(), (1,), None, 30.0,
+                  Settings().max_memory_growth)
     assert judge.static_checks({"lib/core.py": LIB["lib/core.py"]}, {"lib/core.py": rigged}) is None
     candidate = make_repo(tmp_path / "candidate", {**LIB, "lib/core.py": rigged})
     before = _files(candidate)
@@ -250,8 +250,8 @@ def test_an_honest_candidate_passes_its_tests_with_the_canary_in_place(tmp_path)
     faster = LIB["lib/core.py"].replace("return 2 * x", "return x << 1")
     candidate = make_repo(tmp_path / "candidate", {**LIB, "lib/core.py": faster})
     before = _files(candidate)
-    checked = Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (1,), None,
-                    30.0).check(candidate, ref, ["tests/test_core.py", "tests"])
+    checked = Judge(runner, sys.executable, tmp_path / "tests", Settings(max_samples=8).sampling(), (1,), None,
+                    30.0, Settings().max_memory_growth).check(candidate, ref, ["tests/test_core.py", "tests"])
     assert isinstance(checked, Checked) and checked.tests_run == sorted(ALL_TESTS), checked
     assert _files(candidate) == before
 

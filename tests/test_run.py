@@ -7,14 +7,13 @@ import textwrap
 import time
 
 
-from perfagent.sandbox.run import Limits, child_env, run
-from tests.conftest import deliver_sigint
+from perfagent.sandbox.run import child_env, run
+from tests.conftest import RLIMITS, deliver_sigint
 
 PY = sys.executable
 
 
-# These tests check process-group handling by host pids, so they run without namespaces: Limits() is rlimits only.
-assert Limits().isolation.level == "rlimits"
+# These tests check process-group handling by host pids, so they run without namespaces (RLIMITS).
 
 
 def _alive(pid: int) -> bool:
@@ -28,12 +27,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_ok_and_output(tmp_path):
-    result = run([PY, "-c", "import sys; print('out'); print('err', file=sys.stderr)"], cwd=tmp_path)
+    result = run([PY, "-c", "import sys; print('out'); print('err', file=sys.stderr)"], cwd=tmp_path,
+                 limits=RLIMITS.limits())
     assert result.ok and result.stdout == "out\n" and result.stderr == "err\n"
 
 
 def test_nonzero_exit_reports_status(tmp_path):
-    result = run([PY, "-c", "raise SystemExit(3)"], cwd=tmp_path)
+    result = run([PY, "-c", "raise SystemExit(3)"], cwd=tmp_path, limits=RLIMITS.limits())
     assert not result.ok and result.failure() == "exited with status 3"
 
 
@@ -46,7 +46,7 @@ def test_timeout_kills_the_whole_group(tmp_path):
         time.sleep(300)
     """)
     start = time.monotonic()
-    result = run([PY, "-c", script], cwd=tmp_path, limits=Limits(timeout_s=2))
+    result = run([PY, "-c", script], cwd=tmp_path, limits=RLIMITS.limits(timeout_s=2))
     assert result.timed_out and "timed out" in result.failure()
     assert time.monotonic() - start < 20
     grandchild = int(pidfile.read_text())
@@ -57,25 +57,25 @@ def test_timeout_kills_the_whole_group(tmp_path):
 def test_lingering_background_process_is_killed_after_normal_exit(tmp_path):
     pidfile = tmp_path / "bg.pid"
     script = f"import subprocess; p = subprocess.Popen(['sleep', '300']); open({str(pidfile)!r}, 'w').write(str(p.pid))"
-    assert run([PY, "-c", script], cwd=tmp_path).ok
+    assert run([PY, "-c", script], cwd=tmp_path, limits=RLIMITS.limits()).ok
     time.sleep(0.2)
     assert not _alive(int(pidfile.read_text()))
 
 
 def test_memory_limit(tmp_path):
-    result = run([PY, "-c", "x = bytearray(2 << 30)"], cwd=tmp_path, limits=Limits(memory_mb=512))
+    result = run([PY, "-c", "x = bytearray(2 << 30)"], cwd=tmp_path, limits=RLIMITS.limits(memory_mb=512))
     assert not result.ok and "out of memory" in result.failure()
 
 
 def test_file_size_limit(tmp_path):
     script = "f = open('big', 'wb')\nfor _ in range(64): f.write(b'x' * (1 << 20))"
-    result = run([PY, "-c", script], cwd=tmp_path, limits=Limits(file_mb=8))
+    result = run([PY, "-c", script], cwd=tmp_path, limits=RLIMITS.limits(file_mb=8))
     assert not result.ok and "file size limit" in result.failure(), result.failure()
     assert (tmp_path / "big").stat().st_size <= 8 << 20
 
 
 def test_cpu_limit(tmp_path):
-    result = run([PY, "-c", "while True: pass"], cwd=tmp_path, limits=Limits(timeout_s=30, cpu_s=1))
+    result = run([PY, "-c", "while True: pass"], cwd=tmp_path, limits=RLIMITS.limits(timeout_s=30, cpu_s=1))
     assert not result.ok and "CPU time limit" in result.failure()
 
 
@@ -85,7 +85,7 @@ def test_secrets_do_not_reach_children(tmp_path, monkeypatch):
     monkeypatch.setenv("HARMLESS", "yes")
     env = child_env()
     assert "OPENAI_API_KEY" not in env and "GITHUB_TOKEN" not in env and env["HARMLESS"] == "yes"
-    result = run([PY, "-c", "import os; print(sorted(os.environ))"], cwd=tmp_path)
+    result = run([PY, "-c", "import os; print(sorted(os.environ))"], cwd=tmp_path, limits=RLIMITS.limits())
     assert "OPENAI_API_KEY" not in result.stdout and "HARMLESS" in result.stdout
 
 
@@ -96,10 +96,12 @@ def test_ctrl_c_kills_the_child_group(tmp_path):
         import sys
         sys.path.insert(0, {str(os.getcwd())!r})
         from pathlib import Path
+        from perfagent.config import Settings
         from perfagent.sandbox.run import run
         script = "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
         try:
-            run([sys.executable, "-c", script], cwd=Path({str(tmp_path)!r}))
+            run([sys.executable, "-c", script], cwd=Path({str(tmp_path)!r}),
+                limits=Settings(isolation="rlimits").limits())
         except KeyboardInterrupt:
             print("interrupted")
     """)

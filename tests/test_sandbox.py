@@ -17,7 +17,8 @@ import pytest
 
 from perfagent.sandbox import isolation
 from perfagent.sandbox.isolation import CREDENTIALS, FILES, NETWORK, PROCESSES, PROTECTS, SHM
-from perfagent.sandbox.run import Limits, child_env, run
+from perfagent.config import Settings
+from perfagent.sandbox.run import child_env, run
 from tests.conftest import git, levels_in_suite, make_repo
 
 PY = sys.executable
@@ -31,7 +32,7 @@ def level(request) -> str:
 
 def _sandboxed(level: str, code: str, workspace: Path, **limits) -> "RunResult":  # noqa: F821
     return run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=child_env(),
-               limits=Limits(**{"timeout_s": 20, "isolation": isolation.choose(level), **limits}))
+               limits=Settings().limits(**{"timeout_s": 20, "isolation": isolation.choose(level), **limits}))
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -224,7 +225,7 @@ def test_credentials_in_home(level, tmp_path, monkeypatch):
         print((home / "notes.txt").read_text(), getattr(__import__("o" + "s"), "environ").get("MY_SERVICE" + "_TOKEN"))
     """
     result = run([PY, "-c", textwrap.dedent(code)], cwd=workspace, env=child_env(),
-                 limits=Limits(timeout_s=20, isolation=isolation.choose(level)),
+                 limits=Settings().limits(timeout_s=20, isolation=isolation.choose(level)),
                  readable=[home / "notes.txt"])
     lines = result.stdout.splitlines()
     assert result.ok and len(lines) == 3, result.tail()
@@ -299,11 +300,12 @@ def test_without_a_writable_cgroup_cpu_time_comes_from_wait4(tmp_path):
         import sys, textwrap
         from pathlib import Path
         from perfagent.sandbox import cgroups, isolation
-        from perfagent.sandbox.run import Limits, child_env, run
+        from perfagent.config import Settings
+        from perfagent.sandbox.run import child_env, run
         assert cgroups.pids_root() is None and cgroups.cpu_root() is None
         for level in {HERE!r}:
             result = run([sys.executable, "-c", textwrap.dedent({_BURN_IN_A_GRANDCHILD!r})], cwd=Path({str(tmp_path)!r}),
-                         env=child_env(), limits=Limits(timeout_s=20, isolation=isolation.choose(level)))
+                         env=child_env(), limits=Settings().limits(timeout_s=20, isolation=isolation.choose(level)))
             print(level, result.ok, result.cpu_s, sorted(e.count for e in result.behaviour if e.count is not None))
     """
     hidden = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
@@ -344,7 +346,7 @@ def test_py_spy_profiles_at_every_level(level, tmp_path):
                                       "def workload():\n    return squares()\n")
     (tmp_path / "tmp").mkdir()
     profile = profile_workload(tmp_path, Workload.parse("work.py", tmp_path), python=PY, tmp=tmp_path / "tmp",
-                               limits=Limits(timeout_s=60, isolation=isolation.choose(level)),
+                               limits=Settings().limits(timeout_s=60, isolation=isolation.choose(level)),
                                options=ProfileOptions(seconds=0.5))
     assert profile.profiler == "py-spy" and profile.raw_path, profile.note
     assert "squares" in [h.qualname for h in profile.hotspots]

@@ -2,16 +2,17 @@
 and the interpreter check, on a small multi-package repository with known answers (real git, pytest, coverage)."""
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
+from perfagent.config import Settings
 from perfagent.repos.cache import BaselineCache, InterpreterError
 from perfagent.localize.source import FunctionSpan
-from perfagent.localize.testselect import PlanSettings, Selection, StaticIndex, TestPlan, TestSelectionError, \
-    is_test_file, is_test_module
+from perfagent.localize.testselect import Selection, StaticIndex, TestPlan, TestSelectionError, is_test_file, \
+    is_test_module
 from perfagent.loop.guards import protected_reason
-from perfagent.sandbox.run import Limits
-from tests.conftest import git, make_repo
+from tests.conftest import RLIMITS, git, make_repo
 
 # path: (a test file, a module pytest collects)
 TEST_FILES = {
@@ -58,9 +59,9 @@ BUMP = FunctionSpan("shop/stock/levels.py", "Level.bump", 5, 7)
 
 
 def _plan(tmp_path, cache_root=None, messages=None, **settings):
-    settings = {"explicit": [], "whole_suite_files": 0, **settings}
-    return TestPlan(PlanSettings(**settings), python=sys.executable, tmp=tmp_path / "tmp",
-                    limits=Limits(timeout_s=120), cache=BaselineCache(cache_root),
+    plan_settings = replace(Settings().plan_settings(), **{"whole_suite_files": 0, **settings})
+    return TestPlan(plan_settings, python=sys.executable, tmp=tmp_path / "tmp",
+                    limits=RLIMITS.limits(timeout_s=120), cache=BaselineCache(cache_root),
                     notify=(lambda e: messages.append(e.text() or "")) if messages is not None else (lambda e: None))
 
 
@@ -168,7 +169,7 @@ def test_a_small_suite_too_slow_to_run_whole_is_selected_from_instead(tmp_path):
                                       "    time.sleep(60)\n"})
     messages = []
     plan = _plan(tmp_path, messages=messages, whole_suite_files=40)
-    plan.limits = Limits(timeout_s=5)
+    plan.limits = RLIMITS.limits(timeout_s=5)
     _start(plan, repo)
     timeout = next(m for m in messages if "timed out" in m)
     assert "the baseline run of the test suite timed out after 5 s while tests/test_slow.py::test_slow had been " \
@@ -190,8 +191,8 @@ def test_an_interpreter_without_pytest_is_named_with_the_install_command(tmp_pat
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
     python = str(tmp_path / "bare" / "bin" / "python")
     repo = make_repo(tmp_path / "r", SHOP)
-    plan = TestPlan(PlanSettings([]), python=python, tmp=tmp_path / "tmp", limits=Limits(timeout_s=60),
-                    cache=BaselineCache(None), notify=lambda e: print(e.text()))
+    plan = TestPlan(Settings().plan_settings(), python=python, tmp=tmp_path / "tmp",
+                    limits=RLIMITS.limits(timeout_s=60), cache=BaselineCache(None), notify=lambda e: print(e.text()))
     with pytest.raises(InterpreterError, match=rf"{python} has no pytest, which runs the target's tests: install "
                                                rf"it with `{python} -m pip install pytest`"):
         _start(plan, repo)
@@ -204,3 +205,27 @@ def test_a_namesake_in_a_sibling_package_is_no_evidence(tmp_path):
     ranked = dict(StaticIndex(repo, git(repo, "ls-files").splitlines()).candidates(BUMP, limit=5))
     assert "shop/other/tests/test_levels.py" not in ranked  # another module's namesake
     assert ranked["tests/test_levels.py"] == "named after the module"  # a top-level tests/ folder mirrors the package
+
+
+def test_the_reference_stays_as_it_was_when_a_candidate_selects_more_tests(tmp_path):
+    """The reference a candidate is judged against is a frozen value: test files that a later candidate's edit
+    selects (and runs at baseline) make a new Reference, and the one already given out keeps what it held."""
+    from perfagent.loop.verdict import Reference
+
+    repo = make_repo(tmp_path / "r", SHOP)
+    plan = _plan(tmp_path)
+    _start(plan, repo)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    guard = plan.guard(repo, head, [TOTAL])
+    first = Reference(repo, set(), {}, 0.1, {}, set()).with_tests(*plan.seen())
+    held = (set(first.passing_tests), dict(first.test_seconds), set(first.excluded_tests), set(first.behaviour))
+    plan.for_candidate(repo, head, [BUMP], guard)  # runs the stock tests at baseline
+    assert "shop/stock/tests/test_levels.py" in plan.files
+    assert (first.passing_tests, dict(first.test_seconds), first.excluded_tests, first.behaviour) == held
+    later = first.with_tests(*plan.seen())
+    assert "shop/stock/tests/test_levels.py::test_bump" in later.passing_tests - first.passing_tests
+    assert "shop/stock/tests/test_levels.py" in later.test_seconds
+    with pytest.raises(AttributeError):
+        first.passing_tests.add("x")
+    with pytest.raises(TypeError):
+        first.test_seconds["x"] = 1.0

@@ -8,10 +8,9 @@ import pytest
 
 from perfagent.loop.unseen import choose
 from perfagent.loop.verdict import Judge, Reference
-from perfagent.measure.stats import Sampling
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
-from perfagent.sandbox.run import Limits
+from perfagent.config import Settings
 from tests.conftest import make_repo
 
 PRIMES = '''\
@@ -82,12 +81,13 @@ def _verdict(tmp_path, workload: str, primes: str, hot: tuple[str, ...], **setti
     files = {"mylib/__init__.py": "", "mylib/primes.py": PRIMES, "bench.py": workload}
     base = make_repo(tmp_path / "base", files)
     runner = WorkloadRunner(Workload.parse("bench.py", base), sys.executable, tmp_path,
-                            Limits(timeout_s=120, isolation=isolation.choose("auto")))
+                            Settings().limits(timeout_s=120, isolation=isolation.choose("auto")))
     results, seconds = runner.results(base)
     runner.calibrate(base, 0.1)
     ref = Reference(base, set(), results, seconds, {}, set(), digests=runner.sequence(base))
-    judge = Judge(runner, sys.executable, tmp_path / "tests", Sampling(max_samples=8), (3,), "bench.py", 60.0,
-                  inputs=choose(runner, base, hot, tmp_path), **settings)
+    short = Settings(max_samples=8)
+    judge = Judge(runner, sys.executable, tmp_path / "tests", short.sampling(), (3,), "bench.py", 60.0,
+                  short.max_memory_growth, inputs=choose(runner, base, hot, tmp_path), **settings)
     candidate = make_repo(tmp_path / "candidate", {**files, "mylib/primes.py": primes})
     return judge, judge.judge(candidate, ref, [], targets=hot)
 

@@ -11,8 +11,7 @@ import pytest
 
 from perfagent.measure.variants import NO_NEW_LITERALS, make_variants
 from perfagent.measure.workload import Workload, WorkloadRunner
-from perfagent.sandbox.run import Limits
-from tests.conftest import make_repo
+from tests.conftest import RLIMITS, make_repo
 
 SHARED = Path("/work/shared/swefficiency")
 SYMPY = SHARED / "sympy-dev.jsonl"
@@ -340,7 +339,7 @@ BENCH = '''\
 def _result(tmp_path: Path, name: str, files: dict[str, str]) -> object:
     """The workload's result (bench.py) on a repository of `files`, from a real sandboxed run."""
     repo = make_repo(tmp_path / name, files)
-    runner = WorkloadRunner(Workload.parse("bench.py", repo), sys.executable, tmp_path, Limits(timeout_s=60))
+    runner = WorkloadRunner(Workload.parse("bench.py", repo), sys.executable, tmp_path, RLIMITS.limits(timeout_s=60))
     return runner.result(repo)[0]
 
 

@@ -25,11 +25,12 @@ from perfagent.measure.workload import Workload, WorkloadFailed, WorkloadRunner
 from perfagent.reasons import ACCEPTED, TESTS_FAILED
 from perfagent import formats
 from perfagent.sandbox import isolation
-from perfagent.sandbox.run import Limits
+from perfagent.config import Settings
 from tests.conftest import ROOT, SMALL_LIB, git, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, RENAMED, TOKENS, UNIQUE_BODY
 
-SPEED = sequential_stats([1.0, 1.1, 0.9, 1.0, 1.05], [0.5, 0.52, 0.47, 0.5, 0.51], level=0.01)
+SPEED = sequential_stats([1.0, 1.1, 0.9, 1.0, 1.05], [0.5, 0.52, 0.47, 0.5, 0.51], level=0.01,
+                         min_effect=Settings().min_effect)
 
 
 def test_counts_p_values_and_cut_titles_read_as_a_person_writes_them():
@@ -162,7 +163,7 @@ def test_the_users_traceback_points_into_the_repository(tmp_path):
 def test_the_hint_fits_the_limit_the_workload_hit(tmp_path, body, limits, hint, not_hint):
     repo = make_repo(tmp_path / "r", {"bench.py": f"def setup():\n    pass\n\n\ndef workload():\n{body}"})
     runner = WorkloadRunner(Workload.parse("bench.py", repo), sys.executable, tmp_path,
-                            Limits(**limits, isolation=isolation.choose("auto")))
+                            Settings().limits(**limits, isolation=isolation.choose("auto")))
     with pytest.raises(WorkloadFailed) as failed:
         runner.results(repo)
     assert fix_for(failed.value).startswith(hint) and not_hint not in fix_for(failed.value)

@@ -7,8 +7,7 @@ from perfagent.config import ConfigError, assignments, load_settings
 from perfagent.localize.hotspots import ProfileOptions, profile_workload
 from perfagent.measure.workload import (OWN_INPUT, PERTURBED_INPUT, Workload, WorkloadError, WorkloadFailed,
                                         WorkloadRunner)
-from perfagent.sandbox.run import Limits
-from tests.conftest import SMALL_LIB, make_repo
+from tests.conftest import RLIMITS, SMALL_LIB, make_repo
 
 SWEFFICIENCY_STYLE = r'''
 import timeit
@@ -36,7 +35,7 @@ print("Std Dev:", statistics.stdev(runtimes))
 
 
 def _runner(workload, tmp_path, **limits):
-    return WorkloadRunner(workload, sys.executable, tmp_path, Limits(**{"timeout_s": 60, **limits}))
+    return WorkloadRunner(workload, sys.executable, tmp_path, RLIMITS.limits(**{"timeout_s": 60, **limits}))
 
 
 def test_swefficiency_workload_runs_without_its_timing_loop(tmp_path):
@@ -113,7 +112,7 @@ def test_command_workload_is_profiled_with_pyspy(tmp_path):
     command = (f"{sys.executable} -c 'from mylib.core import unique_sorted; "
                f"[unique_sorted(list(range(400)) * 3) for _ in range(600)]'")
     profile = profile_workload(repo, Workload.parse(command, repo), python=sys.executable, tmp=tmp_path,
-                               limits=Limits(timeout_s=120), options=ProfileOptions(seconds=1))
+                               limits=RLIMITS.limits(timeout_s=120), options=ProfileOptions(seconds=1))
     assert profile.profiler == "py-spy" and profile.hotspots[0].qualname == "unique_sorted"
 
 

@@ -254,13 +254,13 @@ def _shortest_depths(functions: dict, root: dict | None, tally: _Tally) -> dict[
 
 @dataclass(frozen=True)
 class ProfileOptions:
-    seconds: float = 3.0  # of workload() calls, after setup()
+    seconds: float  # of workload() calls, after setup() (the profile-seconds setting)
     use_pyspy: bool = True  # False: cProfile only
     limit: int | None = 50  # hotspots kept, best first (None: all)
 
 
-def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Path, limits: Limits = Limits(),
-                     options: ProfileOptions = ProfileOptions()) -> Profile:
+def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Path, limits: Limits,
+                     options: ProfileOptions) -> Profile:
     """Profile `workload` running on the code in `worktree`; py-spy first, cProfile when py-spy cannot run."""
     seconds, limit = options.seconds, options.limit
     worktree = worktree.resolve()

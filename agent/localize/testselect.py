@@ -175,11 +175,12 @@ class StaticIndex:
 
 @dataclass(frozen=True)
 class PlanSettings:
+    """A TestPlan's settings, built by Settings.plan_settings (their defaults' home)."""
     explicit: list[str]  # --tests: run exactly these, no selection
-    whole_suite_files: int = 40  # a suite this small runs whole under coverage
-    files_per_function: int = 3
-    file_timeout_s: float = 300.0  # one test file's baseline run (under coverage: slower)
-    allow_failing: bool = False
+    whole_suite_files: int  # a suite this small runs whole under coverage
+    files_per_function: int
+    file_timeout_s: float  # one test file's baseline run (under coverage: slower)
+    allow_failing: bool
 
 
 @dataclass
@@ -269,6 +270,11 @@ class TestPlan:
         those guarding the hotspots it was asked about."""
         own = self.guard(worktree, commit, touched)
         return Selection(list(dict.fromkeys(own.files + focus.files)), own.unguarded)
+
+    def seen(self) -> tuple[set[str], dict[str, float], set[str], set[Event]]:
+        """What the baseline's test runs found so far, for a Reference (Reference.with_tests): the stable passes,
+        each file's seconds, the tests left out, and what the runs did."""
+        return self.passing, self.files, self.excluded, self.behaviour
 
     @property
     def selecting(self) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from perfagent.config import ConfigError, Settings
 from perfagent.events import Broadcast
-from perfagent.localize.testselect import PlanSettings, TestPlan
+from perfagent.localize.testselect import TestPlan
 from perfagent.loop.environment import Environment
 from perfagent.loop.memory import baseline_memory, mib
 from perfagent.loop.verdict import Judge, Reference, candidate_limits, compare_inputs
@@ -96,24 +96,16 @@ class BaselinePhase:
         self._warn_cold_start(runner)
         ladder = value_ladder(measured["loops"], self.settings.sample_seconds, self.settings.short_sample_seconds)
         self.notify.note(f"baseline: {_first_look(workload, measured['seconds'], ladder)}")
-        plan.behaviour |= from_records(measured["behaviour"])  # one set, growing with the tests the run selects
         reference = Reference(worktree, plan.passing, measured["results"], measured["seconds"], plan.files,
-                              self.env.written(worktree), plan.excluded, plan.behaviour, measured["memory"])
-        reference.digests = tuple(measured["digests"])
-        sampling = replace(self._sampling(), noise_floor=measured["noise"]["pair_spread"])
+                              self.env.written(worktree), plan.excluded, from_records(measured["behaviour"]),
+                              measured["memory"], tuple(measured["digests"])).with_tests(*plan.seen())
+        sampling = replace(self.settings.sampling(), noise_floor=measured["noise"]["pair_spread"])
         return Baseline(plan, runner, reference, ladder, sampling, compare_output, measured)
-
-    def _sampling(self) -> Sampling:
-        s = self.settings
-        return Sampling(test=s.decision_rule, min_samples=s.min_samples, max_samples=s.max_samples, alpha=s.alpha,
-                        min_effect=s.min_effect, warmup=0 if s.decision_rule == "sequential" else 1)
 
     def _test_plan(self, worktree: Path, commit: str, files: list[str]) -> TestPlan:
         s = self.settings
-        plan = TestPlan(PlanSettings(s.tests, s.whole_suite_files, s.files_per_function, s.test_file_timeout_s,
-                                     s.allow_failing_tests),
-                        python=s.python, tmp=self.env.tmpdir("baseline"), limits=self.env.limits, cache=self.cache,
-                        notify=self.notify)
+        plan = TestPlan(s.plan_settings(), python=s.python, tmp=self.env.tmpdir("baseline"), limits=self.env.limits,
+                        cache=self.cache, notify=self.notify)
         self.notify.note("baseline: " + ("running the named tests twice" if s.tests else
                                          "finding the tests that guard the code"))
         plan.start(worktree, commit, files)

@@ -25,11 +25,10 @@ from perfagent.measure.workload import OWN_INPUT, Workload
 from perfagent.model.llm import Budget, BudgetExceeded, LiteLLMModel, ModelConfigError, ModelError, ScriptExhausted, \
     Session, Trajectory, make_model
 from perfagent.model.prompting import Attempt
-from perfagent.reasons import FAILED, INTERRUPTED, MODEL_FAILED
+from perfagent.reasons import FAILED, INTERRUPTED, MODEL_FAILED, UNDONE
 from perfagent.record import RunRecord
 from perfagent.repos.cache import BaselineCache
-from perfagent.sandbox import gitsafe, isolation
-from perfagent.sandbox.run import Limits
+from perfagent.sandbox import gitsafe
 from perfagent.sandbox.workspace import Workspaces, head, open_repo
 from perfagent.summary import Summary
 
@@ -61,8 +60,7 @@ class Optimizer:
         self.out = Path(out or Path.cwd() / "perfagent-runs" / self.run_id)
         if (self.out / "summary.json").exists():  # two runs' records in one folder would mix their counts
             raise ConfigError(f"{self.out} already holds a run's records: pass another --out, or remove the folder")
-        self.limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
-                             processes=settings.max_processes, isolation=isolation.choose(settings.isolation))
+        self.limits = settings.limits()
 
     def run(self) -> Summary:
         s, base_commit = self.settings, self.repo.head.commit.hexsha
@@ -263,5 +261,5 @@ class Iterations:
         candidate.undone = True
         self._save()
         self.history[candidate.n - 1] = replace(self.history[candidate.n - 1],
-                                                reason="accepted, then undone by the reviewer")
+                                                reason=UNDONE)
         self.ctx.desk.reviewer.undone(candidate.n, candidate.commit)

@@ -6,7 +6,8 @@ import difflib
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -47,8 +48,10 @@ def compare_inputs(expected: dict[str, object], actual: dict[str, object]) -> Co
     return Comparison(True, "")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Verdict:
+    """A candidate's verdict, made once by the Judge (or by the loop, for a candidate never judged) and recorded as
+    made; what the round does with it afterwards is the candidate's record (loop/candidate.py)."""
     reason: str
     detail: str = ""
     tests_run: list[str] = field(default_factory=list)
@@ -57,7 +60,6 @@ class Verdict:
     speed: SpeedStats | None = None
     samples: dict | None = None  # timing values (seconds per call, wall and CPU) of baseline and candidate
     timing_s: float | None = None  # wall seconds the speed decision took
-    unguarded: list[str] = field(default_factory=list)  # edited functions that no selected test reaches
     behaviour: list[dict] = field(default_factory=list)  # unsafe behaviour: what the candidate's code did, new
     memory: dict | None = None  # peak memory per call, baseline and candidate (loop/memory.py; flat: numbers, None)
     also_checked: str = ""  # what the result check compared besides the workload's result: calls, unseen inputs
@@ -82,19 +84,36 @@ class Checked:
     also_checked: str = ""  # besides the workload's result: the calls where the work happens, unseen inputs
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reference:
-    """What a candidate is judged against: the current branch head's state."""
+    """What a candidate is judged against: the current branch head's state, as measured. Frozen copies: what a later
+    run finds (the tests a candidate's edit selects) makes a new Reference (with_tests), passed on explicitly, so a
+    value once given to a check never changes under it."""
     worktree: Path
-    passing_tests: set[str]  # stable passes at baseline (grows as the run selects more tests)
-    results: dict[str, object]  # per input: OWN_INPUT, and PERTURBED_INPUT when the workload has one
+    passing_tests: frozenset[str]  # stable passes at baseline
+    results: Mapping[str, object]  # per input: OWN_INPUT, and PERTURBED_INPUT when the workload has one
     seconds: float  # one workload run at baseline
-    test_seconds: dict[str, float]  # test file (or --tests target) -> seconds of its baseline run
-    writes: set[str]  # files the baseline's tests and workload runs left in the repository
-    excluded_tests: set[str] = field(default_factory=set)  # flaky or failing at baseline: deselected, never run
-    behaviour: set[Event] = field(default_factory=set)  # what the baseline's runs did (sandbox/behaviour.py)
-    memory: dict | None = None  # the unmodified code's peak memory per call (loop/memory.py); None for a command
+    test_seconds: Mapping[str, float]  # test file (or --tests target) -> seconds of its baseline run
+    writes: frozenset[str]  # files the baseline's tests and workload runs left in the repository
+    excluded_tests: frozenset[str] = frozenset()  # flaky or failing at baseline: deselected, never run
+    behaviour: frozenset[Event] = frozenset()  # what the baseline's runs did (sandbox/behaviour.py)
+    memory: Mapping | None = None  # the unmodified code's peak memory per call (loop/memory.py); None for a command
     digests: tuple[str, ...] = ()  # of its results on its own input, call by call in one process (integrity.Expected)
+
+    def __post_init__(self):
+        for name in ("passing_tests", "writes", "excluded_tests", "behaviour"):
+            object.__setattr__(self, name, frozenset(getattr(self, name)))
+        for name in ("results", "test_seconds", "memory"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        object.__setattr__(self, "digests", tuple(self.digests))
+
+    def with_tests(self, passing: set[str], seconds: dict[str, float], excluded: set[str],
+                   behaviour: set[Event]) -> "Reference":
+        """This reference with the baseline's test runs as they now are (a TestPlan's, after it selected more),
+        their behaviour added to what the workload's runs did."""
+        return replace(self, passing_tests=passing, test_seconds=seconds, excluded_tests=excluded,
+                       behaviour=self.behaviour | behaviour)
 
 
 @dataclass
@@ -106,11 +125,11 @@ class Judge:
     ladder: tuple[int, ...]  # loop counts of the value lengths timing may use, shortest first (value_ladder)
     workload_path: str | None  # repository-relative, when the workload lives in the repository
     timeout_floor_s: float
+    max_memory_growth: float  # objective time: the largest peak memory per call, times the baseline's
     allowed_edits: list[str] = field(default_factory=list)
     compare_output: bool = True  # False: a command workload's stdout is not compared, only its exit status counts
     allowed_behaviour: list[str] = field(default_factory=list)  # allow-behaviour: KIND or KIND:GLOB
     objective: str = "time"  # or "memory": what a candidate must lower (loop/memory.py)
-    max_memory_growth: float = 1.5  # objective time: the largest peak memory per call, times the baseline's
     floors: dict = field(default_factory=dict)  # A/A spreads of the baseline's time outside calls and run CPU
     allow_cross_call_caching: bool = False  # a gain first calls do not show is accepted, and said to be carried
     inputs: Inputs = field(default_factory=Inputs)  # the variants of setup() kept on the unmodified code

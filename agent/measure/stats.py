@@ -110,7 +110,7 @@ def sequential_level(looks: tuple[int, ...], alpha: float, pooled_df: int = 0, d
     return float(np.quantile(smallest, alpha))
 
 
-def sequential_stats(base, cand, *, level: float, min_effect: float = 0.03, confidence: float = 0.95,
+def sequential_stats(base, cand, *, level: float, min_effect: float, confidence: float = 0.95,
                      noise_floor: float = 0.0, pool: tuple[float, ...] = ()) -> SpeedStats:
     """One look of the "sequential" rule (module docstring) on the log speedups of the pairs so far; their standard
     deviation is taken as at least `noise_floor`. `pool`: the log speedups of another comparison of the same work,
@@ -140,8 +140,8 @@ def sequential_stats(base, cand, *, level: float, min_effect: float = 0.03, conf
     )
 
 
-# size: the two samples, then keyword-only knobs of the test, each with a default
-def speed_stats(base, cand, *, alpha: float = 0.01, min_effect: float = 0.03, confidence: float = 0.95,
+# size: the two samples, the settings of the caller (Settings is their home), then knobs of the test
+def speed_stats(base, cand, *, alpha: float, min_effect: float, confidence: float = 0.95,
                 test: str = "paired", n_resamples: int = 2000, seed: int = 0) -> SpeedStats:
     base, cand = np.asarray(base, float), np.asarray(cand, float)
     if test == "paired":
@@ -181,13 +181,15 @@ class Stage(NamedTuple):
 
 @dataclass(frozen=True)
 class Sampling:
-    test: str = "sequential"  # or "paired" / "mannwhitney" (module docstring)
-    min_samples: int = 5  # pairs per side before the first decision on the longest values
-    max_samples: int = 40  # pairs per side; beyond this the machine is called too noisy
+    """A comparison's decision rule. The fields that are settings have their defaults in Settings, which builds
+    this (Settings.sampling)."""
+    test: str  # "sequential", "paired" or "mannwhitney" (module docstring)
+    min_samples: int  # pairs per side before the first decision on the longest values
+    max_samples: int  # pairs per side; beyond this the machine is called too noisy
+    alpha: float  # false acceptance of identical code, over every look
+    min_effect: float
     step: int = 5  # pairs added between decisions
     warmup: int = 0  # pairs discarded at the start (the candidate's result check has just run its code)
-    alpha: float = 0.01  # false acceptance of identical code, over every look
-    min_effect: float = 0.03
     confidence: float = 0.95
     # sequential rule: looks on the short values, when they are shorter, and the share of alpha they spend (chosen on
     # the recordings of benchmarks/measurement.py; the false-acceptance bound holds for any choice)
@@ -223,7 +225,7 @@ class Sampling:
 
 
 def compare_speed(sample_base: Callable[[int], Timing | float], sample_cand: Callable[[int], Timing | float],
-                  sampling: Sampling = Sampling(), progress: Callable[[SpeedStats], None] | None = None,
+                  sampling: Sampling, progress: Callable[[SpeedStats], None] | None = None,
                   ladder: tuple[int, ...] = (1,)) -> tuple[SpeedStats, list, list]:
     """Alternate baseline and candidate values (ABBA order, so drift hits both alike) until decided; returns the
     decision on wall time and the last stage's values as the sample functions gave them. The sample functions take a
@@ -237,7 +239,7 @@ def compare_speed(sample_base: Callable[[int], Timing | float], sample_cand: Cal
 
 
 def compare_rotation(sample_base: Callable[[int], Timing | float], samplers: list[Callable[[int], Timing | float]],
-                     sampling: Sampling = Sampling(), progress: Callable[[int, SpeedStats], None] | None = None,
+                     sampling: Sampling, progress: Callable[[int, SpeedStats], None] | None = None,
                      ladder: tuple[int, ...] = (1,)) -> list[tuple[SpeedStats, list, list]]:
     """Several candidates against one baseline in one rotation: each round takes a baseline value and one of every
     undecided candidate, in an order that rotates round by round (so drift and position hit all alike; compare_speed

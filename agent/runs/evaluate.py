@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 from pydantic import BaseModel
 
+from perfagent.config import Settings
 from perfagent.events import Broadcast, duration
 from perfagent.runs.envs import Environments
 from perfagent.runs.executors import task_events
@@ -46,7 +47,7 @@ from perfagent.loop.unseen import Unseen, choose
 from perfagent.loop.verdict import compare_inputs
 from perfagent.measure.integrity import ResultDrift, TimingTampered
 from perfagent.measure.workload import COLD_START_FACTOR, Workload, WorkloadRunner
-from perfagent.sandbox import gitsafe, isolation
+from perfagent.sandbox import gitsafe
 from perfagent.sandbox.bytecode import compile_stale
 from perfagent.measure.stats import ratio_of_speedups, speed_stats
 from perfagent.sandbox.run import Limits, child_env, run, run_shell
@@ -54,16 +55,16 @@ from perfagent.sandbox.testrun import run_pytest
 
 
 class EvalJob(BaseModel):
+    """An evaluation's options (the evaluate command's defaults) and the settings its timing and sandbox take as
+    optimize does: sample-seconds, alpha, memory-mb, max-processes, isolation."""
     out: Path
     repo_cache: Path
     env_cache: Path
-    mode: str = "harness"  # or "script"
-    sample_seconds: float = 1.0
-    pairs: int = 10
+    mode: str  # "harness" or "script"
+    pairs: int
+    timeout_s: float  # evaluate's own: each test run and workload run of a task (the setting is optimize's)
+    settings: Settings
     script_runs: int = 3
-    timeout_s: float = 1800
-    memory_mb: int = 4096
-    isolation: str = "auto"
 
 
 def read_predictions(path: Path) -> dict[str, str]:
@@ -100,9 +101,9 @@ def _script_mean(python: str, script: Path, worktree: Path, limits: Limits) -> f
     return float(match.group(1))
 
 
-def _speed(pairs: list[tuple[float, float]]) -> dict:
+def _speed(pairs: list[tuple[float, float]], settings: Settings) -> dict:
     base, patched = [p[0] for p in pairs], [p[1] for p in pairs]
-    s = speed_stats(base, patched, min_effect=0.0)
+    s = speed_stats(base, patched, alpha=settings.alpha, min_effect=0.0)
     return {"speedup": s.speedup, "ci_low": s.ci_low, "ci_high": s.ci_high, "p_value": s.p_value,
             "pairs": len(pairs), "ratios": list(np.divide(base, patched))}
 
@@ -139,8 +140,7 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
             _apply(task, patch, (base, model, expert), row)
             notify.note("preparing the task's environment (built once per setup command) and compiling")
             trees = _Trees(base, model, expert, Environments(job.env_cache).python_for(task, base),
-                           Limits(timeout_s=job.timeout_s, memory_mb=job.memory_mb,
-                                  isolation=isolation.choose(job.isolation)), folder, patch, notify)
+                           job.settings.limits(timeout_s=job.timeout_s), folder, patch, notify)
             _rebuild(task, trees, row)
             _test(task, trees, row)
             _time(task, job, trees, row)
@@ -224,9 +224,9 @@ def _time(task: Task, job: EvalJob, trees: _Trees, row: dict) -> None:
     except (ResultDrift, TimingTampered) as exc:  # the model's patch, whose calls alone are held to a result
         row["result_unchanged"], row["result_change"], scored = False, str(exc)[:500], False
         timings = _measure(job, runner, trees, [trees.expert], script)
-    row["expert"] = _speed(timings[-1])
+    row["expert"] = _speed(timings[-1], job.settings)
     row["cold_start"] = runner.cold_start
-    row["speedup"] = _speed(timings[0]) if scored else None
+    row["speedup"] = _speed(timings[0], job.settings) if scored else None
     if scored and job.mode == "harness":
         _generality(job, runner, trees, row)
 
@@ -263,7 +263,7 @@ def _on_variant(job: EvalJob, runner: WorkloadRunner, trees: _Trees, unseen: Uns
     record = dict(variant=unseen.variant.name, changes=unseen.variant.describe(), result_unchanged=same.equal,
                   result_change=same.detail[:500] or None, speedup=None)
     if same.equal:
-        loops = 1 if runner.cold_start else unseen.runner.calibrate(trees.base, job.sample_seconds)
+        loops = 1 if runner.cold_start else unseen.runner.calibrate(trees.base, job.settings.sample_seconds)
         expect = unseen.runner.expected(trees.model, unseen.runner.sequence(trees.base))
         pairs, eta = [], _Eta(trees.notify, "unseen", f"timing base and patch on '{unseen.variant.name}': pair",
                               job.pairs)
@@ -272,7 +272,7 @@ def _on_variant(job: EvalJob, runner: WorkloadRunner, trees: _Trees, unseen: Uns
             values = {t: unseen.runner.sample(t, loops, expect if t == trees.model else None).wall for t in order}
             pairs.append((values[trees.base], values[trees.model]))
             eta.step()
-        record["speedup"] = _speed(pairs)
+        record["speedup"] = _speed(pairs, job.settings)
     return record
 
 
@@ -318,12 +318,12 @@ def _measure(job: EvalJob, runner: WorkloadRunner, trees: _Trees, timed: list[Pa
             out.append(pairs)
         return out
     trees.notify.note("calibrating: how many workload() calls make a timing value of about "
-                      f"{job.sample_seconds:g} s")
+                      f"{job.settings.sample_seconds:g} s")
     # per tree: a fast patch needs more calls per value; any cold start (see calibrate) means 1 call for all
-    loops = {base: runner.calibrate(base, job.sample_seconds)}
+    loops = {base: runner.calibrate(base, job.settings.sample_seconds)}
     # the model's patch is untrusted: its calls must keep returning the result its check accepted
     expect = {trees.model: runner.expected(trees.model, runner.sequence(base))} if trees.model in timed else {}
-    loops.update({tree: runner.calibrate(tree, job.sample_seconds, expect.get(tree)) for tree in timed})
+    loops.update({tree: runner.calibrate(tree, job.settings.sample_seconds, expect.get(tree)) for tree in timed})
     if runner.cold_start:
         loops = dict.fromkeys(loops, 1)
     trees.notify.note(_timing_plan(trees, loops, job.pairs + 1))
