@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_LIB, git, make_repo, perfagent_branches, scripted_session
+from tests.conftest import ROOT, SMALL_LIB, git, make_repo, perfagent_branches, scripted_session
 
 PERFAGENT = str(Path(sys.executable).with_name("perfagent"))
 COMMANDS = ["optimize", "profile", "demo", "branches", "batch", "evaluate", "report"]
@@ -155,6 +155,16 @@ def test_profile_reads_workload_and_limits_from_the_settings(tmp_path):
     code, out, err = run("profile", repo, "-w", "hungry.py", "--set", "isolation=auto",
                          env={"PERFAGENT_MEMORY_MB": "300"})
     assert code == 4 and "ran out of memory (limit 300 MB)" in " ".join(err.split()), err
+
+
+def test_evaluate_reads_the_settings_as_optimize_does(tmp_path):
+    """evaluate's timing and sandbox settings come from PERFAGENT_* variables and its flags, checked before any task
+    starts (issue 27: it once had defaults of its own)."""
+    tasks = ROOT / "workloads" / "tasks.jsonl"
+    code, out, err = run("evaluate", tasks, "--gold", "--out", tmp_path / "ev", env={"PERFAGENT_ALPHA": "2"})
+    assert code == 2 and "invalid value \"2\" for alpha (PERFAGENT_ALPHA)" in err, err
+    code, out, err = run("evaluate", tasks, "--gold", "--out", tmp_path / "ev", "--sample-seconds", "0")
+    assert code == 2 and "for sample-seconds (--sample-seconds)" in err and not (tmp_path / "ev").exists(), err
 
 
 # -- point 6: where runs go; point 11: perfagent's branches ----------------------------------------------------------
