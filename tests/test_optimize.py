@@ -117,6 +117,7 @@ def test_litellm_path_against_a_local_openai_compatible_server(small_repo, tmp_p
     assert [c["verdict"]["reason"] for c in summary["candidates"]] == ["accepted"]
     assert summary["stop_reason"] == "iteration limit reached"  # --max-iterations 1, not the server's last reply
     assert summary["llm"]["calls"] == 2 and summary["llm"]["prompt_tokens"] > 0
+    assert [(r["candidates"], r["calls"]) for r in summary["rounds"]] == [([1], 1)]  # the check is before any round
     assert perfagent_branches(small_repo) == [summary["branch"]]
 
 
@@ -267,6 +268,7 @@ TOKENS = '    return [w for w in re.split(r"\\W+", text.lower()) if w]'
 RENAMED = '    return [word for word in re.split(r"\\W+", text.lower()) if word]'
 
 
+@pytest.mark.end_to_end  # test_phases.py: minimal patches; test_wording.py: the commit and reports
 def test_an_irrelevant_hunk_is_taken_back_before_the_commit(small_repo, tmp_path):
     """The model's change comes with a rename elsewhere that does nothing for speed: the commit holds only the
     change that does."""
@@ -302,6 +304,7 @@ UNIQUE_ONLY = {**SMALL_LIB, "bench.py": """\
     """}
 
 
+@pytest.mark.end_to_end  # test_phases.py: a round (Trial.run)
 def test_several_candidates_per_round_keep_the_fastest_and_time_only_survivors(tmp_path):
     small_repo = make_repo(tmp_path / "small", UNIQUE_ONLY)
     # a half fix: the first half deduplicated with a dict, the second still scanned
@@ -399,6 +402,7 @@ def test_two_survivors_that_edit_different_functions_are_tried_together(tmp_path
     assert json.loads((out / "summary.json").read_text())["stop_reason"] == "iteration limit reached"  # 3 candidates
 
 
+@pytest.mark.end_to_end  # test_phases.py: a round (Trial.run)
 def test_a_candidate_that_edits_only_code_the_workload_never_runs_is_not_timed(tmp_path):
     """The profile knows which functions the workload runs: a candidate that edits none of them cannot make it faster,
     so after its tests and result check it is not timed (no 40 + 40 pairs ending 'too noisy')."""

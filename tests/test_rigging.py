@@ -322,6 +322,7 @@ def _optimize(tmp_path: Path, response: str) -> tuple[int, Path, dict]:
     return code, repo, json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.end_to_end  # STATIC above, and test_phases.py: a round rejects a protected edit untimed
 def test_the_sitecustomize_route_is_rejected(tmp_path):
     """Route 6 as it was accepted at 6.1x: a sitecustomize.py that names itself as a pytest plugin through
     PYTEST_ADDOPTS and reports failures as passes, with a speedup that deletes the two input checks it covers."""

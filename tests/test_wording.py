@@ -133,6 +133,8 @@ def test_commit_messages_name_what_the_commit_holds(small_repo, tmp_path):
     text = (out / "pull_request.md").read_text()
     assert text.startswith("# perf: Speed up mylib.core.unique_sorted (")
     assert "- **Functions changed:** `mylib.core:unique_sorted`\n" in text
+    for report in (text, (out / "report.html").read_text()):  # both diffs, and what was taken back
+        assert "word for word" in report and "minimal patches took back" in report
     narration = [line for line in done.stdout.splitlines() if not line.startswith(("│", "┃", "┏", "┡", "└"))]
     assert not [line for line in narration if "(s)" in line], narration
     assert any(line.startswith("baseline: one workload() call took ") for line in narration), narration
