@@ -46,6 +46,15 @@ class Entry:
     prose: str = ""  # the model's sentence about its change ("" when it wrote none: the change names itself)
 
 
+@dataclass
+class _Round:
+    """What a round's steps share: the tests guarding its hotspots, the run's list of candidates (each appended as
+    soon as it exists), and the worktrees of its survivors, open until the round ends."""
+    guard: Selection
+    candidates: list[CandidateRecord]
+    trees: ExitStack
+
+
 def hot_functions(focus: Focus) -> tuple[str, ...]:
     """The functions the prompts focus on, as the call recorder names them."""
     return tuple(h.key for h in focus.profile.top(focus.top_k) if h.qualname != MODULE_LEVEL)
@@ -71,11 +80,12 @@ class Trial:
         entries, combined = [], []
         try:
             with ExitStack() as trees:
+                this = _Round(focus.guard, candidates, trees)
                 for i, proposal in enumerate(proposals):
-                    entries.append(self._checked(first + i, proposal, focus.guard, candidates, trees))
+                    entries.append(self._checked(first + i, proposal, this))
                 survivors = [e for e in entries if e.checked is not None]
                 self._time(survivors)
-                combined = self._keep(survivors, focus.guard, candidates, trees)
+                combined = self._keep(survivors, this)
         except BaseException as exc:  # the record keeps every candidate with a verdict, also when the run stops
             said = (str(exc).splitlines() or [""])[0][:200]
             why = "the reviewer quit first" if isinstance(exc, Quit) else \
@@ -98,11 +108,11 @@ class Trial:
         return candidate
 
     # -- the cheap checks ---------------------------------------------------------------------------------------------
-    def _checked(self, n: int, proposal: Proposal, guard: Selection, candidates: list, trees: ExitStack) -> Entry:
-        """Candidate n through every check but the timing; a survivor keeps its worktree open in `trees`."""
+    def _checked(self, n: int, proposal: Proposal, this: _Round) -> Entry:
+        """Candidate n through every check but the timing; a survivor keeps its worktree open in the round's."""
         entry = Entry(CandidateRecord(n, titles.title(proposal.summary, [], proposal.named), files=proposal.named),
                       prose=proposal.summary)
-        candidates.append(entry.record)
+        this.candidates.append(entry.record)
         if proposal.applied is None:
             entry.record.verdict = (Verdict(EDIT_FAILED, proposal.problem) if proposal.problem else
                                     Verdict(NO_EDIT, "the reply contains no edit"))
@@ -118,7 +128,7 @@ class Trial:
         if decision.action == REJECT:
             entry.record.verdict = Verdict(REVIEWER_REJECTED, decision.feedback)
             return entry
-        self._check(entry, guard, trees)
+        self._check(entry, this)
         return entry
 
     def _show(self, entry: Entry, quiet: bool = False) -> None:
@@ -135,17 +145,17 @@ class Trial:
         entry.record.functions = [span.key for span in touched]
         return touched
 
-    def _check(self, entry: Entry, guard: Selection, trees: ExitStack) -> None:
+    def _check(self, entry: Entry, this: _Round) -> None:
         touched, record = self._touched(entry), entry.record
         record.verdict = self.judge.static_checks(entry.change.before, entry.change.after)
         if record.verdict is not None:
             return
-        tests = self.baseline.plan.for_candidate(self.branch, head(self.branch), touched, guard)
+        tests = self.baseline.plan.for_candidate(self.branch, head(self.branch), touched, this.guard)
         self.reference = self.reference.with_tests(*self.baseline.plan.seen())  # what those baseline runs found
         record.tests, record.unguarded, entry.tests = tests.files, tests.unguarded, tests.files
         if tests.unguarded:
             self.ctx.notify.note(f"  unguarded: no selected test reaches {', '.join(tests.unguarded)}")
-        tree = trees.enter_context(self.ctx.env.scratch(head(self.branch), entry.change.after))
+        tree = this.trees.enter_context(self.ctx.env.scratch(head(self.branch), entry.change.after))
         failed = self.ctx.env.rebuild(tree)
         entry.targets = tuple(dict.fromkeys([*(s.key for s in touched if s.qualname != MODULE_LEVEL), *self.hot])) \
             if self.ctx.settings.generality_checks else ()
@@ -209,7 +219,7 @@ class Trial:
             self.ctx.notify.progress(f"timing-{n}", f"candidate {n}: timing", pairs, pairs, verdict.reason)  # its end
             entry.record.verdict = verdict
 
-    def _keep(self, survivors: list[Entry], guard: Selection, candidates: list, trees: ExitStack) -> list[Entry]:
+    def _keep(self, survivors: list[Entry], this: _Round) -> list[Entry]:
         """Commit the round's fastest significant candidate (or two survivors' changes together, when faster still);
         the others that were significantly faster are outrun by it (their records say so; their verdicts stand).
         Returns the candidate made of two, if one was tried."""
@@ -217,7 +227,7 @@ class Trial:
             return -self.judge.gain(entry.record.verdict)[0]
 
         accepted = sorted((e for e in survivors if e.record.accepted), key=gain)
-        together = self._together(accepted[0], accepted[1], guard, candidates, trees) if len(accepted) >= 2 else None
+        together = self._together(accepted[0], accepted[1], this) if len(accepted) >= 2 else None
         if together is not None and together.record.accepted:
             accepted = sorted(accepted + [together], key=gain)
         combined = [together] if together is not None else []
@@ -233,8 +243,7 @@ class Trial:
             self._commit(best, change, verdict)
         return combined
 
-    def _together(self, first: Entry, second: Entry, guard: Selection, candidates: list,
-                  trees: ExitStack) -> Entry | None:
+    def _together(self, first: Entry, second: Entry, this: _Round) -> Entry | None:
         """The two fastest survivors' changes as one more candidate, checked and timed, when they edit different
         functions and merge cleanly within max-iterations; None when not tried."""
         if set(first.record.functions) & set(second.record.functions):
@@ -243,15 +252,15 @@ class Trial:
         merged = combine(before, first.change.after, second.change.after)
         if merged is None:
             return None
-        n = max(c.n for c in candidates) + 1
+        n = max(c.n for c in this.candidates) + 1
         if n > self.ctx.settings.max_iterations:  # the combination is a candidate too
             return None
         low, high = sorted((first.record, second.record), key=lambda record: record.n)
         prose = f"candidates {low.n} and {high.n} together: {low.summary} + {high.summary}"
         entry = Entry(CandidateRecord(n, prose), Change(before, merged), prose=prose)
-        candidates.append(entry.record)
+        this.candidates.append(entry.record)
         self._show(entry)
-        self._check(entry, guard, trees)
+        self._check(entry, this)
         self._time([entry] if entry.checked is not None else [])
         return entry
 
