@@ -349,22 +349,35 @@ def test_session_refuses_calls_over_budget_without_calling_the_model(tmp_path):
 
 
 def test_litellm_never_touches_the_network():
-    """Whatever path loads litellm first (here: counting a prompt's tokens for a scripted run, as the demo does), it
-    reads its price table from disk: no name look-up, no connection, seen by an audit hook in a fresh process."""
+    """Whatever path loads litellm first (here: counting a prompt's tokens for a real model's run), it reads its price
+    table from disk: no name look-up, no connection, seen by an audit hook in a fresh process."""
     probe = textwrap.dedent("""
         import sys
         events = []
         network = ("socket.getaddrinfo", "socket.gethostbyname", "socket.connect", "urllib.Request")
         sys.addaudithook(lambda event, args: events.append(event) if event in network else None)
         from perfagent.model.llm import count_tokens
-        count_tokens("scripted:s.json", [{"role": "user", "content": "hello"}])
-        print(sorted(set(events)))
+        count_tokens("openai/gpt-4o", [{"role": "user", "content": "hello"}])
+        print(sorted(set(events)), "litellm" in sys.modules)
     """)
     env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+    assert result.stdout.strip() == "[] True", result.stdout + result.stderr
+
+
+def test_an_offline_models_prompt_is_counted_without_loading_litellm():
+    """A scripted or oracle run counts its prompts as its replies do (4 characters a token), without importing
+    litellm (seconds, more on a loaded machine: every scripted run of the suite paid it)."""
+    probe = textwrap.dedent("""
+        import sys
+        from perfagent.model.llm import count_tokens
+        print(count_tokens("scripted:s.json", [{"role": "user", "content": "x" * 400}]),
+              count_tokens("oracle:p.diff", [{"role": "system", "content": "y" * 40}]), "litellm" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["100", "10", "False"], result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("honour_n", [True, False])
