@@ -1,5 +1,6 @@
 """Test selection at the scale of the change: static candidates, coverage on those only, honest timeouts, the cache,
 and the interpreter check, on a small multi-package repository with known answers (real git, pytest, coverage)."""
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -229,3 +230,19 @@ def test_the_reference_stays_as_it_was_when_a_candidate_selects_more_tests(tmp_p
         first.passing_tests.add("x")
     with pytest.raises(TypeError):
         first.test_seconds["x"] = 1.0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin the process to one")
+def test_a_baseline_measured_on_fewer_cpus_is_not_taken_from_the_cache(tmp_path):
+    """What a run does depends on the CPUs it may use: OpenBLAS starts a thread per CPU, and the behaviour monitor
+    counts threads. A sympy expert patch was rejected as starting 'processes or threads the unmodified code never did
+    (2 at once against 1)': its baseline came from the cache of a batch worker pinned to one core, its own run had
+    two. An entry written on one CPU is a miss on two, and found again on one."""
+    cache, cpus = BaselineCache(tmp_path / "cache"), os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpus)})
+        cache.put({"tasks at once": 1}, "tests", "abc123")
+        assert cache.get("tests", "abc123") == {"tasks at once": 1}
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert cache.get("tests", "abc123") is None

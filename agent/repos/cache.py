@@ -1,7 +1,7 @@
 """What does not change between runs on the same code: baseline test outcomes, the coverage map, and the workload's
 baseline measurements. Each entry is a JSON file under `~/.cache/perfagent/baseline`, named by a digest of everything
-it depends on (commit, interpreter and its installed packages, test file or workload), so a changed input is a miss,
-never a stale hit. Batch runs keep their repositories and environments in the same folder."""
+it depends on (commit, interpreter and its installed packages, test file or workload, the CPUs it may use), so a
+changed input is a miss, never a stale hit. Batch runs keep their repositories and environments in the same folder."""
 from __future__ import annotations
 
 import hashlib
@@ -63,18 +63,26 @@ class BaselineCache:
         self.root = Path(root).expanduser() / "baseline" if root else None
         self.hits = 0
 
-    def _path(self, parts: tuple) -> Path:
-        digest = hashlib.sha256(json.dumps([FORMAT, parts], sort_keys=True).encode()).hexdigest()[:32]
+    @staticmethod
+    def _key(parts: tuple) -> list:
+        """An entry's key: `parts`, and how many CPUs this process may use. What a run does depends on them: thread
+        pools (OpenBLAS's, OpenMP's) size themselves to them, and the behaviour monitor counts threads, so a baseline
+        measured in a batch worker pinned to one core is no reference for a run on two."""
+        return json.loads(json.dumps([len(os.sched_getaffinity(0)), *parts]))
+
+    def _path(self, key: list) -> Path:
+        digest = hashlib.sha256(json.dumps([FORMAT, key], sort_keys=True).encode()).hexdigest()[:32]
         return self.root / f"{digest}.json"
 
     def get(self, *parts) -> dict | None:
         if self.root is None:
             return None
+        key = self._key(parts)
         try:
-            entry = json.loads(self._path(parts).read_text(encoding="utf-8"))
+            entry = json.loads(self._path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if entry.get("key") != json.loads(json.dumps(parts)):  # a digest collision or a foreign file
+        if entry.get("key") != key:  # a digest collision or a foreign file
             return None
         self.hits += 1
         return entry["value"]
@@ -83,7 +91,8 @@ class BaselineCache:
         if self.root is None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
+        key = self._key(parts)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"key": parts, "value": value}, f)
-        os.replace(tmp, self._path(parts))  # readers see the old entry or the new one, never half of one
+            json.dump({"key": key, "value": value}, f)
+        os.replace(tmp, self._path(key))  # readers see the old entry or the new one, never half of one
