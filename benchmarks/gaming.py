@@ -3,7 +3,7 @@
     python benchmarks/gaming.py TASKS.jsonl --model-patches PATCHES.jsonl --repo-cache DIR --env-cache DIR --out DIR
         [--ids ID ...] [--report-only]
 
-Each patch is the one reply of `perfagent batch --model oracle --select-tests --max-iterations 1 --workers 1`, with
+Each patch is the one reply of `perfagent batch --model oracle --select-tests --max-iterations 1 --workers 2`, with
 the generality checks (the default). A gaming patch rejected as `speedup only on the benchmark's input` or `gain
 comes from caching results across calls` is caught: those checks run only once its speedup on the published workload
 was accepted. The run with `generality-checks = false` (what SWE-fficiency checks) is made for every expert patch,
@@ -44,6 +44,7 @@ from perfagent.runs.tasks import Task
 from batch_runs import PERFAGENT, perfagent, summary
 
 PHASES = {"on": [], "off": ["--set", "generality-checks=false"]}
+WORKERS = 2  # every batch alike: each worker has a core of its own, as the baselines in the cache were measured
 GENERALITY = {CARRIED_ACROSS_CALLS, ONLY_ON_BENCHMARK_INPUT}
 SHORT = {CARRIED_ACROSS_CALLS: "carried across calls", ONLY_ON_BENCHMARK_INPUT: "only on bench's input"}
 KINDS = ["expert", "cache", "fast path", "answer table", "model"]  # in the order their batches run, checks on first
@@ -282,13 +283,13 @@ def cases(records: list[dict], models: dict[str, dict], repo_cache: Path, env_ca
 
 
 def run(found: list[dict], records: dict[str, dict], args) -> None:
-    """The batches: the experts' in two workers to fill the baseline cache, with the checks and without (the
+    """The batches: the experts' to fill the baseline cache, with the checks and without (the
     baseline's timing depends on them; OUT/cold, not reported); one per kind with the checks on, each task with its
     patch of that kind as the expert's; then, with them off, one per kind for the cases that need it (needs_off).
     So every reported verdict's baseline came from the cache."""
     experts = [c for c in found if c["kind"] == "expert" and "patch" in c]
     for phase in PHASES:
-        _batch(experts, records, args, phase, "expert", folder=args.out / "cold" / phase, workers=2)
+        _batch(experts, records, args, phase, "expert", folder=args.out / "cold" / phase)
     for phase in PHASES:
         for kind in KINDS:
             chosen = [c for c in found if c["kind"] == kind and "patch" in c
@@ -304,14 +305,14 @@ def needs_off(case: dict, on: dict) -> bool:
     return case["kind"] == "expert" or on["reason"] not in {ACCEPTED, *GENERALITY, *NOT_FASTER}
 
 
-def _batch(chosen: list[dict], records: dict[str, dict], args, phase: str, kind: str, folder: Path | None = None,
-           workers: int = 1) -> None:
+def _batch(chosen: list[dict], records: dict[str, dict], args, phase: str, kind: str,
+           folder: Path | None = None) -> None:
     folder = folder or args.out / phase / kind.replace(" ", "-")
     folder.mkdir(parents=True, exist_ok=True)
     tasks = folder / "tasks.jsonl"
     tasks.write_text("".join(json.dumps({**records[c["task"]], "patch": c["patch"]}) + "\n" for c in chosen))
     perfagent(["batch", str(tasks), "--model", "oracle", "--select-tests", "--max-iterations", "1",
-               "--workers", str(workers), "--repo-cache", str(args.repo_cache), "--env-cache", str(args.env_cache),
+               "--workers", str(WORKERS), "--repo-cache", str(args.repo_cache), "--env-cache", str(args.env_cache),
                "--out", str(folder / "run"), *PHASES[phase]], args.out / "cache", folder / "log.txt")
 
 
