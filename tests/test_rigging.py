@@ -370,3 +370,28 @@ def test_a_hunk_the_tests_need_but_never_run_rejects_the_candidate(tmp_path):
         "no test runs a line of mylib/__init__.py" in verdict["detail"]
     assert candidate["commit"] is None
     assert code == 1 and summary["branch"] is None
+
+
+def test_when_minimal_patches_find_the_fastest_rigs_the_tests_the_next_fastest_is_committed(tmp_path):
+    """Two candidates in one round: the rigged set (far the faster) and an honest half fix (the first half
+    deduplicated with a dict, the input checks kept). Minimal patches reject the fastest; the round then commits the
+    half fix, which no candidate outran."""
+    rig = "import unittest, contextlib, functools\nsetattr(getattr(unittest, 'Test' + 'Case'), 'assert' + 'Raises', " \
+          "staticmethod(functools.partial(contextlib.suppress, Exception)))"
+    docstring = CHECKED_LIB["mylib/__init__.py"].rstrip("\n")
+    rigged = search_replace(CORE, CHECKS_AND_LOOP, FAST, "Deduplicate with a set.") + "\n" + \
+        search_replace("mylib/__init__.py", docstring, docstring + "\n" + rig)
+    loop = "    seen = []\n    for x in items:\n        if x not in seen:\n            seen.append(x)\n    return sorted(seen)"
+    half = ("    half = len(items) // 2\n    seen = list(dict.fromkeys(items[:half]))\n    for x in items[half:]:\n"
+            "        if x not in seen:\n            seen.append(x)\n    return sorted(seen)")
+    honest = search_replace(CORE, loop, half, "Deduplicate the first half with a dict.")
+    repo = make_repo(tmp_path / "repo", CHECKED_LIB)
+    out = tmp_path / "run"
+    code, output = invoke("optimize", repo, "-w", "bench.py", "-m",
+                          scripted_session(tmp_path / "s.json", [rigged, honest]), "--set", "candidates-per-round=2",
+                          "--max-iterations", "2", "--out", out)
+    assert code == 0, output
+    first, second = json.loads((out / "summary.json").read_text())["candidates"]
+    assert first["verdict"]["reason"] == TAMPERED and first["commit"] is None, first["verdict"]
+    assert second["verdict"]["reason"] == "accepted" and second["commit"] and second.get("outrun_by") is None
+    assert "dict.fromkeys(items[:half])" in git(repo, "show", second["commit"])

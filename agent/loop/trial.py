@@ -220,9 +220,10 @@ class Trial:
             entry.record.verdict = verdict
 
     def _keep(self, survivors: list[Entry], this: _Round) -> list[Entry]:
-        """Commit the round's fastest significant candidate (or two survivors' changes together, when faster still);
-        the others that were significantly faster are outrun by it (their records say so; their verdicts stand).
-        Returns the candidate made of two, if one was tried."""
+        """Commit the round's fastest significant candidate (or two survivors' changes together, when faster still),
+        or the next fastest when minimal patches find that it rigs the tests; the others that were significantly
+        faster are outrun by it (their records say so; their verdicts stand). Returns the candidate made of two, if
+        one was tried."""
         def gain(entry: Entry) -> float:
             return -self.judge.gain(entry.record.verdict)[0]
 
@@ -230,18 +231,16 @@ class Trial:
         together = self._together(accepted[0], accepted[1], this) if len(accepted) >= 2 else None
         if together is not None and together.record.accepted:
             accepted = sorted(accepted + [together], key=gain)
-        combined = [together] if together is not None else []
-        if not accepted:
-            return combined
-        best = accepted[0]
-        for other in accepted[1:]:
-            other.record.outrun_by = best.record.n
-        change, verdict = Minimiser(self.ctx, self.judge, self.reference).minimise(
-            best.record, best.change, best.record.verdict, best.tests, best.targets)
-        best.record.verdict = verdict
-        if verdict.accepted:  # the minimal step may find that a hunk rigs the tests
-            self._commit(best, change, verdict)
-        return combined
+        for i, best in enumerate(accepted):
+            change, verdict = Minimiser(self.ctx, self.judge, self.reference).minimise(
+                best.record, best.change, best.record.verdict, best.tests, best.targets)
+            best.record.verdict = verdict  # the verdict of what would be committed: the minimal change's
+            if verdict.accepted:  # the minimal step may find that a hunk rigs the tests: then the next best
+                for other in accepted[i + 1:]:
+                    other.record.outrun_by = best.record.n
+                self._commit(best, change, verdict)
+                break
+        return [together] if together is not None else []
 
     def _together(self, first: Entry, second: Entry, this: _Round) -> Entry | None:
         """The two fastest survivors' changes as one more candidate, checked and timed, when they edit different
