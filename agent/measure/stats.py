@@ -35,6 +35,7 @@ from scipy import stats
 from perfagent import formats
 
 FASTER, NOT_FASTER, UNDECIDED = "faster", "not faster", "undecided"
+CONFIDENCE = 0.95  # of the sequential rule's intervals of the speedup (the other rules take theirs as an argument)
 
 
 class Timing(NamedTuple):
@@ -110,8 +111,7 @@ def sequential_level(looks: tuple[int, ...], alpha: float, pooled_df: int = 0, d
     return float(np.quantile(smallest, alpha))
 
 
-def sequential_stats(base, cand, *, level: float, min_effect: float, confidence: float = 0.95,
-                     noise_floor: float = 0.0, pool: tuple[float, ...] = ()) -> SpeedStats:
+def sequential_stats(base, cand, *, level: float, min_effect: float, noise_floor: float = 0.0, pool: tuple[float, ...] = ()) -> SpeedStats:
     """One look of the "sequential" rule (module docstring) on the log speedups of the pairs so far; their standard
     deviation is taken as at least `noise_floor`. `pool`: the log speedups of another comparison of the same work,
     whose variance these pairs are taken to share: the spread pools both (a pooled-variance t-test), so that a few
@@ -127,14 +127,14 @@ def sequential_stats(base, cand, *, level: float, min_effect: float, confidence:
         p_value = 0.0 if mean > 0 and len(logs) >= 2 else 1.0
     else:
         error = spread / np.sqrt(len(logs))
-        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * error
+        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)) * error
         low, high = mean - half, mean + half
         p_value = float(stats.t.sf(mean / error, df))
     threshold = np.log1p(min_effect)
     decision = (FASTER if p_value <= level and low >= threshold else NOT_FASTER if high < threshold
                 else UNDECIDED)
     return SpeedStats(
-        speedup=float(np.exp(mean)), ci_low=float(np.exp(low)), ci_high=float(np.exp(high)), confidence=confidence,
+        speedup=float(np.exp(mean)), ci_low=float(np.exp(low)), ci_high=float(np.exp(high)), confidence=CONFIDENCE,
         p_value=p_value, n_base=len(base), n_cand=len(cand), base_median=float(np.median(base)),
         cand_median=float(np.median(cand)), base_spread=relative_spread(base), decision=decision,
     )
@@ -190,7 +190,6 @@ class Sampling:
     min_effect: float
     step: int = 5  # pairs added between decisions
     warmup: int = 0  # pairs discarded at the start (the candidate's result check has just run its code)
-    confidence: float = 0.95
     # sequential rule: looks on the short values, when they are shorter, and the share of alpha they spend (chosen on
     # the recordings of benchmarks/measurement.py; the false-acceptance bound holds for any choice)
     short_looks: tuple[int, ...] = (3, 5, 8)
@@ -216,12 +215,10 @@ class Sampling:
 
     def decide(self, base, cand, stage: Stage) -> SpeedStats:
         if self.test == "sequential":
-            return sequential_stats(base, cand, level=sequential_level(stage.looks, stage.alpha,
-                                                                       max(len(self.pool) - 1, 0)),
-                                    min_effect=self.min_effect, confidence=self.confidence,
-                                    noise_floor=self.noise_floor, pool=self.pool)
-        return speed_stats(base, cand, alpha=self.alpha, min_effect=self.min_effect, confidence=self.confidence,
-                           test=self.test)
+            level = sequential_level(stage.looks, stage.alpha, max(len(self.pool) - 1, 0))
+            return sequential_stats(base, cand, level=level, min_effect=self.min_effect, noise_floor=self.noise_floor,
+                                    pool=self.pool)
+        return speed_stats(base, cand, alpha=self.alpha, min_effect=self.min_effect, test=self.test)
 
 
 def compare_speed(sample_base: Callable[[int], Timing | float], sample_cand: Callable[[int], Timing | float],
