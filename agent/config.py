@@ -9,16 +9,18 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from perfagent.localize.testselect import PlanSettings
-from perfagent.measure.stats import Sampling
 from perfagent.repos.cache import default_root
 from perfagent.sandbox import isolation
 from perfagent.sandbox.behaviour import check_allow_list
 from perfagent.sandbox.run import Limits
+
+if TYPE_CHECKING:  # at run time imported where built: numpy, scipy and libcst are seconds the CLI's start must not pay
+    from perfagent.localize.testselect import PlanSettings
+    from perfagent.measure.stats import Sampling
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -164,11 +166,15 @@ class Settings(BaseModel):
 
     def plan_settings(self) -> PlanSettings:
         """How the baseline finds and runs the tests that guard the code."""
+        from perfagent.localize.testselect import PlanSettings
+
         return PlanSettings(self.tests, self.whole_suite_files, self.files_per_function, self.test_file_timeout_s,
                             self.allow_failing_tests)
 
     def sampling(self) -> Sampling:
         """The decision rule of every timing comparison (optimize's, evaluate's)."""
+        from perfagent.measure.stats import Sampling
+
         return Sampling(test=self.decision_rule, min_samples=self.min_samples, max_samples=self.max_samples,
                         alpha=self.alpha, min_effect=self.min_effect,
                         warmup=0 if self.decision_rule == "sequential" else 1)
