@@ -190,8 +190,8 @@ def test_oracle_patch_is_accepted_and_a_second_run_reuses_the_baseline(small_rep
     observers = Broadcast(events.append, TerminalObserver(Console(file=screen, force_terminal=True, width=120)),
                           LogObserver(log))
     settings = load_settings(small_repo, {"workload": "bench.py", "model": f"oracle:{patch}"})
-    first = Optimizer(small_repo, settings, tmp_path / "run0", observers).run()
-    first_output = log.getvalue()
+    Optimizer(small_repo, settings, tmp_path / "run0", observers).run()
+    first, first_output = json.loads((tmp_path / "run0" / "summary.json").read_text()), log.getvalue()
     code, second_output = invoke("optimize", small_repo, "-w", "bench.py", "-m", f"oracle:{patch}",
                                  "--out", tmp_path / "run1")
     assert code == 0, second_output
