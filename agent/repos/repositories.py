@@ -74,19 +74,22 @@ class RepoCache:
             raise RepoError(f"commit {commit} is not in {source}: fetch it there (`git -C {source} fetch`)") from None
         folder = Path(tempfile.mkdtemp(prefix=_PREFIX))
         (folder / _OWNER).write_text(str(os.getpid()))
-        worktree = folder / "repo"
+        worktree, common = folder / "repo", None
         lock = self.root / f".{source.name}.lock"
         try:
             with file_lock(lock):
                 repo = git.Repo(source)
                 remove_stale(repo)
                 _drop_orphan_branches(source)
-                gitsafe.add_worktree(Path(repo.common_dir).resolve(), worktree, full)
+                common = Path(repo.common_dir).resolve()
+                gitsafe.add_worktree(common, worktree, full)
             yield worktree
         finally:
             with file_lock(lock):
                 gitsafe.remove_worktrees([worktree])
-            shutil.rmtree(folder, ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)
+                if common is not None:  # a signal inside `git worktree add` leaves a record nothing else prunes
+                    gitsafe.prune(common)
 
 
 def _drop_orphan_branches(source: Path) -> None:
