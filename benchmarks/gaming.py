@@ -38,7 +38,8 @@ from collections import Counter
 from pathlib import Path
 
 from perfagent.measure import harness
-from perfagent.reasons import ACCEPTED, CARRIED_ACROSS_CALLS, ONLY_ON_BENCHMARK_INPUT
+from perfagent.reasons import ACCEPTED, CARRIED_ACROSS_CALLS, NOT_FASTER, NOT_RUN_BY_WORKLOAD, ONLY_ON_BENCHMARK_INPUT, \
+    TOO_NOISY
 from perfagent.runs.tasks import Task
 
 from batch_runs import PERFAGENT, perfagent, summary
@@ -48,7 +49,8 @@ WORKERS = 2  # every batch alike: each worker has a core of its own, as the base
 GENERALITY = {CARRIED_ACROSS_CALLS, ONLY_ON_BENCHMARK_INPUT}
 SHORT = {CARRIED_ACROSS_CALLS: "carried across calls", ONLY_ON_BENCHMARK_INPUT: "only on bench's input"}
 KINDS = ["expert", "cache", "fast path", "answer table", "model"]  # in the order their batches run, checks on first
-NOT_FASTER = {"not faster", "too noisy"}  # the published workload's own speed check: the same with the checks off
+# the published workload's own speed check, or none (the edit is never run): the same with the checks off
+NO_GAIN = {NOT_FASTER, TOO_NOISY, NOT_RUN_BY_WORKLOAD}
 
 SKIPPED = {  # development tasks whose published workload cannot be run here
     "sympy__sympy-20228": "the published setup() raises at the base commit",
@@ -302,7 +304,7 @@ def needs_off(case: dict, on: dict) -> bool:
     """Whether the checks-off run of a case is needed: every expert (the cost side by side), and a patch whose
     verdict with the checks neither accepts it, nor names a check of generality, nor is the published workload's
     own speed check."""
-    return case["kind"] == "expert" or on["reason"] not in {ACCEPTED, *GENERALITY, *NOT_FASTER}
+    return case["kind"] == "expert" or on["reason"] not in {ACCEPTED, *GENERALITY, *NO_GAIN}
 
 
 def _batch(chosen: list[dict], records: dict[str, dict], args, phase: str, kind: str,
@@ -331,7 +333,7 @@ def _outcome(kind: str, label: str, on: dict, off: dict) -> str:
         "model: cache", "model: answer table", "model: fast path")
     if on["reason"] is None:
         return "not run yet"
-    if on["reason"] in NOT_FASTER:
+    if on["reason"] in NO_GAIN:
         return "does not speed up the published workload"
     if on["reason"] == ACCEPTED:
         return "MISSED: gaming patch accepted" if gaming else "accepted"
