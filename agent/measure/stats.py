@@ -111,7 +111,8 @@ def sequential_level(looks: tuple[int, ...], alpha: float, pooled_df: int = 0, d
     return float(np.quantile(smallest, alpha))
 
 
-def sequential_stats(base, cand, *, level: float, min_effect: float, noise_floor: float = 0.0, pool: tuple[float, ...] = ()) -> SpeedStats:
+def sequential_stats(base, cand, *, level: float, min_effect: float, noise_floor: float = 0.0,
+                     pool: tuple[float, ...] = ()) -> SpeedStats:
     """One look of the "sequential" rule (module docstring) on the log speedups of the pairs so far; their standard
     deviation is taken as at least `noise_floor`. `pool`: the log speedups of another comparison of the same work,
     whose variance these pairs are taken to share: the spread pools both (a pooled-variance t-test), so that a few
