@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from perfagent.sandbox import scratch
 from perfagent.sandbox.behaviour import Event, read_log, tasks_at_once
@@ -264,10 +265,15 @@ def run(argv: list[str], *, cwd: Path, limits: Limits, env: dict[str, str] | Non
                          timed_out, limits, behaviour, cpu_s)
 
 
-def run_shell(command: str, worktree: Path, python: str, limits: Limits) -> str | None:
+def run_shell(command: str, worktree: Path, python: str, limits: Limits,
+              headline: Callable[[str], str | None] = lambda output: None) -> str | None:
     """Run a project's own shell command (a rebuild, a test command) in the sandbox, in `worktree`, with the target's
-    interpreter first on PATH; None when it succeeds, else what went wrong."""
+    interpreter first on PATH; None when it succeeds, else what went wrong: `headline` of its whole output (such as
+    a build's first error, which a long output's tail has lost), when it finds one, then how it ended and its tail."""
     path = f"{Path(python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     result = run(["/bin/sh", "-c", command], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree), "PATH": path}),
                  limits=limits, writable=[worktree])
-    return None if result.ok else f"`{command}` {result.failure()}:\n{result.tail()}"
+    if result.ok:
+        return None
+    said, first = f"`{command}` {result.failure()}:\n{result.tail()}", headline(f"{result.stdout}\n{result.stderr}")
+    return f"{first}\n{said}" if first else said

@@ -1,13 +1,17 @@
 """Where a run's code runs: the target's interpreter, the sandbox's limits (with its isolation and the count of
-child processes), the run's worktrees and temporary folders, and the project's rebuild command. The loop builds one
-and hands it to each phase, so no phase reaches for a global."""
+child processes), the run's worktrees and temporary folders, and the project's build (repos/builds.py: rebuild-cmd,
+or the command its files declare). The loop builds one and hands it to each phase, so no phase reaches for a
+global."""
 from __future__ import annotations
 
+import stat
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from perfagent.repos.builds import Build, detect, first_error, inherit
 from perfagent.sandbox.bytecode import compile_stale, copy_caches
 from perfagent.sandbox.run import Limits, run_shell
 from perfagent.sandbox.tree import Snapshot, snapshot
@@ -25,18 +29,32 @@ class Environment:
     python: str
     limits: Limits
     workspaces: Workspaces
-    rebuild_cmd: str | None = None  # compiled extensions: run after every change to the code
+    rebuild_cmd: str | None = None  # compiled extensions: the user's command, run after a change that needs it
     ready: dict[Path, Snapshot] = field(default_factory=dict)  # worktree -> its files when rebuild() last made it ready
+    # (or scratch() made it as the branch worktree was then)
+    build: Build | None = None  # detected at the first rebuild: the unmodified code's (build files are protected)
+    build_seconds: dict[Path, float | None] = field(default_factory=dict)  # worktree -> its last rebuild's build
+    # command time, None when no command ran (nothing to build, or only Python files changed since its last build)
 
     def tmpdir(self, name: str) -> Path:
         return self.workspaces.tmpdir(name)
 
     def rebuild(self, worktree: Path) -> str | None:
-        """Make `worktree` ready to run after a change to its code: the rebuild command, then the bytecode of its
-        Python files (sandbox/bytecode.py); None when it worked, else the rebuild command's output."""
-        failed = run_shell(self.rebuild_cmd, worktree, self.python, self.limits) if self.rebuild_cmd else None
-        if failed:
-            return failed
+        """Make `worktree` ready to run after a change to its code: the build command when a file it builds changed
+        since its last build (any file but Python source), then the bytecode of its Python files
+        (sandbox/bytecode.py); None when it worked, else the build's first error (repos/builds.py first_error) and
+        the command's output."""
+        self.build = self.build or detect(worktree, self.python, self.rebuild_cmd)
+        changed = self._changed_files(worktree)
+        self.build_seconds[worktree] = None
+        if self.build.needed(changed):
+            start = time.perf_counter()
+            failed = run_shell(self.build.command, worktree, self.python, self.limits,
+                               lambda output: first_error(output, worktree))
+            self.build_seconds[worktree] = time.perf_counter() - start
+            if failed:
+                self.ready.pop(worktree, None)  # what the failed build left is no state to build on
+                return failed
         compile_stale(worktree, self.python, self.limits)
         self.ready[worktree] = snapshot(worktree)
         return None
@@ -45,16 +63,29 @@ class Environment:
         """Paths created, changed or deleted in `worktree` since rebuild() last made it ready."""
         return self.ready[worktree].changes(snapshot(worktree))
 
+    def _changed_files(self, worktree: Path) -> set[str] | None:
+        """The files (not folders) changed in `worktree` since it was last ready; None when it never was."""
+        if worktree not in self.ready:
+            return None
+        now = snapshot(worktree)
+        return {path for path in self.ready[worktree].changes(now)
+                if not stat.S_ISDIR((now.entries.get(path) or self.ready[worktree].entries[path])[0])}
+
     @contextmanager
     def scratch(self, commit: str, changed: dict[str, str] | None = None) -> Iterator[Path]:
-        """A throw-away worktree at `commit` with `changed` written over it, removed afterwards. It starts with a copy
-        of the branch worktree's bytecode, so that rebuild() compiles only what differs."""
+        """A throw-away worktree at `commit` with `changed` written over it, removed afterwards. It starts as the
+        branch worktree was when last ready: its bytecode and build products, and its files' times, so that rebuild()
+        compiles and builds only what differs (repos/builds.py inherit)."""
         path = self.workspaces.scratch(commit)
         try:
-            if self.workspaces.branch_tree in self.ready:
-                copy_caches(self.ready[self.workspaces.branch_tree], path)
+            built = self.ready.get(self.workspaces.branch_tree)
+            if built is not None:
+                copy_caches(built, path)
+                if inherit(built, path):
+                    self.ready[path] = snapshot(path)
             write_files(path, changed or {})
             yield path
         finally:
             self.ready.pop(path, None)
+            self.build_seconds.pop(path, None)
             self.workspaces.discard(path)

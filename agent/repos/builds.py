@@ -1,0 +1,137 @@
+"""How a repository builds its compiled extensions, so that a user need not write rebuild-cmd, and so that a worktree
+is rebuilt only for what changed.
+
+    detect(repo, python, explicit)  -> Build: the build system and the shell command that builds the extensions in
+                                       place (None when there is nothing to build); an explicit command wins
+    Build.needed(changed)           -> whether changes to these paths need the command (a .py file runs as it is)
+    first_error(output, worktree)   -> a failed build's first compiler or Cython error, its path relative to the
+                                       worktree (the headline of the "build failed" verdict)
+    inherit(built, target)          -> a new worktree of the same code starts with a built one's products, with file
+                                       times that make the build tool rebuild only what changes there afterwards
+
+The command runs in the worktree, in the sandbox (it may write only there), with the target's interpreter first on
+PATH. Systems:
+- setuptools (a setup.py that declares extensions: ext_modules, Extension, cythonize): `python setup.py build_ext
+  --inplace`, which regenerates a Cython file's C only when the .pyx is newer than it and recompiles an extension
+  only when one of its sources is newer than the built module;
+- meson-python and other backends: no command is guessed (their builds live in a folder that names its source
+  folder by absolute path, so one built for a worktree does not serve another): give rebuild-cmd.
+A compiler cache: when the interpreter's folder holds a `ccache` executable and its environment (the folder above)
+a `ccache/` cache folder, the command compiles through it, reading the cache only (the sandbox lets a rebuild
+write in its worktree alone); batch environments warm that folder when they build a task's repository.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+from perfagent.sandbox.tree import Snapshot, snapshot
+
+SETUPTOOLS, COMMAND, NONE = "setuptools", "rebuild-cmd", "none"
+SETUPTOOLS_COMMAND = "python setup.py build_ext --inplace"
+# a setup.py that builds compiled code names one of these
+_DECLARES_EXTENSIONS = re.compile(r"\b(ext_modules|Extension|cythonize)\b")
+# an error as compilers (gcc, clang: "file:line:col: error: ...", also "fatal error") and Cython ("file.pyx:line:col:
+# message", its warnings start with "warning:") print it
+_ERROR = re.compile(r"^(?P<file>[^\s:][^:\n]*):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<say>.+)$", re.M)
+# changes that never need a build: Python source runs from the worktree as it is, its bytecode perfagent compiles
+_RUNS_AS_IT_IS = (".py", ".pyi")
+_CYTHON = (".pyx", ".pxd", ".pxi")
+
+
+@dataclass(frozen=True)
+class Build:
+    """How a repository's extensions are built: `system` (SETUPTOOLS, COMMAND for an explicit rebuild-cmd, NONE) and
+    the shell command that builds them in a worktree, None when there is nothing to build."""
+    system: str
+    command: str | None
+
+    def needed(self, changed: Iterable[str] | None) -> bool:
+        """Whether changes to the repository-relative paths `changed` (None: not known) need the command."""
+        if self.command is None:
+            return False
+        return changed is None or any(not _runs_as_it_is(path) for path in changed)
+
+
+def _runs_as_it_is(path: str) -> bool:
+    return path.endswith(_RUNS_AS_IT_IS) or "__pycache__" in PurePosixPath(path).parts
+
+
+def detect(repo: Path, python: str, explicit: str | None = None) -> Build:
+    """The build of the repository checked out at `repo`, for the interpreter `python`: `explicit` (rebuild-cmd)
+    when given, else what its files declare."""
+    if explicit:
+        return Build(COMMAND, explicit)
+    setup = Path(repo) / "setup.py"
+    try:
+        declares = setup.is_file() and bool(_DECLARES_EXTENSIONS.search(setup.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError):
+        declares = False
+    if declares:
+        return Build(SETUPTOOLS, compiler_cache(python) + SETUPTOOLS_COMMAND)
+    return Build(NONE, None)
+
+
+def first_error(output: str, worktree: Path) -> str | None:
+    """The first error in a failed build's `output` as "file:line:col: message", the file relative to `worktree`;
+    None when it names none. A compiler's line counts when it says "error", Cython's when it names a Cython file."""
+    roots = tuple(f"{root}/" for root in dict.fromkeys([str(worktree), str(Path(worktree).resolve())]))
+    for found in _ERROR.finditer(output):
+        file = found["file"]
+        if not (found["say"].startswith(("error: ", "fatal error: ")) or file.endswith(_CYTHON)):
+            continue
+        for root in roots:
+            file = file.removeprefix(root)
+        return f"{file}:{found['line']}:{found['col'] + ':' if found['col'] else ''} {found['say'].strip()}"
+    return None
+
+
+def compiler_cache(python: str) -> str:
+    """The environment assignments that make a build compile through the interpreter's environment's ccache, read
+    only ("" when it has none)."""
+    ccache, cache = Path(python).parent / "ccache", Path(python).parent.parent / "ccache"
+    if not (os.access(ccache, os.X_OK) and cache.is_dir()):
+        return ""
+    settings = {"CC": f"{ccache} gcc", "CXX": f"{ccache} g++", "CCACHE_DIR": str(cache), "CCACHE_READONLY": "1",
+                "CCACHE_NOSTATS": "1"}
+    return "".join(f"{name}={shlex.quote(value)} " for name, value in settings.items())
+
+
+def inherit(built: Snapshot, target: Path) -> bool:
+    """Give the fresh worktree `target` what `built` (a snapshot of another worktree, taken right after its build)
+    holds beyond the checkout: its build products, copied with their times, and its sources' times, so that the build
+    tool finds everything up to date until a file changes in `target`. Only files still as they were at the snapshot
+    are taken, never one the code wrote since; bytecode is left to sandbox/bytecode.py. True when every file of the
+    checkout is the same as in `built`: then `target` is built as far as `built` was."""
+    checkout = snapshot(target)
+    same = all(path in built.entries for path in checkout.entries if path != ".git")
+    for path, was in built.entries.items():
+        parts = path.split("/")
+        if not stat.S_ISREG(was[0]) or parts[0] == ".git" or "__pycache__" in parts or not built.unchanged(path):
+            continue
+        source, copy, there = built.root / path, target / path, checkout.entries.get(path)
+        if there is None:
+            if _real_folders(target, parts[:-1]):
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, copy)
+        elif stat.S_ISREG(there[0]) and there[2] == was[2] and copy.read_bytes() == source.read_bytes():
+            os.utime(copy, ns=(was[3], was[3]))
+        else:
+            same = False
+    return same
+
+
+def _real_folders(root: Path, parts: list[str]) -> bool:
+    """Whether no folder on the way from `root` down `parts` is a link (which could lead out of the worktree)."""
+    folder = root
+    for part in parts:
+        folder = folder / part
+        if folder.is_symlink() or folder.exists() and not folder.is_dir():
+            return False
+    return True
