@@ -37,6 +37,7 @@ NOT_COMPARED = "not compared (compare-output = false)"
 # A run's status when it ends.
 RUNNING, FINISHED, FAILED, INTERRUPTED, KILLED = "running", "finished", "failed", "interrupted", "killed"
 MODEL_FAILED = "model failed"  # it ended because the model could not answer
+SKIPPED = "skipped"  # batch: a task whose repository does not build here (its row says the build's first error)
 
 
 def outcome(reason: str | None, outrun_by: int | None = None, undone: bool = False) -> str:

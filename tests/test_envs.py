@@ -1,0 +1,116 @@
+"""Environments for repositories with compiled extensions: the build requirements pinned for a commit's era, one
+environment per (repository, commit, interpreter) whose build products reach every worktree of that commit, and a
+task whose repository does not build recorded as skipped with the build's first error."""
+import subprocess
+
+from perfagent.reasons import SKIPPED
+from perfagent.runs.batch import BatchJob, solve
+from perfagent.runs.envs import Environments, first_error
+from perfagent.runs.pins import build_requires, era_pins
+from perfagent.runs.tasks import Task
+from conftest import git, make_repo
+
+WORKLOAD = "def setup():\n    pass\n\n\ndef workload():\n    return 1\n"
+SETUP_PY = """\
+from setuptools import Extension, setup
+setup(name="cext", version="0.1", packages=["cext"], ext_modules=[Extension("cext._core", ["cext/_core.c"])])
+"""
+CORE_C = """\
+#include <Python.h>
+static PyObject *answer(PyObject *self, PyObject *args) { return PyLong_FromLong(42); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core", "", -1, methods};
+PyMODINIT_FUNC PyInit__core(void) { return PyModule_Create(&module); }
+"""
+BUILD = "python setup.py build_ext --inplace"
+
+
+def test_era_pins_raise_exact_pins_that_predate_python_311_and_cap_open_ones_at_the_commits_series():
+    # astropy 4.2 (2020): Cython 0.29.14 and oldest-supported-numpy predate Python 3.11; open ends get 2020's series
+    old = ["setuptools", "setuptools_scm", "wheel", "cython==0.29.14", "oldest-supported-numpy", "extension-helpers"]
+    assert era_pins(old, "2020-10-15") == ["setuptools<60", "setuptools-scm", "wheel", "cython<3,>=0.29.32",
+                                           "numpy<1.25,>=1.23.2", "extension-helpers<1"]
+    # astropy 6.1 (2024): its own bounds stand; numpy 2 did not exist yet
+    new = ["setuptools", "cython>=3.0.0,<3.1.0", "numpy>=1.25", "extension-helpers==1.*"]
+    assert era_pins(new, "2024-03-18") == ["setuptools<72", "cython<3.1.0,>=3.0.0", "numpy<2,>=1.25",
+                                           "extension-helpers==1.*", "wheel"]
+    # numpy 1.24 (2022): an exact setuptools of its numpy.distutils kept; a marker for another machine dropped
+    numpy = ["packaging==20.5; platform_machine=='arm64'", "setuptools==59.2.0", "wheel==0.37.0", "Cython>=0.29.30,<3.0"]
+    assert era_pins(numpy, "2022-07-07") == ["setuptools==59.2.0", "wheel==0.37.0", "cython<3.0,>=0.29.30"]
+    # meson-python (2024-11): no setuptools, so no wheel
+    assert era_pins(["meson-python>=0.15.0", "Cython>=3.0.6"], "2024-11-24") == ["meson-python>=0.15.0",
+                                                                                 "cython<3.1,>=3.0.6"]
+
+
+def test_build_requires_reads_the_build_system_or_falls_back_to_setuptools():
+    assert build_requires('[build-system]\nrequires = ["meson-python", "cython"]\nbuild-backend = "mesonpy"\n') == \
+        (["meson-python", "cython"], "mesonpy")
+    assert build_requires("") == (["setuptools", "wheel"], None)
+
+
+def task(**fields) -> Task:
+    return Task(**{"instance_id": "c-1", "repo": "acme/cext", "base_commit": "0" * 40, "workload": WORKLOAD,
+                   "setup_cmd": BUILD, **fields})
+
+
+def test_a_compiled_environment_is_keyed_by_commit_and_interpreter(tmp_path):
+    envs = Environments(tmp_path / "envs")
+    assert envs.key(task()) == envs.key(task(base_commit="1" * 40))  # a pure setup command is shared ...
+    assert envs.key(task(), compiled=True) != envs.key(task(base_commit="1" * 40), compiled=True)  # ... a build not
+    other = Environments(tmp_path / "envs", interpreter=("/opt/python3.12/bin/python3", "3.12.1"))
+    assert other.key(task(), compiled=True) != envs.key(task(), compiled=True)
+
+
+def _clone(source, path):
+    subprocess.run(["git", "clone", "-q", str(source), str(path)], check=True)
+    return path
+
+
+def test_a_compiled_repository_is_built_once_and_its_products_reach_each_worktree_newer_than_the_sources(tmp_path):
+    source = make_repo(tmp_path / "src", {"setup.py": SETUP_PY, "cext/__init__.py": "", "cext/_core.c": CORE_C})
+    counter = tmp_path / "builds.txt"
+    built = task(setup_cmd=f"{BUILD} && echo built >> {counter}")
+    envs = Environments(tmp_path / "envs")
+    first = envs.python_for(built, _clone(source, tmp_path / "a"))
+    fresh = _clone(source, tmp_path / "b")
+    assert not list((fresh / "cext").glob("_core*.so"))
+    assert envs.python_for(built, fresh) == first
+    assert counter.read_text() == "built\n"  # built once, in the first worktree
+    module = next((fresh / "cext").glob("_core*.so"))
+    assert module.stat().st_mtime > (fresh / "cext" / "_core.c").stat().st_mtime
+    probe = subprocess.run([first, "-c", "import cext._core as c; print(c.answer(), c.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, env={"PYTHONPATH": str(fresh)})
+    assert probe.stdout.split() == ["42", str(module)], probe.stderr
+    # the worktree's products are up to date: setuptools compiles nothing
+    again = subprocess.run([first, "setup.py", "build_ext", "--inplace"], cwd=fresh, capture_output=True, text=True)
+    assert again.returncode == 0 and "_core.c" not in again.stdout, again.stdout
+
+
+def test_a_task_whose_repository_does_not_build_is_skipped_with_the_builds_first_error(tmp_path):
+    broken = CORE_C.replace("return PyLong_FromLong(42);", "return PyLong_FromLong(42)")
+    source = make_repo(tmp_path / "src", {"setup.py": SETUP_PY, "cext/__init__.py": "", "cext/_core.c": broken})
+    mirror = tmp_path / "repos" / "acme+cext" / "repo"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(source), str(mirror)], check=True)
+    job = BatchJob(model="oracle", out=tmp_path / "out", repo_cache=tmp_path / "repos", env_cache=tmp_path / "envs")
+    record = task(base_commit=git(source, "rev-parse", "HEAD").strip())
+    row = solve(record.model_dump(mode="json", by_alias=True), job.model_dump(mode="json"))
+    assert row["status"] == SKIPPED
+    assert row["error"].startswith("cext/_core.c:2:"), row["error"]  # the compiler's own line, inside the repository
+    assert "error: expected" in row["error"]
+    assert "skipped: the repository does not build here" in (job.out / "tasks" / "c-1" / "log.txt").read_text()
+
+
+def test_the_first_error_of_a_build_log_is_the_cause_not_pips_summary():
+    log = ("Building editable for astropy (pyproject.toml): started\n"
+           "  /tmp/wt/astropy/wcs/src/a.c:12:5: error: lvalue required as left operand of assignment\n"
+           "  /tmp/wt/astropy/wcs/src/b.c:3:1: error: unknown type name 'x'\n"
+           "  error: command '/usr/bin/gcc' failed with exit code 1\n"
+           "  error: subprocess-exited-with-error\n")
+    assert first_error(log, "/tmp/wt") == "astropy/wcs/src/a.c:12:5: error: lvalue required as left operand of " \
+                                          "assignment"
+    cython = ("Error compiling Cython file:\n------\n...\n    cdef int x = y\n------\n\n"
+              "astropy/io/fits/_utils.pyx:10:17: undeclared name not builtin: y\n")
+    assert first_error(cython) == "astropy/io/fits/_utils.pyx:10:17: undeclared name not builtin: y"
+    assert first_error("error: subprocess-exited-with-error\nRuntimeError: Missing `SVML` submodule!\n") == \
+        "RuntimeError: Missing `SVML` submodule!"
+
