@@ -28,19 +28,22 @@ they do themselves. `benchmarks/localization.py` measures the ranking against th
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from perfagent.localize import native
 from perfagent.localize.source import FunctionSpan, SourceIndex
 from perfagent.localize.testselect import is_test_file
 from perfagent.measure.workload import Workload, order, user_frames
-from perfagent.sandbox.run import Limits, child_env, run
+from perfagent.sandbox.run import Limits, RunResult, child_env, run
 
 WORKLOAD_FRAME = "perfagent_profiled_workload"
 WORKLOAD_CALLER = "<workload>"  # the caller of the repository functions the workload calls directly
+_SAMPLES = re.compile(r"Samples: (\d+) Errors: (\d+)")  # py-spy's last words
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Profile:
     hotspots: list[Hotspot]
     raw_path: str | None = None  # py-spy raw stacks, for flame graphs
     note: str = ""
+    native: bool = False  # py-spy's stacks hold native frames (see perfagent.localize.native)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +106,7 @@ class _Tally:
         self.edges = Counter()
         self.depth = Counter()  # sum over samples of the number of repository functions above this one
         self.spans: dict[str, FunctionSpan] = {}
+        self.native = native.NativeSources(index)
 
     def repo_span(self, filename: str, line: int, name: str | None = None) -> FunctionSpan | None:
         file = self.index.relative(filename)
@@ -111,19 +116,37 @@ class _Tally:
         self.spans.setdefault(span.key, span)
         return span
 
+    def place(self, name: str, filename: str, line: int) -> tuple[FunctionSpan, int | None, bool] | None:
+        """The repository function a frame runs in, its line there (None: not known) and whether the frame is native
+        code (see perfagent.localize.native); None for code outside the repository."""
+        if native.owns(name, filename, line):
+            placed = self.native.place(name, filename, line)
+            if placed is None or not is_repository_code(placed[0].file, self.workload):
+                return None
+            self.spans.setdefault(placed[0].key, placed[0])
+            return (*placed, True)
+        span = self.repo_span(filename, line, name)
+        return None if span is None else (span, line, False)
+
     def add_stack(self, frames: list[tuple[str, str, int]], count: int) -> None:
         """frames: (function, filename, line) from the outermost workload frame to the leaf."""
         self.total += count
-        chain: list[tuple[str, int]] = []
-        for name, filename, line in frames:
-            span = self.repo_span(filename, line, name)
-            if span is not None:
+        chain: list[tuple[str, int | None]] = []
+        for frame in frames:
+            placed = self.place(*frame)
+            if placed is None:
+                continue
+            span, line, is_native = placed
+            if is_native and chain and chain[-1][0] == span.key:  # Cython's wrapper, then the function's own code
+                chain[-1] = (span.key, line or chain[-1][1])
+            else:
                 chain.append((span.key, line))
         if not chain:
             return
         self.self[chain[-1][0]] += count
         for key, line in set(chain):  # each line once per sample, as each function
-            self.lines[key][line] += count
+            if line:
+                self.lines[key][line] += count
         keys = list(dict.fromkeys(k for k, _ in chain))  # outermost occurrence first: recursion counts once
         for depth, key in enumerate(keys):
             self.cum[key] += count
@@ -151,12 +174,13 @@ class _Tally:
 
 
 def parse_frame(frame: str) -> tuple[str, str, int] | None:
-    """py-spy raw frame 'func (file:line)' -> (func, file, line)."""
+    """py-spy raw frame 'func (file:line)' -> (func, file, line); a native frame without debug info,
+    'func (library.so)', has line 0."""
     if not frame.endswith(")") or " (" not in frame:
         return None
     func, _, location = frame[:-1].rpartition(" (")
     file, _, line = location.rpartition(":")
-    return (func, file, int(line)) if line.isdigit() else None
+    return (func, file, int(line)) if line.isdigit() else (func, location, 0)
 
 
 def read_stacks(raw: str, below_harness: bool = True) -> list[tuple[list[tuple[str, str, int]], int]]:
@@ -257,50 +281,78 @@ class ProfileOptions:
     seconds: float  # of workload() calls, after setup() (the profile-seconds setting)
     use_pyspy: bool = True  # False: cProfile only
     limit: int | None = 50  # hotspots kept, best first (None: all)
+    native: bool = True  # py-spy's native frames when the checkout has compiled extensions of its own
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What each profiler run of one profile_workload call shares."""
+    worktree: Path
+    workload: Workload
+    python: str
+    tmp: Path
+    limits: Limits
+    seconds: float
+
+    def run(self, argv: list[str], channel) -> RunResult:
+        try:
+            return run(argv, cwd=self.worktree, env=child_env({"PYTHONPATH": str(self.worktree)}), limits=self.limits,
+                       writable=[self.tmp], readable=self.workload.files, marks=channel)
+        finally:
+            if channel:
+                channel.close()
 
 
 def profile_workload(worktree: Path, workload: Workload, *, python: str, tmp: Path, limits: Limits,
                      options: ProfileOptions) -> Profile:
-    """Profile `workload` running on the code in `worktree`; py-spy first, cProfile when py-spy cannot run."""
-    seconds, limit = options.seconds, options.limit
-    worktree = worktree.resolve()
-    index = SourceIndex(worktree)
-    env = child_env({"PYTHONPATH": str(worktree)})
+    """Profile `workload` running on the code in `worktree`; py-spy first (with native frames when the checkout has
+    extensions of its own, else or when that fails without), cProfile when py-spy cannot run."""
+    session = _Session(worktree.resolve(), workload, python, tmp, limits, options.seconds)
+    index = SourceIndex(session.worktree)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    note = ""
+    notes = []
     if options.use_pyspy and Path(pyspy).exists():
-        raw_path = tmp / "pyspy.raw"
-        raw_path.unlink(missing_ok=True)
-        argv = [pyspy, "record", "-f", "raw", "--full-filenames", "--rate", "200", "-o", str(raw_path)]
-        if workload.kind == "command":
-            argv.append("--subprocesses")
-        channel = order("profile", tmp / "profile.json", seconds=seconds) if workload.kind == "python" else None
-        try:
-            result = run([*argv, "--", *workload.profile_argv(python)], cwd=worktree, env=env, limits=limits,
-                         writable=[tmp], readable=workload.files, marks=channel)
-        finally:
-            if channel:
-                channel.close()
-        if result.ok and raw_path.exists():
-            tally = tally_pyspy(raw_path.read_text(), index, workload, below_harness=workload.kind == "python")
-            if tally.total:
-                return Profile("py-spy", tally.total, result.seconds, tally.hotspots(limit), str(raw_path))
-        note = f"py-spy could not profile the workload ({result.failure()}): {result.tail(3)}"
+        for with_native in [True, False] if options.native and native.has_extensions(session.worktree) else [False]:
+            result, raw, failed = _pyspy(session, pyspy, with_native)
+            if raw is not None:
+                tally = tally_pyspy(raw.read_text(), index, workload, below_harness=workload.kind == "python")
+                if tally.total:
+                    return Profile("py-spy", tally.total, result.seconds, tally.hotspots(options.limit), str(raw),
+                                   " ".join(notes), native=with_native)
+            failed = failed or f"py-spy{' --native' * with_native} sampled no workload call: {result.tail(3)}"
+            notes.append(f"{failed}; profiled without native frames, so the time inside the repository's extensions "
+                         f"counts for their Python callers." if with_native else failed)
         if result.timed_out:  # setup() and one workload() call take longer than the limit: cProfile is slower still
-            raise ProfileError(f"{note}\nsetup() and one workload() call must finish within the time limit")
+            raise ProfileError(f"{notes[-1]}\nsetup() and one workload() call must finish within the time limit")
     if workload.kind != "python":
-        raise ProfileError(note or "py-spy is not installed, and cProfile needs a setup()/workload() workload")
+        raise ProfileError(notes[-1] if notes else "py-spy is not installed, and cProfile needs a setup()/workload() "
+                                                   "workload")
     out = tmp / "cprofile.json"
-    channel = order("cprofile", out, seconds=seconds)
-    try:
-        result = run(workload.harness_argv(python), cwd=worktree, env=env, limits=limits, writable=[tmp],
-                     readable=workload.files, marks=channel)
-    finally:
-        channel.close()
+    result = session.run(workload.harness_argv(python), order("cprofile", out, seconds=session.seconds))
     if not result.ok:
         raise ProfileError(f"the workload failed under cProfile ({result.failure()}):\n{user_frames(result.tail())}")
     tally, calls = tally_cprofile(json.loads(out.read_text()), index, workload)
-    hotspots = tally.hotspots(limit)
+    hotspots = tally.hotspots(options.limit)
     for h in hotspots:
         h.calls = calls.get(h.key)
-    return Profile("cProfile", tally.total, result.seconds, hotspots, None, note)
+    return Profile("cProfile", tally.total, result.seconds, hotspots, None, " ".join(notes))
+
+
+def _pyspy(session: _Session, pyspy: str, with_native: bool) -> tuple[RunResult, Path | None, str]:
+    """One py-spy run, its raw stacks and, when it failed or lost most native samples (stacks it could not unwind),
+    no stacks and why."""
+    raw = session.tmp / "pyspy.raw"
+    raw.unlink(missing_ok=True)
+    argv = [pyspy, "record", "-f", "raw", "--full-filenames", "--rate", "200", "-o", str(raw)]
+    argv += ["--subprocesses"] if session.workload.kind == "command" else []
+    argv += ["--native"] if with_native else []
+    channel = order("profile", session.tmp / "profile.json", seconds=session.seconds) \
+        if session.workload.kind == "python" else None
+    result = session.run([*argv, "--", *session.workload.profile_argv(session.python)], channel)
+    if not result.ok or not raw.exists():
+        return result, None, f"py-spy{' --native' * with_native} could not profile the workload " \
+                             f"({result.failure()}): {result.tail(3)}"
+    samples, errors = map(int, (_SAMPLES.findall(result.stdout + result.stderr) or [(1, 0)])[-1])
+    if errors > samples:
+        return result, None, f"py-spy --native could not unwind {errors} of {samples + errors} samples"
+    return result, raw, ""

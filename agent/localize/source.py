@@ -1,4 +1,5 @@
-"""Where the functions of a repository's source files are: qualified names and line spans, read with libcst.
+"""Where the functions of a repository's source files are: qualified names and line spans, read with libcst (Cython
+and C/C++ sources: with perfagent.localize.compiled, by their suffix).
 
 Qualified names follow Python's own `__qualname__` (PEP 3155): `Class.method`, and `outer.<locals>.inner` for a
 function defined inside another one, so a name means the same here, in tracebacks and in the code the model reads.
@@ -16,6 +17,7 @@ from typing import Iterable
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from perfagent.localize import compiled
 from perfagent.repos.diffs import Change, read_diff
 
 MODULE_LEVEL = "<module>"
@@ -71,7 +73,11 @@ class _Collector(cst.CSTVisitor):
 @lru_cache(maxsize=4096)
 def _functions(path: Path, file: str, mtime_ns: int) -> tuple[FunctionSpan, ...]:
     try:
-        module = cst.parse_module(path.read_bytes())
+        source = path.read_bytes()
+        if path.suffix in compiled.SUFFIXES:
+            found = compiled.functions(path.suffix, source.decode("utf-8", errors="replace"))
+            return tuple(FunctionSpan(file, name, start, end) for name, start, end in found)
+        module = cst.parse_module(source)
     except (cst.ParserSyntaxError, OSError, UnicodeDecodeError):
         return ()
     collector = _Collector(file)
