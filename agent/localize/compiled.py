@@ -125,7 +125,7 @@ _C_TOKEN = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n
                       re.DOTALL | re.MULTILINE)
 _C_SPACE = re.compile(r"(?:\s|/\*.*?\*/|//[^\n]*)+", re.DOTALL)  # white space and comments
 _C_TRANSPARENT = re.compile(r'(?:extern\s*"C(?:\+\+)?"|namespace(?:\s+[\w:]+)?)\s*$')
-_C_SIGNATURE = re.compile(r"([A-Za-z_~][\w:~]*)\s*\((?:[^()]|\([^()]*\))*\)"
+_C_SIGNATURE = re.compile(r"((?:[A-Za-z_~][\w~]*(?:<[^<>(){};]*>)?::)*[A-Za-z_~][\w~]*)\s*\((?:[^()]|\([^()]*\))*\)"
                           r"(?:\s*(?:const|noexcept|override|final|volatile|&&?|->[^;{]*))*\s*$")
 _C_KEYWORDS = {"if", "for", "while", "switch", "return", "sizeof", "defined", "do", "else"}
 
@@ -152,7 +152,7 @@ def c_functions(text: str) -> list[tuple[str, int, int]]:
         elif kind == "{":
             head = text[declaration:token.start()]
             if at_file_level and _C_TRANSPARENT.search(_C_SPACE.sub(" ", head)):
-                transparent += 1
+                transparent, declaration = transparent + 1, token.end()
             elif at_file_level and (name := _c_function_name(head)):
                 space = _C_SPACE.match(text, declaration)
                 opened = (name, bisect.bisect_left(newlines, space.end() if space else declaration) + 1)

@@ -1,11 +1,14 @@
 """Profile a workload and rank the repository's own functions by where the time goes.
 
-py-spy samples the workload from outside (raw stacks with full file names and line numbers); when py-spy cannot
-run, cProfile runs inside the harness. Only time below the harness's `perfagent_profiled_workload` frame counts
+py-spy samples the workload from outside (raw stacks with full file names and line numbers; with its native frames
+when the checkout has compiled extensions of its own, see perfagent.localize.native); when py-spy cannot run,
+cProfile runs inside the harness. Only time below the harness's `perfagent_profiled_workload` frame counts
 (py-spy: samples with that frame on the stack; cProfile: it profiles that call only), so `setup()` is excluded.
 Attribution, per sample (cProfile: per call edge, see tally_cprofile):
 - self time goes to the deepest frame that belongs to the repository, so time spent in the stdlib, builtins or C
-  extensions counts for the repository function that called them (a sorted() inside a method counts for it);
+  extensions counts for the repository function that called them (a sorted() inside a method counts for it); with
+  native frames, the repository's own Cython and C functions are frames like its Python ones (a Cython function's
+  wrapper and its body are one frame, at the body's line);
 - cumulative time goes once per sample to every repository function on the stack, so recursion is not counted
   twice and no share exceeds 100%;
 - comprehensions, generator expressions and lambdas fold into their enclosing function (they share its line span);

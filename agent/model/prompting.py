@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import jinja2
 
@@ -16,6 +16,10 @@ PROMPTS = Path(prompts.__file__).parent
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(PROMPTS), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=False)
 _env.globals["pct"] = lambda share: f"{share:.1%}"
+# the language of a source file's code fence: the model reads and edits Cython and C like Python
+_LANGUAGES = {".pyx": "cython", ".pxd": "cython", ".pxi": "cython", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
+              ".cxx": "cpp", ".hh": "cpp", ".hpp": "cpp", ".hxx": "cpp"}
+_env.globals["language"] = lambda file: _LANGUAGES.get(PurePosixPath(file).suffix, "python")
 _WORKLOAD_CHARS = 8000  # a workload file longer than this is cut in the prompt
 
 
