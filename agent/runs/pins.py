@@ -37,6 +37,14 @@ def build_requires(pyproject: str) -> tuple[list[str], str | None]:
     return list(system.get("requires", ["setuptools", "wheel"])), system.get("build-backend")
 
 
+def setup_command(pyproject: str, day: str) -> str:
+    """How to build a repository in place with pip: its build requirements pinned for `day`, then the repository
+    without build isolation (and its test extras), the pins repeated so that nothing installed with it moves them."""
+    pins = " ".join(f"'{p}'" for p in era_pins(build_requires(pyproject)[0], day))
+    return (f"python -m pip install --quiet {pins} && python -m pip install --quiet --no-build-isolation "
+            f"-e '.[test,tests,testing]' {pins}")
+
+
 def era_pins(requires: list[str], day: str) -> list[str]:
     """`requires` as pip requirements that fit this interpreter and a commit made on `day` (YYYY-MM-DD): markers
     that do not apply dropped, exact pins below this Python's first release replaced by it, open

@@ -1,0 +1,132 @@
+"""Build a task file of real SWE-fficiency tasks on repositories with compiled extensions (numpy, astropy, and scipy
+when its mirror is at hand) from git mirrors, as make_real_tasks.py does for dask.
+
+    python benchmarks/make_compiled_tasks.py SWEFFICIENCY MIRRORS OUT.jsonl [--ids ID ...] [--all]
+
+SWEFFICIENCY is the benchmark's repository (`swefficiency/swefficiency`); MIRRORS is a repository cache folder
+holding bare mirrors as `owner+name/repo` (perfagent's `--repo-cache`). Per instance: the PR's merge commit on the
+project's HEAD (`Merge pull request #N`), its first parent as `base_commit`, the diff split into `patch` (non-test
+files) and `test_patch`, the edited files and functions, the covering test modules, the published workload and
+the gold speedup: make_real_tasks.py's functions, so both files mean the same. What differs is the environment:
+`setup_cmd` is perfagent.runs.pins.setup_command for the base commit's pyproject.toml and day (its build
+requirements pinned for that era on Python 3.11, then `pip install --no-build-isolation -e .`), with what a
+repository needs besides (numpy: SVML off, since its vendored SVML is a git submodule the mirror does not hold;
+its test requirements). perfagent builds it once per (repository, commit, interpreter); see agent/runs/envs.py.
+
+By default only the curated instances below are written: the ones whose base commit builds here on Python 3.11
+(checked by building each one's environment with perfagent, see LEFT_OUT for the others and the build's error).
+`--all` writes every instance of these repositories that has a published workload.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from make_real_tasks import Git, covering_tests, edited_functions, find_merge, read_benchmark, split_diff
+
+from perfagent.runs.pins import setup_command
+
+
+@dataclass(frozen=True)
+class Project:
+    setup_before: str = ""  # shell words before the pinned setup (environment variables its build reads)
+    setup_after: str = ""  # a command after it
+    rebuild_cmd: str | None = None  # when the build needs what perfagent's detected rebuild would not pass
+
+
+# numpy 1.22-1.25 (setuptools): SVML is a submodule (absent from a mirror) that NPY_DISABLE_SVML=1 leaves out, in
+# the environment's build and in every rebuild; numpy has no test extra, so its test requirements come after.
+_NUMPY_SVML = "NPY_DISABLE_SVML=1"
+PROJECTS = {
+    "numpy/numpy": Project(setup_before=f"export {_NUMPY_SVML} &&",
+                           setup_after="python -m pip install --quiet hypothesis 'pytest<8'",
+                           rebuild_cmd=f"{_NUMPY_SVML} python setup.py build_ext --inplace -j 2"),
+    "astropy/astropy": Project(),
+    "scipy/scipy": Project(),
+}
+
+CURATED: list[str] = []  # filled from the builds (see the report of issue 25)
+LEFT_OUT: dict[str, str] = {}  # instance -> why (the build's first error)
+
+
+def setup_for(git: Git, base: str, project: Project) -> str:
+    pyproject = git.show(base, "pyproject.toml") if git.exists(base, "pyproject.toml") else ""
+    day = git("show", "-s", "--format=%cs", base).strip()
+    parts = [project.setup_before, setup_command(pyproject, day)]
+    return " ".join(p for p in parts if p) + (f" && {project.setup_after}" if project.setup_after else "")
+
+
+def build(instance_id: str, repo: str, workload: str, gold: dict | None, git: Git) -> dict:
+    number = int(instance_id.rsplit("-", 1)[1])
+    merge = find_merge(git, number)
+    base = git("rev-parse", f"{merge}^1").strip()
+    patch, test_patch, files = split_diff(git, base, merge)
+    tests = covering_tests(git, base, files)
+    project = PROJECTS[repo]
+    python_files = [f for f in files if f.endswith(".py")]
+    record = {
+        "instance_id": instance_id,
+        "repo": repo,
+        "base_commit": base,
+        "patch": patch,
+        "test_patch": test_patch,
+        "workload": workload,
+        "edited_files": files,
+        "edited_functions": edited_functions(git, base, patch, python_files) if python_files else [],
+        "covering_test_files": tests,
+        "covering_tests": tests,
+        "setup_cmd": setup_for(git, base, project),
+    }
+    if project.rebuild_cmd:
+        record["rebuild_cmd"] = project.rebuild_cmd
+    if gold:
+        for key, column in (("gold_speedup", "gold_speedup_ratio"), ("pre_edit_runtime", "pre_edit_runtime")):
+            if gold.get(column):
+                record[key] = float(gold[column])
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("swefficiency", type=Path, help="swefficiency/swefficiency: mirror, clone or checkout")
+    parser.add_argument("mirrors", type=Path, help="a repository cache: owner+name/repo bare mirrors")
+    parser.add_argument("out", type=Path, help="the task file to write (JSON lines)")
+    parser.add_argument("--ids", nargs="+", help="instance ids to write (default: the curated list)")
+    parser.add_argument("--all", action="store_true", help="every instance of these repositories with a workload")
+    args = parser.parse_args(argv)
+
+    workloads, gold = read_benchmark(args.swefficiency)
+    repos = {repo.replace("/", "__") + "-": repo for repo in PROJECTS
+             if (args.mirrors / repo.replace("/", "+") / "repo").is_dir()}
+    if args.all:
+        ids = sorted((i for i in workloads if i.startswith(tuple(repos))), key=lambda i: int(i.rsplit("-", 1)[1]))
+    else:
+        ids = args.ids or CURATED
+    records, failed = [], 0
+    for instance_id in ids:
+        repo = next((r for prefix, r in repos.items() if instance_id.startswith(prefix)), None)
+        if repo is None or instance_id not in workloads:
+            print(f"{instance_id}: {'no mirror of its repository' if repo is None else 'no published workload'}, "
+                  f"left out", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            git = Git(args.mirrors / repo.replace("/", "+") / "repo")
+            records.append(build(instance_id, repo, workloads[instance_id], gold.get(instance_id), git))
+        except (LookupError, subprocess.CalledProcessError) as exc:
+            print(f"{instance_id}: {exc}, left out", file=sys.stderr)
+            failed += 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+    print(f"wrote {len(records)} tasks to {args.out}" + (f" ({failed} left out)" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
