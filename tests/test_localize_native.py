@@ -213,15 +213,18 @@ def test_generated_and_hand_written_c_frames(extension, tmp_path):
     shutil.copytree(extension, repo)
     (repo / "pkg" / "fast.c").write_text(FAST_C)
     (repo / "pkg" / "_fast.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    (repo / "pkg" / "loops.c.src").write_text(LOOPS_C_SRC)
     assert _ranked(repo, _stacks(
         repo,
         f"_core_slow_loop ({repo}/pkg/_core.c:{in_loop + 3})",
         f"fast_sum ({repo}/pkg/fast.c:12)",
         f"fast_sum.constprop.0 ({repo}/pkg/_fast.cpython-311-x86_64-linux-gnu.so)",
         f"fast_sum ({repo}/build/temp.linux-x86_64-cpython-311/pkg/generated.c:3)",  # a build product
+        f"DOUBLE_add ({repo}/pkg/loops.c.src:7)",  # numpy's templates: the build's #line directives name them
     )) == {
         "pkg/_core.pyx:slow_loop": (1, [7]),
         "pkg/fast.c:fast_sum": (2, [12]),
+        "pkg/loops.c.src:@TYPE@_add": (1, [7]),
         "pkg.api:run": (1, [5]),
     }
 
@@ -250,6 +253,19 @@ int helper(int x) { if (x) { return 1; } return 0; }
 #ifdef __cplusplus
 }
 #endif
+'''
+
+
+LOOPS_C_SRC = '''\
+/**begin repeat
+ * #TYPE = FLOAT, DOUBLE#
+ */
+static void
+@TYPE@_add(char **args)
+{
+    args[0] = args[1];
+}
+/**end repeat**/
 '''
 
 

@@ -5,18 +5,26 @@ in FunctionSpans next to its Python index):
 - Cython (.pyx, .pxd, .pxi): `def`, `cpdef` and `cdef` functions with a body, named like Python names them
   (`Class.method`, `outer.<locals>.inner`; a `cdef class` is a class), their span from the decorators to the last
   line of the indented body;
-- C and C++: function definitions at file level (`extern "C"` and namespace blocks are transparent), from the line
-  their declaration starts (the return type) to their closing brace; C++ methods defined outside their class keep
-  their `Class::` prefix. Structs, enums and initializers are not functions.
+- C and C++ (and numpy's templates, `loops.c.src`, as the C they expand to): function definitions at file level
+  (`extern "C"` and namespace blocks are transparent), from the line their declaration starts (the return type) to
+  their closing brace; C++ methods defined outside their class keep their `Class::` prefix. Structs, enums and
+  initializers are not functions.
 """
 from __future__ import annotations
 
 import bisect
 import re
+from pathlib import PurePosixPath
 
 CYTHON_SUFFIXES = (".pyx", ".pxd", ".pxi")
 C_SUFFIXES = (".c", ".h", ".cc", ".cpp", ".cxx", ".hh", ".hpp", ".hxx")
 SUFFIXES = CYTHON_SUFFIXES + C_SUFFIXES
+
+
+def suffix(path: str) -> str:
+    """A source file's language suffix: a template's (`x.c.src`) is the one of the file it expands to."""
+    name = PurePosixPath(path)
+    return PurePosixPath(name.stem).suffix if name.suffix == ".src" else name.suffix
 
 _CLASS = re.compile(r"(?:cdef\s+(?:public\s+|api\s+|final\s+|readonly\s+)*)?class\s+(\w+)")
 _FUNCTION_START = re.compile(r"(?:async\s+def|def|cpdef|cdef)\b")
@@ -125,7 +133,8 @@ _C_TOKEN = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n
                       re.DOTALL | re.MULTILINE)
 _C_SPACE = re.compile(r"(?:\s|/\*.*?\*/|//[^\n]*)+", re.DOTALL)  # white space and comments
 _C_TRANSPARENT = re.compile(r'(?:extern\s*"C(?:\+\+)?"|namespace(?:\s+[\w:]+)?)\s*$')
-_C_SIGNATURE = re.compile(r"((?:[A-Za-z_~][\w~]*(?:<[^<>(){};]*>)?::)*[A-Za-z_~][\w~]*)\s*\((?:[^()]|\([^()]*\))*\)"
+# a definition's name: C++ may qualify it (`Sorter<T>::sort`), numpy's templates spell it with @names@ (`@TYPE@_add`)
+_C_SIGNATURE = re.compile(r"((?:[A-Za-z_~@][\w~@]*(?:<[^<>(){};]*>)?::)*[A-Za-z_~@][\w~@]*)\s*\((?:[^()]|\([^()]*\))*\)"
                           r"(?:\s*(?:const|noexcept|override|final|volatile|&&?|->[^;{]*))*\s*$")
 _C_KEYWORDS = {"if", "for", "while", "switch", "return", "sizeof", "defined", "do", "else"}
 

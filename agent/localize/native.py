@@ -26,7 +26,7 @@ import re
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from perfagent.localize.compiled import C_SUFFIXES, CYTHON_SUFFIXES
+from perfagent.localize.compiled import C_SUFFIXES, CYTHON_SUFFIXES, suffix as source_suffix
 from perfagent.localize.source import MODULE_LEVEL, FunctionSpan, SourceIndex
 
 EXTENSION_SUFFIXES = (".so", ".pyd")
@@ -51,7 +51,7 @@ def has_extensions(root: Path) -> bool:
     from: a repository with only Python, or only prebuilt binaries, has no native code of its own to profile."""
     found_module = found_source = False
     for path in _walk(Path(root)):
-        suffix = PurePosixPath(path).suffix
+        suffix = source_suffix(path)
         found_module |= suffix in EXTENSION_SUFFIXES
         found_source |= suffix in CYTHON_SUFFIXES or suffix in C_SUFFIXES and not _built(path)
         if found_module and found_source:
@@ -66,7 +66,7 @@ def _built(path: str) -> bool:
 
 def owns(name: str, filename: str, line: int) -> bool:
     """Whether a py-spy frame is native code for NativeSources.place (else it is Python code)."""
-    return not line or name.startswith(_HELPERS) or PurePosixPath(filename).suffix in (
+    return not line or name.startswith(_HELPERS) or source_suffix(filename) in (
         EXTENSION_SUFFIXES + CYTHON_SUFFIXES + C_SUFFIXES)
 
 
@@ -112,7 +112,7 @@ class NativeSources:
 
     def _place(self, name: str, filename: str, line: int) -> tuple[FunctionSpan, int | None] | None:
         file = self._in_checkout(filename)
-        suffix = file and PurePosixPath(file).suffix
+        suffix = file and source_suffix(file)
         if file is None or _built(file) and suffix not in EXTENSION_SUFFIXES:
             return None
         if not (self.index.root / file).is_file():  # a generated C file removed after the build: its .pyx is here
@@ -136,7 +136,7 @@ class NativeSources:
         if not path.is_absolute():
             path = self.index.root / path
         file = self.index.relative(str(path))
-        if file is None and path.suffix in CYTHON_SUFFIXES + C_SUFFIXES:  # the same file in another checkout
+        if file is None and source_suffix(filename) in CYTHON_SUFFIXES + C_SUFFIXES:  # a file of another checkout
             parts = path.parts
             file = next((PurePosixPath(*parts[i:]).as_posix() for i in range(1, len(parts) - 1)
                          if (self.index.root.joinpath(*parts[i:])).is_file()), None)
@@ -187,7 +187,7 @@ class NativeSources:
         if self._c_names is None:
             self._c_names = {}
             for file in self.files():
-                if PurePosixPath(file).suffix in C_SUFFIXES and not _built(file) and not self._by_cython(file):
+                if source_suffix(file) in C_SUFFIXES and not _built(file) and not self._by_cython(file):
                     for span in self.index.functions(file):
                         self._c_names.setdefault(_bare(span.qualname), []).append(span)
         return self._c_names

@@ -74,8 +74,8 @@ class _Collector(cst.CSTVisitor):
 def _functions(path: Path, file: str, mtime_ns: int) -> tuple[FunctionSpan, ...]:
     try:
         source = path.read_bytes()
-        if path.suffix in compiled.SUFFIXES:
-            found = compiled.functions(path.suffix, source.decode("utf-8", errors="replace"))
+        if compiled.suffix(file) in compiled.SUFFIXES:
+            found = compiled.functions(compiled.suffix(file), source.decode("utf-8", errors="replace"))
             return tuple(FunctionSpan(file, name, start, end) for name, start, end in found)
         module = cst.parse_module(source)
     except (cst.ParserSyntaxError, OSError, UnicodeDecodeError):
