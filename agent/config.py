@@ -115,8 +115,9 @@ class Settings(BaseModel):
                                        "signal, secret (e.g. process:git, write:~/.cache/*)")
     allow_edits: list[str] = Field(default_factory=list, description="globs of protected files (tests, CI, "
                                    "packaging) that candidates may edit all the same")
-    rebuild_cmd: str | None = Field(None, description="shell command run in the sandbox after each code change, "
-                                    "e.g. to rebuild compiled extensions in place")
+    rebuild_cmd: str | None = Field(None, description="shell command run in the sandbox after a change to any file "
+                                    "but Python source, e.g. to rebuild compiled extensions in place; unset, the "
+                                    "build a setup.py declares (repos/builds.py)")
     allow_failing_tests: bool = Field(False, description="exclude tests failing at baseline instead of stopping")
     require_tests: bool = Field(False, description="stop when no test reaches the hot functions, instead of running "
                                 "with a warning that correctness rests on the result comparison alone")

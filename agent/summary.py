@@ -101,6 +101,7 @@ class Candidate(Record):
     unguarded: list[str] | None = None
     review: str | None = None
     seconds: dict[str, float] | None = None
+    build_s: float | None = None  # its build command's seconds (none ran: absent), apart from its tests and timing
     undone: bool | None = None
     outrun_by: int | None = None  # accepted, but this candidate of its round gained more and was committed
 

@@ -32,6 +32,7 @@ class CandidateRecord:
     commit: str | None = None  # on the branch, when accepted
     verdict_at_s: float | None = None  # time to its verdict, from the run's start
     seconds: dict | None = None  # where its iteration's time went (wall, child processes, model, reviewer, perfagent)
+    build_s: float | None = None  # its build command's seconds in its worktree (None: none ran, repos/builds.py)
     undone: bool = False  # accepted, then taken off the branch by the reviewer
     outrun_by: int | None = None  # accepted, but this candidate of its round gained more and was committed instead
 
@@ -49,5 +50,5 @@ class CandidateRecord:
                 "verdict": self.verdict.as_dict() if self.verdict else None, "verdict_at_s": self.verdict_at_s}
         optional = {"model_diff": self.model_diff, "full_diff": self.full_diff, "dropped": self.dropped,
                     "tests": self.tests, "unguarded": self.unguarded, "review": self.review, "seconds": self.seconds,
-                    "undone": self.undone or None, "outrun_by": self.outrun_by}
+                    "build_s": self.build_s, "undone": self.undone or None, "outrun_by": self.outrun_by}
         return {**data, **{k: v for k, v in optional.items() if v is not None}}

@@ -19,6 +19,15 @@ PROTECTED = [
     ("*.dist-info/*", "package metadata that names plugins"), ("*.egg-info/*", "package metadata that names plugins"),
 ]
 
+# (glob on the file's name, why): files that say how compiled code is built, in whatever folder (meson.build and
+# nested setup.py files declare a folder's extensions): a changed build could compile other code than the sources show
+BUILD_FILES = [
+    ("setup.py", "build configuration"), ("meson.build", "build configuration"),
+    ("meson_options.txt", "build configuration"), ("meson.options", "build configuration"),
+    ("CMakeLists.txt", "build configuration"), ("*.cmake", "build configuration"), ("Makefile", "build configuration"),
+    ("GNUmakefile", "build configuration"), ("pyproject.toml", "build configuration"),
+]
+
 # (glob on the file's name, why): files Python runs on its own at start-up, in whatever folder is on its path, before
 # any code perfagent could check; conftest.py, pytest's own, is a test file (is_test_file)
 LOADED_AT_STARTUP = [
@@ -33,6 +42,7 @@ SHADOWED = frozenset(sys.stdlib_module_names) | {"pytest", "_pytest", "pluggy", 
 
 REFERS_TO_HARNESS = "refers to the workload or the harness"
 _CALL_ARGS = r"(?:[^()]|\((?:[^()]|\([^()]*\))*\))*"  # a call's arguments, up to two levels of nested parentheses
+_C_CALL = r"(?<![.\w])(?<!def )"  # a function called by its bare name, as C calls the C library's
 
 # code patterns in added lines that reach what a speedup never needs: the test run's own machinery, modules by a name
 # built at run time (getattr(__import__("ti" + "me"), ...), the way every cheat hides), other objects through the
@@ -60,7 +70,7 @@ SUSPICIOUS = [
     (re.compile(r"os\.environ\[[^]]+\]\s*=|os\.environ\.(setdefault|update)|os\.putenv"),
      "writes environment variables (results carried between processes)"),
     (re.compile(r"\bpickle\.dump|\bshelve\.open|\bmarshal\.dump|"
-                r"\bopen\(" + _CALL_ARGS + r"['\"]([wax]|r[bt]?\+)[bt+]*['\"]"),  # open(..., "w") and other write modes
+                r"\b(?:f|fd)?open\(" + _CALL_ARGS + r"['\"]([wax]|r[bt]?\+)[bt+]*['\"]"),  # "w" and other write modes
      "writes files (results cached on disk between processes)"),
     *RIGGING,
 ]
@@ -77,10 +87,22 @@ UNSAFE = [
      "opens network connections"),
 ]
 
+# what UNSAFE and SUSPICIOUS find in Python, as C, C++ and Cython code does it: the C library's functions called by
+# their bare names (not a method such as platform.system(), not a `def`); only in files that are not Python, where
+# `remove(x)` is no list method
+NATIVE = [
+    (re.compile(_C_CALL + r"(?:system|popen|fork|vfork|posix_spawnp?|exec[lv]p?e?|kill|dlopen)\s*\("),
+     "starts or kills processes, or loads native code"),
+    (re.compile(_C_CALL + r"(?:remove|unlink|rmdir)\s*\("), "deletes files"),
+    (re.compile(_C_CALL + r"(?:setenv|putenv)\s*\("),
+     "writes environment variables (results carried between processes)"),
+]
 
-def unsafe_reason(added_code: str) -> str | None:
-    """Why code a candidate adds is unsafe to keep, or None. A speedup needs none of these."""
-    return next((why for pattern, why in UNSAFE if pattern.search(added_code)), None)
+
+def unsafe_reason(added_code: str, path: str = "") -> str | None:
+    """Why code a candidate adds (to the file `path`) is unsafe to keep, or None. A speedup needs none of these."""
+    native = NATIVE if path and not path.endswith(".py") else []
+    return next((why for pattern, why in UNSAFE + native if pattern.search(added_code)), None)
 
 
 def protected_reason(path: str, workload_path: str | None, allowed: list[str] = ()) -> str | None:
@@ -99,7 +121,7 @@ def protected_reason(path: str, workload_path: str | None, allowed: list[str] = 
         return f"a top-level module that would shadow Python's or pytest's own `{parts[0].removesuffix('.py')}`"
     name = parts[-1]
     return next((why for pattern, why in PROTECTED if fnmatch.fnmatch(path, pattern)), None) or \
-        next((why for pattern, why in LOADED_AT_STARTUP if fnmatch.fnmatch(name, pattern)), None)
+        next((why for pattern, why in BUILD_FILES + LOADED_AT_STARTUP if fnmatch.fnmatch(name, pattern)), None)
 
 
 def suspicious_reason(added_code: str, workload_name: str | None = None) -> str | None:

@@ -1,7 +1,7 @@
 """Minimal patches: models add changes that do nothing for speed (reformatting, renames, a helper nobody calls). Before
 an accepted candidate is committed, its hunks are taken back one group at a time (a function's hunks together, since
 they may depend on each other; each module-level hunk alone; pure deletions stay, as the cleanup of code the change
-made dead), and a version without a group is kept when it still
+made dead; a file that is not Python is one group), and a version without a group is kept when it still
 passes every check and its gain (speedup, or memory with objective memory) is not significantly lower: its
 interval reaches the full candidate's. A group without which the tests fail, in a file whose lines no test runs (by
 coverage, while a test runs: module-level code that runs at import does not count), changes the tests' outcome by
@@ -58,7 +58,7 @@ class Minimiser:
                                 f"{_interval(self.judge.gain(verdict))}"})
                 change, verdict = replace(change, after=after), smaller
                 continue
-            if smaller.reason == TESTS_FAILED:
+            if smaller.reason == TESTS_FAILED and group.hunks[0].path.endswith(".py"):  # coverage sees Python only
                 exercised = self._exercised(full, tests) if exercised is None else exercised
                 if group.hunks[0].path not in exercised:
                     self.ctx.notify.note(f"  minimal patch: the tests need {group.key} and never run it")
@@ -75,9 +75,13 @@ class Minimiser:
 
     def _groups(self, before: dict[str, str], after: dict[str, str]) -> tuple[list[_Group], list[Hunk]]:
         """The groups of hunks that may be taken back, and the pure deletions, which always stay (the cleanup of code
-        the change made dead, such as an import no longer used)."""
+        the change made dead, such as an import no longer used). A file that is not Python (Cython, C) is one group:
+        taken back whole or kept whole, each try costing a build."""
         index, groups, deletions = SourceIndex(self.reference.worktree), {}, []
         for hunk in hunks(before, after):
+            if not hunk.path.endswith(".py"):
+                groups.setdefault(hunk.path, _Group(hunk.path, [])).hunks.append(hunk)
+                continue
             if not hunk.new:
                 deletions.append(hunk)
                 continue

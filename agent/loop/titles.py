@@ -49,9 +49,13 @@ def explanation(reply: str) -> str:
 
 
 def derived(functions: list[str], files: list[str]) -> str:
-    """A title from the change: the functions it edits ("module:qualname", as touched_functions keys them), else
-    its files."""
-    named = [key.replace(":", ".") for key in functions if not key.endswith(f":{MODULE_LEVEL}")]
+    """A title from the change: the functions it edits ("module:qualname", as touched_functions keys them; a file
+    that is not Python is keyed by its path, "path:qualname"), else its files."""
+    def name(key: str) -> str:
+        module, _, qualname = key.partition(":")
+        return f"{qualname} in {module}" if module in files else f"{module}.{qualname}"
+
+    named = [name(key) for key in functions if not key.endswith(f":{MODULE_LEVEL}")]
     if named:
         return f"Speed up {_listed(named, 'function')}"
     modules = [key.split(":")[0] for key in functions]

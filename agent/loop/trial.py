@@ -56,8 +56,9 @@ class _Round:
 
 
 def hot_functions(focus: Focus) -> tuple[str, ...]:
-    """The functions the prompts focus on, as the call recorder names them."""
-    return tuple(h.key for h in focus.profile.top(focus.top_k) if h.qualname != MODULE_LEVEL)
+    """The Python functions the prompts focus on, as the call recorder names them (it traces Python frames only)."""
+    return tuple(h.key for h in focus.profile.top(focus.top_k)
+                 if h.qualname != MODULE_LEVEL and h.file.endswith(".py"))
 
 
 class Trial:
@@ -157,8 +158,11 @@ class Trial:
             self.ctx.notify.note(f"  unguarded: no selected test reaches {', '.join(tests.unguarded)}")
         tree = this.trees.enter_context(self.ctx.env.scratch(head(self.branch), entry.change.after))
         failed = self.ctx.env.rebuild(tree)
-        entry.targets = tuple(dict.fromkeys([*(s.key for s in touched if s.qualname != MODULE_LEVEL), *self.hot])) \
-            if self.ctx.settings.generality_checks else ()
+        record.build_s = self.ctx.env.build_seconds.get(tree)
+        if record.build_s is not None:
+            self.ctx.notify.note(f"  candidate {record.n}: {'build failed' if failed else 'built'} in "
+                                 f"{formats.seconds(record.build_s)}")
+        entry.targets = self._targets(touched) if self.ctx.settings.generality_checks and not failed else ()
         with self.ctx.desk.reviewer.validating(record.n, tests.files):
             checked = Verdict(BUILD_FAILED, failed) if failed else \
                 self.judge.check(tree, self.reference, tests.files, self._progress(record.n), entry.targets)
@@ -170,12 +174,25 @@ class Trial:
         else:
             entry.tree, entry.checked = tree, checked
 
+    def _targets(self, touched: list) -> tuple[str, ...]:
+        """The functions whose calls its result check records: those it edits and the round's hot ones, Python's only
+        (the recorder traces Python frames: a Cython or C function's calls are checked through its Python callers
+        and the workload's result, and the run says so)."""
+        edited = [s for s in touched if s.qualname != MODULE_LEVEL]
+        compiled = [s.key for s in edited if not s.file.endswith(".py")]
+        if compiled:
+            self.ctx.notify.note(f"  calls to {', '.join(compiled)} are not recorded (compiled code): its Python "
+                                 f"callers' calls and the workload's result check it")
+        return tuple(dict.fromkeys([*(s.key for s in edited if s.file.endswith(".py")), *self.hot]))
+
     def _never_run(self, touched: list) -> str | None:
         """Why timing the candidate would be wasted, or None: every function it edits is one the workload never ran
         in the last profile (no sample), so no change there can make it faster. A module-level edit (an import, a
-        table built at import) could matter elsewhere: timed."""
+        table built at import) could matter elsewhere, and a compiled function (Cython, C) may run unnamed: a profile
+        of Python frames never names one, a native profile not one the compiler inlined. Those are timed."""
         ran = {h.key for h in self.sampled.hotspots}
-        if not touched or any(s.qualname == MODULE_LEVEL or s.key in ran for s in touched):
+        if not touched or any(s.qualname == MODULE_LEVEL or s.key in ran or not s.file.endswith(".py")
+                              for s in touched):
             return None
         return (f"the workload never runs {', '.join(s.qualname for s in touched)} (no sample in {self.sampled.samples}"
                 f" of the last profile, {self.sampled.seconds:.0f} s with {self.sampled.profiler}): not timed")

@@ -160,7 +160,7 @@ class Judge:
             why = suspicious_reason(added, PurePosixPath(self.workload_path).name if self.workload_path else None)
             if why:
                 return Verdict(SUSPICIOUS_CODE, f"{path}: {why}")
-            why = unsafe_reason(added)
+            why = unsafe_reason(added, path)
             if why:
                 return Verdict(UNSAFE_CODE, f"{path}: {why}")
             if path.endswith(".py"):

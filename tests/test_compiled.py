@@ -1,0 +1,164 @@
+"""The compiled example (workloads/repos/nearby: a Cython extension whose counting loop works on Python objects)
+through the loop's phases: its build is detected (setuptools' build_ext --inplace, no rebuild-cmd given), the branch
+worktree is built once for the module, and candidates that edit the .pyx are rebuilt in their own worktree, tested
+and timed like Python edits: the typed loop is accepted, a .pyx that does not compile is rejected with Cython's first
+error, a Python-only candidate runs no build at all and one that edits setup.py is not even built. Real Cython, gcc,
+git worktrees, pytest and sandboxed processes; only the model is scripted."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_reason
+from perfagent.loop.trial import Trial
+from perfagent.repos import examples
+from perfagent.repos.builds import COMMAND, NONE, SETUPTOOLS, Build, detect, first_error
+from tests.conftest import git, make_repo, search_replace
+from tests.test_phases import stage
+
+SOURCES = examples.SOURCES.parent / "task-sources" / "perfagent-examples__nearby-1"
+PYX, PAIRS = "nearby/_core.pyx", "nearby/pairs.py"
+EXTENSION = f"nearby/_core.cpython-{sys.version_info.major}{sys.version_info.minor}"  # its file name's start
+SETTINGS = {"sample_seconds": 0.05, "max_samples": 10, "profile_seconds": 0.5}
+TYPED = (SOURCES / "expert.txt").read_text(encoding="utf-8")  # the task's expert patch, as a model writes it
+BROKEN = search_replace(PYX, "    n = len(values)\n", "    cdef Py_ssize_t n = len(values\n", "Type the length.")
+NOT_RUN = search_replace(PAIRS, "    counts = []\n", "    counts: list[int] = []\n", "Annotate the counts.")
+SETUP = search_replace("setup.py", 'setup(ext_modules=cythonize([Extension("nearby._core", ["nearby/_core.pyx"])],',
+                       'setup(ext_modules=cythonize([Extension("nearby._core", ["nearby/_core.pyx"], '
+                       'extra_compile_args=["-O3"])],', "Compile with -O3.")
+
+
+@pytest.fixture(scope="module")
+def nearby(tmp_path_factory) -> tuple[Path, Path]:
+    """(the example repository with its workload committed as bench.py, the module's baseline cache)."""
+    root = tmp_path_factory.mktemp("compiled")
+    repo = root / "nearby"
+    examples.build("nearby", repo)
+    (repo / "bench.py").write_text((SOURCES / "workload.py").read_text(encoding="utf-8"))
+    git(repo, "add", "bench.py")
+    git(repo, "commit", "-q", "-m", "the workload")
+    return repo, root / "cache"
+
+
+@pytest.fixture(scope="module")
+def built(nearby, tmp_path_factory):
+    """A run's stage on the example whose baseline is measured: its branch worktree built once, for the module; its
+    model proposes the four candidates of the round below."""
+    with stage(*nearby[:1], tmp_path_factory.mktemp("stage"), nearby[1], [TYPED, BROKEN, NOT_RUN, SETUP],
+               candidates_per_round=4, **SETTINGS) as s:
+        yield s, s.baseline()
+
+
+def _extension(tree: Path) -> Path:
+    [found] = [p for p in (tree / "nearby").iterdir() if p.name.startswith(EXTENSION.split("/")[1])]
+    return found
+
+
+def test_the_build_is_detected_from_what_the_repository_declares(nearby, tmp_path):
+    repo = nearby[0]
+    assert detect(repo, sys.executable) == Build(SETUPTOOLS, "python setup.py build_ext --inplace")
+    assert detect(repo, sys.executable, "make inplace") == Build(COMMAND, "make inplace")  # rebuild-cmd wins
+    plain = make_repo(tmp_path / "plain", {"setup.py": "from setuptools import setup\nsetup(name='plain')\n",
+                                           "plain.py": "x = 1\n"})
+    assert detect(plain, sys.executable) == Build(NONE, None)
+    assert detect(tmp_path, sys.executable) == Build(NONE, None)  # no setup.py at all
+    # a Python file runs from the worktree as it is; anything else the build may read
+    build = detect(repo, sys.executable)
+    assert not build.needed([PAIRS, "nearby/__pycache__/pairs.cpython-311.pyc"])
+    assert build.needed([PYX]) and build.needed(["nearby/_core.pxd"]) and build.needed(None)
+    assert not Build(NONE, None).needed([PYX])
+
+
+def test_a_build_uses_the_environments_compiler_cache_read_only(tmp_path):
+    """A batch environment with ccache next to its interpreter and a warmed cache folder: the command compiles
+    through it (CC, CXX) and never writes the cache (the sandbox would refuse it anyway)."""
+    setup = make_repo(tmp_path / "ext", {"setup.py": "from setuptools import Extension, setup\n"
+                                                     "setup(ext_modules=[Extension('m', ['m.c'])])\n", "m.c": ""})
+    bin_ = tmp_path / "env" / "bin"
+    bin_.mkdir(parents=True)
+    python = bin_ / "python"
+    assert detect(setup, str(python)).command == "python setup.py build_ext --inplace"
+    (bin_ / "ccache").write_text("#!/bin/sh\n")
+    (bin_ / "ccache").chmod(0o755)
+    (tmp_path / "env" / "ccache").mkdir()
+    command = detect(setup, str(python)).command
+    assert command.startswith(f"CC='{bin_}/ccache gcc' CXX='{bin_}/ccache g++' CCACHE_DIR={tmp_path}/env/ccache "
+                              f"CCACHE_READONLY=1 ")
+    assert command.endswith(" python setup.py build_ext --inplace")
+
+
+def test_the_first_error_of_a_build_names_its_file_relative_to_the_worktree():
+    tree = Path("/tmp/perfagent-x/scratch-2")
+    gcc = (f"gcc -c nearby/_fast.c -o build/temp/nearby/_fast.o\n{tree}/nearby/_fast.c: In function 'f':\n"
+           f"{tree}/nearby/_fast.c:12:5: error: expected ';' before '}}' token\n"
+           f"{tree}/nearby/_fast.c:14:1: error: 'x' undeclared\nerror: command '/usr/bin/gcc' failed\n")
+    assert first_error(gcc, tree) == "nearby/_fast.c:12:5: error: expected ';' before '}' token"
+    cython = ("Compiling nearby/_core.pyx because it changed.\nwarning: nearby/_core.pyx:3:4: Unused entry 'k'\n"
+              "nearby/_core.pyx:9:40: Expected ')', found 'NEWLINE'\nTraceback (most recent call last):\n")
+    assert first_error(cython, tree) == "nearby/_core.pyx:9:40: Expected ')', found 'NEWLINE'"
+    header = "In file included from m.c:1:\nm.h:2:10: fatal error: nope.h: No such file or directory\n"
+    assert first_error(header, tree) == "m.h:2:10: fatal error: nope.h: No such file or directory"
+    assert first_error("setup.py:3: SyntaxWarning: invalid escape sequence\nerror: no compiler", tree) is None
+
+
+def test_build_files_are_protected_and_native_code_is_guarded_like_python():
+    for path in ("setup.py", "pyproject.toml", "meson.build", "numpy/_core/meson.build", "meson_options.txt",
+                 "meson.options", "CMakeLists.txt", "cmake/FindBLAS.cmake", "Makefile", "numpy/core/setup.py"):
+        assert protected_reason(path, None), path
+    for path in ("nearby/_core.pyx", "nearby/_core.pxd", "src/fast.c", "src/fast.h", "src/fast.cpp"):
+        assert protected_reason(path, None) is None, path
+    # what a speedup never needs, as C and Cython write it
+    for code in ('system("rm -rf x");', "pid_t pid = fork();", 'execvp(argv[0], argv);', "unlink(path);",
+                 'void* lib = dlopen("libc.so.6", RTLD_NOW);'):
+        assert unsafe_reason(code, "src/fast.c"), code
+    assert suspicious_reason('FILE* f = fopen("/tmp/cache", "w");')
+    assert unsafe_reason('setenv("CACHED", "1", 1);', "nearby/_core.pyx")
+    # in Python these names are methods or the code's own functions
+    for code in ("name = platform.system()", "items.remove(x)", "def kill(self):\n    pass", "remove(x)"):
+        assert unsafe_reason(code, "nearby/pairs.py") is None, code
+
+
+def test_a_scratch_worktree_starts_built_and_rebuilds_only_what_changed(built):
+    """The branch worktree was built (a full build: Cython, then gcc); a candidate's worktree starts with its build
+    products and file times: a Python-only change runs no build command, a change to another file runs it and it
+    finds everything up to date (the extension is the inherited file, not compiled again)."""
+    s, _ = built
+    env, branch = s.ctx.env, s.branch
+    assert env.build.system == SETUPTOOLS and env.build_seconds[branch] > 0  # the baseline built it, in full
+    module = _extension(branch)
+    pairs = (branch / PAIRS).read_text().replace("counts = []", "counts: list[int] = []")
+    with env.scratch(s.base, {PAIRS: pairs}) as tree:
+        assert env.rebuild(tree) is None and env.build_seconds[tree] is None  # no build command ran
+        assert _extension(tree).read_bytes() == module.read_bytes()
+    with env.scratch(s.base, {"README.md": "# nearby\n"}) as tree:
+        inherited = os.stat(_extension(tree))
+        assert env.rebuild(tree) is None and env.build_seconds[tree] is not None  # the command ran...
+        assert os.stat(_extension(tree)).st_mtime_ns == inherited.st_mtime_ns  # ...and compiled nothing
+        assert os.stat(tree / "nearby/_core.c").st_mtime_ns == os.stat(branch / "nearby/_core.c").st_mtime_ns
+
+
+def test_a_round_rebuilds_each_candidate_and_judges_its_build(built):
+    """Four candidates at once: the typed loop in the .pyx (50x), a .pyx that does not compile, a Python-only edit of
+    a function the workload never runs, and -O3 in setup.py. Only the typed loop is timed; it is committed, and the
+    branch built with it."""
+    s, baseline = built
+    focus = s.focus(baseline)
+    judge = baseline.judge(s.ctx.settings, s.ctx.env, s.ctx.workload)
+    decided = Trial(s.ctx, baseline, judge, s.branch).run(1, focus, [], [])
+    typed, broken, python_only, setup = decided
+    assert [c.verdict.reason for c in decided] == ["accepted", "build failed", "not run by the workload",
+                                                    "edits a protected file"]
+    assert typed.verdict.speed.speedup > 10 and typed.files == [PYX] and typed.commit
+    assert typed.tests == ["tests/test_pairs.py"] and "tests/test_pairs.py::test_large_counts_do_not_overflow" in \
+        typed.verdict.tests_run
+    assert broken.verdict.detail.splitlines()[0] == "nearby/_core.pyx:7:4: Expected ')', found 'count'"
+    assert broken.verdict.speed is None and not broken.verdict.tests_run
+    # build seconds, apart from tests and timing: none for a Python-only change, nor for one never built
+    assert typed.build_s > 0 and broken.build_s > 0 and python_only.build_s is None and setup.build_s is None
+    assert typed.as_dict()["build_s"] == typed.build_s and "build_s" not in python_only.as_dict()
+    assert setup.verdict.detail == "setup.py is packaging"
+    assert any(n.startswith("  candidate 1: built in ") for n in s.notes())
+    assert any(n.startswith("  candidate 2: build failed in ") for n in s.notes())
+    assert "cdef double* v = values.data.as_doubles" in (s.branch / PYX).read_text()
+    assert s.ctx.env.build_seconds[s.branch] > 0  # the branch built the committed .pyx
