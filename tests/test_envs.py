@@ -2,13 +2,18 @@
 environment per (repository, commit, interpreter) whose build products reach every worktree of that commit, and a
 task whose repository does not build recorded as skipped with the build's first error."""
 import subprocess
+import sys
 
+import git as gitpython
+
+from perfagent.loop.environment import Environment
 from perfagent.reasons import SKIPPED
 from perfagent.runs.batch import BatchJob, solve
 from perfagent.runs.envs import Environments, first_error
 from perfagent.runs.pins import build_requires, era_pins
 from perfagent.runs.tasks import Task
-from conftest import git, make_repo
+from perfagent.sandbox.workspace import Workspaces
+from conftest import RLIMITS, git, make_repo
 
 WORKLOAD = "def setup():\n    pass\n\n\ndef workload():\n    return 1\n"
 SETUP_PY = """\
@@ -114,3 +119,24 @@ def test_the_first_error_of_a_build_log_is_the_cause_not_pips_summary():
     assert first_error("error: subprocess-exited-with-error\nRuntimeError: Missing `SVML` submodule!\n", "/wt") == \
         "RuntimeError: Missing `SVML` submodule!"
 
+
+
+def test_the_runs_branch_worktree_starts_as_the_users_checkout_is_built(tmp_path):
+    """The batch worktree (or a user's checkout) holds the build's products: the run's branch worktree takes the ones
+    git ignores, so its first rebuild builds nothing; an untracked file git does not ignore stays behind."""
+    source = make_repo(tmp_path / "src", {"setup.py": SETUP_PY, "cext/__init__.py": "", "cext/_core.c": CORE_C,
+                                          ".gitignore": "build/\n*.so\n"})
+    subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=source, check=True,
+                   capture_output=True)
+    (source / "notes.py").write_text("uncommitted = True\n")
+    env = Environment(sys.executable, RLIMITS.limits(timeout_s=120), Workspaces(gitpython.Repo(source), "adopt"))
+    try:
+        branch = env.workspaces.branch("perfagent/adopt", git(source, "rev-parse", "HEAD").strip())
+        env.adopt(branch)
+        assert [m.name for m in (branch / "cext").glob("_core*.so")] == [m.name for m in
+                                                                        (source / "cext").glob("_core*.so")]
+        assert not (branch / "notes.py").exists()
+        assert env.rebuild(branch) is None
+        assert env.build.command and env.build_seconds[branch] is None  # a build system, and nothing to build
+    finally:
+        env.workspaces.close()

@@ -59,6 +59,22 @@ class Environment:
         self.ready[worktree] = snapshot(worktree)
         return None
 
+    def adopt(self, worktree: Path) -> None:
+        """When the repository builds extensions, start the fresh `worktree` as the user's checkout is built: the
+        build products git ignores there, and its files' times (builds.inherit), so that the first rebuild builds only
+        what differs instead of everything. Files git does not ignore are not taken: uncommitted work is not the run's
+        code."""
+        self.build = self.build or detect(worktree, self.python, self.rebuild_cmd)
+        if self.build.command is None:
+            return
+        repo = self.workspaces.repo
+        listed = set(repo.git.ls_files("-z").split("\0"))
+        listed.update(repo.git.ls_files("-z", "--others", "--ignored", "--exclude-standard").split("\0"))
+        built = snapshot(Path(repo.working_tree_dir))
+        kept = {p: e for p, e in built.entries.items() if p in listed or stat.S_ISDIR(e[0])}
+        if inherit(Snapshot(built.root, kept), worktree):
+            self.ready[worktree] = snapshot(worktree)
+
     def written(self, worktree: Path) -> set[str]:
         """Paths created, changed or deleted in `worktree` since rebuild() last made it ready."""
         return self.ready[worktree].changes(snapshot(worktree))

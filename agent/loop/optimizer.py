@@ -92,6 +92,7 @@ class Optimizer:
     def _run(self, ctx: RunContext, base_commit: str) -> Summary:
         self._check_model(ctx)
         branch = ctx.env.workspaces.branch(self.branch, base_commit)
+        ctx.env.adopt(branch)
         ctx.notify.note(f"working on branch {self.branch} (run {self.run_id})")
         baseline = BaselinePhase(ctx.settings, ctx.env, self.cache, ctx.notify).run(
             branch, base_commit, self.workload, self.repo.git.ls_files().splitlines())

@@ -106,9 +106,10 @@ class Environments:
             identity["compiled"] = True
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
-    def python_for(self, task: Task, worktree: Path) -> str:
-        """The interpreter of the task's environment, building the environment when it does not exist yet; a
-        compiled repository's `worktree` gets the environment's build products."""
+    def python_for(self, task: Task, worktree: Path, others: tuple[Path, ...] = ()) -> str:
+        """The interpreter of the task's environment, building the environment in `worktree` when it does not exist
+        yet; for a compiled repository, `worktree` and `others` (more checkouts of the commit, unchanged yet) get the
+        environment's build products."""
         compiled = builds_extensions(worktree)
         folder = self.root / self.key(task, compiled)
         with file_lock(self.root / f".{folder.name}.lock"):
@@ -116,8 +117,8 @@ class Environments:
                 shutil.rmtree(folder, ignore_errors=True)  # a build that died half-way
                 setup = task.setup_cmd or (compiled_setup(worktree) if compiled else DEFAULT_SETUP)
                 self._build(folder, setup, worktree, compiled)
-        if compiled:
-            restore_products(folder / _PRODUCTS, worktree)
+        for tree in (worktree, *others) if compiled else ():
+            restore_products(folder / _PRODUCTS, tree)
         return str(folder / "bin" / "python")
 
     def _build(self, folder: Path, setup: str, worktree: Path, compiled: bool) -> None:

@@ -37,6 +37,7 @@ from perfagent.runs.envs import Environments
 from perfagent.runs.executors import task_events
 from perfagent.localize.testselect import is_test_file
 from perfagent.record import append_jsonl, read_jsonl, write_json
+from perfagent.repos.builds import detect
 from perfagent.repos.repositories import PATCH_FUZZ, Applied, RepoCache, apply_patch
 from perfagent.runs.outputs import EVALUATION, EVALUATION_REPORT, row_label, summarize
 from perfagent.runs.runner import Say, TaskCounts, TaskRun
@@ -137,10 +138,12 @@ def evaluate_task(task_record: dict, patch: str | None, job_record: dict) -> dic
         with ExitStack() as stack:
             notify.note(f"checking out {task.base_commit[:10]} for the base, the patch and the expert patch")
             base, model, expert = (stack.enter_context(cache.checkout(task.repo, task.base_commit)) for _ in range(3))
-            _apply(task, patch, (base, model, expert), row)
             notify.note("preparing the task's environment (built once per setup command) and compiling")
-            trees = _Trees(base, model, expert, Environments(job.env_cache).python_for(task, base),
-                           job.settings.limits(timeout_s=job.timeout_s), folder, patch, notify)
+            python = Environments(job.env_cache).python_for(task, base, (model, expert))  # built before any patch:
+            # a patched source must stay newer than the build products
+            _apply(task, patch, (base, model, expert), row)
+            trees = _Trees(base, model, expert, python, job.settings.limits(timeout_s=job.timeout_s), folder, patch,
+                           notify)
             _rebuild(task, trees, row)
             _test(task, trees, row)
             _time(task, job, trees, row)
@@ -167,9 +170,13 @@ def _apply(task: Task, patch: str | None, trees: tuple[Path, Path, Path], row: d
 
 def _rebuild(task: Task, trees: _Trees, row: dict) -> None:
     """The task's rebuild command in each tree that runs (a patch that does not build counts as not applied), then
-    its bytecode, which children do not write (sandbox/bytecode.py)."""
+    its bytecode, which children do not write (sandbox/bytecode.py). Without one, the build repos/builds.py detects
+    runs where a patch changed more than Python source (the environment's products are up to date elsewhere)."""
+    build = detect(trees.base, trees.python, task.rebuild_cmd)
+    patches = {trees.base: "", trees.expert: task.patch, trees.model: trees.patch or ""}
     for tree in [trees.base, trees.expert] + ([trees.model] if row["applied"] else []):
-        failed = task.rebuild_cmd and run_shell(task.rebuild_cmd, tree, trees.python, trees.limits)
+        needed = build.needed(None if task.rebuild_cmd else patched_files(patches[tree]))
+        failed = needed and run_shell(build.command, tree, trees.python, trees.limits)
         compile_stale(tree, trees.python, trees.limits)
         if failed and tree == trees.model:
             row["applied"], row["apply_error"] = False, f"rebuild failed: {failed}"
