@@ -343,9 +343,10 @@ def _profile_table(result) -> Table:
 
 
 def _profile(repo: Path, settings: Settings, raw: Path | None):
-    """The profile of the committed code. py-spy's raw stacks go with the temporary folder, unless `raw` keeps
-    them."""
-    from perfagent.localize.hotspots import ProfileOptions, profile_workload
+    """The profile of the committed code, its extensions built as optimize builds them. py-spy's raw stacks go with
+    the temporary folder, unless `raw` keeps them."""
+    from perfagent.localize.hotspots import ProfileError, ProfileOptions, profile_workload
+    from perfagent.loop.environment import Environment
     from perfagent.measure.workload import Workload
     from perfagent.sandbox.workspace import Workspaces, open_repo
 
@@ -354,6 +355,9 @@ def _profile(repo: Path, settings: Settings, raw: Path | None):
     ws = Workspaces(git_repo, "profile")
     try:
         worktree = ws.scratch(git_repo.head.commit.hexsha)
+        failed = Environment(settings.python, settings.limits(), ws, settings.rebuild_cmd).rebuild(worktree)
+        if failed:
+            raise ProfileError(f"the committed code does not build: {failed}")
         result = profile_workload(worktree, spec, python=settings.python, tmp=ws.tmpdir("profile"),
                                   limits=settings.limits(), options=ProfileOptions(seconds=settings.profile_seconds))
         if raw and result.raw_path:

@@ -1,5 +1,7 @@
 """Native-aware localization: a repository's Cython and C functions ranked by the time inside them (real Cython builds,
 real py-spy --native runs), and the sources their frames map to."""
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -325,3 +327,15 @@ def test_the_prompt_shows_the_cython_code(extension, native_profile):
     hot = native_profile.hotspots[0].lines[0][0]
     assert f"- line {hot} (" in user and CORE.splitlines()[hot - 1].strip() in user
     assert 'Top of pkg/_core.pyx:\n```cython\n"""The slow part, compiled."""' in user
+
+
+def test_perfagent_profile_builds_the_extensions_and_names_the_pyx_function(extension):
+    """The command profiles the committed code: a fresh worktree, whose extension (an untracked build product) is
+    built as optimize builds it before the workload runs (here unoptimized, CFLAGS=-O0: half the compile time)."""
+    done = subprocess.run([str(Path(sys.executable).with_name("perfagent")), "profile", str(extension), "-w",
+                           "bench.py", "--json", "--seconds", "1", "--set", "isolation=rlimits"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "CFLAGS": "-O0"})
+    assert done.returncode == 0, done.stderr
+    profile = json.loads(done.stdout)
+    assert profile["native"] and profile["hotspots"][0]["key"] == "pkg/_core.pyx:slow_loop"
+    assert 6 <= profile["hotspots"][0]["lines"][0][0] <= 7
