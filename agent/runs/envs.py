@@ -93,13 +93,14 @@ class Environments:
     def __init__(self, root: Path, timeout_s: float = 3600, interpreter: tuple[str, str] | None = None):
         self.root = Path(root).expanduser().resolve()
         self.timeout_s = timeout_s
-        self.interpreter = interpreter or (sys.executable, sys.version)  # what makes the venvs
+        self.interpreter = interpreter or (sys.prefix, sys.version)  # what makes the venvs (by its environment: a
+        # venv's python and python3 are one interpreter)
 
     def key(self, task: Task, compiled: bool = False) -> str:
         """The environment's identity: its setup and interpreter, and the repository and commit whenever the
         environment holds something of them (the default setup installs the repository; a compiled one its build)."""
         setup = task.setup_cmd or DEFAULT_SETUP
-        identity = {"setup": setup, "python": self.interpreter[1], "executable": self.interpreter[0]}
+        identity = {"setup": setup, "python": self.interpreter[1], "prefix": self.interpreter[0]}
         if compiled or not task.setup_cmd:
             identity.update(repo=task.repo, commit=task.base_commit)
         if compiled:
