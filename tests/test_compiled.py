@@ -5,17 +5,27 @@ and timed like Python edits: the typed loop is accepted, a .pyx that does not co
 error, a Python-only candidate runs no build at all and one that edits setup.py is not even built. Real Cython, gcc,
 git worktrees, pytest and sandboxed processes; only the model is scripted."""
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from perfagent.localize.hotspots import Profile
+from perfagent.localize.source import SourceIndex, touched_functions
+from perfagent.loop.candidate import CandidateRecord, Change
 from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_reason
+from perfagent.loop.minimal import Minimiser
 from perfagent.loop.trial import Trial
+from perfagent.loop.verdict import Verdict
+from perfagent.measure.stats import SpeedStats
+from perfagent.reasons import ACCEPTED
 from perfagent.repos import examples
 from perfagent.repos.builds import COMMAND, NONE, SETUPTOOLS, Build, detect, first_error
 from tests.conftest import git, make_repo, search_replace
 from tests.test_phases import stage
+
+pytestmark = pytest.mark.xdist_group("compiled")  # one worker builds the example once
 
 SOURCES = examples.SOURCES.parent / "task-sources" / "perfagent-examples__nearby-1"
 PYX, PAIRS = "nearby/_core.pyx", "nearby/pairs.py"
@@ -141,7 +151,7 @@ def test_a_scratch_worktree_starts_built_and_rebuilds_only_what_changed(built):
 def test_a_round_rebuilds_each_candidate_and_judges_its_build(built):
     """Four candidates at once: the typed loop in the .pyx (50x), a .pyx that does not compile, a Python-only edit of
     a function the workload never runs, and -O3 in setup.py. Only the typed loop is timed; it is committed, and the
-    branch built with it."""
+    branch takes its build."""
     s, baseline = built
     focus = s.focus(baseline)
     judge = baseline.judge(s.ctx.settings, s.ctx.env, s.ctx.workload)
@@ -160,5 +170,46 @@ def test_a_round_rebuilds_each_candidate_and_judges_its_build(built):
     assert setup.verdict.detail == "setup.py is packaging"
     assert any(n.startswith("  candidate 1: built in ") for n in s.notes())
     assert any(n.startswith("  candidate 2: build failed in ") for n in s.notes())
+    # the branch holds the committed .pyx and took its build from the candidate's worktree: it built nothing
     assert "cdef double* v = values.data.as_doubles" in (s.branch / PYX).read_text()
-    assert s.ctx.env.build_seconds[s.branch] > 0  # the branch built the committed .pyx
+    assert s.ctx.env.build_seconds[s.branch] is None
+    probe = subprocess.run([sys.executable, "-c", "from nearby import _core; _core.count_close_pairs([1.0], 1.0)"],
+                           cwd=s.branch, env={**os.environ, "PYTHONPATH": str(s.branch)}, capture_output=True,
+                           text=True)
+    assert "TypeError: Argument 'values' has incorrect type" in probe.stderr, probe.stderr  # the typed loop's
+
+
+def test_a_compiled_function_is_never_taken_for_one_the_workload_does_not_run(built):
+    """A profile without the function in it: a Python function is 'not run by the workload'; a Cython one may run
+    unnamed (a profile of Python frames never names it, a native one not once the compiler inlined it): timed."""
+    s, baseline = built
+    trial = Trial(s.ctx, baseline, baseline.judge(s.ctx.settings, s.ctx.env, s.ctx.workload), s.branch)
+    trial.sampled = Profile("py-spy", 100, 1.0, [])
+    index, pyx, pairs = SourceIndex(s.branch), (s.branch / PYX).read_text(), (s.branch / PAIRS).read_text()
+    compiled = touched_functions(index, {PYX: pyx}, {PYX: pyx.replace("count += 1", "count = count + 1")})
+    python = touched_functions(index, {PAIRS: pairs}, {PAIRS: pairs.replace("counts = []", "counts = list()")})
+    assert [span.key for span in compiled] == ["nearby/_core.pyx:count_close_pairs"]
+    assert trial._never_run(compiled) is None
+    assert trial._never_run(python).startswith("the workload never runs neighbour_counts")
+
+
+def test_minimal_patches_keep_a_compiled_file_whole_and_never_call_it_unexercised(built):
+    """The extension's function renamed (two hunks of the .pyx) and its Python caller following it: without either
+    file the tests fail. Coverage sees no line of the .pyx run, yet the .pyx is needed, not a rigged test: both
+    stay, the .pyx as one group."""
+    s, baseline = built
+    judge = baseline.judge(s.ctx.settings, s.ctx.env, s.ctx.workload)
+    pyx, pairs = (s.branch / PYX).read_text(), (s.branch / PAIRS).read_text()
+    before = {PYX: pyx, PAIRS: pairs}
+    after = {PYX: pyx.replace("compiled with Cython", "compiled with Cython (one loop)")
+             .replace("def count_close_pairs(", "def count_pairs_within("),
+             PAIRS: pairs.replace("_core.count_close_pairs(", "_core.count_pairs_within(")}
+    # the full candidate's figures matter only to a smaller version that passes its tests: none does here
+    accepted = Verdict(ACCEPTED, "40x faster", speed=SpeedStats(40.0, 20.0, 80.0, 0.95, 1e-4, 5, 5, 0.04, 0.001, 0.05,
+                                                               "faster"))
+    change, verdict = Minimiser(s.ctx, judge, baseline.reference).minimise(
+        CandidateRecord(1, "Rename the loop."), Change(before, after), accepted, ["tests/test_pairs.py"])
+    assert verdict is accepted and change.after == after
+    notes = [n for n in s.notes() if "minimal patch" in n]
+    assert notes[-2:] == ["  minimal patch: nearby/_core.pyx is needed (tests failed)",
+                          "  minimal patch: nearby.pairs:close_pairs is needed (tests failed)"]

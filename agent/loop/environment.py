@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from perfagent.repos.builds import Build, detect, first_error, inherit
+from perfagent.sandbox import gitsafe
 from perfagent.sandbox.bytecode import compile_stale, copy_caches
 from perfagent.sandbox.run import Limits, run_shell
 from perfagent.sandbox.tree import Snapshot, snapshot
@@ -74,6 +75,15 @@ class Environment:
         kept = {p: e for p, e in built.entries.items() if p in listed or stat.S_ISDIR(e[0])}
         if inherit(Snapshot(built.root, kept), worktree):
             self.ready[worktree] = snapshot(worktree)
+
+    def take_build(self, built: Path, worktree: Path) -> None:
+        """`worktree` (the branch, a candidate's change just written there), whose sources are now those of the
+        worktree `built` (the candidate's), takes its build products and times (builds.inherit over the files git
+        tracks there) instead of building them again; the next rebuild() then builds nothing, or what still differs."""
+        if built in self.ready and self.build is not None and self.build.command is not None:
+            tracked = set(gitsafe.git(worktree, "ls-files", "-z").split("\0")) - {""}
+            if inherit(self.ready[built], worktree, tracked):
+                self.ready[worktree] = snapshot(worktree)
 
     def written(self, worktree: Path) -> set[str]:
         """Paths created, changed or deleted in `worktree` since rebuild() last made it ready."""

@@ -288,7 +288,9 @@ class Trial:
         candidate.functions = [s.key for s in touched_functions(SourceIndex(self.branch), change.before, changed)]
         candidate.summary = titles.title(entry.prose, candidate.functions, sorted(changed))
         write_files(self.branch, changed)
-        self.ctx.env.rebuild(self.branch)  # it built in the scratch worktree
+        if entry.tree is not None and change.after == entry.change.after:  # what its worktree built: taken
+            self.ctx.env.take_build(entry.tree, self.branch)
+        self.ctx.env.rebuild(self.branch)
         message = commit_message(candidate, verdict, self.ctx.run_id)
         candidate.commit = commit_files(self.branch, sorted(changed), message)
 

@@ -6,8 +6,8 @@ is rebuilt only for what changed.
     Build.needed(changed)           -> whether changes to these paths need the command (a .py file runs as it is)
     first_error(output, worktree)   -> a failed build's first compiler or Cython error, its path relative to the
                                        worktree (the headline of the "build failed" verdict)
-    inherit(built, target)          -> a new worktree of the same code starts with a built one's products, with file
-                                       times that make the build tool rebuild only what changes there afterwards
+    inherit(built, target)          -> a worktree of the same code takes a built one's products, with file times
+                                       that make the build tool rebuild only what changes there afterwards
 
 The command runs in the worktree, in the sandbox (it may write only there), with the target's interpreter first on
 PATH. Systems:
@@ -103,31 +103,47 @@ def compiler_cache(python: str) -> str:
     return "".join(f"{name}={shlex.quote(value)} " for name, value in settings.items())
 
 
-def inherit(built: Snapshot, target: Path) -> bool:
-    """Give the fresh worktree `target` what `built` (a snapshot of another worktree, taken right after its build)
-    holds beyond the checkout: its build products, copied with their times, and its sources' times, so that the build
-    tool finds everything up to date until a file changes in `target`. Only files still as they were at the snapshot
-    are taken, never one the code wrote since; bytecode is left to sandbox/bytecode.py. True when every file of the
-    checkout is the same as in `built`: then `target` is built as far as `built` was."""
+def inherit(built: Snapshot, target: Path, sources: set[str] | None = None) -> bool:
+    """Give the worktree `target` what `built` (a snapshot of another worktree of the same code, taken right after its
+    build) holds beyond its sources: its build products, copied with their times over whatever `target` has at their
+    paths, and its sources' times, so that the build tool finds everything up to date until a file changes in
+    `target`. `sources`: the files git tracks in `target`; by default those of a fresh checkout, i.e. every file
+    there. Only files still as they were at the snapshot are taken, never one the code wrote since; bytecode is left to
+    sandbox/bytecode.py. True when every source is the same in both and every product was taken: then `target` is
+    built as far as `built` was."""
     checkout = snapshot(target)
-    same = all(path in built.entries for path in checkout.entries if path != ".git")
+    sources = {path for path in checkout.entries if path != ".git"} if sources is None else sources
+    same = all(path in built.entries for path in sources)
     for path, was in built.entries.items():
         parts = path.split("/")
-        if not stat.S_ISREG(was[0]) or parts[0] == ".git" or "__pycache__" in parts or not built.unchanged(path):
+        if not stat.S_ISREG(was[0]) or parts[0] == ".git" or "__pycache__" in parts:
             continue
         source, copy, there = built.root / path, target / path, checkout.entries.get(path)
-        if there is None:
-            if _real_folders(target, parts[:-1]):
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, copy)
-        elif stat.S_ISREG(there[0]) and there[2] == was[2] and copy.read_bytes() == source.read_bytes():
+        if not built.unchanged(path):
+            same = False  # written since the build: neither taken nor vouched for
+        elif path not in sources:
+            same = _replace(source, copy, there, target) and same
+        elif there is not None and stat.S_ISREG(there[0]) and there[2] == was[2] and \
+                copy.read_bytes() == source.read_bytes():
             os.utime(copy, ns=(was[3], was[3]))
         else:
             same = False
     return same
 
 
-def _real_folders(root: Path, parts: list[str]) -> bool:
+def _replace(source: Path, copy: Path, there: tuple | None, root: Path) -> bool:
+    """Copy the product `source` to `copy` (with its times), in place of the file or link there (never through a
+    link); False when a folder is in the way."""
+    if there is not None and stat.S_ISDIR(there[0]) or not _real_folders(root, copy.relative_to(root).parts[:-1]):
+        return False
+    if there is not None:
+        copy.unlink()
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, copy)
+    return True
+
+
+def _real_folders(root: Path, parts: tuple[str, ...]) -> bool:
     """Whether no folder on the way from `root` down `parts` is a link (which could lead out of the worktree)."""
     folder = root
     for part in parts:
