@@ -132,9 +132,7 @@ class NativeSources:
     def _in_checkout(self, filename: str) -> str | None:
         """The checkout's file (repository-relative, perhaps no longer there) that a frame's file name means, or None
         (another library's code)."""
-        path = Path(filename)
-        if not path.is_absolute():
-            path = self.index.root / path
+        path = Path(os.path.normpath(self.index.root / filename))  # relative names are the checkout's, `..` included
         file = self.index.relative(str(path))
         if file is None and source_suffix(filename) in CYTHON_SUFFIXES + C_SUFFIXES:  # a file of another checkout
             parts = path.parts
