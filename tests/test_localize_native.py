@@ -17,6 +17,7 @@ from perfagent.localize.hotspots import ProfileOptions, parse_frame, profile_wor
 from perfagent.localize.source import SourceIndex, touched_functions
 from perfagent.measure.workload import Workload
 from perfagent.model.prompting import Target, optimize_messages
+from perfagent.report import flamegraph
 from tests.conftest import RLIMITS, make_repo
 
 pytest.importorskip("Cython")
@@ -342,3 +343,13 @@ def test_perfagent_profile_builds_the_extensions_and_names_the_pyx_function(exte
     profile = json.loads(done.stdout)
     assert profile["native"] and profile["hotspots"][0]["key"] == "pkg/_core.pyx:slow_loop"
     assert 6 <= profile["hotspots"][0]["lines"][0][0] <= 7
+
+
+def test_the_flame_graph_shows_native_frames_without_a_line_zero(extension):
+    so = next((extension / "pkg").glob("_core.*.so"))
+    raw = _stacks(extension, f"slow_loop ({extension}/pkg/_core.pyx:4);_core_slow_loop ({extension}/pkg/_core.pyx:7)",
+                  f"Counter_count ({so})")
+    mapper = flamegraph.PathMapper(str(extension), ["pkg/_core.pyx", "pkg/api.py"])
+    svg = flamegraph.flame_svg(flamegraph.frame_tree(flamegraph.read_stacks(raw, mapper)))
+    assert '<g class="frame repository"><title>_core_slow_loop (pkg/_core.pyx:7)' in svg
+    assert f"<title>Counter_count (pkg/{so.name})\n" in svg  # no debug information: no line, not line 0

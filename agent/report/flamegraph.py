@@ -125,8 +125,8 @@ def flame_svg(root: Node, *, width: int = 1200, row: int = 18, min_share: float 
         w = width * node.count / root.count
         depth = max(depth, level)
         share = node.count / root.count
-        lines = ", ".join(str(n) for n, _ in node.lines.most_common(5))
-        where = f"{node.file}:{lines}" if node.file else ""
+        lines = ", ".join(str(n) for n, _ in node.lines.most_common(5) if n)  # 0: a native frame without debug info
+        where = f"{node.file}:{lines}" if node.file and lines else node.file
         tip = f"{node.name} ({where})" if where else node.name
         label = node.name if node.kind != "root" else f"all samples ({root.count})"
         fits = int((w - 6) / char)
