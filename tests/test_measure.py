@@ -199,6 +199,20 @@ def test_a_pooled_spread_decides_a_clear_gain_at_the_first_look():
     assert sum(n == 3 for n in alone) <= 30 and sum(n == 3 for n in pooled) >= 170
 
 
+
+def test_a_version_that_must_reach_another_interval_stops_once_it_cannot():
+    """Minimal patches keep a smaller version only when its interval reaches the full candidate's (loop/minimal.py).
+    A 1.25x version against a full 50x [40, 60], 15% noise per value: on the rule alone it takes 10 to 40 pairs to
+    be decided faster (the 1.25x needs them); with `below` at 40 it is "not faster" at the first look, 3 pairs, on
+    every seed; a version as fast as the full one never stops there."""
+    rule = DEFAULTS.sampling()
+    alone = [compare_speed(*_pairs(1.25, 0.15, seed), rule, ladder=(1,)) for seed in range(50)]
+    below = [compare_speed(*_pairs(1.25, 0.15, seed), replace(rule, below=40.0), ladder=(1,)) for seed in range(50)]
+    assert all(len(b) >= 5 for _, b, _ in alone) and sum(s.decision == FASTER for s, _, _ in alone) >= 40
+    assert all(s.decision == NOT_FASTER and len(b) == 3 for s, b, _ in below)
+    same = [compare_speed(*_pairs(50.0, 0.15, seed), replace(rule, below=40.0), ladder=(1,))[0] for seed in range(50)]
+    assert sum(s.decision == FASTER for s in same) >= 45
+
 def test_sequential_level_spends_alpha_over_the_looks():
     """The nominal level per look lies between Bonferroni's alpha / looks and alpha, and shrinks with more looks."""
     one, two, eight = (sequential_level(looks, 0.01) for looks in [(5,), (5, 10), tuple(range(5, 45, 5))])

@@ -50,7 +50,7 @@ class Minimiser:
                 continue
             rest = deletions + others
             after = with_hunks(change.before, rest, sorted(change.after))
-            smaller = self._judge(change.before, after, tests, targets)
+            smaller = self._judge(change.before, after, tests, targets, self.judge.gain(verdict)[1])
             if smaller.accepted and self.judge.gain(smaller)[2] >= self.judge.gain(verdict)[1]:  # intervals overlap
                 kept.remove(group)
                 dropped.append({"group": group.key, "why": f"not needed: every check passes without it, "
@@ -66,7 +66,8 @@ class Minimiser:
                         f"the tests fail without {group.key} ({smaller.detail.splitlines()[0]}), yet no test runs a "
                         f"line of {group.hunks[0].path}: it changes their outcome by other means than the code they "
                         f"test"), verdict.tests_run, smaller.tests_failed)
-            self.ctx.notify.note(f"  minimal patch: {group.key} is needed ({smaller.reason})")
+            without = f"without it {_interval(self.judge.gain(smaller))}" if smaller.speed else smaller.reason
+            self.ctx.notify.note(f"  minimal patch: {group.key} is needed ({without})")
         if dropped:
             candidate.full_diff, candidate.dropped = candidate.diff, dropped
             candidate.diff = unified_diff(change.before, change.after)
@@ -111,12 +112,15 @@ class Minimiser:
             return {path for path, lines in coverage_by_line(coverage_file, tree.resolve()).items() if lines}
 
     def _judge(self, before: dict[str, str], after: dict[str, str], tests: list[str],
-               targets: tuple[str, ...]) -> Verdict:
-        """Every check on a smaller version, in a scratch worktree at the branch head."""
+               targets: tuple[str, ...], full_low: float) -> Verdict:
+        """Every check on a smaller version, in a scratch worktree at the branch head. Its timing stops as soon as
+        its interval ends under `full_low`, the full candidate's lower bound, which it must reach to replace it."""
         static = self.judge.static_checks(before, after)
         if static is not None:
             return static
+        judge = self.judge if self.judge.objective == "memory" else \
+            replace(self.judge, sampling=replace(self.judge.sampling, below=full_low))
         with self.ctx.env.scratch(head(self.reference.worktree), after) as tree:
             failed = self.ctx.env.rebuild(tree)
             return Verdict(BUILD_FAILED, failed) if failed else \
-                self.judge.judge(tree, self.reference, tests, targets=targets)
+                judge.judge(tree, self.reference, tests, targets=targets)

@@ -26,7 +26,7 @@ Otherwise more samples are taken, up to a cap, and a still-open question is repo
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -198,6 +198,8 @@ class Sampling:
     noise_floor: float = 0.0  # sequential rule: the least spread of log speedups to assume (the baseline's A/A pairs)
     pool: tuple[float, ...] = ()  # sequential rule: log speedups of values of this length from another comparison
     # of the same work, whose variance is pooled in (sequential_stats): the speed checks on variants of the input
+    below: float = 0.0  # a look whose interval ends under this speedup decides "not faster" at once: a version
+    # that must reach another's interval to count (loop/minimal.py) need not be timed until it is faster than the base
 
     @property
     def looks(self) -> tuple[int, ...]:
@@ -217,9 +219,11 @@ class Sampling:
     def decide(self, base, cand, stage: Stage) -> SpeedStats:
         if self.test == "sequential":
             level = sequential_level(stage.looks, stage.alpha, max(len(self.pool) - 1, 0))
-            return sequential_stats(base, cand, level=level, min_effect=self.min_effect, noise_floor=self.noise_floor,
-                                    pool=self.pool)
-        return speed_stats(base, cand, alpha=self.alpha, min_effect=self.min_effect, test=self.test)
+            decided = sequential_stats(base, cand, level=level, min_effect=self.min_effect,
+                                       noise_floor=self.noise_floor, pool=self.pool)
+        else:
+            decided = speed_stats(base, cand, alpha=self.alpha, min_effect=self.min_effect, test=self.test)
+        return replace(decided, decision=NOT_FASTER) if decided.ci_high < self.below else decided
 
 
 def compare_speed(sample_base: Callable[[int], Timing | float], sample_cand: Callable[[int], Timing | float],
