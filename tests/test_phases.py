@@ -121,6 +121,13 @@ def _change(text: str, *replacements: tuple[str, str]) -> str:
     return text
 
 
+def test_this_module_runs_on_one_worker(request):
+    """The module's baseline is measured once only when --dist loadgroup keeps its tests together (pytest 9.2 with
+    pytest-xdist 3.8 silently did not: every grouped module's whole run ran on both workers)."""
+    if request.config.getvalue("loadgroup"):
+        assert request.node.nodeid.endswith("@phases"), request.node.nodeid
+
+
 # -- the baseline ------------------------------------------------------------------------------------------------------
 def test_the_baseline_measures_the_unmodified_code_and_a_second_run_takes_it_from_the_cache(first, run):
     baseline, measured = first
