@@ -14,6 +14,7 @@ import pytest
 from perfagent.localize.hotspots import Profile
 from perfagent.localize.source import SourceIndex, touched_functions
 from perfagent.loop.candidate import CandidateRecord, Change
+from perfagent.loop.environment import Environment
 from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_reason
 from perfagent.loop.minimal import Minimiser
 from perfagent.loop.trial import Trial
@@ -21,8 +22,9 @@ from perfagent.loop.verdict import Verdict
 from perfagent.measure.stats import SpeedStats
 from perfagent.reasons import ACCEPTED
 from perfagent.repos import examples
-from perfagent.repos.builds import COMMAND, NONE, SETUPTOOLS, Build, detect, first_error
-from tests.conftest import git, make_repo, search_replace
+from perfagent.repos.builds import COMMAND, MESON, NONE, SETUPTOOLS, Build, detect, first_error
+from perfagent.sandbox.workspace import Workspaces, head, open_repo
+from tests.conftest import RLIMITS, git, make_repo, search_replace
 from tests.test_phases import stage
 
 pytestmark = pytest.mark.xdist_group("compiled")  # one worker builds the example once
@@ -78,6 +80,49 @@ def test_the_build_is_detected_from_what_the_repository_declares(nearby, tmp_pat
     assert not build.needed([PAIRS, "nearby/__pycache__/pairs.cpython-311.pyc"])
     assert build.needed([PYX]) and build.needed(["nearby/_core.pxd"]) and build.needed(None)
     assert not Build(NONE, None).needed([PYX])
+
+
+def test_a_meson_python_repository_runs_but_its_compiled_sources_are_not_built_without_rebuild_cmd(tmp_path):
+    """meson-python's build folder names its source folder by absolute path, so no worktree's build serves another:
+    the unmodified code runs as its environment built it, a Python edit needs nothing, and an edit to a C source is
+    refused, never judged on the old binary."""
+    repo = make_repo(tmp_path / "mesonic", {
+        "pyproject.toml": '[build-system]\nrequires = ["meson-python"]\nbuild-backend = "mesonpy"\n',
+        "meson.build": "project('mesonic', 'c')\n", "mesonic/__init__.py": "", "mesonic/_fast.c": "int f(void);\n"})
+    workspaces = Workspaces(open_repo(repo), "meson")
+    env = Environment(sys.executable, RLIMITS.limits(timeout_s=60), workspaces)
+    try:
+        branch = workspaces.branch("perfagent/meson", "HEAD")
+        assert env.rebuild(branch) is None and env.build == Build(MESON, None)
+        with env.scratch(head(branch), {"mesonic/__init__.py": "X = 1\n"}) as tree:
+            assert env.rebuild(tree) is None
+        with env.scratch(head(branch), {"mesonic/_fast.c": "int f(void) { return 2; }\n"}) as tree:
+            assert env.rebuild(tree) == ("mesonic/_fast.c: perfagent cannot build this repository's extensions in a "
+                                         "worktree (meson-python): give rebuild-cmd")
+    finally:
+        workspaces.close()
+
+
+def test_a_branch_from_a_checkout_never_built_is_built_before_anything_runs(tmp_path):
+    """The run's branch worktree takes the user's build products (Environment.adopt): a checkout that has none was
+    never built, so nothing is vouched for and the first rebuild builds."""
+    module = ('#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, NULL};\n'
+              "PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&m); }\n")
+    repo = make_repo(tmp_path / "tiny", {
+        "setup.py": "from setuptools import Extension, setup\n"
+                    "setup(ext_modules=[Extension('tiny._c', ['tiny/_c.c'])])\n",
+        "tiny/__init__.py": "", "tiny/_c.c": module, ".gitignore": "build/\n*.so\n__pycache__/\n"})
+    (repo / "tiny" / "__pycache__").mkdir()
+    (repo / "tiny" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"")  # ignored, and no build product
+    workspaces = Workspaces(open_repo(repo), "tiny")
+    env = Environment(sys.executable, RLIMITS.limits(timeout_s=120), workspaces)
+    try:
+        branch = workspaces.branch("perfagent/tiny", "HEAD")
+        env.adopt(branch)
+        assert env.rebuild(branch) is None and env.build_seconds[branch] is not None
+        assert list((branch / "tiny").glob("_c.*.so"))
+    finally:
+        workspaces.close()
 
 
 def test_a_build_uses_the_environments_compiler_cache_read_only(tmp_path):
@@ -158,7 +203,7 @@ def test_a_round_rebuilds_each_candidate_and_judges_its_build(built):
     decided = Trial(s.ctx, baseline, judge, s.branch).run(1, focus, [], [])
     typed, broken, python_only, setup = decided
     assert [c.verdict.reason for c in decided] == ["accepted", "build failed", "not run by the workload",
-                                                    "edits a protected file"]
+                                                    "edits a protected file"], [c.verdict.detail for c in decided]
     assert typed.verdict.speed.speedup > 10 and typed.files == [PYX] and typed.commit
     assert typed.tests == ["tests/test_pairs.py"] and "tests/test_pairs.py::test_large_counts_do_not_overflow" in \
         typed.verdict.tests_run
@@ -170,6 +215,8 @@ def test_a_round_rebuilds_each_candidate_and_judges_its_build(built):
     assert setup.verdict.detail == "setup.py is packaging"
     assert any(n.startswith("  candidate 1: built in ") for n in s.notes())
     assert any(n.startswith("  candidate 2: build failed in ") for n in s.notes())
+    assert "  calls to nearby/_core.pyx:count_close_pairs are not recorded (compiled code): its Python callers' " \
+        "calls and the workload's result check it" in s.notes()  # the call recorder traces Python frames only
     # the branch holds the committed .pyx and took its build from the candidate's worktree: it built nothing
     assert "cdef double* v = values.data.as_doubles" in (s.branch / PYX).read_text()
     assert s.ctx.env.build_seconds[s.branch] is None

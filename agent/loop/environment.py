@@ -7,11 +7,13 @@ from __future__ import annotations
 import stat
 import time
 from contextlib import contextmanager
+from importlib.machinery import EXTENSION_SUFFIXES
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from perfagent.repos.builds import Build, detect, first_error, inherit
+from perfagent.localize import compiled
+from perfagent.repos.builds import MESON, Build, detect, first_error, inherit
 from perfagent.sandbox import gitsafe
 from perfagent.sandbox.bytecode import compile_stale, copy_caches
 from perfagent.sandbox.run import Limits, run_shell
@@ -48,6 +50,10 @@ class Environment:
         self.build = self.build or detect(worktree, self.python, self.rebuild_cmd)
         changed = self._changed_files(worktree)
         self.build_seconds[worktree] = None
+        unbuilt = sorted(path for path in changed or () if path.endswith(compiled.SUFFIXES))
+        if self.build.system == MESON and unbuilt:
+            return (f"{unbuilt[0]}: perfagent cannot build this repository's extensions in a worktree "
+                    f"({self.build.system}): give rebuild-cmd")
         if self.build.needed(changed):
             start = time.perf_counter()
             failed = run_shell(self.build.command, worktree, self.python, self.limits,
@@ -70,10 +76,13 @@ class Environment:
             return
         repo = self.workspaces.repo
         listed = set(repo.git.ls_files("-z").split("\0"))
-        listed.update(repo.git.ls_files("-z", "--others", "--ignored", "--exclude-standard").split("\0"))
+        ignored = set(repo.git.ls_files("-z", "--others", "--ignored", "--exclude-standard").split("\0"))
+        listed.update(ignored)
         built = snapshot(Path(repo.working_tree_dir))
         kept = {p: e for p, e in built.entries.items() if p in listed or stat.S_ISDIR(e[0])}
-        if inherit(Snapshot(built.root, kept), worktree):
+        # a checkout without extension modules was never built (its bytecode and caches are no build): built here
+        modules = any(path.endswith(tuple(EXTENSION_SUFFIXES)) for path in ignored)
+        if inherit(Snapshot(built.root, kept), worktree) and modules:
             self.ready[worktree] = snapshot(worktree)
 
     def take_build(self, built: Path, worktree: Path) -> None:

@@ -14,8 +14,11 @@ PATH. Systems:
 - setuptools (a setup.py that declares extensions: ext_modules, Extension, cythonize): `python setup.py build_ext
   --inplace`, which regenerates a Cython file's C only when the .pyx is newer than it and recompiles an extension
   only when one of its sources is newer than the built module;
-- meson-python and other backends: no command is guessed (their builds live in a folder that names its source
-  folder by absolute path, so one built for a worktree does not serve another): give rebuild-cmd.
+- meson-python (pyproject.toml's build-backend "mesonpy"): recognised, but no command is run (its build lives in a
+  folder that names its source folder by absolute path, so one built for a worktree serves no other, and its
+  editable install imports from that folder whatever the path says): a change to compiled sources cannot be built
+  in a worktree, and the loop rejects it as such unless rebuild-cmd is given;
+- other backends (CMake, a plain Makefile): nothing is guessed: give rebuild-cmd.
 A compiler cache: when the interpreter's folder holds a `ccache` executable and its environment (the folder above)
 a `ccache/` cache folder, the command compiles through it, reading the cache only (the sandbox lets a rebuild
 write in its worktree alone); batch environments warm that folder when they build a task's repository.
@@ -33,7 +36,12 @@ from typing import Iterable
 
 from perfagent.sandbox.tree import Snapshot, snapshot
 
-SETUPTOOLS, COMMAND, NONE = "setuptools", "rebuild-cmd", "none"
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+SETUPTOOLS, MESON, COMMAND, NONE = "setuptools", "meson-python", "rebuild-cmd", "none"
 SETUPTOOLS_COMMAND = "python setup.py build_ext --inplace"
 # a setup.py that builds compiled code names one of these
 _DECLARES_EXTENSIONS = re.compile(r"\b(ext_modules|Extension|cythonize)\b")
@@ -47,8 +55,9 @@ _CYTHON = (".pyx", ".pxd", ".pxi")
 
 @dataclass(frozen=True)
 class Build:
-    """How a repository's extensions are built: `system` (SETUPTOOLS, COMMAND for an explicit rebuild-cmd, NONE) and
-    the shell command that builds them in a worktree, None when there is nothing to build."""
+    """How a repository's extensions are built: `system` (SETUPTOOLS, MESON, COMMAND for an explicit rebuild-cmd,
+    NONE) and the shell command that builds them in a worktree, None when there is nothing to build (NONE) or no
+    command perfagent can run (MESON)."""
     system: str
     command: str | None
 
@@ -75,7 +84,15 @@ def detect(repo: Path, python: str, explicit: str | None = None) -> Build:
         declares = False
     if declares:
         return Build(SETUPTOOLS, compiler_cache(python) + SETUPTOOLS_COMMAND)
-    return Build(NONE, None)
+    return Build(MESON if _backend(Path(repo)) == "mesonpy" else NONE, None)
+
+
+def _backend(repo: Path) -> str | None:
+    """The build backend pyproject.toml names, if any."""
+    try:
+        return tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["build-backend"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        return None
 
 
 def first_error(output: str, worktree: Path) -> str | None:
