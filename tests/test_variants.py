@@ -262,6 +262,13 @@ def test_literals_in_nested_calls_are_found_and_described_in_their_call():
         "    m = Matrix(rows(10**3 + 10), cols=f(g(252), h=[3, 3030]), seed=Random(6))"
 
 
+def test_a_literal_assigned_to_an_item_or_attribute_is_described_by_its_target():
+    """astropy__astropy-16096's setup() assigns literals to array items; describing them crashed its batch task."""
+    made = make_variants("def setup():\n    global data\n    data = [0.0] * 4\n    data[0] = 1.5\n    data[1] = 250\n"
+                         "\n\ndef workload():\n    return sum(data)\n")
+    assert "data[1] = 250 -> 252" in made.variants[-1].describe()
+
+
 @pytest.mark.parametrize("setup", [
     "def setup():\n    global data\n    data = make()\n",
     'def setup():\n    """Docstring 123."""\n    global data\n    data = [0, 1, -1, True, None, x[\'k\']]\n',

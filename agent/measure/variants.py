@@ -313,7 +313,7 @@ def _describe(site: Site, before: str, after: str, source: str) -> str:
     """A change in its context: "N_PAIRS = 1000 -> 1010", "random.seed(42) -> 43", "j % 3: 3 -> 4"."""
     parent, before, after = site.parent, _one_line(before), _one_line(after)
     if isinstance(parent, (ast.Assign, ast.AnnAssign)) and site.field == "value":
-        return f"{' = '.join(t.id for t in _targets(parent))} = {before} -> {after}"
+        return f"{' = '.join(ast.unparse(t) for t in _targets(parent))} = {before} -> {after}"  # x, a[0], o.k
     if isinstance(parent, ast.keyword):
         return f"{parent.arg}={before} -> {after}"
     if isinstance(parent, ast.arguments):  # a default: of the last positional arguments, or of a keyword-only one
