@@ -195,7 +195,7 @@ def _summary_table(summary: Summary) -> Table:
     for c in summary.candidates:
         speed = c.verdict.speed if c.verdict else None
         table.add_row(str(c.n), f"[{'green' if c.kept else 'red'}]{c.outcome}[/]", formats.interval(speed),
-                      f"{speed.p_value:.0e}" if speed else "", c.summary)
+                      formats.p_value(speed.p_value if speed else None, prefix=False), c.summary)
     return table
 
 

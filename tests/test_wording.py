@@ -135,6 +135,9 @@ def test_commit_messages_name_what_the_commit_holds(small_repo, tmp_path):
     assert "- **Functions changed:** `mylib.core:unique_sorted`\n" in text
     for report in (text, (out / "report.html").read_text()):  # both diffs, and what was taken back
         assert "word for word" in report and "minimal patches took back" in report
+    [row] = [line for line in done.stdout.splitlines() if line.startswith("│")]
+    quoted = formats.p_value(candidate["verdict"]["speed"]["p_value"], prefix=False)
+    assert f"│ {quoted} │" in row and "e-0" not in row, row  # p as the narration quotes it (the table read 9e-04)
     narration = [line for line in done.stdout.splitlines() if not line.startswith(("│", "┃", "┏", "┡", "└"))]
     assert not [line for line in narration if "(s)" in line], narration
     assert any(line.startswith("baseline: one workload() call took ") for line in narration), narration
