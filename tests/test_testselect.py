@@ -208,6 +208,21 @@ def test_a_namesake_in_a_sibling_package_is_no_evidence(tmp_path):
     assert ranked["tests/test_levels.py"] == "named after the module"  # a top-level tests/ folder mirrors the package
 
 
+def test_a_packages_core_module_is_tested_under_the_packages_name(tmp_path):
+    """astropy__astropy-16222: coordinates/angles/core.py's tests are coordinates/tests/test_angles.py, a large file
+    that only mentions Angle; smaller files that mention it too came first, and the covering file was not run."""
+    big = "from pkg.sub import Angle\n\n" + "".join(f"def test_{i}():\n    assert Angle\n\n" for i in range(2000))
+    repo = make_repo(tmp_path / "r", {"pkg/__init__.py": "", "pkg/sub/__init__.py": "from .angles.core import Angle\n",
+                                      "pkg/sub/angles/__init__.py": "",
+                                      "pkg/sub/angles/core.py": "class Angle:\n    def wrap(self):\n        return 1\n",
+                                      "pkg/sub/tests/test_angles.py": big,
+                                      **{f"pkg/sub/tests/test_small{i}.py": "from pkg.sub import Angle\n\n"
+                                         "def test_it():\n    assert Angle\n" for i in range(3)}})
+    wrap = FunctionSpan("pkg/sub/angles/core.py", "Angle.wrap", 2, 3)
+    ranked = StaticIndex(repo, git(repo, "ls-files").splitlines()).candidates(wrap, limit=3)
+    assert ranked[0] == ("pkg/sub/tests/test_angles.py", "named after the module, mentions Angle")
+
+
 def test_the_reference_stays_as_it_was_when_a_candidate_selects_more_tests(tmp_path):
     """The reference a candidate is judged against is a frozen value: test files that a later candidate's edit
     selects (and runs at baseline) make a new Reference, and the one already given out keeps what it held."""

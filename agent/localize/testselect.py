@@ -3,7 +3,8 @@
 A small suite (at most `whole-suite-files` test files) runs whole under coverage, once, within `timeout-s`. In a larger
 one, or a small one too slow for that, nothing runs up front. For each function in question, the test files likely
 to reach it are found from their text, ranked by evidence:
-    named after the function's module (test_<module>.py)     8  (in the module's folder, or outside its package)
+    named after the function's module (test_<module>.py)     8  (in the module's folder, or outside its package;
+                                                                for core.py or __init__.py, test_<package>.py too)
     imports the module                                       4
     mentions the function's name (or its class's)            2
     in the tests/ folder of the module's own package         1
@@ -23,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from perfagent import formats
 from perfagent.events import Note, Observer, Progress
 from perfagent.repos.cache import BaselineCache, interpreter
+from perfagent.localize import compiled
 from perfagent.localize.source import MODULE_LEVEL, FunctionSpan, SourceIndex
 from perfagent.sandbox.behaviour import Event, from_records
 from perfagent.sandbox.run import Limits
@@ -113,6 +115,14 @@ def _own_or_outside(test_file: str, source: str) -> bool:
     return test_dir.is_relative_to(source_dir) or test_dir.parts[:1] != source_dir.parts[:1]
 
 
+def _after_package(test_file: str, source: str) -> bool:
+    """A package's core or __init__ module is tested under the package's name, beside it: astropy's
+    coordinates/tests/test_angles.py for coordinates/angles/core.py."""
+    test, module = PurePosixPath(test_file), PurePosixPath(source)
+    return module.stem in ("core", "__init__") and test.name == f"test_{module.parent.name}.py" and \
+        test.parent.is_relative_to(module.parent.parent)
+
+
 def _records(*runs: SuiteRun) -> list[dict]:
     """The runs' behaviour, as the cache keeps it."""
     return [e.as_dict() for e in set().union(*(r.process.behaviour for r in runs))]
@@ -144,7 +154,7 @@ class StaticIndex:
         stem = module.rsplit(".", 1)[-1]
         found = []
         if PurePosixPath(test_file).name in (f"test_{stem}.py", f"{stem}_test.py") and \
-                _own_or_outside(test_file, span.file):
+                _own_or_outside(test_file, span.file) or _after_package(test_file, span.file):
             found.append("named after the module")
         t = self._file(test_file)
         if module in t.imports or any(i.startswith(module + ".") for i in t.imports):
@@ -243,9 +253,11 @@ class TestPlan:
         """The tests that guard `spans` (running new candidates under coverage first when needed)."""
         if self.settings.explicit:
             return Selection(list(self.settings.explicit), [])
-        spans = [s for s in spans if s.file.endswith(".py")]  # data and docs files have no tests to reach them
+        # data and docs files have no tests to reach them; compiled code no coverage to say which (_reaching)
+        spans = [s for s in spans if s.file.endswith(".py") or compiled.suffix(s.file) in compiled.SUFFIXES]
         if self._static is not None:
-            self._select(worktree, commit, [s for s in spans if s.key not in self._considered])
+            self._select(worktree, commit, [s for s in spans if s.file.endswith(".py") and
+                                            s.key not in self._considered])
         chosen: dict[str, int] = {}
         unguarded = []
         for span in spans:
@@ -258,11 +270,21 @@ class TestPlan:
 
     def _reaching(self, span: FunctionSpan) -> set[str]:
         """The tests that run a function; for module-level code (run at import, before any test starts), the tests
-        that run any function of its module."""
+        that run any function of its module; for compiled code (Cython, C), which coverage does not see, the tests
+        that run the Python code of its folder, or of the nearest folder above it that has some."""
+        if not span.file.endswith(".py"):
+            for folder in PurePosixPath(span.file).parents:
+                package = "" if folder.name == "" else folder.as_posix().replace("/", ".") + "."
+                found = self._prefixed(package)
+                if found or not package:
+                    return found
         if span.qualname != MODULE_LEVEL:
             return self.reached.get(span.key, set())
-        module = span.key.split(":", 1)[0] + ":"
-        return set().union(*(nodeids for key, nodeids in self.reached.items() if key.startswith(module)))
+        return self._prefixed(span.key.split(":", 1)[0] + ":")
+
+    def _prefixed(self, prefix: str) -> set[str]:
+        """The tests that run any function whose key starts with `prefix`."""
+        return set().union(*(nodeids for key, nodeids in self.reached.items() if key.startswith(prefix)))
 
     def for_candidate(self, worktree: Path, commit: str, touched: list[FunctionSpan],
                       focus: Selection) -> Selection:
