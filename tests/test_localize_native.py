@@ -199,6 +199,7 @@ def test_native_frames_map_to_their_sources(extension, tmp_path):
         f"_core_slow_loop ({other}/pkg/_core.pyx:7)",
         f"_core_slow_loop ({extension}/pkg/_core.pyx:7);__Pyx_PyLong_RemainderObjC ({extension}/pkg/_core.pyx:1)",
         f"Counter_count ({so})",  # no debug info: by name, in the module's own .pyx
+        f"__pyx_gb_3pkg_5_core_7Counter_2generator ({extension}/pkg/_core.pyx:17)",  # generated, but the code's own
         f"0x7f0d0d7bf130 ({so})",  # not even a symbol: its caller's
         f"__Pyx__PyNumber_Add_object_object ({extension}/cython_utility:1387)",  # Cython's helper
         "PyNumber_Add (/usr/lib/libpython3.11.so.1.0)",
@@ -206,7 +207,7 @@ def test_native_frames_map_to_their_sources(extension, tmp_path):
     )) == {
         "pkg/_core.pyx:slow_loop": (5, [7, 6]),
         "pkg.api:run": (3, [5]),
-        "pkg/_core.pyx:Counter.count": (1, []),
+        "pkg/_core.pyx:Counter.count": (2, [17]),
     }
 
 
