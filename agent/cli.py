@@ -332,7 +332,7 @@ def demo(  # one parameter per command-line option (typer)
 
 # -- profile ------------------------------------------------------------------------------------------------------
 def _profile_table(result) -> Table:
-    table = Table(title=f"{result.profiler}: {result.samples} samples")
+    table = Table(title=f"{result.profiler}{' with native frames' if result.native else ''}: {result.samples} samples")
     for column in ("rank", "function", "file:lines", "score", "self", "cumulative", "calls", "hottest lines"):
         table.add_column(column)
     for i, h in enumerate(result.hotspots, 1):

@@ -10,7 +10,8 @@ to the functions they edit at the base commit (perfagent.localize.source.edited_
 - rank of each edited function in perfagent's ranking (None: not among the ranked functions);
 - hit@k: any edited function is in the top k; recall@k: the share of edited functions in the top k;
 - file hit@k / file recall@k: the same for the edited files among the files of the top k functions.
-Counted: Python files of the repository other than tests. A task whose patch edits no function (only imports,
+Counted: Python, Cython and C/C++ files of the repository other than tests (a compiled function is ranked when the
+profile has native frames, see perfagent.localize.native). A task whose patch edits no function (only imports,
 constants, class attributes, or new functions) has no function targets: it counts for the file metrics only.
 
 Whether a workload exercises the change at all is measured, not guessed: `--expert-speedups` takes an
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 
-from perfagent.localize import hotspots as localize
+from perfagent.localize import compiled, hotspots as localize
 from perfagent.runs.envs import Environments
 from perfagent.config import Settings
 from perfagent.localize.hotspots import is_repository_code, ProfileOptions, profile_workload
@@ -80,8 +81,8 @@ def localize_task(task, cache: RepoCache, python_for, seconds: float, limits: Li
         script.write_text(task.workload, encoding="utf-8")
         workload = Workload.parse(str(script), worktree)
         index = SourceIndex(worktree)
-        edited = [s for s in edited_spans(index, task.patch)
-                  if s.file.endswith(".py") and is_repository_code(s.file, workload)]
+        edited = [s for s in edited_spans(index, task.patch) if is_repository_code(s.file, workload)
+                  and (s.file.endswith(".py") or compiled.suffix(s.file) in compiled.SUFFIXES)]
         targets = [s.key for s in edited if s.qualname != MODULE_LEVEL]
         files = list(dict.fromkeys(s.file for s in edited))
         profile = profile_workload(worktree, workload, python=python, tmp=tmp, limits=limits,
