@@ -126,8 +126,9 @@ def test_without_native_frames_the_python_caller_ranks_first(extension, tmp_path
 
 
 def test_py_spy_without_native_support_falls_back_and_says_so(extension, tmp_path, monkeypatch):
-    """py-spy builds without native unwinding (its macOS builds) refuse --native with this message and status 1: the
-    profile is taken again without it, the Python caller ranks first, and the note says why."""
+    """py-spy built without native unwinding (on platforms other than x86-64 and ARM Linux or Windows, as its build.rs
+    decides) refuses --native with this message and status 1: here a script in its place does what such a build
+    does. The profile is taken again without it, the Python caller ranks first, and the note says why."""
     real = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     refusal = "Collecting stack traces from native extensions (`--native`) is not supported on your platform."
     stub = tmp_path / "bin" / "py-spy"
