@@ -271,8 +271,9 @@ def run_shell(command: str, worktree: Path, python: str, limits: Limits,
     interpreter first on PATH; None when it succeeds, else what went wrong: `headline` of its whole output (such as
     a build's first error, which a long output's tail has lost), when it finds one, then how it ended and its tail."""
     path = f"{Path(python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    # named, the interpreter's environment stays visible where the sandbox hides its folder (a venv under /tmp)
     result = run(["/bin/sh", "-c", command], cwd=worktree, env=child_env({"PYTHONPATH": str(worktree), "PATH": path}),
-                 limits=limits, writable=[worktree])
+                 limits=limits, writable=[worktree], readable=[Path(python).parent.parent])
     if result.ok:
         return None
     said, first = f"`{command}` {result.failure()}:\n{result.tail()}", headline(f"{result.stdout}\n{result.stderr}")

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.xdist_group("compiled")  # one worker builds the exampl
 SOURCES = examples.SOURCES.parent / "task-sources" / "perfagent-examples__nearby-1"
 PYX, PAIRS = "nearby/_core.pyx", "nearby/pairs.py"
 EXTENSION = f"nearby/_core.cpython-{sys.version_info.major}{sys.version_info.minor}"  # its file name's start
-SETTINGS = {"sample_seconds": 0.05, "max_samples": 10, "profile_seconds": 0.5}
+# bubblewrap gives each child a /dev/shm of its own: under rlimits, a semaphore another process on the machine makes
+# while a candidate runs is taken for one it left behind ('unsafe behaviour')
+SETTINGS = {"sample_seconds": 0.05, "max_samples": 10, "profile_seconds": 0.5, "isolation": "bubblewrap"}
 TYPED = (SOURCES / "expert.txt").read_text(encoding="utf-8")  # the task's expert patch, as a model writes it
 BROKEN = search_replace(PYX, "    n = len(values)\n", "    cdef Py_ssize_t n = len(values\n", "Type the length.")
 NOT_RUN = search_replace(PAIRS, "    counts = []\n", "    counts: list[int] = []\n", "Annotate the counts.")
@@ -238,6 +240,16 @@ def test_a_compiled_function_is_never_taken_for_one_the_workload_does_not_run(bu
     assert [span.key for span in compiled] == ["nearby/_core.pyx:count_close_pairs"]
     assert trial._never_run(compiled) is None
     assert trial._never_run(python).startswith("the workload never runs neighbour_counts")
+
+
+def test_a_compiled_function_is_guarded_by_the_tests_of_its_packages_python_code(built):
+    """Coverage sees no line of a .pyx run: the tests that guard its functions are those that run the Python code of
+    its folder (nearby/), as a candidate's own tests, never none."""
+    s, baseline = built
+    pyx = (s.branch / PYX).read_text()
+    [span] = touched_functions(SourceIndex(s.branch), {PYX: pyx}, {PYX: pyx.replace("count += 1", "count = count + 1")})
+    selection = baseline.plan.guard(s.branch, s.base, [span])
+    assert (selection.files, selection.unguarded) == (["tests/test_pairs.py"], [])
 
 
 def test_minimal_patches_keep_a_compiled_file_whole_and_never_call_it_unexercised(built):

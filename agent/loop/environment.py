@@ -50,7 +50,7 @@ class Environment:
         self.build = self.build or detect(worktree, self.python, self.rebuild_cmd)
         changed = self._changed_files(worktree)
         self.build_seconds[worktree] = None
-        unbuilt = sorted(path for path in changed or () if path.endswith(compiled.SUFFIXES))
+        unbuilt = sorted(path for path in changed or () if compiled.suffix(path) in compiled.SUFFIXES)
         if self.build.system == MESON and unbuilt:
             return (f"{unbuilt[0]}: perfagent cannot build this repository's extensions in a worktree "
                     f"({self.build.system}): give rebuild-cmd")
