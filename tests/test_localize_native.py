@@ -20,7 +20,7 @@ from perfagent.model.prompting import Target, optimize_messages
 from perfagent.report import flamegraph
 from tests.conftest import RLIMITS, make_repo
 
-pytest.importorskip("Cython")
+pytestmark = pytest.mark.xdist_group("localize_native")  # one worker builds the extension once
 
 CORE = '''\
 """The slow part, compiled."""
