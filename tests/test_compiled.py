@@ -7,10 +7,12 @@ git worktrees, pytest and sandboxed processes; only the model is scripted."""
 import os
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import pytest
 
+from perfagent.config import Settings
 from perfagent.localize.hotspots import Profile
 from perfagent.localize.source import SourceIndex, touched_functions
 from perfagent.loop.candidate import CandidateRecord, Change
@@ -23,6 +25,7 @@ from perfagent.measure.stats import SpeedStats
 from perfagent.reasons import ACCEPTED
 from perfagent.repos import examples
 from perfagent.repos.builds import COMMAND, MESON, NONE, SETUPTOOLS, Build, detect, first_error
+from perfagent.sandbox.run import run_shell
 from perfagent.sandbox.workspace import Workspaces, head, open_repo
 from tests.conftest import RLIMITS, git, make_repo, search_replace
 from tests.test_phases import stage
@@ -143,6 +146,17 @@ def test_a_build_uses_the_environments_compiler_cache_read_only(tmp_path):
     assert command.startswith(f"CC='{bin_}/ccache gcc' CXX='{bin_}/ccache g++' CCACHE_DIR={tmp_path}/env/ccache "
                               f"CCACHE_READONLY=1 ")
     assert command.endswith(" python setup.py build_ext --inplace")
+
+
+def test_a_build_runs_with_the_targets_interpreter_even_from_an_environment_under_tmp(tmp_path):
+    """bubblewrap gives each child a private /tmp: a batch environment there (--env-cache under /tmp) stays visible
+    to the build command, which runs its python, not the next one on PATH."""
+    venv.create(tmp_path / "env", with_pip=False)
+    (tmp_path / "tree").mkdir()
+    python = tmp_path / "env" / "bin" / "python"
+    assert run_shell("python -c 'import sys; print(sys.prefix)' > prefix.txt", tmp_path / "tree", str(python),
+                     Settings(isolation="bubblewrap").limits(timeout_s=60)) is None
+    assert (tmp_path / "tree" / "prefix.txt").read_text().strip() == str(tmp_path / "env")
 
 
 def test_the_first_error_of_a_build_names_its_file_relative_to_the_worktree():
