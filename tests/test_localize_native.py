@@ -222,6 +222,12 @@ def test_generated_and_hand_written_c_frames(extension, tmp_path):
     (repo / "pkg" / "fast.c").write_text(FAST_C)
     (repo / "pkg" / "_fast.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
     (repo / "pkg" / "loops.c.src").write_text(LOOPS_C_SRC)
+    outside = tmp_path / "venv" / "twice.pxd"  # an installed package's .pxd, which Cython names from where it ran
+    outside.parent.mkdir()
+    outside.write_text("cdef inline int twice(int x):\n    return 2 * x\n")
+    inlined = len(generated) + 1
+    with open(repo / "pkg" / "_core.c", "a") as c:
+        c.write(f'/* "{os.path.relpath(outside, repo)}":2\n */\nstatic int twice(int x) {{ return 2 * x; }}\n')
     assert _ranked(repo, _stacks(
         repo,
         f"_core_slow_loop ({repo}/pkg/_core.c:{in_loop + 3})",
@@ -229,11 +235,12 @@ def test_generated_and_hand_written_c_frames(extension, tmp_path):
         f"fast_sum.constprop.0 ({repo}/pkg/_fast.cpython-311-x86_64-linux-gnu.so)",
         f"fast_sum ({repo}/build/temp.linux-x86_64-cpython-311/pkg/generated.c:3)",  # a build product
         f"DOUBLE_add ({repo}/pkg/loops.c.src:7)",  # numpy's templates: the build's #line directives name them
+        f"twice ({repo}/pkg/_core.c:{inlined + 2})",  # not the checkout's code: its caller's
     )) == {
         "pkg/_core.pyx:slow_loop": (1, [7]),
         "pkg/fast.c:fast_sum": (2, [12]),
         "pkg/loops.c.src:@TYPE@_add": (1, [7]),
-        "pkg.api:run": (1, [5]),
+        "pkg.api:run": (2, [5]),
     }
 
 
