@@ -127,7 +127,7 @@ class NativeSources:
         if suffix in C_SUFFIXES:
             mapped = self._cython_line(file, line)
             if mapped == ():
-                return None  # generated code before Cython's first comment: its helpers
+                return None  # no line of the checkout's own Cython: utility code, or another package's .pxd
             file, line = mapped or (file, line)
         span = self.index.function_at(file, line)
         return None if span.qualname == MODULE_LEVEL else (span, line)
