@@ -355,7 +355,9 @@ def _profile(repo: Path, settings: Settings, raw: Path | None):
     ws = Workspaces(git_repo, "profile")
     try:
         worktree = ws.scratch(git_repo.head.commit.hexsha)
-        failed = Environment(settings.python, settings.limits(), ws, settings.rebuild_cmd).rebuild(worktree)
+        env = Environment(settings.python, settings.limits(), ws, settings.rebuild_cmd)
+        env.adopt(worktree)  # the checkout's own build, where it has one: then only what differs is built
+        failed = env.rebuild(worktree)
         if failed:
             raise ProfileError(f"the committed code does not build: {failed}")
         result = profile_workload(worktree, spec, python=settings.python, tmp=ws.tmpdir("profile"),
