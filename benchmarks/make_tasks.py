@@ -4,13 +4,16 @@ Every task has a folder workloads/task-sources/<instance_id>/ holding
 - workload.py: its SWE-fficiency-style benchmark (setup(), workload(), then the top-level timeit loop);
 - expert.txt: the expert optimisation, as SEARCH/REPLACE blocks against the bundled example repository.
 TASKS below names each task's repository, covering tests and edited functions. For every task this script builds the
-repository with repos/examples.build (fixed commit id), applies the expert edits and takes `git diff` as the patch,
+repository with repos/examples.build (fixed commit id) and its extensions in place (repos/builds.py: the compiled
+example, nearby, is a Cython one), applies the expert edits and takes `git diff` as the patch,
 collects the covering tests' node ids (PASS_TO_PASS), checks that those tests pass with the patch and that workload()
 returns the same result with and without it, and times workload() at both states with perfagent's workload runner
 (the lower quartile of --loops calls in one process, each after its own setup()). Only the timings (gold_speedup, pre_edit_runtime) differ from one run
 to the next.
 
-    python benchmarks/make_tasks.py [--loops 15] [--output workloads/tasks.jsonl]
+    python benchmarks/make_tasks.py [--loops 15] [--output workloads/tasks.jsonl] [--only INSTANCE_ID ...]
+
+With --only, those tasks' records are made again and the output file's other records are kept as they are.
 
 A development script: it reads the package (repos/examples.py, the edits, the workload runner) and is not part of it.
 """
@@ -29,6 +32,7 @@ from perfagent.edits.search_replace import apply_edits, parse_edits
 from perfagent.measure.compare import compare_results
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.repos import examples
+from perfagent.repos.builds import detect
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "workloads"
@@ -58,6 +62,9 @@ TASKS = {
     "perfagent-examples__graphkit-3": {
         "repo": "graphkit", "covering_tests": ["tests/test_ordering.py"],
         "edited_functions": ["graphkit/ordering.py::topological_order"]},
+    "perfagent-examples__nearby-1": {
+        "repo": "nearby", "covering_tests": ["tests/test_pairs.py"],
+        "edited_functions": ["nearby/_core.pyx::count_close_pairs"]},
 }
 
 
@@ -69,6 +76,13 @@ def run(cmd: list[str], cwd: Path, **env: str) -> str:
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{done.stdout}\n{done.stderr}")
     return done.stdout
+
+
+def build(repo: Path) -> None:
+    """The repository's extensions built in place, as perfagent builds a worktree (none for a pure-Python one)."""
+    command = detect(repo, sys.executable).command
+    if command:
+        run(["/bin/sh", "-c", command], repo)
 
 
 def expert_patch(instance_id: str, repo: Path) -> str:
@@ -94,6 +108,8 @@ def make_task(instance_id: str, spec: dict, tmp: Path, loops: int) -> dict:
     base_commit = examples.build(spec["repo"], base)
     examples.build(spec["repo"], patched)
     patch = expert_patch(instance_id, patched)
+    build(base)
+    build(patched)
     workload = SOURCES / instance_id / "workload.py"
     tests = collect(base, spec["covering_tests"])
     run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], patched)
@@ -124,9 +140,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, default=WORKLOADS / "tasks.jsonl")
     parser.add_argument("--loops", type=int, default=15, help="timed workload() calls per state")
+    parser.add_argument("--only", nargs="+", choices=list(TASKS), help="make these tasks' records again, keep the rest")
     args = parser.parse_args()
+    kept = {} if not args.only or not args.output.exists() else \
+        {r["instance_id"]: r for r in map(json.loads, args.output.read_text(encoding="utf-8").splitlines())}
     records = []
     for instance_id, spec in TASKS.items():
+        if instance_id in kept and instance_id not in args.only:
+            records.append(kept[instance_id])
+            continue
         with tempfile.TemporaryDirectory(prefix="perfagent-task-") as tmp:
             records.append(make_task(instance_id, spec, Path(tmp), args.loops))
     args.output.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

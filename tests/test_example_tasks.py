@@ -67,9 +67,13 @@ def workload_result(repo: Path, workload: Path, tmp: Path):
 
 @pytest.fixture(scope="module")
 def base_repos(tmp_path_factory):
-    """Each example repository used by a task, built once (read-only for the tests): name -> (path, commit)."""
+    """Each example repository used by a task, built once with its extensions (read-only for the tests): name ->
+    (path, commit)."""
     root = tmp_path_factory.mktemp("examples")
-    return {name: (root / name, examples.build(name, root / name)) for name in sorted(set(map(example_name, TASKS)))}
+    built = {name: (root / name, examples.build(name, root / name)) for name in sorted(set(map(example_name, TASKS)))}
+    for path, _ in built.values():
+        make_tasks.build(path)
+    return built
 
 
 def test_task_file_is_valid():
@@ -103,6 +107,7 @@ def test_expert_patch(instance_id, base_repos, tmp_path):
     for args in (["--check"], []):
         done = run(["git", "apply", *args, str(tmp_path / "expert.patch")], patched)
         assert done.returncode == 0, done.stderr
+    make_tasks.build(patched)
 
     regenerated = tmp_path / "regenerated"
     examples.build(example_name(task), regenerated)
