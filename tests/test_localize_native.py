@@ -18,7 +18,7 @@ from perfagent.localize.source import SourceIndex, touched_functions
 from perfagent.measure.workload import Workload
 from perfagent.model.prompting import Target, optimize_messages
 from perfagent.report import flamegraph
-from tests.conftest import RLIMITS, make_repo
+from tests.conftest import RLIMITS, git, make_repo
 
 pytestmark = pytest.mark.xdist_group("localize_native")  # one worker builds the extension once
 
@@ -352,6 +352,21 @@ def test_perfagent_profile_builds_the_extensions_and_names_the_pyx_function(exte
     profile = json.loads(done.stdout)
     assert profile["native"] and profile["hotspots"][0]["key"] == "pkg/_core.pyx:slow_loop"
     assert 6 <= profile["hotspots"][0]["lines"][0][0] <= 7
+
+
+def test_perfagent_profile_starts_from_the_checkouts_own_build(extension, tmp_path):
+    """A checkout built in place whose products git ignores: the profile's worktree takes them (and their times), so
+    nothing is compiled again; here no compiler would work (CC=false)."""
+    repo = tmp_path / "built"
+    shutil.copytree(extension, repo)
+    (repo / ".gitignore").write_text("build/\npkg/_core.c\npkg/*.so\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "ignore the build")
+    done = subprocess.run([str(Path(sys.executable).with_name("perfagent")), "profile", str(repo), "-w", "bench.py",
+                           "--json", "--seconds", "0.5", "--set", "isolation=rlimits"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "CC": "false"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["hotspots"][0]["key"] == "pkg/_core.pyx:slow_loop"
 
 
 def test_the_flame_graph_shows_native_frames_without_a_line_zero(extension):
