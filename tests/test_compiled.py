@@ -15,6 +15,7 @@ import pytest
 from perfagent.config import Settings
 from perfagent.localize.hotspots import Profile
 from perfagent.localize.source import SourceIndex, touched_functions
+from perfagent.loop.baseline import BaselineError
 from perfagent.loop.candidate import CandidateRecord, Change
 from perfagent.loop.environment import Environment
 from perfagent.loop.guards import protected_reason, suspicious_reason, unsafe_reason
@@ -85,6 +86,23 @@ def test_the_build_is_detected_from_what_the_repository_declares(nearby, tmp_pat
     assert not build.needed([PAIRS, "nearby/__pycache__/pairs.cpython-311.pyc"])
     assert build.needed([PYX]) and build.needed(["nearby/_core.pxd"]) and build.needed(None)
     assert not Build(NONE, None).needed([PYX])
+
+
+def test_unmodified_code_that_does_not_build_stops_the_run_before_anything_runs(tmp_path):
+    """The baseline builds first: a build that fails there is a clear error, its compiler's first error first, and no
+    test or workload has run."""
+    repo = make_repo(tmp_path / "broken", {
+        "setup.py": "from setuptools import Extension, setup\n"
+                    "setup(ext_modules=[Extension('tiny._c', ['tiny/_c.c'])])\n",
+        "tiny/__init__.py": "", "tiny/_c.c": "int f(void) { return 1 }\n",
+        "bench.py": "def setup():\n    pass\n\n\ndef workload():\n    return 1\n",
+        "tests/test_tiny.py": "def test_tiny():\n    pass\n"})
+    with stage(repo, tmp_path, tmp_path / "cache") as s:
+        with pytest.raises(BaselineError, match=r"^the unmodified code does not build: tiny/_c\.c:1:\d+: error: "
+                                                r"expected .;. before .}. token\n`python setup.py build_ext --inplace` "
+                                                r"exited with status 1:"):
+            s.baseline()
+        assert s.notes() == [] and s.ctx.env.limits.usage.processes == 1  # the build alone
 
 
 def test_a_meson_python_repository_runs_but_its_compiled_sources_are_not_built_without_rebuild_cmd(tmp_path):

@@ -87,7 +87,7 @@ class BaselinePhase:
                               "see a command's allocations")
         failed = self.env.rebuild(worktree)
         if failed:
-            raise BaselineError(f"the rebuild command fails on the unmodified code: {failed}")
+            raise BaselineError(f"the unmodified code does not build: {failed}")
         self.notify.note(f"sandbox: {self.env.limits.isolation.describe()}")
         plan = self._test_plan(worktree, commit, files)
         runner = WorkloadRunner(workload, self.env.python, self.env.tmpdir("baseline"), self.env.limits)
