@@ -244,6 +244,25 @@ def test_generated_and_hand_written_c_frames(extension, tmp_path):
     }
 
 
+def test_native_glue_above_python_code_is_left_out(extension, tmp_path):
+    """C code that calls back into the repository's Python code (numpy's __array_function__ dispatch, which ranked
+    first on numpy__numpy-21832 above the expert's linspace) is left out above it, as a Python-only profile leaves it
+    out: the Python function stays the entry point; native frames below it count, and the C function counts where
+    it does the work itself."""
+    repo = tmp_path / "repo"
+    shutil.copytree(extension, repo)
+    (repo / "pkg" / "fast.c").write_text(FAST_C)
+    top = (f"perfagent_profiled_workload ({repo}/harness.py:1);workload ({repo}/bench.py:9);"
+           f"fast_sum ({repo}/pkg/fast.c:12)")
+    raw = (f"{top};run ({repo}/pkg/api.py:5);_core_slow_loop ({repo}/pkg/_core.pyx:7) 10\n"
+           f"{top} 10\n")
+    spots = {h.key: h for h in tally_pyspy(raw, SourceIndex(repo), Workload.parse("bench.py", repo)).hotspots()}
+    run, loop, glue = spots["pkg.api:run"], spots["pkg/_core.pyx:slow_loop"], spots["pkg/fast.c:fast_sum"]
+    assert (run.depth, run.cum_share, run.callers) == (0, 0.5, [("<workload>", 0.5)])
+    assert (loop.depth, loop.self_share, loop.callers) == (1, 0.5, [("pkg.api:run", 0.5)])
+    assert (glue.self_share, glue.cum_share, glue.callees) == (0.5, 0.5, [])
+
+
 FAST_C = '''\
 #include <Python.h>
 /* { not code } */

@@ -7,8 +7,8 @@ cProfile runs inside the harness. Only time below the harness's `perfagent_profi
 Attribution, per sample (cProfile: per call edge, see tally_cprofile):
 - self time goes to the deepest frame that belongs to the repository, so time spent in the stdlib, builtins or C
   extensions counts for the repository function that called them (a sorted() inside a method counts for it); with
-  native frames, the repository's own Cython and C functions are frames like its Python ones (a Cython function's
-  wrapper and its body are one frame, at the body's line);
+  native frames, the repository's own Cython and C functions below its Python ones are frames like them (see
+  _Tally.chain);
 - cumulative time goes once per sample to every repository function on the stack, so recursion is not counted
   twice and no share exceeds 100%;
 - comprehensions, generator expressions and lambdas fold into their enclosing function (they share its line span);
@@ -131,19 +131,27 @@ class _Tally:
         span = self.repo_span(filename, line, name)
         return None if span is None else (span, line, False)
 
-    def add_stack(self, frames: list[tuple[str, str, int]], count: int) -> None:
-        """frames: (function, filename, line) from the outermost workload frame to the leaf."""
-        self.total += count
+    def chain(self, frames: list[tuple[str, str, int]]) -> list[tuple[str, int | None]]:
+        """The repository functions of a stack, outermost first, with their lines. Native frames extend the Python
+        stack downwards: one above a repository Python frame is glue that calls back into Python (numpy's
+        __array_function__ dispatch in C), left out as a Python-only profile leaves it out, so the Python function
+        keeps its depth; and a Cython function's wrapper and its body are one frame, at the body's line."""
+        placed = [p for p in (self.place(*frame) for frame in frames) if p is not None]
+        python = max((i for i, (_, _, is_native) in enumerate(placed) if not is_native), default=-1)
         chain: list[tuple[str, int | None]] = []
-        for frame in frames:
-            placed = self.place(*frame)
-            if placed is None:
+        for i, (span, line, is_native) in enumerate(placed):
+            if is_native and i < python:
                 continue
-            span, line, is_native = placed
-            if is_native and chain and chain[-1][0] == span.key:  # Cython's wrapper, then the function's own code
+            if is_native and chain and chain[-1][0] == span.key:
                 chain[-1] = (span.key, line or chain[-1][1])
             else:
                 chain.append((span.key, line))
+        return chain
+
+    def add_stack(self, frames: list[tuple[str, str, int]], count: int) -> None:
+        """frames: (function, filename, line) from the outermost workload frame to the leaf."""
+        self.total += count
+        chain = self.chain(frames)
         if not chain:
             return
         self.self[chain[-1][0]] += count
