@@ -46,8 +46,9 @@ _CCACHE = ".ccache"  # under the root: one compiler cache for every environment
 _SOURCES = ("*.pyx", "*.c", "*.cc", "*.cpp", "*.cxx")
 _BUILD_FILES = ("setup.py", "meson.build")
 # Lines of a build log that name its cause when no compiler or Cython did (builds.first_error): meson's ERROR, a
-# Python exception, distutils' `error:`. pip's own summaries of a failed build come later and say nothing new.
-_ERROR = re.compile(r"^(ERROR: .*|[\w.]*(Error|Exception): .*|error: .*)$")
+# tool's `error:` (distutils', `meson-python: error:`), a Python exception. pip's own summaries of a failed build come
+# later and say nothing new.
+_ERROR = re.compile(r"^(([\w.-]+: )?(ERROR|error): .*|[\w.]*(Error|Exception): .*)$")
 _PIP_SUMMARY = re.compile(r"subprocess-exited-with-error|metadata-generation-failed|Failed (building|to build)|"
                           r"Could not build wheels|failed-wheel-build|legacy-install-failure")
 
