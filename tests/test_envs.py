@@ -118,6 +118,9 @@ def test_the_first_error_of_a_build_log_is_the_cause_not_pips_summary():
     assert first_error(cython, "/tmp/wt") == "astropy/io/fits/_utils.pyx:10:17: undeclared name not builtin: y"
     assert first_error("error: subprocess-exited-with-error\nRuntimeError: Missing `SVML` submodule!\n", "/wt") == \
         "RuntimeError: Missing `SVML` submodule!"
+    backend = ("ERROR: Exception:\nTraceback (most recent call last):\npip._vendor.pyproject_hooks._impl."
+               "BackendUnavailable: Traceback (most recent call last):\nModuleNotFoundError: No module named 'mesonpy'\n")
+    assert first_error(backend, "/wt") == "ModuleNotFoundError: No module named 'mesonpy'"
     meson = ("  error: subprocess-exited-with-error\n  ╰─> [2 lines of output]\n      meson-python: error: Could not "
              "find the specified meson: \"vendored-meson/meson/meson.py\"\nerror: metadata-generation-failed\n"
              "hint: See above for details.\n")
