@@ -146,11 +146,7 @@ class NativeSources:
     def _cython_line(self, file: str, line: int) -> tuple[str, int] | tuple[()] | None:
         """The .pyx file and line a line of Cython-generated C comes from; () when it comes from no .pyx line of the
         checkout; None for hand-written C."""
-        path = self.index.root / file
-        try:
-            known = _cython_lines(path, path.stat().st_mtime_ns)
-        except OSError:
-            return None
+        known = self._comments(file)
         if known is None:
             return None
         lines, places = known
@@ -189,14 +185,18 @@ class NativeSources:
         if self._c_names is None:
             self._c_names = {}
             for file in self.files():
-                if source_suffix(file) in C_SUFFIXES and not _built(file) and not self._by_cython(file):
+                if source_suffix(file) in C_SUFFIXES and not _built(file) and self._comments(file) is None:
                     for span in self.index.functions(file):
                         self._c_names.setdefault(_bare(span.qualname), []).append(span)
         return self._c_names
 
-    def _by_cython(self, file: str) -> bool:
+    def _comments(self, file: str) -> tuple[list[int], list[tuple[str, int]]] | None:
+        """A Cython-generated C file's line comments (_cython_lines); None for hand-written C."""
         path = self.index.root / file
-        return _cython_lines(path, path.stat().st_mtime_ns) is not None
+        try:
+            return _cython_lines(path, path.stat().st_mtime_ns)
+        except OSError:
+            return None
 
 
 def _closest(file: str, sources: list[str]) -> list[str]:
