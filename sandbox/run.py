@@ -196,11 +196,36 @@ def _shared_memory() -> dict[str, tuple[int, int]]:
         return {}
 
 
+def _held_by_the_living() -> set[str]:
+    """The /dev/shm entries a living process holds open or mapped (a browser's buffers, a semaphore of another test
+    run): made by a process that is still there, so not by a child whose whole group is gone."""
+    held = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            held.update(line.split(None, 5)[-1] for line in (proc / "maps").read_text().splitlines()
+                        if "/dev/shm/" in line)
+            fds = list((proc / "fd").iterdir())
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                held.add(os.readlink(fd))
+            except OSError:  # closed since it was listed
+                continue
+    return {path.removeprefix("/dev/shm/").removesuffix(" (deleted)") for path in held if path.startswith("/dev/shm/")}
+
+
 def _left_in_shared_memory(before: dict[str, tuple[int, int]], since_ns: int) -> set[Event]:
     """Files a child left in the host's /dev/shm, found by comparison where the sandbox does not make it private
-    (rlimits): entries of ours that are new since the child started. They could carry results to the next run."""
+    (rlimits): entries of ours that are new since the child started and that no living process holds (the child's
+    processes are all gone by now; on a shared machine, others make entries of their own). They could carry results
+    to the next run."""
     left = [name for name, (uid, ctime) in _shared_memory().items()
             if name not in before and uid == os.geteuid() and ctime >= since_ns]
+    if left:
+        left = [name for name in left if name not in _held_by_the_living()]
     return {Event("write", "/dev/shm", f"left /dev/shm/{name} behind (found by comparison)") for name in left[:1]}
 
 

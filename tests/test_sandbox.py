@@ -278,6 +278,22 @@ def test_dev_shm_is_private(level, tmp_path):
         assert f"left /dev/shm/{name} behind (found by comparison)" in [e.detail for e in first.behaviour]
 
 
+
+def test_dev_shm_entries_another_living_process_holds_are_not_the_childs(tmp_path):
+    """On the host's /dev/shm (rlimits), a file another process makes while the child runs and still holds (a
+    browser's buffer, another run's semaphore) is not taken for the child's (what a child leaves is found:
+    test_dev_shm_is_private)."""
+    foreign, held = f"perfagent-other-{uuid.uuid4().hex}", []
+    threading.Timer(0.3, lambda: held.append(open(f"/dev/shm/{foreign}", "w"))).start()
+    try:
+        result = _sandboxed("rlimits", "import time\ntime.sleep(1.5)", tmp_path)
+    finally:
+        for f in held:
+            f.close()
+        Path("/dev/shm", foreign).unlink(missing_ok=True)
+    assert result.ok and held, result.tail()
+    assert [e.detail for e in result.behaviour if e.subject == "/dev/shm"] == [], foreign
+
 _BURN_IN_A_GRANDCHILD = """
     import subprocess, sys
     burn = "import time\\nstart = time.process_time()\\nwhile time.process_time() - start < 0.5: pass"
