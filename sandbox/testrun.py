@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from perfagent.formats import plural
 from perfagent.sandbox.canary import Canary, planted
 from perfagent.sandbox.run import Limits, RunResult, child_env, run
 
@@ -41,7 +42,7 @@ class SuiteRun:
             return None
         where = (f"while {self.running[0]} had been running for {self.running[1]:.0f} s" if self.running
                  else "before any test started")
-        return f"{self.process.failure()} {where}, with {len(self.outcomes)} test(s) finished"
+        return f"{self.process.failure()} {where}, with {plural(len(self.outcomes), 'test')} finished"
 
 
 def test_file_of(nodeid: str) -> str:

@@ -87,11 +87,11 @@ def test_failing_baseline_tests(tmp_path):
     before = repo_state(repo)
     code, output = _run(repo, tmp_path, "-w", "bench.py", "--tests", "tests/test_core.py", "--tests",
                         "tests/test_broken.py")
-    _assert_error(repo, before, code, output, "1 test(s) fail on the unmodified code",
+    _assert_error(repo, before, code, output, "1 test fails on the unmodified code",
                   "tests/test_broken.py::test_broken", "--allow-failing-tests", exit_code=USER_CODE_FAILED)
     code, output = _run(repo, tmp_path, "-w", "bench.py", out="chosen")
     assert code == 1 and "error" not in output, output  # the scripted model proposes nothing
-    assert "1 test(s) perfagent chose fail on the unmodified code and are left out: tests/test_broken.py::test_broken" \
+    assert "1 test perfagent chose fails on the unmodified code and is left out: tests/test_broken.py::test_broken" \
         in " ".join(output.split())
 
 

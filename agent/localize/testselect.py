@@ -34,6 +34,10 @@ WHOLE_SUITE = "(whole suite)"
 SCORES = {"named after the module": 8, "imports the module": 4, "mentions": 2, "in the package's tests": 1}
 
 
+def _fail(tests: list) -> str:
+    return "fails" if len(tests) == 1 else "fail"
+
+
 class TestSelectionError(RuntimeError):
     """The baseline tests cannot serve: not collectable, failing, or cut short."""
     __test__ = False  # not a pytest test class
@@ -410,10 +414,12 @@ class TestPlan:
         failing = sorted(t for t in first if first[t] in ("failed", "error") and second.get(t) == first[t])
         if failing and self.settings.explicit and not self.settings.allow_failing:
             raise FailingTests(
-                f"{len(failing)} test(s) fail on the unmodified code: {', '.join(failing[:10])}\n"
+                f"{formats.plural(len(failing), 'test')} {_fail(failing)} on the unmodified code: "
+                f"{', '.join(failing[:10])}\n"
                 f"Fix them, choose passing tests with --tests, or pass --allow-failing-tests to leave them out.")
         if failing and not self.settings.explicit:  # a test perfagent chose that fails guards nothing
-            self._say(f"{len(failing)} test(s) perfagent chose fail on the unmodified code and are left out: "
+            self._say(f"{formats.plural(len(failing), 'test')} perfagent chose {_fail(failing)} on the unmodified "
+                      f"code and {'is' if len(failing) == 1 else 'are'} left out: "
                       f"{', '.join(failing[:5])}{' ...' if len(failing) > 5 else ''}", warning=True)
         self.passing |= {t for t, outcome in first.items() if outcome == "passed" and second.get(t) == "passed"}
         self.excluded |= self.flaky | set(failing)
