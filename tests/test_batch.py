@@ -62,10 +62,10 @@ def test_gold_evaluation_reproduces_the_expert_speedup(tmp_path, caches):
         assert row["applied"] and row["tests_passed"]
         assert row["expert"]["ci_low"] > 2 and row["speedup"]["ci_low"] > 2
         assert row["general"] is True, row  # the experts' gains hold on first calls and on a variant of setup()
-        # the patch and the expert are the same code, timed in one rotation: their ratio is 1 up to noise. Not "the
-        # 95% interval contains 1.0", which fails 1 run in 20 by design; the per-pair spread here is under 10%, so
-        # a median of 8 pairs off by a third has a probability far below anything CI would ever meet
-        assert 0.75 <= row["ratio"] <= 1.33 and row["ratio_ci_low"] <= row["ratio"] <= row["ratio_ci_high"], row
+        # the patch and the expert are the same code, timed in one rotation: their ratio is 1 up to noise (not "the
+        # 95% interval contains 1.0", which fails 1 run in 20 by design). A ratio off by half: a patch that lost the
+        # gain (both speedups are over 2); closer calls are the machine's (1.47 at load 8 on 2 cores)
+        assert 0.5 < row["ratio"] < 2 and row["ratio_ci_low"] <= row["ratio"] <= row["ratio_ci_high"], row
 
 
 MEMO = [("from __future__ import annotations\n", "from __future__ import annotations\n\n_SEEN = {}\n"),

@@ -187,6 +187,15 @@ def _quartile(values) -> float:
     return float(np.percentile(values, 25))
 
 
+def _cold_start(calls: list[float]) -> tuple[float, float] | None:
+    """(first call, typical later call) when the first call of a process is much slower than the rest, else None."""
+    later = sorted(calls[1:])
+    typical = later[len(later) // 2] if len(later) >= 2 else None
+    if typical is not None and calls[0] > COLD_START_FACTOR * typical and calls[0] - typical > 0.005:
+        return calls[0], typical
+    return None
+
+
 @dataclass
 class WorkloadRunner:
     """Runs one workload on the code in a worktree, each time in a fresh sandboxed process. Calls are timed from the
@@ -296,15 +305,17 @@ class WorkloadRunner:
         seconds."""
         if self.workload.kind == "command":
             return 1
-        calls = [c.wall for c in self._calls(worktree, expect, input="setup", seconds=target_s)[1].calls]
-        later = sorted(calls[1:])
-        typical = later[len(later) // 2] if len(later) >= 2 else None
-        if typical is not None and calls[0] > COLD_START_FACTOR * typical and calls[0] - typical > 0.005:
-            self.cold_start = self.cold_start or (calls[0], typical)
-            self.cold_starts[worktree] = (calls[0], typical)
+        calls = self._calibration_calls(worktree, expect, target_s)
+        cold = _cold_start(calls)
+        if cold and _cold_start(self._calibration_calls(worktree, expect, target_s)):  # a first call the machine
+            self.cold_start = self.cold_start or cold  # slowed (preempted) is not slow again in another process
+            self.cold_starts[worktree] = cold
             return 1
         per_call = sorted(calls)[len(calls) // 2]
         return max(1, min(1000, round(target_s / max(per_call, 1e-6))))
+
+    def _calibration_calls(self, worktree: Path, expect: Expected | None, target_s: float) -> list[float]:
+        return [c.wall for c in self._calls(worktree, expect, input="setup", seconds=target_s)[1].calls]
 
     def memory(self, worktree: Path, expect: Expected | None = None) -> Memory | None:
         """The workload's memory per call, from a fresh process of its own (tracing would slow the timing runs), its
