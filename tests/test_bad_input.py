@@ -181,13 +181,11 @@ def test_no_test_reaches_the_hot_functions(tmp_path):
     assert code == 1, output  # finished, nothing accepted
     flat = " ".join(output.split())
     assert "warning: no test reaches " in flat and "correctness rests on the workload's result alone" in flat
-    files["pyproject.toml"] += "require-tests = true\n"
-    repo = make_repo(tmp_path / "r2", files)
-    before = repo_state(repo)
-    code, output = invoke("optimize", repo, "-w", "bench.py", "--model",
+    before = repo_state(repo)  # the same commit: its baseline comes from the cache
+    code, output = invoke("optimize", repo, "-w", "bench.py", "--set", "require-tests=true", "--model",
                           scripted_session(tmp_path / "s2.json", ["no edit"]), "--out", tmp_path / "run2")
     _assert_error(repo, before, code, output, "no test reaches", "(require-tests = true)",
-                  exit_code=USER_CODE_FAILED)
+                  "baseline workload measurements: from the cache", exit_code=USER_CODE_FAILED)
 
 
 def test_named_test_file_that_does_not_exist(small_repo, tmp_path):
