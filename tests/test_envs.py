@@ -121,6 +121,9 @@ def test_the_first_error_of_a_build_log_is_the_cause_not_pips_summary():
     backend = ("ERROR: Exception:\nTraceback (most recent call last):\npip._vendor.pyproject_hooks._impl."
                "BackendUnavailable: Traceback (most recent call last):\nModuleNotFoundError: No module named 'mesonpy'\n")
     assert first_error(backend, "/wt") == "ModuleNotFoundError: No module named 'mesonpy'"
+    resolver = ("ERROR: pip's dependency resolver does not currently take into account all the packages that are "
+                "installed.\n      ImportError: cannot import name 'soft_unicode' from 'markupsafe'\n")
+    assert first_error(resolver, "/wt") == "ImportError: cannot import name 'soft_unicode' from 'markupsafe'"
     meson = ("  error: subprocess-exited-with-error\n  ╰─> [2 lines of output]\n      meson-python: error: Could not "
              "find the specified meson: \"vendored-meson/meson/meson.py\"\nerror: metadata-generation-failed\n"
              "hint: See above for details.\n")

@@ -50,7 +50,8 @@ _BUILD_FILES = ("setup.py", "meson.build")
 # later and say nothing new.
 _ERROR = re.compile(r"^(([\w.-]+: )?(ERROR|error): .*|[\w.]*(Error|Exception): .*)$")
 _PIP_SUMMARY = re.compile(r"subprocess-exited-with-error|metadata-generation-failed|Failed (building|to build)|"
-                          r"Could not build wheels|failed-wheel-build|legacy-install-failure|^ERROR: Exception:$")
+                          r"Could not build wheels|failed-wheel-build|legacy-install-failure|^ERROR: Exception:$|"
+                          r"dependency resolver does not currently take into account")  # a warning, not the cause
 
 
 class EnvError(RuntimeError):
