@@ -42,6 +42,8 @@ def test_era_pins_raise_exact_pins_that_predate_python_311_and_cap_open_ones_at_
     # numpy 1.24 (2022): an exact setuptools of its numpy.distutils kept; a marker for another machine dropped
     numpy = ["packaging==20.5; platform_machine=='arm64'", "setuptools==59.2.0", "wheel==0.37.0", "Cython>=0.29.30,<3.0"]
     assert era_pins(numpy, "2022-07-07") == ["setuptools==59.2.0", "wheel==0.37.0", "cython<3.0,>=0.29.30"]
+    # astropy 6.2.dev (July 2024): numpy 2.0 then, not the numpy 2.4 perfagent's own packages hold (no np.in1d)
+    assert era_pins(["numpy>=2.0.0rc1"], "2024-07-11") == ["numpy<2.1,>=2.0.0rc1"]
     # meson-python (2024-11): no setuptools, so no wheel
     assert era_pins(["meson-python>=0.15.0", "Cython>=3.0.6"], "2024-11-24") == ["meson-python>=0.15.0",
                                                                                  "cython<3.1,>=3.0.6"]

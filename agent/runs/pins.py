@@ -6,7 +6,8 @@ understood it: an exact pin of a Cython or numpy that predates Python 3.11 (no w
 compiles), `oldest-supported-numpy` (a meta-package that picks numpy 1.2x from before 3.11), or no bound at all on a
 package whose later majors dropped what the code relies on (numpy 2's C API, Cython 3's semantics, setuptools'
 distutils and bdist_wheel). era_pins() rewrites the list: too-old exact pins are raised to the first release that
-works here, and open-ended requirements are capped at the series current on the commit's day.
+works here, and open-ended requirements are capped at the series current on the commit's day. A cap matters twice:
+an environment sees perfagent's own packages, and pip takes a newer numpy there as satisfying an open requirement.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ _FIRST_FOR_PYTHON = {(3, 11): {"numpy": "1.23.2", "cython": "0.29.32", "pyerfa":
 FLOORS = _FIRST_FOR_PYTHON.get(sys.version_info[:2], {})
 # A release that broke older code, with its day: a commit from before it gets `<version`.
 ERAS = {
-    "numpy": [("2023-06-17", "1.25"), ("2024-06-16", "2")],  # 1.25 expired deprecations; 2.0 a new C API
+    # 1.25 expired deprecations; 2.0 a new C API; each 2.x removes what 2.(x-2) deprecated (2.4: np.in1d)
+    "numpy": [("2023-06-17", "1.25"), ("2024-06-16", "2"), ("2024-08-18", "2.1"), ("2024-12-08", "2.2"),
+              ("2025-06-07", "2.3")],
     "cython": [("2023-07-17", "3"), ("2025-05-08", "3.1")],  # 3.0 changed semantics; 3.1 dropped old syntax
     "setuptools": [("2021-12-19", "60"), ("2022-08-09", "65"), ("2024-07-28", "72")],  # 60: its own distutils;
     # 72: no more `setup.py test` (which older setup.py files import)
