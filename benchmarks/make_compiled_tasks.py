@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from make_real_tasks import Git, covering_tests, edited_functions, find_merge, read_benchmark, split_diff
+from make_real_tasks import Git, read_benchmark, task_record
 
 from perfagent.runs.pins import setup_command
 
@@ -84,32 +84,11 @@ def setup_for(git: Git, base: str, project: Project) -> str:
 
 
 def build(instance_id: str, repo: str, workload: str, gold: dict | None, git: Git) -> dict:
-    number = int(instance_id.rsplit("-", 1)[1])
-    merge = find_merge(git, number)
-    base = git("rev-parse", f"{merge}^1").strip()
-    patch, test_patch, files = split_diff(git, base, merge)
-    tests = covering_tests(git, base, files)
     project = PROJECTS[repo]
-    python_files = [f for f in files if f.endswith(".py")]
-    record = {
-        "instance_id": instance_id,
-        "repo": repo,
-        "base_commit": base,
-        "patch": patch,
-        "test_patch": test_patch,
-        "workload": workload,
-        "edited_files": files,
-        "edited_functions": edited_functions(git, base, patch, python_files) if python_files else [],
-        "covering_test_files": tests,
-        "covering_tests": tests,
-        "setup_cmd": setup_for(git, base, project),
-    }
+    record = task_record(instance_id, repo, workload, gold, git, lambda base: setup_for(git, base, project),
+                         lambda path: path.endswith(".py"))
     if project.rebuild_cmd:
         record["rebuild_cmd"] = project.rebuild_cmd
-    if gold:
-        for key, column in (("gold_speedup", "gold_speedup_ratio"), ("pre_edit_runtime", "pre_edit_runtime")):
-            if gold.get(column):
-                record[key] = float(gold[column])
     return record
 
 

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 
 from perfagent.localize import testselect
@@ -201,24 +202,29 @@ def setup_for(git: Git, base: str) -> str:
     return next(cmd for until, cmd in SETUPS if day < until)
 
 
-def build(instance_id: str, workload: str, gold: dict | None, git: Git) -> dict:
+def task_record(instance_id: str, repo: str, workload: str, gold: dict | None, git: Git,
+                setup: Callable[[str], str], parsed: Callable[[str], bool] = lambda path: True) -> dict:
+    """One task record: the PR's base commit and diffs from the project's history, the benchmark's workload and
+    figures; `setup(base)` is the setup command for the base commit, `parsed(path)` says which edited files the
+    edited functions are read from."""
     number = int(instance_id.rsplit("-", 1)[1])
     merge = find_merge(git, number)
     base = git("rev-parse", f"{merge}^1").strip()
     patch, test_patch, files = split_diff(git, base, merge)
     tests = covering_tests(git, base, files)
+    read = [f for f in files if parsed(f)]
     record = {
         "instance_id": instance_id,
-        "repo": REPO,
+        "repo": repo,
         "base_commit": base,
         "patch": patch,
         "test_patch": test_patch,
         "workload": workload,
         "edited_files": files,
-        "edited_functions": edited_functions(git, base, patch, files),
+        "edited_functions": edited_functions(git, base, patch, read) if read else [],
         "covering_test_files": tests,
         "covering_tests": tests,
-        "setup_cmd": setup_for(git, base),
+        "setup_cmd": setup(base),
     }
     if gold:
         for key, column in (("gold_speedup", "gold_speedup_ratio"), ("pre_edit_runtime", "pre_edit_runtime")):
@@ -250,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         try:
-            records.append(build(instance_id, workloads[instance_id], gold.get(instance_id), git))
+            records.append(task_record(instance_id, REPO, workloads[instance_id], gold.get(instance_id), git,
+                                       lambda base: setup_for(git, base)))
         except (LookupError, subprocess.CalledProcessError) as exc:
             print(f"{instance_id}: {exc}, left out", file=sys.stderr)
             failed += 1
