@@ -196,13 +196,15 @@ def _shared_memory() -> dict[str, tuple[int, int]]:
         return {}
 
 
-def _held_by_the_living() -> set[str]:
-    """The /dev/shm entries a living process holds open or mapped (a browser's buffers, a semaphore of another test
-    run): made by a process that is still there, so not by a child whose whole group is gone."""
+def _processes() -> set[str]:
+    return {entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit()}
+
+
+def _held_by(processes: set[str]) -> set[str]:
+    """The /dev/shm entries these processes hold open or mapped."""
     held = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in processes:
+        proc = Path("/proc", pid)
         try:
             held.update(line.split(None, 5)[-1] for line in (proc / "maps").read_text().splitlines()
                         if "/dev/shm/" in line)
@@ -217,15 +219,16 @@ def _held_by_the_living() -> set[str]:
     return {path.removeprefix("/dev/shm/").removesuffix(" (deleted)") for path in held if path.startswith("/dev/shm/")}
 
 
-def _left_in_shared_memory(before: dict[str, tuple[int, int]], since_ns: int) -> set[Event]:
+def _left_in_shared_memory(before: dict[str, tuple[int, int]], since_ns: int, elders: set[str]) -> set[Event]:
     """Files a child left in the host's /dev/shm, found by comparison where the sandbox does not make it private
-    (rlimits): entries of ours that are new since the child started and that no living process holds (the child's
-    processes are all gone by now; on a shared machine, others make entries of their own). They could carry results
-    to the next run."""
+    (rlimits): entries of ours that are new since the child started, except those a process older than the child
+    (`elders`, alive when it started: never one of its descendants) still holds, which on a shared machine are a
+    browser's buffers or another run's semaphores. They could carry results to the next run."""
     left = [name for name, (uid, ctime) in _shared_memory().items()
             if name not in before and uid == os.geteuid() and ctime >= since_ns]
     if left:
-        left = [name for name in left if name not in _held_by_the_living()]
+        held = _held_by(elders & _processes())
+        left = [name for name in left if name not in held]
     return {Event("write", "/dev/shm", f"left /dev/shm/{name} behind (found by comparison)") for name in left[:1]}
 
 
@@ -252,6 +255,7 @@ def run(argv: list[str], *, cwd: Path, limits: Limits, env: dict[str, str] | Non
     wrapped = limits.isolation.wrap(argv, Path(cwd), writable[1:], list(map(Path, readable)))
     steps = {**limits.rlimits(), **cgroups.steps(), **({"markfd": marks.child_fd} if marks else {})}
     shared = _shared_memory() if SHM not in PROTECTS[limits.isolation.level] else None
+    elders = _processes() if shared is not None else set()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start, start_ns = time.perf_counter(), time.time_ns()
         try:
@@ -283,7 +287,7 @@ def run(argv: list[str], *, cwd: Path, limits: Limits, env: dict[str, str] | Non
         if cgroups.peak is not None:
             behaviour |= {tasks_at_once(_program(argv), cgroups.peak - limits.isolation.wrapper_tasks)}
         if shared is not None:
-            behaviour |= _left_in_shared_memory(shared, start_ns)
+            behaviour |= _left_in_shared_memory(shared, start_ns, elders)
         cpu_s = cgroups.cpu_s if cgroups.cpu_s is not None else (
             waited_cpu_s if limits.isolation.rusage_covers_descendants else None)
         return RunResult(argv, proc.returncode, _read_tail(out), _read_tail(err), seconds,

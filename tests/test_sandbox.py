@@ -294,6 +294,37 @@ def test_dev_shm_entries_another_living_process_holds_are_not_the_childs(tmp_pat
     assert result.ok and held, result.tail()
     assert [e.detail for e in result.behaviour if e.subject == "/dev/shm"] == [], foreign
 
+
+def test_a_dev_shm_file_held_by_a_process_the_child_left_behind_is_still_the_childs(tmp_path):
+    """The excuse above is for processes older than the child: where nothing kills what leaves its process group
+    (no writable cgroup), a descendant in a session of its own that keeps the file open does not clear it."""
+    name, marker = f"perfagent-held-{uuid.uuid4().hex}", f"held-{uuid.uuid4().hex}"
+    holder = (f"import time\nf = open('/dev/shm/{name}', 'w')\nf.write('cached'); f.flush()\n"
+              f"time.sleep(60)  # {marker}")
+    code = (f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {holder!r}], "
+            "start_new_session=True)\ntime.sleep(1)")
+    script = f"""
+        import sys
+        from pathlib import Path
+        from perfagent.sandbox import cgroups, isolation
+        from perfagent.config import Settings
+        from perfagent.sandbox.run import child_env, run
+        assert cgroups.pids_root() is None
+        code = {code!r}
+        result = run([sys.executable, "-c", code], cwd=Path({str(tmp_path)!r}), env=child_env(),
+                     limits=Settings().limits(timeout_s=20, isolation=isolation.choose("rlimits")))
+        print([e.detail for e in result.behaviour if e.subject == "/dev/shm"])
+    """
+    hidden = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+              'mount -t tmpfs none /sys/fs/cgroup && exec "$0" -c "$1"', PY, textwrap.dedent(script)]
+    try:
+        out = subprocess.run(hidden, capture_output=True, text=True, timeout=120)
+    finally:
+        for pid in _processes_with(marker):
+            os.kill(pid, 9)
+        Path("/dev/shm", name).unlink(missing_ok=True)
+    assert out.stdout.strip() == str([f"left /dev/shm/{name} behind (found by comparison)"]), out.stdout + out.stderr
+
 _BURN_IN_A_GRANDCHILD = """
     import subprocess, sys
     burn = "import time\\nstart = time.process_time()\\nwhile time.process_time() - start < 0.5: pass"
