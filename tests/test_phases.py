@@ -124,7 +124,7 @@ def _change(text: str, *replacements: tuple[str, str]) -> str:
 def test_this_module_runs_on_one_worker(request):
     """The module's baseline is measured once only when --dist loadgroup keeps its tests together (pytest 9.2 with
     pytest-xdist 3.8 silently did not: every grouped module's whole run ran on both workers)."""
-    if request.config.getvalue("loadgroup"):
+    if request.config.getoption("loadgroup", False):  # set on xdist workers under --dist loadgroup only
         assert request.node.nodeid.endswith("@phases"), request.node.nodeid
 
 
