@@ -70,19 +70,23 @@ def deliver_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run([*GIT, "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+def git(repo: Path, *args: str, env: dict | None = None) -> str:
+    return subprocess.run([*GIT, "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env={**os.environ, **env} if env else None).stdout
 
 
-def make_repo(path: Path, files: dict[str, str]) -> Path:
-    """A real git repository at `path` with `files` committed on branch main."""
+def make_repo(path: Path, files: dict[str, str], fixed: bool = False) -> Path:
+    """A real git repository at `path` with `files` committed on branch main. `fixed`: the commit's dates are fixed,
+    so equal files give the same commit wherever the repository is made (see warm_repo)."""
     path.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text(textwrap.dedent(text))
     git(path, "init", "-q", "-b", "main")
     git(path, "add", ".")
-    git(path, "commit", "-q", "-m", "initial")
+    date = "2026-01-01T00:00:00+00:00"
+    git(path, "commit", "-q", "-m", "initial", env={"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date} if fixed
+        else None)
     return path
 
 
@@ -174,6 +178,21 @@ SMALL_LIB = {
 @pytest.fixture
 def small_repo(tmp_path) -> Path:
     return make_repo(tmp_path / "small", SMALL_LIB)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.fixture
+def warm_repo(tmp_path, shared_cache, monkeypatch) -> Path:
+    """small_repo at one fixed commit, with a perfagent cache shared by the tests on this worker that ask for it: the
+    first run measures the baseline (tests, coverage, timing: seconds), later runs take it from the cache, as a
+    user's second run on a commit does. For tests whose subject comes after the baseline (small_repo's runs measure
+    theirs afresh)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared_cache))
+    return make_repo(tmp_path / "small", SMALL_LIB, fixed=True)
 
 
 @pytest.fixture

@@ -263,13 +263,16 @@ def test_a_run_records_its_format_and_machine(run):
 
 
 def test_pull_request_of_an_interrupted_run(tmp_path):
-    """A partial record renders: a run cut short before its baseline, then one with a commit but no final
-    measurement, a candidate never timed, and text that markdown would misread."""
+    """A run cut short before its baseline has no pull request (nothing is on its branch), and writing its report
+    writes none; one with a commit but no final measurement renders, with a candidate never timed and text that
+    markdown would misread."""
     (tmp_path / "summary.json").write_text(json.dumps(HEADER))
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--format", "markdown"])
-    assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("# perf: nothing accepted for `bench.py` (0 candidates tried)\n")
-    assert "This run ended as `interrupted`." in result.stdout and "no change to measure" in result.stdout
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert f"the run in {tmp_path} kept no commit: it has no pull request to describe" in " ".join(
+        result.stderr.split())
+    assert CliRunner().invoke(app, ["report", str(tmp_path)]).exit_code == 0
+    assert (tmp_path / "report.html").exists() and not (tmp_path / "pull_request.md").exists()
     fence = "```"
     kept = {"n": 2, "summary": "Cache the <module> table", "commit": "c0ffee" * 7, "functions": ["m:f"],
             "diff": f"--- a/README.md\n+++ b/README.md\n@@ -1 +1,2 @@\n {fence}\n+x\n",

@@ -59,10 +59,7 @@ _env.filters.update(text=_text, interval=lambda speed: formats.interval(speed, "
                     p_value=formats.p_value, plural=formats.plural, noise=formats.noise, medians=formats.medians)
 
 
-def _title(kept: list[Candidate], speed: Speed | None, summary: Summary, workload: str) -> str:
-    if not kept:
-        tried = len(summary.candidates)
-        return f"perf: nothing accepted for `{workload}` ({formats.plural(tried, 'candidate')} tried)"
+def _title(kept: list[Candidate], speed: Speed | None, summary: Summary) -> str:
     parts = [_line(c.summary).rstrip(".") for c in kept]
     what = formats.shorten("; ".join(parts), TITLE_CHARS)
     if len(parts) > 1 and what.endswith("…"):
@@ -86,10 +83,8 @@ def _workload(summary: Summary) -> str:
 
 def _reproduce(summary: Summary, kept: list[Candidate], workload: str) -> list[str]:
     """Shell lines that validate the branch's whole change again as one candidate (`oracle:PATCH` replays it as the
-    model's one reply), with this run's tests and decision settings; empty when there is nothing to measure."""
+    model's one reply), with this run's tests and decision settings."""
     base = summary.base_commit
-    if not kept:
-        return []
     tip, repo, settings = summary.final_commit or kept[-1].commit, summary.repo, summary.settings
     command = [shlex.join(["perfagent", "optimize", ".", "--workload", workload, "--model", f"oracle:{PATCH}",
                            "--max-iterations", "1"])]
@@ -117,14 +112,14 @@ def _note(summary: Summary, kept: list[Candidate], speed: Speed | None) -> str:
 
 
 def markdown(summary: Summary, before: dict | None, after: dict | None, hotspots: list[dict]) -> str:
-    """pull_request.md for a run: `summary` is its record, `before` and `after` its profiles (None when not
+    """pull_request.md for a run that kept a commit (render.proposes): `summary` is its record, `before` and `after` its profiles (None when not
     recorded), `hotspots` the rows of the functions on top before and after (render's hotspot rows)."""
     kept, final = summary.kept, summary.final
     speed = final.speed if final else None
     workload = _workload(summary)
     settings = summary.settings
     return _env.get_template("pull_request.md.j2").render(
-        s=summary, title=_title(kept, speed, summary, workload), note=_note(summary, kept, speed), workload=workload,
+        s=summary, title=_title(kept, speed, summary), note=_note(summary, kept, speed), workload=workload,
         kept=kept, rejected=[c for c in summary.candidates if not c.kept], speed=speed, final=final,
         before=before, after=after, hotspots=hotspots, settings=settings, rule=RULES.get(settings.get("decision_rule")),
         baseline=summary.baseline, tests=summary.tests, tests_run=summary.tests_run or [], llm=summary.llm,

@@ -174,10 +174,10 @@ def batch_context(out: Path) -> dict:
         summary = _summary(run / "summary.json")
         link = None
         if summary:
-            written = (run / REPORT, run / PULL_REQUEST)
-            if any(not p.exists() or p.stat().st_mtime < (run / "summary.json").stat().st_mtime for p in written):
+            report = run / REPORT
+            if not report.exists() or report.stat().st_mtime < (run / "summary.json").stat().st_mtime:
                 write_report(run)  # tasks' reports are written once, not on every render of the batch's
-            link = written[0].relative_to(out).as_posix()
+            link = report.relative_to(out).as_posix()
         rows.append({**result, "speed": summary.final.speed if summary and summary.final else None, "link": link,
                      "cost": ((result.get("llm") or {}).get("cost_usd"))})
     plot_rows = [(r["instance_id"], r["speed"]["speedup"], r["speed"]["ci_low"], r["speed"]["ci_high"])
@@ -220,8 +220,16 @@ def pull_request(run: Path) -> str:
                           f"markdown pull request is for a run directory (perfagent optimize --out, or a batch "
                           f"task's tasks/<id>/run)")
     summary = _summary(run / "summary.json")
+    if not proposes(summary):
+        raise ReportError(f"the run in {run} kept no commit: it has no pull request to describe (its report.html "
+                          f"says what was tried)")
     before, after = _read(run / "profile-before.json"), _read(run / "profile-after.json")
     return markdown(summary, before, after, _hotspot_rows(before, after, None, None, limit=TOP))
+
+
+def proposes(summary: Summary) -> bool:
+    """A run has a pull request to describe when a commit of its is on its branch."""
+    return bool(summary.kept)
 
 
 def write_report(folder: Path) -> Path:
@@ -239,6 +247,6 @@ def write_report(folder: Path) -> Path:
                                                       folder=str(folder.resolve()),
                                                       diff_css=Markup(_formatter.get_style_defs(".diff")))
     path = _write(folder / REPORT, html)
-    if kind == "run":
+    if kind == "run" and proposes(context["s"]):
         _write(folder / PULL_REQUEST, pull_request(folder))
     return path
