@@ -237,16 +237,16 @@ def test_a_model_that_never_answers_fails_fast_with_its_cause(small_repo, tmp_pa
     assert summary["status"] == "model failed" and summary["baseline"] is None  # no baseline work was done
 
 
-def test_a_model_that_fails_during_the_run_ends_it_as_a_model_failure(small_repo, tmp_path):
+def test_a_model_that_fails_during_the_run_ends_it_as_a_model_failure(warm_repo, tmp_path):
     from tests.fake_openai import serve
 
     with serve(["OK"]) as server:  # the check passes; then the server has nothing left and answers HTTP 400
-        code, output = _run(small_repo, tmp_path, "-w", "bench.py", "--api-base", server.base_url,
+        code, output = _run(warm_repo, tmp_path, "-w", "bench.py", "--api-base", server.base_url,
                             model="openai/local-model")
     assert code == MODEL_FAILED, output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "model failed" and "HTTP 400" in summary["stop_reason"]
-    assert summary["baseline"] is not None and perfagent_branches(small_repo) == []
+    assert summary["baseline"] is not None and perfagent_branches(warm_repo) == []
 
 
 # -- runs, folders and repositories ---------------------------------------------------------------------------------
@@ -302,33 +302,33 @@ def _wait_for(predicate, seconds=120):
     raise AssertionError("timed out waiting")
 
 
-def test_sigterm_exits_143_and_a_killed_runs_traces_go_with_the_next_run(small_repo, tmp_path):
+def test_sigterm_exits_143_and_a_killed_runs_traces_go_with_the_next_run(warm_repo, tmp_path):
     session = scripted_session(tmp_path / "s.json", ["no edit"] * 5)
     runs = []
     for out in ("term", "kill"):
-        process = subprocess.Popen([PERFAGENT, "optimize", small_repo, "-w", "bench.py", "--model", session, "--out",
+        process = subprocess.Popen([PERFAGENT, "optimize", warm_repo, "-w", "bench.py", "--model", session, "--out",
                                     tmp_path / out], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _wait_for(lambda: perfagent_branches(small_repo) and (tmp_path / out / "summary.json").exists()
+        _wait_for(lambda: perfagent_branches(warm_repo) and (tmp_path / out / "summary.json").exists()
                   and list(Path("/tmp").glob(f"perfagent-tmp-{process.pid}-*")))
-        runs.append((process, perfagent_branches(small_repo)[0]))
+        runs.append((process, perfagent_branches(warm_repo)[0]))
         if out == "term":
             process.send_signal(signal.SIGTERM)
             assert process.wait(60) == 143, process.stdout.read()
-            assert perfagent_branches(small_repo) == []  # it cleaned up after itself
+            assert perfagent_branches(warm_repo) == []  # it cleaned up after itself
         else:
             process.kill()
             process.wait(60)
     killed, branch = runs[1]
-    assert perfagent_branches(small_repo) == [branch]  # SIGKILL: nothing could clean up
+    assert perfagent_branches(warm_repo) == [branch]  # SIGKILL: nothing could clean up
     leftovers = list(Path("/tmp").glob(f"perfagent-tmp-{killed.pid}-*"))
     assert leftovers and json.loads((tmp_path / "kill" / "summary.json").read_text())["status"] == "running"
     code, _ = _run(_crash_repo(tmp_path, "other"), tmp_path, "-w", "crash.py", out="unrelated")  # another repository
     assert code == USER_CODE_FAILED and not any(p.exists() for p in leftovers)  # dead processes' temp folders go
-    code, _ = _run(small_repo, tmp_path, "-w", "bench.py", "--max-iterations", "1", out="next")
+    code, _ = _run(warm_repo, tmp_path, "-w", "bench.py", "--max-iterations", "1", out="next")
     assert code == 1
-    assert perfagent_branches(small_repo) == []  # the killed run's branch had no commit of its own
+    assert perfagent_branches(warm_repo) == []  # the killed run's branch had no commit of its own
     assert json.loads((tmp_path / "kill" / "summary.json").read_text())["status"] == "killed"
-    assert "perfagent-" not in git(small_repo, "worktree", "list")
+    assert "perfagent-" not in git(warm_repo, "worktree", "list")
 
 
 def test_a_batch_task_that_fails_outside_the_model_is_retried_on_resume(tmp_path):

@@ -177,35 +177,35 @@ def _expert_patch(repo: Path, tmp_path: Path) -> Path:
     return patch
 
 
-def test_a_run_is_recorded_in_the_repository_and_its_branch_listed_and_deleted(small_repo, tmp_path):
+def test_a_run_is_recorded_in_the_repository_and_its_branch_listed_and_deleted(warm_repo, tmp_path):
     """Started from another folder with no --out: the run directory is REPO/.perfagent/runs/RUN_ID, said at the start
     and at the end, invisible to git; `perfagent branches` lists the run's branch with its speedup, then deletes
     it."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    patch = _expert_patch(small_repo, tmp_path)
-    code, out, err = run("optimize", small_repo, "-w", "bench.py", "-m", f"oracle:{patch}", cwd=elsewhere)
+    patch = _expert_patch(warm_repo, tmp_path)
+    code, out, err = run("optimize", warm_repo, "-w", "bench.py", "-m", f"oracle:{patch}", cwd=elsewhere)
     assert code == 0, out + err
-    [branch] = perfagent_branches(small_repo)
-    folder = small_repo / ".perfagent" / "runs" / branch.removeprefix("perfagent/")
+    [branch] = perfagent_branches(warm_repo)
+    folder = warm_repo / ".perfagent" / "runs" / branch.removeprefix("perfagent/")
     lines = out.splitlines()
     said = [i for i, line in enumerate(lines) if line == f"run directory: {folder}"]
     assert len(said) == 2 and said[0] < 5 and said[1] > len(lines) - 5, out
     summary = json.loads((folder / "summary.json").read_text())
     assert list(elsewhere.iterdir()) == []
-    assert git(small_repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert git(warm_repo, "status", "--porcelain", "--untracked-files=all") == ""
 
-    code, out, err = run("branches", cwd=small_repo)
+    code, out, err = run("branches", cwd=warm_repo)
     speed = summary["final"]["speed"]
     assert code == 0 and err == "", err
     row = next(line for line in out.splitlines() if branch in line)
     assert f"{speed['speedup']:.2f}x (95% CI {speed['ci_low']:.2f}-{speed['ci_high']:.2f})" in row
     assert re.search(rf"{branch}\s+\d{{4}}-\d\d-\d\d \d\d:\d\d\s+1\s", row), row
-    code, out, err = run("branches", small_repo, "--delete", branch.removeprefix("perfagent/"))
-    assert code == 0 and f"deleted {branch}" in out and perfagent_branches(small_repo) == []
+    code, out, err = run("branches", warm_repo, "--delete", branch.removeprefix("perfagent/"))
+    assert code == 0 and f"deleted {branch}" in out and perfagent_branches(warm_repo) == []
     assert (folder / "summary.json").exists()  # the record stays
-    code, out, err = run("branches", small_repo)
-    assert code == 0 and f"no perfagent branches in {small_repo}" in out
+    code, out, err = run("branches", warm_repo)
+    assert code == 0 and f"no perfagent branches in {warm_repo}" in out
 
 
 def _branch(repo: Path, name: str, change: str) -> None:

@@ -113,7 +113,7 @@ def test_git_refuses_a_folder_it_did_not_make_through_a_pointer(tmp_path):
 
 
 @pytest.mark.parametrize("level", levels_in_suite(HERE, weakest=True))
-def test_a_candidate_cannot_run_code_through_perfagents_git(level, small_repo, tmp_path):
+def test_a_candidate_cannot_run_code_through_perfagents_git(level, warm_repo, tmp_path):
     """The route of issue 23, end to end: a real speedup whose code, when its tests and workload run, points the
     worktree's `.git` at a folder whose config and hooks run a script. No script runs, at any level; the changed
     pointer is a file the run wrote, so the candidate is rejected; the honest one is committed."""
@@ -121,10 +121,10 @@ def test_a_candidate_cannot_run_code_through_perfagents_git(level, small_repo, t
     body = textwrap.indent(hijack(markers).strip(), "        ")
     hostile = _body(f"    try:\n{body}\n    except Exception:\n        pass\n    return sorted(set(items))",
                     "Deduplicate with a set.")
-    before = repo_state(small_repo)
+    before = repo_state(warm_repo)
     out = tmp_path / "run"
     try:
-        code, output = invoke("optimize", small_repo, "-w", "bench.py", "--isolation", level, "-m",
+        code, output = invoke("optimize", warm_repo, "-w", "bench.py", "--isolation", level, "-m",
                               scripted_session(tmp_path / "s.json", [hostile, GOOD]), "--out", out)
     finally:
         landed = _landed(markers)
@@ -136,10 +136,10 @@ def test_a_candidate_cannot_run_code_through_perfagents_git(level, small_repo, t
     assert [v["reason"] for v in verdicts] == [GAMES, "accepted"], verdicts
     assert verdicts[0]["detail"].startswith("writes files into the repository while running: .git, .gitattributes, "
                                             "mylib/__pycache__/.g"), verdicts[0]["detail"]
-    after = repo_state(small_repo)
+    after = repo_state(warm_repo)
     assert after["files"] == before["files"] and after["index"] == before["index"]
-    assert git(small_repo, "fsck", "--no-progress") == ""
-    assert len(perfagent_branches(small_repo)) == 1
+    assert git(warm_repo, "fsck", "--no-progress") == ""
+    assert len(perfagent_branches(warm_repo)) == 1
 
 
 # -- files a run writes, found by comparison ------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def test_children_write_no_bytecode_and_candidates_start_from_a_copy_of_the_bran
         ws.close()
 
 
-def test_a_disk_cache_in_pycache_is_rejected(small_repo, tmp_path):
+def test_a_disk_cache_in_pycache_is_rejected(warm_repo, tmp_path):
     """Results stored by input digest in the package's __pycache__ and read back by later processes: no legitimate
     run writes bytecode any more, so this is a write by the code like any other."""
     cache = ("    import hashlib, json, pathlib\n"
@@ -288,7 +288,7 @@ def test_a_disk_cache_in_pycache_is_rejected(small_repo, tmp_path):
              "    getattr(stored, 'write' + '_text')(json.dumps(sorted(set(items))))\n"
              "    return sorted(set(items))")
     out = tmp_path / "run"
-    code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m",
+    code, output = invoke("optimize", warm_repo, "-w", "bench.py", "-m",
                           scripted_session(tmp_path / "s.json", [_body(cache, "Cache results."), GOOD]), "--out", out)
     assert code == 0, output
     verdicts = [c["verdict"] for c in json.loads((out / "summary.json").read_text())["candidates"]]

@@ -254,7 +254,7 @@ TOKENS = '    return [w for w in re.split(r"\\W+", text.lower()) if w]\n'  # myl
 
 
 @pytest.mark.parametrize("strongest", levels_in_suite(STRONG))
-def test_a_hostile_scenario_through_optimize(strongest, small_repo, tmp_path, request):
+def test_a_hostile_scenario_through_optimize(strongest, warm_repo, tmp_path, request):
     """Cheats on the verdict itself, each around the honest speedup or none, names built at run time and out of the
     static checks' sight: a junk result once the process has called the function before, a slow clock, a list
     posing as a list, a cache in the package's folder that only later calls fill, pytest's reports rewritten from
@@ -321,7 +321,7 @@ def test_a_hostile_scenario_through_optimize(strongest, small_repo, tmp_path, re
     ]
     out = tmp_path / "run"
     try:
-        code, output = invoke("optimize", small_repo, "-w", "bench.py", "--isolation", "auto", "-m",
+        code, output = invoke("optimize", warm_repo, "-w", "bench.py", "--isolation", "auto", "-m",
                               scripted_session(tmp_path / "s.json", [*cheats, GOOD]), "--out", out)
     finally:
         landed = Path("/dev/shm", name).exists()
@@ -333,4 +333,4 @@ def test_a_hostile_scenario_through_optimize(strongest, small_repo, tmp_path, re
     assert reasons == ["result changed", "timing tampered", "result changed", "games the benchmark", "tests tampered",
                        "unsafe behaviour", "accepted"], [c["verdict"]["detail"][:200] for c in summary["candidates"]]
     assert not landed
-    assert len(perfagent_branches(small_repo)) == 1
+    assert len(perfagent_branches(warm_repo)) == 1

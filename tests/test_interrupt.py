@@ -46,12 +46,12 @@ def _wait_for(predicate, timeout=120):
 # SIGTERM unwinds the same way (a KeyboardInterrupt subclass); tests/test_bad_input.py checks its exit code, 143, and
 # that it leaves no branch behind
 @pytest.mark.parametrize("sig", [signal.SIGINT])
-def test_signal_mid_run(small_repo, tmp_path, sig):
+def test_signal_mid_run(warm_repo, tmp_path, sig):
     slow = search_replace("mylib/core.py", "    return [w for w in re.split(r\"\\W+\", text.lower()) if w]",
                           "    import time\n    time.sleep(300)\n    return []", "Sleep.")
     model = scripted_session(tmp_path / "s.json", [GOOD, slow])
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "perfagent", "optimize", str(small_repo), "-w", "bench.py",
+    proc = subprocess.Popen([sys.executable, "-m", "perfagent", "optimize", str(warm_repo), "-w", "bench.py",
                              "-m", model, "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, preexec_fn=deliver_sigint)
     try:
@@ -68,13 +68,13 @@ def test_signal_mid_run(small_repo, tmp_path, sig):
     assert "interrupted" in output
     time.sleep(0.3)
     assert not [pid for pid in children if _running(pid)], "child processes were killed"
-    assert git(small_repo, "worktree", "list").count("\n") == 1
+    assert git(warm_repo, "worktree", "list").count("\n") == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert [(c["verdict"]["reason"], c["verdict"]["detail"]) for c in summary["candidates"]][1:] == \
         [("not validated", "the run stopped before its verdict (KeyboardInterrupt)")]
     report = (out / "report.html").read_text()  # rendered from what was recorded
     assert "The run was interrupted" in report and "Use a set to deduplicate." in report
-    [branch] = perfagent_branches(small_repo)
-    assert git(small_repo, "rev-list", "--count", f"main..{branch}").strip() == "1", "the accepted commit stays"
-    assert git(small_repo, "status", "--porcelain") == ""
+    [branch] = perfagent_branches(warm_repo)
+    assert git(warm_repo, "rev-list", "--count", f"main..{branch}").strip() == "1", "the accepted commit stays"
+    assert git(warm_repo, "status", "--porcelain") == ""

@@ -74,8 +74,8 @@ HOARDING = search_replace(CORE, f"def unique_sorted(items):\n{UNIQUE_BODY}",
                           "Use a set, with a scratch table kept for later calls.")
 
 
-def test_a_faster_candidate_with_a_large_cache_uses_too_much_memory(small_repo, tmp_path):
-    args = ("optimize", small_repo, "-w", "bench.py", "--max-iterations", "1")
+def test_a_faster_candidate_with_a_large_cache_uses_too_much_memory(warm_repo, tmp_path):
+    args = ("optimize", warm_repo, "-w", "bench.py", "--max-iterations", "1")
     code, output = invoke(*args, "-m", scripted_session(tmp_path / "s.json", [HOARDING]), "--out", tmp_path / "strict")
     assert code == 1, output
     summary = json.loads((tmp_path / "strict" / "summary.json").read_text())

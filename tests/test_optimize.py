@@ -33,7 +33,7 @@ def invoke(*args):
     return result.exit_code, result.output
 
 
-def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_repo, tmp_path):
+def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(warm_repo, tmp_path):
     missing_file = search_replace("mylib/nope.py", "x = 1", "x = 2", "Edit a file that does not exist.")
     responses = [
         missing_file, missing_file, missing_file,  # first try + two corrections that still fail
@@ -51,10 +51,10 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
         _body("    import sys\n    caller = sys._getframe(1)\n    return sorted(set(items))", "Peek at caller."),
         GOOD,
     ]
-    (small_repo / "mylib" / "core.py").write_text("# uncommitted user edit\n")  # must survive untouched
-    before = repo_state(small_repo)
+    (warm_repo / "mylib" / "core.py").write_text("# uncommitted user edit\n")  # must survive untouched
+    before = repo_state(warm_repo)
     out = tmp_path / "run"
-    code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m",
+    code, output = invoke("optimize", warm_repo, "-w", "bench.py", "-m",
                           scripted_session(tmp_path / "s.json", responses), "--out", out)
     assert code == 0, output
     assert "uncommitted changes" in output
@@ -81,20 +81,20 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
     assert noise["pairs"] == 10 and noise["resolvable"] > 1.0 and noise["sample_spread"] >= 0
 
     # the user's checkout is as it was; the new branch has exactly the accepted commit
-    assert repo_state(small_repo)["files"] == before["files"]
-    assert repo_state(small_repo)["status"] == before["status"]
-    [branch] = perfagent_branches(small_repo)
+    assert repo_state(warm_repo)["files"] == before["files"]
+    assert repo_state(warm_repo)["status"] == before["status"]
+    [branch] = perfagent_branches(warm_repo)
     assert branch == summary["branch"]
-    assert git(small_repo, "rev-list", "--count", f"main..{branch}").strip() == "1"
-    assert git(small_repo, "diff", "--name-only", "main", branch).split() == [CORE]
-    assert "perfagent: Use a set to deduplicate." in git(small_repo, "log", "-1", "--format=%B", branch)
-    assert git(small_repo, "worktree", "list").count("\n") == 1, "worktrees are cleaned up"
+    assert git(warm_repo, "rev-list", "--count", f"main..{branch}").strip() == "1"
+    assert git(warm_repo, "diff", "--name-only", "main", branch).split() == [CORE]
+    assert "perfagent: Use a set to deduplicate." in git(warm_repo, "log", "-1", "--format=%B", branch)
+    assert git(warm_repo, "worktree", "list").count("\n") == 1, "worktrees are cleaned up"
 
     # the committed code passes the tests, checked out fresh
     check = tmp_path / "check"
-    git(small_repo, "worktree", "add", "-q", str(check), branch)
+    git(warm_repo, "worktree", "add", "-q", str(check), branch)
     assert subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=check).returncode == 0
-    git(small_repo, "worktree", "remove", "--force", str(check))
+    git(warm_repo, "worktree", "remove", "--force", str(check))
 
     # the run directory: summary, trajectory of every exchange, profiles before and after
     assert summary["status"] == "finished" and summary["final"]["speed"]["speedup"] > 1.0
@@ -106,9 +106,9 @@ def test_every_kind_of_bad_candidate_is_rejected_and_the_good_one_kept(small_rep
     assert (out / "profile-before.raw").exists()
 
 
-def test_litellm_path_against_a_local_openai_compatible_server(small_repo, tmp_path):
+def test_litellm_path_against_a_local_openai_compatible_server(warm_repo, tmp_path):
     with serve(["OK", GOOD]) as server:  # the first reply answers the check before the baseline
-        code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m", "openai/test-model",
+        code, output = invoke("optimize", warm_repo, "-w", "bench.py", "-m", "openai/test-model",
                               "--api-base", server.base_url, "--max-iterations", "1", "--out", tmp_path / "run")
         prompt = server.requests[1].body["messages"]
     assert code == 0, output
@@ -119,7 +119,7 @@ def test_litellm_path_against_a_local_openai_compatible_server(small_repo, tmp_p
     assert summary["stop_reason"] == "iteration limit reached"  # --max-iterations 1, not the server's last reply
     assert summary["llm"]["calls"] == 2 and summary["llm"]["prompt_tokens"] > 0
     assert [(r["candidates"], r["calls"]) for r in summary["rounds"]] == [([1], 1)]  # the check is before any round
-    assert perfagent_branches(small_repo) == [summary["branch"]]
+    assert perfagent_branches(warm_repo) == [summary["branch"]]
 
 
 def test_budget_is_a_hard_limit(small_repo, tmp_path):

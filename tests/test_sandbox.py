@@ -400,7 +400,7 @@ def test_py_spy_profiles_at_every_level(level, tmp_path):
 
 
 @pytest.mark.parametrize("strongest", levels_in_suite([lv for lv in HERE if FILES in PROTECTS[lv]]))
-def test_hostile_candidates_in_a_real_run(strongest, small_repo, tmp_path, monkeypatch, request):
+def test_hostile_candidates_in_a_real_run(strongest, warm_repo, tmp_path, monkeypatch, request):
     """Each candidate is a real speedup around hidden code, its names built at run time and its failures
     swallowed, so the tests pass and the result is right: what it does is the only thing wrong with it. The sandbox
     contains it while it runs, the monitor, its exit report and the kernel's count of tasks reject it, and only the
@@ -458,14 +458,14 @@ def test_hostile_candidates_in_a_real_run(strongest, small_repo, tmp_path, monke
                        "Precompute in a helper process.")
     counted = pids_root() is not None  # else nothing counts tasks
     hostile += [unwatched] if counted else []
-    before = repo_state(small_repo)
+    before = repo_state(warm_repo)
     out = tmp_path / "run"
     try:
-        code, output = invoke("optimize", small_repo, "-w", "bench.py", "--isolation", "auto", "-m",
+        code, output = invoke("optimize", warm_repo, "-w", "bench.py", "--isolation", "auto", "-m",
                               scripted_session(tmp_path / "s.json", [*hostile, GOOD]), "--out", out)
     finally:
         listener.close()
-        landed = [s for s in [*spots, small_repo / ".git" / name] if s.exists()]
+        landed = [s for s in [*spots, warm_repo / ".git" / name] if s.exists()]
         for spot in landed:
             spot.unlink()
     assert code == 0, output
@@ -482,9 +482,9 @@ def test_hostile_candidates_in_a_real_run(strongest, small_repo, tmp_path, monke
         assert "started processes or threads the unmodified code never did (counted by the kernel: 2 at once " \
                "against 1" in verdicts[5]["detail"]
     assert landed == [] and listener.accepted == []
-    after = repo_state(small_repo)
+    after = repo_state(warm_repo)
     assert after["files"] == before["files"] and after["index"] == before["index"]
-    assert git(small_repo, "fsck", "--no-progress") == ""
-    branch = perfagent_branches(small_repo)
+    assert git(warm_repo, "fsck", "--no-progress") == ""
+    branch = perfagent_branches(warm_repo)
     assert len(branch) == 1
-    assert "import" not in git(small_repo, "diff", f"main..{branch[0]}", "--", "mylib/core.py").split("+++")[1]
+    assert "import" not in git(warm_repo, "diff", f"main..{branch[0]}", "--", "mylib/core.py").split("+++")[1]

@@ -110,23 +110,23 @@ def _functions_of(repo: Path, commit: str) -> list[str]:
     return sorted(found)
 
 
-def test_commit_messages_name_what_the_commit_holds(small_repo, tmp_path):
+def test_commit_messages_name_what_the_commit_holds(warm_repo, tmp_path):
     """A reply of code alone, with a rename in another function that minimal patches take back: the commit's subject
     is derived from the functions of its own diff, its Functions line lists exactly those, and so do the record and
     the pull request. The run's narration counts with nouns and says what its times are."""
     reply = search_replace(CORE, UNIQUE_BODY, "    return sorted(set(items))", "") + "\n" + \
         search_replace(CORE, TOKENS, RENAMED, "")
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "perfagent", "optimize", str(small_repo), "-w", "bench.py", "-m",
+    done = subprocess.run([sys.executable, "-m", "perfagent", "optimize", str(warm_repo), "-w", "bench.py", "-m",
                            scripted_session(tmp_path / "s.json", [reply]), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 0, done.stdout + done.stderr
     [candidate] = json.loads((out / "summary.json").read_text())["candidates"]
     assert [d["group"] for d in candidate["dropped"]] == ["mylib.core:tokens"]
     commit = candidate["commit"]
-    real = _functions_of(small_repo, commit)
+    real = _functions_of(warm_repo, commit)
     assert real == ["mylib.core:unique_sorted"] and candidate["functions"] == real
-    subject, _, body = git(small_repo, "log", "-1", "--format=%B", commit).partition("\n\n")
+    subject, _, body = git(warm_repo, "log", "-1", "--format=%B", commit).partition("\n\n")
     assert subject == "perfagent: Speed up mylib.core.unique_sorted"
     assert f"\nFunctions: {', '.join(real)}\n" in body
     assert candidate["summary"] == "Speed up mylib.core.unique_sorted"
