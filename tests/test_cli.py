@@ -100,6 +100,18 @@ def test_version_and_help_import_nothing_heavy(args):
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
 
 
+def test_a_command_that_stops_at_its_input_loads_no_statistics_or_model_library(small_repo, tmp_path):
+    """scipy.stats (a second or more to import) is loaded by the decisions that use it, litellm by the first model
+    call: a missing file is said without either."""
+    for args, message in [(["optimize", small_repo, "-w", "nope.py", "-m", "scripted:s.json", "--out", tmp_path / "r"],
+                           "workload file nope.py not found"),
+                          (["report", tmp_path / "none"], "does not exist"),
+                          (["batch", tmp_path / "none.jsonl", "-m", "oracle", "--out", tmp_path / "b"], "not found")]:
+        code, output, modules = _imported(*args)
+        assert code == 2 and message in output, output
+        assert not [m for m in modules if m.startswith(("scipy.stats", "litellm"))], args
+
+
 def test_a_missing_key_is_said_before_litellm_loads(small_repo, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "perfagent", "optimize", str(small_repo), "-w",

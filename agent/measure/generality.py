@@ -10,7 +10,6 @@ of a comparison show both: the time saved on first calls against the time saved 
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 CARRIED_SHARE = 0.5  # a first call saves less than this share of what the value's calls save: the gain is carried,
 CARRIED_ALPHA = 0.05  # at this level: honest code, whose first calls save what the others do, sits half a saving
@@ -46,6 +45,7 @@ def _less(values: np.ndarray, alpha: float) -> bool:
         return False
     if np.ptp(values) == 0:
         return bool(values[0] < 0)
+    from scipy import stats  # on use, as in stats.py
     return float(stats.ttest_1samp(values, 0.0, alternative="less").pvalue) < alpha
 
 

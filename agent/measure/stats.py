@@ -22,6 +22,8 @@ speed hit both members of a pair alike; each pair gives a log speedup log(baseli
 For the last two, a candidate is faster when the test rejects "no difference" at level `alpha` AND the whole interval
 lies at or above 1 + `min_effect`, and "not faster" as soon as the interval's upper end is below 1 + `min_effect`.
 Otherwise more samples are taken, up to a cap, and a still-open question is reported as too noisy.
+scipy.stats is imported by the functions that use it: it takes a second or more to import, and a command that stops
+at its input (a typo, a missing file) should say so at once.
 """
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable, NamedTuple
 
 import numpy as np
-from scipy import stats
 
 from perfagent import formats
 
@@ -85,6 +86,7 @@ def relative_spread(samples) -> float:
 
 
 def _interval(data: tuple, statistic, confidence: float, n_resamples: int, seed: int, paired: bool):
+    from scipy import stats
     return stats.bootstrap(data, statistic, vectorized=True, paired=paired, confidence_level=confidence,
                            n_resamples=n_resamples, method="percentile",
                            random_state=np.random.default_rng(seed)).confidence_interval
@@ -98,6 +100,7 @@ def sequential_level(looks: tuple[int, ...], alpha: float, pooled_df: int = 0, d
     one simulation fits any noise level). `pooled_df`: the spread also draws on that many degrees of freedom of
     another comparison of the same work (sequential_stats' `pool`). Seeded: the same looks always give the same
     level."""
+    from scipy import stats
     rng = np.random.default_rng(20261130)
     smallest = np.ones(draws)
     for chunk in np.array_split(np.arange(draws), 8):
@@ -117,6 +120,7 @@ def sequential_stats(base, cand, *, level: float, min_effect: float, noise_floor
     deviation is taken as at least `noise_floor`. `pool`: the log speedups of another comparison of the same work,
     whose variance these pairs are taken to share: the spread pools both (a pooled-variance t-test), so that a few
     pairs can decide with the other comparison's degrees of freedom (`level` must be computed with them)."""
+    from scipy import stats
     base, cand = np.asarray(base, float), np.asarray(cand, float)
     logs, pool = np.log(base / cand), np.asarray(pool, float)
     mean = float(np.mean(logs))
@@ -144,6 +148,7 @@ def sequential_stats(base, cand, *, level: float, min_effect: float, noise_floor
 # size: the two samples, the settings of the caller (Settings is their home), then knobs of the test
 def speed_stats(base, cand, *, alpha: float, min_effect: float, confidence: float = 0.95,
                 test: str = "paired", n_resamples: int = 2000, seed: int = 0) -> SpeedStats:
+    from scipy import stats
     base, cand = np.asarray(base, float), np.asarray(cand, float)
     if test == "paired":
         ratios = base / cand
@@ -323,6 +328,7 @@ def ratio_of_speedups(first, second, *, confidence: float = 0.95) -> tuple[float
     """How two independent sets of per-pair speedups compare (e.g. a model's and an expert's patch, each timed against
     the same baseline): the ratio of their 20%-trimmed geometric means, with the interval of Yuen's trimmed t-test on
     the log speedups (at 10 pairs a side a bootstrap interval of medians covers the truth too rarely)."""
+    from scipy import stats
     a, b = np.log(np.asarray(first, float)), np.log(np.asarray(second, float))
     estimate = stats.trim_mean(a, 0.2) - stats.trim_mean(b, 0.2)
     if np.ptp(a) == 0 and np.ptp(b) == 0:

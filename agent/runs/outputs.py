@@ -5,8 +5,9 @@ model layer or git (tests/test_report.py checks that nothing imports them).
 """
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
-from scipy import stats
 
 # perfagent batch --out
 PREDICTIONS = "predictions.jsonl"  # SWE-fficiency's format; a task is done once its line is here
@@ -34,7 +35,7 @@ def summarize(rows: list[dict]) -> dict:
             "skipped": len(skipped), "applied": len(applied),
             "applied_by_fallback": sum(r.get("apply_method") == PATCH_FUZZ for r in applied),
             "tests_passed": sum(bool(r.get("tests_passed")) for r in rows),
-            "harmonic_mean_ratio": float(stats.hmean(ratios)) if len(ratios) else None,
+            "harmonic_mean_ratio": float(statistics.harmonic_mean(ratios)) if len(ratios) else None,
             "at_or_above_expert": len(reaches) / len(scored) if scored else None,
             # scored as correct, as SWE-fficiency scores them, with a gain that does not hold beyond the benchmark's
             # own situation (first calls in a process, a variant of setup())
