@@ -129,7 +129,7 @@ CHUNKS_LIB = {
     "pyproject.toml": """\
         [tool.perfagent]
         profile-seconds = 1.0
-        sample-seconds = 0.3
+        sample-seconds = 0.1
         max-samples = 20
         candidate-timeout-s = 8
         """,

@@ -354,7 +354,7 @@ TWO_HOT = {
     "pyproject.toml": '''\
         [tool.perfagent]
         profile-seconds = 1.0
-        sample-seconds = 0.1
+        sample-seconds = 0.05
         candidate-timeout-s = 8
         ''',
     "bench.py": '''\

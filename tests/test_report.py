@@ -33,14 +33,16 @@ SPLIT = search_replace(CORE, '    return [w for w in re.split(r"\\W+", text.lowe
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, str]:
-    """One optimize run: a rejected candidate (tests fail), then an accepted one."""
+def run(tmp_path_factory, shared_cache) -> tuple[Path, str]:
+    """One optimize run: a rejected candidate (tests fail), then an accepted one (its baseline shared as warm_repo's
+    is)."""
     tmp = tmp_path_factory.mktemp("report")
-    repo = make_repo(tmp / "small", SMALL_LIB)
+    repo = make_repo(tmp / "small", SMALL_LIB, fixed=True)
     out = tmp / "run"
     done = subprocess.run([sys.executable, "-m", "perfagent", "optimize", str(repo), "-w", "bench.py", "-m",
                            scripted_session(tmp / "s.json", [SPLIT, GOOD]), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200", "XDG_CACHE_HOME": str(shared_cache)})
     assert done.returncode == 0, done.stdout + done.stderr
     return out, done.stdout
 
