@@ -150,11 +150,19 @@ def _judge(base, tmp_path, level: str, work: str):
     return judge.judge(candidate, ref, [])
 
 
-@pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("cheat, reason", [("clock", "timing tampered"), ("argv", "not faster"),
-                                           ("second call", "result changed"), ("disk cache", "games the benchmark"),
-                                           ("setup", "work moved outside workload()"),
-                                           ("marks", "work moved outside workload()")])
+def _cases(cheats: list[tuple[str, str]]) -> list:
+    """Each cheat at the strongest and the weakest level, and the disk cache at every level: a level changes where a
+    cheat can write, not what the judge reads (kernel stamps, digests, its own pairs). The others at the middle levels
+    run with -m end_to_end."""
+    ends = {LEVELS[0], LEVELS[-1]}
+    return [pytest.param(cheat, reason, level, marks=() if level in ends or cheat == "disk cache" else
+                         pytest.mark.end_to_end) for cheat, reason in cheats for level in LEVELS]
+
+
+@pytest.mark.parametrize("cheat, reason, level", _cases([
+    ("clock", "timing tampered"), ("argv", "not faster"), ("second call", "result changed"),
+    ("disk cache", "games the benchmark"), ("setup", "work moved outside workload()"),
+    ("marks", "work moved outside workload()")]))
 def test_a_cheat_is_not_accepted(base, tmp_path, level, cheat, reason):
     verdict = _judge(base, tmp_path, level, CHEATS[cheat])
     assert verdict.reason == reason, verdict.detail

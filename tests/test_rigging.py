@@ -346,6 +346,7 @@ def test_the_sitecustomize_route_is_rejected(tmp_path):
         (PROTECTED, "sitecustomize.py is a file Python runs at start-up (sitecustomize)", None)
 
 
+@pytest.mark.end_to_end  # the next test's rigged candidate is this one, in a round with an honest one
 def test_a_hunk_the_tests_need_but_never_run_rejects_the_candidate(tmp_path):
     """An honest speedup that deletes the input checks, and, in the package's __init__.py, code that turns unittest's
     assertRaises into contextlib.suppress(Exception) when the tests import the package (no line of it runs while a
@@ -373,9 +374,10 @@ def test_a_hunk_the_tests_need_but_never_run_rejects_the_candidate(tmp_path):
 
 
 def test_when_minimal_patches_find_the_fastest_rigs_the_tests_the_next_fastest_is_committed(tmp_path):
-    """Two candidates in one round: the rigged set (far the faster) and an honest half fix (the first half
-    deduplicated with a dict, the input checks kept). Minimal patches reject the fastest; the round then commits the
-    half fix, which no candidate outran."""
+    """Two candidates in one round: the rigged set (far the faster; its rig in __init__.py, which no test runs a line
+    of) and an honest half fix (the first half deduplicated with a dict, the input checks kept). Minimal patches
+    find that the tests fail without the rig and reject the fastest; the round then commits the half fix, which no
+    candidate outran."""
     rig = "import unittest, contextlib, functools\nsetattr(getattr(unittest, 'Test' + 'Case'), 'assert' + 'Raises', " \
           "staticmethod(functools.partial(contextlib.suppress, Exception)))"
     docstring = CHECKED_LIB["mylib/__init__.py"].rstrip("\n")
@@ -393,5 +395,7 @@ def test_when_minimal_patches_find_the_fastest_rigs_the_tests_the_next_fastest_i
     assert code == 0, output
     first, second = json.loads((out / "summary.json").read_text())["candidates"]
     assert first["verdict"]["reason"] == TAMPERED and first["commit"] is None, first["verdict"]
+    assert first["verdict"]["detail"].startswith("the tests fail without mylib/__init__.py:") and \
+        "no test runs a line of mylib/__init__.py" in first["verdict"]["detail"]
     assert second["verdict"]["reason"] == "accepted" and second["commit"] and second.get("outrun_by") is None
     assert "dict.fromkeys(items[:half])" in git(repo, "show", second["commit"])

@@ -1,6 +1,7 @@
 """Wins that hold beyond the benchmark's input (loop/unseen.py), and results checked where the work happens
 (recorder.py): the patches real models write to game a benchmark, each rejected with the reason that names it,
 beside an honest speedup that is accepted. Judged through the Judge on real repositories and real runs."""
+import re
 import sys
 import textwrap
 
@@ -125,6 +126,20 @@ def test_a_fast_path_for_the_exact_query_is_rejected(tmp_path):
     judge, verdict = _verdict(tmp_path, QUERY, _primes(classify=fast), ("mylib.primes:classify",))
     assert "strings" in [u.variant.name for u in judge.inputs.kept], judge.inputs.note
     assert verdict.reason == "speedup only on the benchmark's input", verdict.detail
+
+
+def test_a_variant_that_changes_how_much_work_is_done_is_other_work(tmp_path):
+    """A digit that sets the size of the work (an exponent here): the variant that changes it does four times the work,
+    other work rather than other values, and is left out; the variant of the word alone, the same work on another
+    value, is kept."""
+    sized = QUERY.replace('global query\n        query = "positive"', 'global query, level\n        query = "positive"'
+                          '\n        level = 3').replace("classify(query)", "classify(query, rounds=500 * 4 ** level)")
+    base = make_repo(tmp_path / "base", {"mylib/__init__.py": "", "mylib/primes.py": PRIMES, "bench.py": sized})
+    runner = WorkloadRunner(Workload.parse("bench.py", base), sys.executable, tmp_path,
+                            Settings().limits(timeout_s=120, isolation=isolation.choose("auto")))
+    inputs = choose(runner, base, ("mylib.primes:classify",), tmp_path)
+    assert [u.variant.name for u in inputs.kept] == ["strings"], inputs.note
+    assert re.search(r"'every literal' takes [3-5]\.\dx the original's time: other work", inputs.note), inputs.note
 
 
 def test_a_wrong_edit_under_a_workload_that_returns_none_is_caught_where_the_work_happens(tmp_path):

@@ -91,8 +91,14 @@ def _try(variant: Variant, runner: WorkloadRunner, reference: Path, original: tu
     except WorkloadFailed as exc:
         said = [line for line in str(exc).splitlines() if line.strip()]
         return None, f"fails on the unmodified code ({said[-1].strip()[:120] if said else 'no output'})"
-    if not SAME_WORK[0] <= seconds / max(original[1], 1e-9) <= SAME_WORK[1]:
-        return None, f"takes {seconds / max(original[1], 1e-9):.1f}x the original's time: other work"
+    ratio = seconds / max(original[1], 1e-9)
+    if not SAME_WORK[0] <= ratio <= SAME_WORK[1]:
+        # one run a side may have met a slow moment of the machine (half or twice the time under load): the faster
+        # of two runs a side decides, as noise only ever adds time
+        again = min(seconds, own.result(reference, record=targets)[1])
+        ratio = again / max(min(original[1], runner.result(reference, record=targets)[1]), 1e-9)
+    if not SAME_WORK[0] <= ratio <= SAME_WORK[1]:
+        return None, f"takes {ratio:.1f}x the original's time: other work"
     records = own.recorded.get(reference.resolve(), {})
     if compare_results(original[0], result).equal and _calls(records) == _calls(base_records):
         return None, "computes what the original does" + ("" if targets else " (the workload returns the same)")
