@@ -152,7 +152,7 @@ SMALL_LIB = {
         ''',
     "pyproject.toml": '''\
         [tool.perfagent]
-        profile-seconds = 1.0
+        profile-seconds = 0.5
         sample-seconds = 0.05
         max-samples = 20
         candidate-timeout-s = 8

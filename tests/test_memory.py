@@ -128,7 +128,7 @@ CHUNKS_LIB = {
         """,
     "pyproject.toml": """\
         [tool.perfagent]
-        profile-seconds = 1.0
+        profile-seconds = 0.5
         sample-seconds = 0.1
         max-samples = 20
         candidate-timeout-s = 8

@@ -353,7 +353,7 @@ TWO_HOT = {
         ''',
     "pyproject.toml": '''\
         [tool.perfagent]
-        profile-seconds = 1.0
+        profile-seconds = 0.5
         sample-seconds = 0.05
         candidate-timeout-s = 8
         ''',
