@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session
+from tests.conftest import ROOT, SMALL_LIB, git, make_repo, perfagent_branches, repo_state, scripted_session, \
+    search_replace
 
 PERFAGENT = str(Path(sys.executable).with_name("perfagent"))
 USAGE, MODEL_FAILED, USER_CODE_FAILED = 2, 3, 4
@@ -82,17 +84,26 @@ def test_workload_that_times_out_at_baseline(tmp_path):
 
 def test_failing_baseline_tests(tmp_path):
     """A test the user named that fails on the unmodified code stops the run; one perfagent chose guards nothing:
-    it is left out and named, and the run goes on."""
-    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "tests/test_broken.py": "def test_broken():\n    assert 1 == 2\n"})
+    it is left out by its id (it runs first in the file that guards the hot function, so a candidate's run, which
+    stops at the first failure, would otherwise check nothing after it), and the run goes on."""
+    tests = textwrap.dedent(SMALL_LIB["tests/test_core.py"]).replace(
+        "\n\ndef test_tokens", "\n\ndef test_broken():\n    assert unique_sorted([1]) == [2]\n\n\ndef test_tokens", 1)
+    repo = make_repo(tmp_path / "r", {**SMALL_LIB, "tests/test_core.py": tests})
     before = repo_state(repo)
-    code, output = _run(repo, tmp_path, "-w", "bench.py", "--tests", "tests/test_core.py", "--tests",
-                        "tests/test_broken.py")
+    code, output = _run(repo, tmp_path, "-w", "bench.py", "--tests", "tests/test_core.py")
     _assert_error(repo, before, code, output, "1 test fails on the unmodified code",
-                  "tests/test_broken.py::test_broken", "--allow-failing-tests", exit_code=USER_CODE_FAILED)
-    code, output = _run(repo, tmp_path, "-w", "bench.py", out="chosen")
-    assert code == 1 and "error" not in output, output  # the scripted model proposes nothing
-    assert "1 test perfagent chose fails on the unmodified code and is left out: tests/test_broken.py::test_broken" \
+                  "tests/test_core.py::test_broken", "--allow-failing-tests", exit_code=USER_CODE_FAILED)
+    good = search_replace("mylib/core.py", "    seen = []\n    for x in items:\n        if x not in seen:\n"
+                          "            seen.append(x)\n    return sorted(seen)", "    return sorted(set(items))")
+    code, output = _run(repo, tmp_path, "-w", "bench.py", model=scripted_session(tmp_path / "s2.json", [good]),
+                        out="chosen")
+    assert code == 0 and "error" not in output, output
+    assert "1 test perfagent chose fails on the unmodified code and is left out: tests/test_core.py::test_broken" \
         in " ".join(output.split())
+    [candidate] = json.loads((tmp_path / "chosen" / "summary.json").read_text())["candidates"]
+    assert candidate["verdict"]["reason"] == "accepted", candidate["verdict"]["detail"]
+    assert "tests/test_core.py::test_unique" in candidate["verdict"]["tests_run"]
+    assert "tests/test_core.py::test_broken" not in candidate["verdict"]["tests_run"]
 
 
 def test_missing_api_key_names_the_variable(small_repo, tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ def leftovers(repo_cache: Path) -> tuple[list[str], list[str]]:
 def test_gold_evaluation_reproduces_the_expert_speedup(tmp_path, caches):
     ids = ["perfagent-examples__inventory-3"]
     tasks = task_file(tmp_path / "tasks.jsonl", ids)
-    done = cli("evaluate", str(tasks), "--gold", "--out", str(tmp_path / "gold"), "--pairs", "5", "--executor", "ray",
+    done = cli("evaluate", str(tasks), "--gold", "--out", str(tmp_path / "gold"), "--pairs", "4", "--executor", "ray",
                *FAST, *caches)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "gold" / "report.json").read_text())

@@ -88,7 +88,7 @@ def test_parse_crlf_reply():
 
 
 def test_parse_empty_search_means_new_file():
-    assert parse_edits(f"new.py\n<<<<<<< SEARCH\n=======\nprint(1)\n>>>>>>> REPLACE\n") == [
+    assert parse_edits("new.py\n<<<<<<< SEARCH\n=======\nprint(1)\n>>>>>>> REPLACE\n") == [
         Edit("new.py", "", "print(1)")
     ]
 

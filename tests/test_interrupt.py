@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, deliver_sigint, git, perfagent_branches, scripted_session
-from tests.test_optimize import GOOD, UNIQUE_BODY, search_replace
+from tests.test_optimize import GOOD, search_replace
 
 
 def _processes_under(root_prefix: str) -> list[int]:

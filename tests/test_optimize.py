@@ -241,23 +241,6 @@ def test_a_usd_budget_needs_a_price_and_per_token_prices_make_it_hold(small_repo
     assert summary["stop_reason"].startswith("budget spent (token budget used up")
 
 
-def test_a_test_failing_at_baseline_does_not_stop_a_candidates_tests(small_repo, tmp_path):
-    """With --allow-failing-tests, a test that fails on the unmodified code is left out of every candidate run, so
-    stopping at the first failure still checks every test that counts."""
-    tests = small_repo / "tests" / "test_core.py"  # the known bug's test runs first in the file
-    tests.write_text(tests.read_text().replace("\n\ndef test_tokens", "\n\ndef test_known_bug():\n"
-                                               "    assert unique_sorted([1]) == [2]\n\n\ndef test_tokens", 1))
-    git(small_repo, "add", ".")
-    git(small_repo, "commit", "-q", "-m", "a known bug")
-    code, output = invoke("optimize", small_repo, "-w", "bench.py", "-m", scripted_session(tmp_path / "s.json", [GOOD]),
-                          "--allow-failing-tests", "--out", tmp_path / "run")
-    assert code == 0, output
-    [candidate] = json.loads((tmp_path / "run" / "summary.json").read_text())["candidates"]
-    assert candidate["verdict"]["reason"] == "accepted", candidate["verdict"]["detail"]
-    assert "tests/test_core.py::test_unique" in candidate["verdict"]["tests_run"]
-    assert "tests/test_core.py::test_known_bug" not in candidate["verdict"]["tests_run"]
-
-
 TOKENS = '    return [w for w in re.split(r"\\W+", text.lower()) if w]'
 RENAMED = '    return [word for word in re.split(r"\\W+", text.lower()) if word]'
 

@@ -137,7 +137,7 @@ def test_times_stand_beside_their_own_comparison(run):
     final measurement's; the noise has one name and p-values read as a person writes them."""
     out, stdout = run
     summary = read_summary(out)
-    final, (rejected, kept) = summary["final"]["speed"], summary["candidates"]
+    final, (_, kept) = summary["final"]["speed"], summary["candidates"]
     text = (out / "pull_request.md").read_text()
     timed = [line for line in text.splitlines() if re.search(r"\d ms\b", line)]
     assert timed and all(OWN_VALUES in line for line in timed), timed

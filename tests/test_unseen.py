@@ -5,8 +5,6 @@ import re
 import sys
 import textwrap
 
-import pytest
-
 from perfagent.loop.unseen import choose
 from perfagent.loop.verdict import Judge, Reference
 from perfagent.measure.workload import Workload, WorkloadRunner

@@ -15,7 +15,7 @@ from pathlib import Path
 from perfagent.measure.calls import compare_calls
 from perfagent.measure.compare import Comparison, compare_results
 from perfagent.measure.variants import Variant, make_variants
-from perfagent.measure.workload import OWN_INPUT, Workload, WorkloadFailed, WorkloadRunner
+from perfagent.measure.workload import Workload, WorkloadFailed, WorkloadRunner
 
 KEEP = 2  # variants kept: each costs every candidate a result run, and the first one an accepted candidate's timing
 TRIES = 4  # variants tried at most (one result run each, on the unmodified code, once per run)
