@@ -83,7 +83,7 @@ def test_the_build_is_detected_from_what_the_repository_declares(nearby, tmp_pat
     assert detect(tmp_path, sys.executable) == Build(NONE, None)  # no setup.py at all
     # a Python file runs from the worktree as it is; anything else the build may read
     build = detect(repo, sys.executable)
-    assert not build.needed([PAIRS, "nearby/__pycache__/pairs.cpython-311.pyc"])
+    assert not build.needed([PAIRS, "nearby/__pycache__/pairs.cpython-311.pyc", "docs/changes.rst", "README.md"])
     assert build.needed([PYX]) and build.needed(["nearby/_core.pxd"]) and build.needed(None)
     assert not Build(NONE, None).needed([PYX])
 

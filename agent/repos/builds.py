@@ -48,8 +48,9 @@ _DECLARES_EXTENSIONS = re.compile(r"\b(ext_modules|Extension|cythonize)\b")
 # an error as compilers (gcc, clang: "file:line:col: error: ...", also "fatal error") and Cython ("file.pyx:line:col:
 # message", its warnings start with "warning:") print it
 _ERROR = re.compile(r"^(?P<file>[^\s:][^:\n]*):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<say>.+)$", re.M)
-# changes that never need a build: Python source runs from the worktree as it is, its bytecode perfagent compiles
-_RUNS_AS_IT_IS = (".py", ".pyi")
+# changes that never need a build: Python source runs from the worktree as it is, its bytecode perfagent compiles,
+# and prose (a changelog entry, a docstring page) is no input of compiled code
+_NO_BUILD = (".py", ".pyi", ".rst", ".md")
 _CYTHON = (".pyx", ".pxd", ".pxi")
 
 
@@ -65,11 +66,11 @@ class Build:
         """Whether changes to the repository-relative paths `changed` (None: not known) need the command."""
         if self.command is None:
             return False
-        return changed is None or any(not _runs_as_it_is(path) for path in changed)
+        return changed is None or any(not _needs_no_build(path) for path in changed)
 
 
-def _runs_as_it_is(path: str) -> bool:
-    return path.endswith(_RUNS_AS_IT_IS) or "__pycache__" in PurePosixPath(path).parts
+def _needs_no_build(path: str) -> bool:
+    return path.endswith(_NO_BUILD) or "__pycache__" in PurePosixPath(path).parts
 
 
 def detect(repo: Path, python: str, explicit: str | None = None) -> Build:
