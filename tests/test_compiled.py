@@ -220,7 +220,7 @@ def test_a_scratch_worktree_starts_built_and_rebuilds_only_what_changed(built):
     with env.scratch(s.base, {PAIRS: pairs}) as tree:
         assert env.rebuild(tree) is None and env.build_seconds[tree] is None  # no build command ran
         assert _extension(tree).read_bytes() == module.read_bytes()
-    with env.scratch(s.base, {"README.md": "# nearby\n"}) as tree:
+    with env.scratch(s.base, {"MANIFEST.in": "include nearby/*.pyx\n"}) as tree:  # neither Python nor prose
         inherited = os.stat(_extension(tree))
         assert env.rebuild(tree) is None and env.build_seconds[tree] is not None  # the command ran...
         assert os.stat(_extension(tree)).st_mtime_ns == inherited.st_mtime_ns  # ...and compiled nothing
