@@ -103,9 +103,9 @@ def sequential_level(looks: tuple[int, ...], alpha: float, pooled_df: int = 0, d
     from scipy import special
     rng = np.random.default_rng(20261130)
     smallest = np.ones(draws)
-    # the alpha-quantile of the smallest p-value is at most alpha (the first look alone reaches alpha that often):
-    # p-values above 2 * alpha never reach it, so only t statistics beyond that p-value's t are converted (p-values
-    # are most of the time, and about a twentieth as many are needed)
+    # the alpha-quantile of the smallest p-value is at most alpha (the first look alone reaches alpha that often), so
+    # a p-value above 2 * alpha never decides it: only t statistics beyond that p-value's t are converted, a small
+    # share of them (converting a t statistic to its p-value is most of the simulation's time)
     beyond = {n: special.stdtrit(n - 1 + pooled_df, 1 - 2 * alpha) for n in looks}
     for chunk in np.array_split(np.arange(draws), 8):
         x = rng.standard_normal((len(chunk), looks[-1]))

@@ -101,25 +101,26 @@ def _reproduce(summary: Summary, kept: list[Candidate], workload: str) -> list[s
             "git checkout -   # back to where you were"]
 
 
-def _note(summary: Summary, kept: list[Candidate], speed: Speed | None) -> str:
+def _note(summary: Summary, speed: Speed | None) -> str:
     """How a run that did not finish ended, and what its record therefore lacks."""
     status = summary.status
     if status == FINISHED:
         return ""
     why = summary.error or summary.stop_reason
     note = f"This run ended as `{status}`" + (f" ({_text(why, 200).rstrip(':')})" if why else "")
-    return note + (": the branch was not measured as a whole against its base." if kept and not speed else ".")
+    return note + (": the branch was not measured as a whole against its base." if not speed else ".")
 
 
 def markdown(summary: Summary, before: dict | None, after: dict | None, hotspots: list[dict]) -> str:
-    """pull_request.md for a run that kept a commit (render.proposes): `summary` is its record, `before` and `after` its profiles (None when not
-    recorded), `hotspots` the rows of the functions on top before and after (render's hotspot rows)."""
+    """pull_request.md for a run that kept a commit (render.proposes): `summary` is its record, `before` and `after`
+    its profiles (None when not recorded), `hotspots` the rows of the functions on top before and after (render's
+    hotspot rows)."""
     kept, final = summary.kept, summary.final
     speed = final.speed if final else None
     workload = _workload(summary)
     settings = summary.settings
     return _env.get_template("pull_request.md.j2").render(
-        s=summary, title=_title(kept, speed, summary), note=_note(summary, kept, speed), workload=workload,
+        s=summary, title=_title(kept, speed, summary), note=_note(summary, speed), workload=workload,
         kept=kept, rejected=[c for c in summary.candidates if not c.kept], speed=speed, final=final,
         before=before, after=after, hotspots=hotspots, settings=settings, rule=RULES.get(settings.get("decision_rule")),
         baseline=summary.baseline, tests=summary.tests, tests_run=summary.tests_run or [], llm=summary.llm,
