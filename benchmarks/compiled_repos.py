@@ -2,7 +2,7 @@
 perfect model and no named tests, environments built from the package index.
 
     python benchmarks/compiled_repos.py TASKS.jsonl --repo-cache DIR --env-cache DIR --out DIR
-        [--ids ID ...] [--skip-evaluate]
+        [--ids ID ...] [--skip-evaluate] [--skip-warm]
 
 TASKS.jsonl comes from make_compiled_tasks.py. Steps, one build at a time (run it under `nice -n 19`):
 1. environments: each task's environment is built (cold: the build, timed; an environment already in the cache
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--ids", nargs="*")
     parser.add_argument("--skip-evaluate", action="store_true")
+    parser.add_argument("--skip-warm", action="store_true", help="one batch run, on a cold perfagent cache")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     tasks = [json.loads(line) for line in args.tasks.read_text().splitlines() if line.strip()]

@@ -8,7 +8,7 @@ holding bare mirrors as `owner+name/repo` (perfagent's `--repo-cache`). Per inst
 project's HEAD (`Merge pull request #N`), its first parent as `base_commit`, the diff split into `patch` (non-test
 files) and `test_patch`, the edited files and functions, the covering test modules, the published workload and
 the gold speedup: make_real_tasks.py's functions, so both files mean the same. What differs is the environment:
-`setup_cmd` is perfagent.runs.pins.setup_command for the base commit's pyproject.toml and day (its build
+`setup_cmd` is perfagent.runs.pins.setup_command for the base commit's build files and day (its build
 requirements pinned for that era on Python 3.11, then `pip install --no-build-isolation -e .`), with what a
 repository needs besides (numpy: SVML off, since its vendored SVML is a git submodule the mirror does not hold;
 its test requirements). perfagent builds it once per (repository, commit, interpreter); see agent/runs/envs.py.
@@ -77,9 +77,11 @@ LEFT_OUT = {
 
 
 def setup_for(git: Git, base: str, project: Project) -> str:
-    pyproject = git.show(base, "pyproject.toml") if git.exists(base, "pyproject.toml") else ""
+    pyproject, setup_cfg = (git.show(base, name) if git.exists(base, name) else "" for name in ("pyproject.toml",
+                                                                                                "setup.cfg"))
     day = git("show", "-s", "--format=%cs", base).strip()
-    parts = [project.setup_before, setup_command(pyproject, day)]
+    cython = any(name.endswith(".pyx") for name in git("ls-tree", "-r", "--name-only", base).splitlines())
+    parts = [project.setup_before, setup_command(pyproject, day, setup_cfg, cython)]
     return " ".join(p for p in parts if p) + (f" && {project.setup_after}" if project.setup_after else "")
 
 

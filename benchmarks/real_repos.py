@@ -1,7 +1,7 @@
 """Benchmark: perfagent on real repositories at their real size, with a perfect model and no named tests.
 
     python benchmarks/real_repos.py TASKS.jsonl [TASKS.jsonl ...] --repo-cache DIR --out DIR
-        [--env-cache DIR] [--ids ID ...] [--skip-evaluate]
+        [--env-cache DIR] [--ids ID ...] [--skip-evaluate] [--skip-warm]
 
 For each task file, three steps through the installed `perfagent` command:
 1. cold: `perfagent batch --model oracle --select-tests --max-iterations 1` with an empty baseline cache: each task's
@@ -50,7 +50,7 @@ def run_file(tasks_file: Path, args) -> list[dict]:
     shutil.rmtree(cache, ignore_errors=True)
     common = ["--repo-cache", str(args.repo_cache), "--env-cache", str(args.env_cache)]
     batch = ["batch", str(subset), "--model", "oracle", "--select-tests", "--max-iterations", "1", *common]
-    for phase in ("cold", "warm"):
+    for phase in ("cold",) if args.skip_warm else ("cold", "warm"):
         shutil.rmtree(folder / phase, ignore_errors=True)
         _perfagent([*batch, "--out", str(folder / phase)], cache, folder / f"{phase}.log")
     if not args.skip_evaluate:
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--ids", nargs="*")
     parser.add_argument("--skip-evaluate", action="store_true")
+    parser.add_argument("--skip-warm", action="store_true", help="one batch run, on a cold perfagent cache")
     args = parser.parse_args()
     print(f"{'task':28} {'1st cold':>8} {'1st warm':>8} {'total':>6} {'files':>5} {'cover':>5} "
           f"{'verdict':24} {'speedup':>8} {'expert':>7} {'ratio':>6}")

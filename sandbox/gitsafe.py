@@ -90,6 +90,16 @@ def git(tree: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return _checked(run(tree, *args, env=env))
 
 
+def submodules(tree: Path) -> dict[str, str]:
+    """The submodules `tree`'s index records (its checked-out commit's, in a fresh worktree): path -> commit."""
+    return gitlinks(git(tree, "ls-files", "-z", "--stage"))
+
+
+def gitlinks(stage: str) -> dict[str, str]:
+    """path -> commit of the submodules in `git ls-files -z --stage` output."""
+    return {entry.split("\t", 1)[1]: entry.split()[1] for entry in stage.split("\0") if entry.startswith("160000 ")}
+
+
 def remove_worktrees(trees: list[Path]) -> None:
     """Delete worktrees perfagent made, then git's records of them (`worktree prune`): git never looks inside them,
     where `worktree remove` would read their `.git` pointers."""

@@ -50,6 +50,27 @@ def test_repo_cache_finds_a_bare_mirror_and_checks_out_detached_worktrees(tmp_pa
             pass
 
 
+def test_a_checkout_holds_its_submodules_files_from_the_cache(tmp_path):
+    """A submodule (astropy's astropy_helpers, which its setup.py imports) is filled from the cache's mirror of its
+    repository at the recorded commit; the task's git sees an unpopulated submodule, so its status stays clean. One the
+    cache lacks stays empty."""
+    helpers = make_repo(tmp_path / "acme__helpers", {"helpers/__init__.py": "VERSION = 1\n"})
+    recorded = git(helpers, "rev-parse", "HEAD").strip()
+    (helpers / "helpers" / "__init__.py").write_text("VERSION = 2\n")
+    git(helpers, "commit", "-qam", "later")
+    source = make_repo(tmp_path / "acme__lib", {"lib.py": "x = 1\n", ".gitmodules":
+                       '[submodule "helpers"]\n\tpath = ext/helpers\n\turl = https://github.com/acme/helpers.git\n'
+                       '[submodule "other"]\n\tpath = other\n\turl = git@github.com:acme/absent.git\n'})
+    git(source, "update-index", "--add", "--cacheinfo", f"160000,{recorded},ext/helpers")
+    git(source, "update-index", "--add", "--cacheinfo", f"160000,{recorded},other")
+    git(source, "commit", "-qm", "submodules")
+    with RepoCache(tmp_path).checkout("acme/lib", "HEAD") as worktree:
+        assert (worktree / "ext" / "helpers" / "helpers" / "__init__.py").read_text() == "VERSION = 1\n"
+        assert not (worktree / "ext" / "helpers" / ".git").exists()
+        assert not (worktree / "other").exists() or not any((worktree / "other").iterdir())
+        assert git(worktree, "status", "--porcelain", "--untracked-files=all") == ""
+
+
 def test_missing_repository_says_how_to_add_it(tmp_path):
     with pytest.raises(RepoError, match=r"acme/other is not in the repository cache .*git clone --mirror "
                                         r"https://github.com/acme/other .*acme__other.git"):

@@ -148,6 +148,32 @@ def test_a_branch_from_a_checkout_never_built_is_built_before_anything_runs(tmp_
         workspaces.close()
 
 
+def test_a_branch_takes_the_checkouts_submodule_files_its_build_needs(tmp_path):
+    """A setup.py that imports its build helpers from a submodule (astropy's astropy_helpers): the branch worktree,
+    which git leaves without submodule files, takes them from the user's checkout (not the submodule's .git), and the
+    first rebuild builds there."""
+    module = ('#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, NULL};\n'
+              "PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&m); }\n")
+    helpers = make_repo(tmp_path / "helpers", {"build_helpers.py": "SOURCES = ['tiny/_c.c']\n"})
+    repo = make_repo(tmp_path / "tiny", {
+        "setup.py": "import sys\nsys.path.insert(0, 'vendor')\nfrom build_helpers import SOURCES\n"
+                    "from setuptools import Extension, setup\nsetup(ext_modules=[Extension('tiny._c', SOURCES)])\n",
+        "tiny/__init__.py": "", "tiny/_c.c": module, ".gitignore": "build/\n*.so\n__pycache__/\n"})
+    git(repo, "submodule", "add", "-q", str(helpers), "vendor", env={"GIT_ALLOW_PROTOCOL": "file"})
+    git(repo, "commit", "-qm", "build helpers")
+    workspaces = Workspaces(open_repo(repo), "tiny")
+    env = Environment(sys.executable, RLIMITS.limits(timeout_s=120), workspaces)
+    try:
+        branch = workspaces.branch("perfagent/tiny", "HEAD")
+        env.adopt(branch)
+        assert (branch / "vendor" / "build_helpers.py").read_text() == "SOURCES = ['tiny/_c.c']\n"
+        assert not (branch / "vendor" / ".git").exists()
+        assert env.rebuild(branch) is None
+        assert list((branch / "tiny").glob("_c.*.so"))
+    finally:
+        workspaces.close()
+
+
 def test_a_build_uses_the_environments_compiler_cache_read_only(tmp_path):
     """A batch environment with ccache next to its interpreter and a warmed cache folder: the command compiles
     through it (CC, CXX) and never writes the cache (the sandbox would refuse it anyway)."""

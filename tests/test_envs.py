@@ -10,7 +10,7 @@ from perfagent.loop.environment import Environment
 from perfagent.reasons import SKIPPED
 from perfagent.runs.batch import BatchJob, solve
 from perfagent.runs.envs import Environments, first_error
-from perfagent.runs.pins import build_requires, era_pins
+from perfagent.runs.pins import build_requires, era_pins, setup_command
 from perfagent.runs.tasks import Task
 from perfagent.sandbox.workspace import Workspaces
 from conftest import RLIMITS, git, make_repo
@@ -34,7 +34,7 @@ def test_era_pins_raise_exact_pins_that_predate_python_311_and_cap_open_ones_at_
     # astropy 4.2 (2020): Cython 0.29.14 and oldest-supported-numpy predate Python 3.11; open ends get 2020's series
     old = ["setuptools", "setuptools_scm", "wheel", "cython==0.29.14", "oldest-supported-numpy", "extension-helpers"]
     assert era_pins(old, "2020-10-15") == ["setuptools<60", "setuptools-scm", "wheel", "cython<3,>=0.29.32",
-                                           "numpy<1.25,>=1.23.2", "extension-helpers<1"]
+                                           "numpy<1.24,>=1.23.2", "extension-helpers<1"]
     # astropy 6.1 (2024): its own bounds stand; numpy 2 did not exist yet
     new = ["setuptools", "cython>=3.0.0,<3.1.0", "numpy>=1.25", "extension-helpers==1.*"]
     assert era_pins(new, "2024-03-18") == ["setuptools<72", "cython<3.1.0,>=3.0.0", "numpy<2,>=1.25",
@@ -44,6 +44,11 @@ def test_era_pins_raise_exact_pins_that_predate_python_311_and_cap_open_ones_at_
     assert era_pins(numpy, "2022-07-07") == ["setuptools==59.2.0", "wheel==0.37.0", "cython<3.0,>=0.29.30"]
     # astropy 6.2.dev (July 2024): numpy 2.0 then, not the numpy 2.4 perfagent's own packages hold (no np.in1d)
     assert era_pins(["numpy>=2.0.0rc1"], "2024-07-11") == ["numpy<2.1,>=2.0.0rc1"]
+    # astropy 6.1 (April 2024) asked for numpy 2.0's pre-release: capped at the series after it, not below it
+    assert era_pins(["numpy>=2.0.0rc1"], "2024-04-17") == ["numpy<2.1,>=2.0.0rc1"]
+    # a declared bound looser than the era's (astropy 7.0.dev, Aug. 2024) does not let numpy 2.2 in; a tighter one stands
+    assert era_pins(["numpy>=2.0.0,<3"], "2024-08-09") == ["numpy<2.1,<3,>=2.0.0"]
+    assert era_pins(["numpy>=2.0.0,<2.0.2"], "2024-08-09") == ["numpy<2.0.2,>=2.0.0"]
     # meson-python (2024-11): no setuptools, so no wheel
     assert era_pins(["meson-python>=0.15.0", "Cython>=3.0.6"], "2024-11-24") == ["meson-python>=0.15.0",
                                                                                  "cython<3.1,>=3.0.6"]
@@ -53,6 +58,19 @@ def test_build_requires_reads_the_build_system_or_falls_back_to_setuptools():
     assert build_requires('[build-system]\nrequires = ["meson-python", "cython"]\nbuild-backend = "mesonpy"\n') == \
         (["meson-python", "cython"], "mesonpy")
     assert build_requires("") == (["setuptools", "wheel"], None)
+    # astropy 3.2 (2019): no build-system; setup.cfg's setup_requires and Cython for its .pyx (setuptools would fetch
+    # the first from the network mid-build; a checkout has no generated C without the second)
+    setup_cfg = "[metadata]\nname = astropy\n\n[options]\nsetup_requires = numpy>=1.13\ninstall_requires = numpy\n"
+    assert build_requires("", setup_cfg, cython=True) == (["setuptools", "wheel", "numpy>=1.13", "cython"], None)
+    listed = "[options]\nsetup_requires =\n    numpy>=1.13\n    Cython>=0.29\n"
+    assert build_requires("", listed, cython=True)[0] == ["setuptools", "wheel", "numpy>=1.13", "Cython>=0.29"]
+    declared = '[build-system]\nrequires = ["setuptools"]\n'  # a declared build-system is taken as it is
+    assert build_requires(declared, setup_cfg, cython=True) == (["setuptools"], None)
+    assert era_pins(build_requires("", setup_cfg, cython=True)[0], "2019-04-19") == \
+        ["setuptools<60", "wheel", "numpy<1.24,>=1.13", "cython<3,>=0.29.32"]
+    # its tests use nose-style setup methods, which pytest 7.2 warns about (an error under its filterwarnings)
+    assert setup_command("", "2019-04-19", setup_cfg, cython=True).endswith(" 'pytest<7.2'")
+    assert "pytest" not in setup_command('[build-system]\nrequires = ["setuptools"]\n', "2024-03-18")
 
 
 def task(**fields) -> Task:

@@ -79,7 +79,10 @@ class Environment:
         ignored = set(repo.git.ls_files("-z", "--others", "--ignored", "--exclude-standard").split("\0"))
         listed.update(ignored)
         built = snapshot(Path(repo.working_tree_dir))
-        kept = {p: e for p, e in built.entries.items() if p in listed or stat.S_ISDIR(e[0])}
+        # a submodule's files are the checkout's code too (a build may need them: astropy_helpers), not its git folder
+        nested = tuple(f"{path}/" for path in gitsafe.gitlinks(repo.git.ls_files("-z", "--stage")))
+        kept = {p: e for p, e in built.entries.items()
+                if p in listed or stat.S_ISDIR(e[0]) or p.startswith(nested) and ".git" not in p.split("/")}
         # a checkout without extension modules was never built (its bytecode and caches are no build): built here
         modules = any(path.endswith(tuple(EXTENSION_SUFFIXES)) for path in ignored)
         if inherit(Snapshot(built.root, kept), worktree) and modules:

@@ -1,9 +1,11 @@
 """Where batch and evaluate get each task's code: one local clone or mirror per repository (the repository cache),
-and a detached worktree of it per task at the task's base commit. Nothing is ever cloned from the network. Code runs
-in those worktrees, so git runs on them only through sandbox/gitsafe.py."""
+and a detached worktree of it per task at the task's base commit, its git submodules filled from the cache too (a
+build often needs them: astropy's astropy_helpers, numpy's vendored meson). Nothing is ever cloned from the network.
+Code runs in those worktrees, so git runs on them only through sandbox/gitsafe.py."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -83,6 +85,7 @@ class RepoCache:
                 _drop_orphan_branches(source)
                 common = Path(repo.common_dir).resolve()
                 gitsafe.add_worktree(common, worktree, full)
+            self._fill_submodules(worktree)
             yield worktree
         finally:
             with file_lock(lock):
@@ -90,6 +93,51 @@ class RepoCache:
                 shutil.rmtree(folder, ignore_errors=True)
                 if common is not None:  # a signal inside `git worktree add` leaves a record nothing else prunes
                     gitsafe.prune(common)
+
+
+    def _fill_submodules(self, worktree: Path) -> None:
+        """Put each submodule's files at its recorded commit into `worktree` (as `git submodule update` would, but
+        from the cache's mirror of its repository and without a .git of its own: the task's git sees an unpopulated
+        submodule and leaves its files alone). One whose repository or commit the cache lacks stays empty, and a build
+        that needs it fails with its own error."""
+        urls = _submodule_urls(worktree)
+        for path, commit in gitsafe.submodules(worktree).items():
+            repo = _github_name(urls.get(path, ""))
+            try:
+                mirror = self.locate(repo) if repo else None
+            except RepoError:
+                mirror = None
+            if mirror is None or subprocess.run(["git", "-C", str(mirror), "cat-file", "-e", f"{commit}^{{commit}}"],
+                                                capture_output=True).returncode:
+                continue
+            target = worktree / path
+            if target.is_symlink() or target.exists() and not target.is_dir() or not target.resolve().is_relative_to(
+                    worktree.resolve()):
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.Popen(["git", "-C", str(mirror), "archive", "--format=tar", commit],
+                                       stdout=subprocess.PIPE)
+            subprocess.run(["tar", "-x", "-C", str(target)], stdin=archive.stdout, check=True)
+            archive.stdout.close()
+            if archive.wait():
+                raise RepoError(f"git archive of {repo} at {commit} failed in {mirror}")
+
+
+def _submodule_urls(worktree: Path) -> dict[str, str]:
+    """path -> URL of the submodules `worktree`'s .gitmodules declares."""
+    listing = gitsafe.run(worktree, "config", "--file", ".gitmodules", "--get-regexp", r"^submodule\..*\.(path|url)$")
+    fields: dict[str, dict[str, str]] = {}
+    for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
+        key, _, value = line.partition(" ")
+        name, _, field = key.removeprefix("submodule.").rpartition(".")
+        fields.setdefault(name, {})[field] = value
+    return {f["path"]: f["url"] for f in fields.values() if "path" in f and "url" in f}
+
+
+def _github_name(url: str) -> str | None:
+    """`owner/name` of a submodule's GitHub URL (https, ssh or git), the name the repository cache finds it by."""
+    match = re.match(r"^(?:https?://|git://|ssh://git@|git@)github\.com[:/]([\w.-]+)/([\w.-]+?)(?:\.git)?/?$", url)
+    return f"{match[1]}/{match[2]}" if match else None
 
 
 def _drop_orphan_branches(source: Path) -> None:

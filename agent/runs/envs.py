@@ -74,10 +74,11 @@ def builds_extensions(worktree: Path) -> bool:
 
 
 def compiled_setup(worktree: Path) -> str:
-    """The default setup of a compiled repository (pins.setup_command) from its pyproject.toml and commit day."""
-    pyproject = worktree / "pyproject.toml"
-    return setup_command(pyproject.read_text(encoding="utf-8") if pyproject.exists() else "",
-                         gitsafe.git(worktree, "log", "-1", "--format=%cs").strip())
+    """The default setup of a compiled repository (pins.setup_command) from its build files and commit day."""
+    def text(name: str) -> str:
+        return (worktree / name).read_text(encoding="utf-8") if (worktree / name).is_file() else ""
+    return setup_command(text("pyproject.toml"), gitsafe.git(worktree, "log", "-1", "--format=%cs").strip(),
+                         text("setup.cfg"), bool(gitsafe.git(worktree, "ls-files", "--", "*.pyx").strip()))
 
 
 def first_error(log: str, worktree: Path) -> str:

@@ -11,6 +11,8 @@ an environment sees perfagent's own packages, and pip takes a newer numpy there 
 """
 from __future__ import annotations
 
+import configparser
+import re
 import sys
 import tomllib
 
@@ -23,29 +25,48 @@ _FIRST_FOR_PYTHON = {(3, 11): {"numpy": "1.23.2", "cython": "0.29.32", "pyerfa":
 FLOORS = _FIRST_FOR_PYTHON.get(sys.version_info[:2], {})
 # A release that broke older code, with its day: a commit from before it gets `<version`.
 ERAS = {
-    # 1.25 expired deprecations; 2.0 a new C API; each 2.x removes what 2.(x-2) deprecated (2.4: np.in1d)
-    "numpy": [("2023-06-17", "1.25"), ("2024-06-16", "2"), ("2024-08-18", "2.1"), ("2024-12-08", "2.2"),
+    # 1.24 and 1.25 expired deprecations (1.24: np.int, np.float); 2.0 a new C API; each 2.x removes what 2.(x-2)
+    # deprecated (2.4: np.in1d)
+    "numpy": [("2022-12-18", "1.24"), ("2023-06-17", "1.25"), ("2024-06-16", "2"), ("2024-08-18", "2.1"), ("2024-12-08", "2.2"),
               ("2025-06-07", "2.3")],
     "cython": [("2023-07-17", "3"), ("2025-05-08", "3.1")],  # 3.0 changed semantics; 3.1 dropped old syntax
     "setuptools": [("2021-12-19", "60"), ("2022-08-09", "65"), ("2024-07-28", "72")],  # 60: its own distutils;
     # 72: no more `setup.py test` (which older setup.py files import)
     "extension-helpers": [("2022-03-21", "1")],
+    # 7.2 warns on nose-style setup/teardown methods (an error where warnings are), 8 removed their support
+    "pytest": [("2022-10-23", "7.2"), ("2024-01-27", "8")],
 }
+TEST_TOOLS = ["pytest"]  # run the repository's tests: capped for its era like its build requirements
 _RENAMED = {"oldest-supported-numpy": "numpy"}  # a meta-package of pins from before this interpreter
 
 
-def build_requires(pyproject: str) -> tuple[list[str], str | None]:
-    """pyproject.toml's [build-system] `requires` and `build-backend` (setuptools' legacy default when absent)."""
+def build_requires(pyproject: str, setup_cfg: str = "", cython: bool = False) -> tuple[list[str], str | None]:
+    """pyproject.toml's [build-system] `requires` and `build-backend`. A project without them builds with setuptools'
+    legacy backend, and needs what its setup.cfg's `setup_requires` names (setuptools would fetch them from the
+    network while building), and Cython when it has .pyx sources (`cython`: a checkout holds no generated C)."""
     system = tomllib.loads(pyproject).get("build-system", {}) if pyproject else {}
-    return list(system.get("requires", ["setuptools", "wheel"])), system.get("build-backend")
+    if "requires" in system:
+        return list(system["requires"]), system.get("build-backend")
+    config = configparser.ConfigParser(interpolation=None)
+    try:
+        config.read_string(setup_cfg)
+    except configparser.Error:
+        pass  # pip would fail on it with its own error
+    listed = config.get("options", "setup_requires", fallback="")
+    requires = ["setuptools", "wheel", *(r.strip() for r in re.split(r"[;\n]", listed) if r.strip())]
+    if cython and not any(canonicalize_name(re.split(r"[^\w.-]", r, 1)[0]) == "cython" for r in requires):
+        requires.append("cython")
+    return requires, system.get("build-backend")
 
 
-def setup_command(pyproject: str, day: str) -> str:
-    """How to build a repository in place with pip: its build requirements pinned for `day`, then the repository
-    without build isolation (and its test extras), the pins repeated so that nothing installed with it moves them."""
-    pins = " ".join(f"'{p}'" for p in era_pins(build_requires(pyproject)[0], day))
+def setup_command(pyproject: str, day: str, setup_cfg: str = "", cython: bool = False) -> str:
+    """How to build a repository in place with pip: its build requirements (build_requires) pinned for `day`, then
+    the repository without build isolation (and its test extras, with the era's pytest), the pins repeated so that
+    nothing installed with it moves them."""
+    pins = " ".join(f"'{p}'" for p in era_pins(build_requires(pyproject, setup_cfg, cython)[0], day))
+    tests = "".join(f" '{p}'" for p in era_pins(TEST_TOOLS, day) if p not in TEST_TOOLS)  # only where capped
     return (f"python -m pip install --quiet {pins} && python -m pip install --quiet --no-build-isolation "
-            f"-e '.[test,tests,testing]' {pins}")
+            f"-e '.[test,tests,testing]' {pins}{tests}")
 
 
 def era_pins(requires: list[str], day: str) -> list[str]:
@@ -74,8 +95,17 @@ def _specifier(name: str, specs: list[str], day: str) -> str:
         specs = []  # the pinned release predates this Python: its era's newest, below
     if floor and not any(s.startswith(("==", ">")) for s in specs):
         specs.append(f">={floor}")
-    if not any(s.startswith(("<", "==", "~=")) for s in specs):
-        cap = next((version for until, version in ERAS.get(name, []) if day < until), None)
-        if cap:
-            specs.append(f"<{cap}")
+    # the cap of the commit's day: the first release after it that broke older code, or after that the first one
+    # past what the requirement itself asks for (a pre-release of the next series, as astropy asked numpy 2.0.0rc1)
+    floors = [_release(spec) for spec in specs if spec.startswith(">")]
+    cap = next((version for until, version in ERAS.get(name, []) if day < until
+                and all(floor < Version(version) for floor in floors)), None)
+    # none for an exact requirement or an upper bound as low; a looser one (numpy<3) still lets the later series in
+    if cap and not any(s.startswith(("==", "~=")) or s.startswith("<") and _release(s) <= Version(cap) for s in specs):
+        specs.append(f"<{cap}")
     return ",".join(sorted(specs))
+
+
+def _release(spec: str) -> Version:
+    """The release a bound names, without its pre-release part (>=2.0.0rc1 -> 2.0.0)."""
+    return Version(Version(spec.lstrip("<>=!").rstrip(".*")).base_version)
