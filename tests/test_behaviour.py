@@ -406,3 +406,46 @@ def test_the_unmodified_codes_runs_compare_equal_to_themselves(level, tmp_path):
         assert new_behaviour(first, second) == new_behaviour(second, first) == [], (first, second)
         assert first == second
         assert [e.count for e in first if e.count is not None] == ([1] if pids_root() else [])
+
+
+THREADS = """\
+import threading
+
+
+def test_threads():
+    ready = threading.Barrier({n} + 1)
+    workers = [threading.Thread(target=ready.wait) for _ in range({n})]
+    for worker in workers:
+        worker.start()
+    ready.wait()
+    for worker in workers:
+        worker.join()
+"""
+
+
+def test_a_task_count_the_unmodified_codes_tests_reach_again_is_not_evidence(tmp_path):
+    """How many threads overlap in a test run depends on the machine's load, and the baseline ran the tests otherwise
+    (per file, then together), so its recorded count can be lower than its own code reaches: the unmodified code
+    runs the candidate's test command again, and a count it reaches too rejects nothing. A thread more than it ever
+    reaches is still unsafe (the unwatched child)."""
+    from dataclasses import replace
+
+    from perfagent.loop.verdict import Judge, Reference
+
+    if pids_root() is None:
+        pytest.skip("no pids cgroup here: nothing counts tasks (RLIMIT_NPROC only caps them)")
+    repo = make_repo(tmp_path / "repo", {**SMALL_LIB, "tests/test_threads.py": THREADS.format(n=3)})
+    limits = Settings().limits(timeout_s=60)
+    baseline = run_pytest(repo, ["tests/test_threads.py"], python=PY, tmp=tmp_path / "b", limits=limits)
+    [counted] = [e for e in baseline.process.behaviour if e.count is not None]
+    unlucky = {replace(counted, count=counted.count - 2)}  # a baseline whose threads happened not to overlap
+    runner = WorkloadRunner(Workload.parse("bench.py", repo), PY, tmp_path / "w", limits)
+    judge = Judge(runner, PY, tmp_path / "j", None, (1,), "bench.py", 5.0, Settings().max_memory_growth)
+    ref = Reference(repo, frozenset({"tests/test_threads.py::test_threads"}), {}, 1.0,
+                    {"tests/test_threads.py": 1.0}, frozenset(), behaviour=frozenset(unlucky))
+    same = make_repo(tmp_path / "same", {**SMALL_LIB, "tests/test_threads.py": THREADS.format(n=3)})
+    assert judge._tests(same, ref, ["tests/test_threads.py"])[1] is None
+    one_more = make_repo(tmp_path / "more", {**SMALL_LIB, "tests/test_threads.py": THREADS.format(n=4)})
+    verdict = judge._tests(one_more, ref, ["tests/test_threads.py"])[1]
+    assert verdict is not None and verdict.reason == "unsafe behaviour"
+    assert f"{counted.count + 1} at once against {counted.count}, running" in verdict.detail

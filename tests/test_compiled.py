@@ -223,6 +223,10 @@ def test_build_files_are_protected_and_native_code_is_guarded_like_python():
         assert protected_reason(path, None), path
     for path in ("nearby/_core.pyx", "nearby/_core.pxd", "src/fast.c", "src/fast.h", "src/fast.cpp"):
         assert protected_reason(path, None) is None, path
+    # a submodule's files are another repository's: a commit of the run cannot hold them
+    assert protected_reason("astropy_helpers/astropy_helpers/setup_helpers.py", None, [], ("astropy_helpers",)) == \
+        "inside the submodule astropy_helpers (another repository's files, which no commit here can hold)"
+    assert protected_reason("astropy_helpers_extra.py", None, [], ("astropy_helpers",)) is None
     # what a speedup never needs, as C and Cython write it
     for code in ('system("rm -rf x");', "pid_t pid = fork();", 'execvp(argv[0], argv);', "unlink(path);",
                  'void* lib = dlopen("libc.so.6", RTLD_NOW);'):

@@ -17,6 +17,7 @@ from perfagent.measure.stats import Noise, Sampling, measure_noise, value_ladder
 from perfagent.measure.workload import Workload, WorkloadFailed, WorkloadRunner
 from perfagent import formats
 from perfagent.repos.cache import BaselineCache, interpreter
+from perfagent.sandbox import gitsafe
 from perfagent.sandbox.behaviour import from_records
 
 NOISE_PAIRS = 10  # A/A pairs of the unmodified code at baseline, for the noise estimate
@@ -69,6 +70,7 @@ class Baseline:
                      python=env.python, tmp=env.tmpdir("tests"), sampling=self.sampling, ladder=self.ladder,
                      workload_path=workload.repo_relative, timeout_floor_s=settings.candidate_timeout_s,
                      allowed_edits=settings.allow_edits, compare_output=self.compare_output,
+                     submodules=tuple(gitsafe.submodules(env.workspaces.branch_tree)),
                      allowed_behaviour=settings.allow_behaviour, objective=settings.objective,
                      max_memory_growth=settings.max_memory_growth,
                      allow_cross_call_caching=settings.allow_cross_call_caching or not settings.generality_checks,

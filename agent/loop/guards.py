@@ -105,10 +105,14 @@ def unsafe_reason(added_code: str, path: str = "") -> str | None:
     return next((why for pattern, why in UNSAFE + native if pattern.search(added_code)), None)
 
 
-def protected_reason(path: str, workload_path: str | None, allowed: list[str] = ()) -> str | None:
-    """Why `path` may not be edited, or None when it may."""
+def protected_reason(path: str, workload_path: str | None, allowed: list[str] = (),
+                     submodules: tuple[str, ...] = ()) -> str | None:
+    """Why `path` may not be edited, or None when it may (`submodules`: the repository's submodule paths)."""
     if workload_path and PurePosixPath(path) == PurePosixPath(workload_path):
         return "the workload file"
+    owner = next((s for s in submodules if PurePosixPath(s) in PurePosixPath(path).parents), None)
+    if owner:
+        return f"inside the submodule {owner} (another repository's files, which no commit here can hold)"
     if any(fnmatch.fnmatch(path, pattern) for pattern in allowed):
         return None
     if is_test_file(path):

@@ -33,6 +33,7 @@ from perfagent.sandbox.run import Limits
 from perfagent.sandbox.testrun import run_pytest
 from perfagent.sandbox.tree import snapshot
 
+RECOUNTS = 2  # runs of the unmodified code's tests when a candidate's had more tasks at once (Judge._recount)
 
 def candidate_limits(limits: Limits, baseline_seconds: float, floor_s: float) -> Limits:
     """Candidates get a generous multiple of the baseline's time, then are killed."""
@@ -127,6 +128,7 @@ class Judge:
     timeout_floor_s: float
     max_memory_growth: float  # objective time: the largest peak memory per call, times the baseline's
     allowed_edits: list[str] = field(default_factory=list)
+    submodules: tuple[str, ...] = ()  # paths of the repository's submodules
     compare_output: bool = True  # False: a command workload's stdout is not compared, only its exit status counts
     allowed_behaviour: list[str] = field(default_factory=list)  # allow-behaviour: KIND or KIND:GLOB
     objective: str = "time"  # or "memory": what a candidate must lower (loop/memory.py)
@@ -150,7 +152,7 @@ class Judge:
     def static_checks(self, before: dict[str, str], after: dict[str, str]) -> Verdict | None:
         """Reject on the diff alone: protected files, benchmark-gaming code, syntax errors."""
         for path in after:
-            why = protected_reason(path, self.workload_path, self.allowed_edits)
+            why = protected_reason(path, self.workload_path, self.allowed_edits, self.submodules)
             if why:
                 return Verdict(PROTECTED_FILE, f"{path} is {why}")
         for path, text in after.items():
@@ -213,6 +215,8 @@ class Judge:
         run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref, tests),
                          exitfirst=True, deselect=ref.excluded_tests, canary=True)
         unsafe = self._unsafe(candidate, ref, set(run.process.behaviour), checked)
+        if unsafe and all(e["count"] is not None for e in unsafe.behaviour):
+            unsafe = self._recount(candidate, ref, tests, set(run.process.behaviour), checked)
         if unsafe:
             return checked, unsafe
         if run.tampered:  # its outcomes cannot be believed, the failures it reports aside
@@ -233,6 +237,25 @@ class Judge:
         else:
             return checked, None
         return checked, Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
+
+    def _recount(self, candidate: Path, ref: Reference, tests: list[str], behaviour: set[Event],
+                 checked: list[str]) -> Verdict | None:
+        """The candidate's test run had more tasks alive at once than any baseline run of the tests, and did nothing
+        else new. How many threads overlap depends on the machine's load (a thread that has ended may not be reaped
+        yet), and the baseline's runs were few and ran the tests otherwise (each file alone, then all of them, without
+        deselected tests or the canary): the unmodified code runs the candidate's very test command again, up to
+        RECOUNTS times, and a count it reaches too is no evidence. One above all of them still is."""
+        counted: set[Event] = set()
+        unsafe = None
+        for _ in range(RECOUNTS):
+            again = run_pytest(ref.worktree, tests, python=self.python, tmp=self.tmp / "recount",
+                               limits=self.test_limits(ref, tests), exitfirst=True, deselect=ref.excluded_tests,
+                               canary=True)
+            counted |= {e for e in again.process.behaviour if e.count is not None}
+            unsafe = self._unsafe(candidate, replace(ref, behaviour=ref.behaviour | counted), behaviour, checked)
+            if unsafe is None:
+                return None
+        return unsafe
 
     def judge(self, candidate: Path, ref: Reference, tests: list[str],
               progress: Callable[..., None] = lambda step, stats=None: None, targets: tuple[str, ...] = ()) -> Verdict:
