@@ -14,7 +14,8 @@ TASKS.jsonl comes from make_compiled_tasks.py. Steps, one build at a time (run i
    --model oracle --select-tests` cold and warm, and `perfagent evaluate`.
 Per task it prints the environment's build (cold) and copy (warm) seconds, real_repos.py's columns (first verdict
 cold and warm, test files selected, the covering file among them, the expert patch's verdict and speedup, evaluate's
-ratio), and the build seconds of each candidate's rebuild ("-": no build ran, as for a Python-only edit).
+ratio), the build seconds of each candidate's rebuild ("-": no build ran, as for a Python-only edit), and the
+profile's first hotspot in compiled code (a .pyx function and its hottest line, or a C function).
 
 Targets: >= 8 tasks that build, the expert patch accepted on >= 6, the covering file selected, the variant
 rejected as "tests failed".
@@ -83,6 +84,18 @@ def rebuilds(folder: Path, instance_id: str) -> str:
     return " ".join(_fmt(c.get("build_s"), ".1f") for c in candidates) or "-"
 
 
+def native_hotspot(folder: Path, instance_id: str) -> str:
+    """The cold run's first hotspot in compiled code (a .pyx or C source), as `file:line function (share)`; "-" when
+    the profile placed none there."""
+    path = folder / "cold" / "tasks" / instance_id / "run" / "profile-before.json"
+    hotspots = json.loads(path.read_text()).get("hotspots") or [] if path.exists() else []
+    spot = next((h for h in hotspots if not h["file"].endswith(".py")), None)
+    if spot is None:
+        return "-"
+    line = max(spot["lines"], key=lambda pair: pair[1])[0] if spot["lines"] else spot["start"]
+    return f"{spot['file']}:{line} {spot['qualname']} ({spot['cum_share']:.0%})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tasks", type=Path)
@@ -106,13 +119,13 @@ def main() -> None:
     (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
     folder = args.out / subset.stem
     print(f"\n{'task':34} {'env cold':>8} {'warm':>5} {'1st cold':>8} {'1st warm':>8} {'files':>5} {'cover':>5} "
-          f"{'verdict':24} {'speedup':>8} {'ratio':>6}  rebuilds (s)")
+          f"{'verdict':24} {'speedup':>8} {'ratio':>6}  rebuilds (s)  compiled hotspot")
     for r in rows:
         env = built.get(r["task"].removesuffix(BROKEN), {})
         print(f"{r['task']:34} {_fmt(env.get('cold_s'), '8.0f')} {_fmt(env.get('warm_s'), '5.1f')} "
               f"{_fmt(r['first_cold_s'], '8.0f')} {_fmt(r['first_warm_s'], '8.0f')} {r['files']:5d} "
               f"{'yes' if r['covering'] else 'no':>5} {str(r['verdict'])[:24]:24} {_fmt(r['speedup'], '7.2f')}x "
-              f"{_fmt(r['ratio'], '6.2f')}  {rebuilds(folder, r['task'])}")
+              f"{_fmt(r['ratio'], '6.2f')}  {rebuilds(folder, r['task']):12}  {native_hotspot(folder, r['task'])}")
     accepted = sum(r["verdict"] == "accepted" for r in rows if not r["task"].endswith(BROKEN))
     print(f"expert patch accepted on {accepted} of {len(rows) - sum(r['task'].endswith(BROKEN) for r in rows)} tasks "
           f"that build; variants: " + ", ".join(f"{r['task']} {r['verdict']}" for r in rows
