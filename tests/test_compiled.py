@@ -215,6 +215,16 @@ def test_the_first_error_of_a_build_names_its_file_relative_to_the_worktree():
     header = "In file included from m.c:1:\nm.h:2:10: fatal error: nope.h: No such file or directory\n"
     assert first_error(header, tree) == "m.h:2:10: fatal error: nope.h: No such file or directory"
     assert first_error("setup.py:3: SyntaxWarning: invalid escape sequence\nerror: no compiler", tree) is None
+    # numpy 1.22 on Python 3.11: a probe of the compiler's AVX-512 support fails on purpose long before the compile
+    # that failed the build
+    probe = ("CCompilerOpt.feature_test[1461] : testing feature 'AVX512_KNL'\nIn file included from immintrin.h:51,\n"
+             "/usr/lib/gcc/x86_64-linux-gnu/12/include/avx512erintrin.h:55:20: error: '__W' is used uninitialized\n")
+    failed = ("numpy/core/src/multiarray/arraytypes.c.src:65:26: error: lvalue required as left operand of assignment\n"
+              "   65 |     Py_SIZE(v) = n;\n"
+              "numpy/core/src/multiarray/arraytypes.c.src:70:3: error: lvalue required as left operand of assignment\n"
+              'error: Command "gcc -c build/src.linux-x86_64-3.11/numpy/core/src/multiarray/arraytypes.c" failed\n')
+    assert first_error(probe + "building 'numpy.core._multiarray_umath' extension\n" * 60 + failed, tree) == \
+        "numpy/core/src/multiarray/arraytypes.c.src:65:26: error: lvalue required as left operand of assignment"
 
 
 def test_build_files_are_protected_and_native_code_is_guarded_like_python():

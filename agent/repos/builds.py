@@ -52,6 +52,7 @@ _ERROR = re.compile(r"^(?P<file>[^\s:][^:\n]*):(?P<line>\d+):(?:(?P<col>\d+):)? 
 # and prose (a changelog entry, a docstring page) is no input of compiled code
 _NO_BUILD = (".py", ".pyi", ".rst", ".md")
 _CYTHON = (".pyx", ".pxd", ".pxi")
+_BURST = 40  # lines between two errors of one compile (a compiler's notes and code excerpts, Cython's context)
 
 
 @dataclass(frozen=True)
@@ -97,17 +98,24 @@ def _backend(repo: Path) -> str | None:
 
 
 def first_error(output: str, worktree: Path) -> str | None:
-    """The first error in a failed build's `output` as "file:line:col: message", the file relative to `worktree`;
-    None when it names none. A compiler's line counts when it says "error", Cython's when it names a Cython file."""
+    """The first error of the compile that failed a build, from its `output`, as "file:line:col: message", the file
+    relative to `worktree`; None when it names none. A compiler's line counts when it says "error", Cython's when it
+    names a Cython file. A build stops at the compile that failed, so that is the last burst of errors (each less than
+    _BURST lines after the one before): errors earlier in the output were tolerated, as numpy's probes of the
+    compiler's CPU features fail on purpose."""
     roots = tuple(f"{root}/" for root in dict.fromkeys([str(worktree), str(Path(worktree).resolve())]))
-    for found in _ERROR.finditer(output):
-        file = found["file"]
-        if not (found["say"].startswith(("error: ", "fatal error: ")) or file.endswith(_CYTHON)):
-            continue
-        for root in roots:
-            file = file.removeprefix(root)
-        return f"{file}:{found['line']}:{found['col'] + ':' if found['col'] else ''} {found['say'].strip()}"
-    return None
+    errors = [found for found in _ERROR.finditer(output)
+              if found["say"].startswith(("error: ", "fatal error: ")) or found["file"].endswith(_CYTHON)]
+    if not errors:
+        return None
+    first = len(errors) - 1
+    while first and output.count("\n", errors[first - 1].end(), errors[first].start()) < _BURST:
+        first -= 1
+    found = errors[first]
+    file = found["file"]
+    for root in roots:
+        file = file.removeprefix(root)
+    return f"{file}:{found['line']}:{found['col'] + ':' if found['col'] else ''} {found['say'].strip()}"
 
 
 def compiler_cache(python: str) -> str:
