@@ -28,7 +28,7 @@ from pathlib import Path
 
 from make_real_tasks import Git, read_benchmark, task_record
 
-from perfagent.runs.pins import setup_command
+from perfagent.runs.pins import BUILD_FILES, setup_command
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,10 @@ LEFT_OUT = {
 
 
 def setup_for(git: Git, base: str, project: Project) -> str:
-    pyproject, setup_cfg = (git.show(base, name) if git.exists(base, name) else "" for name in ("pyproject.toml",
-                                                                                                "setup.cfg"))
+    files = {name: git.show(base, name) for name in BUILD_FILES if git.exists(base, name)}
     day = git("show", "-s", "--format=%cs", base).strip()
     cython = any(name.endswith(".pyx") for name in git("ls-tree", "-r", "--name-only", base).splitlines())
-    parts = [project.setup_before, setup_command(pyproject, day, setup_cfg, cython)]
+    parts = [project.setup_before, setup_command(files, day, cython)]
     return " ".join(p for p in parts if p) + (f" && {project.setup_after}" if project.setup_after else "")
 
 

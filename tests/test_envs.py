@@ -55,22 +55,30 @@ def test_era_pins_raise_exact_pins_that_predate_python_311_and_cap_open_ones_at_
 
 
 def test_build_requires_reads_the_build_system_or_falls_back_to_setuptools():
-    assert build_requires('[build-system]\nrequires = ["meson-python", "cython"]\nbuild-backend = "mesonpy"\n') == \
-        (["meson-python", "cython"], "mesonpy")
-    assert build_requires("") == (["setuptools", "wheel"], None)
+    assert build_requires({"pyproject.toml": '[build-system]\nrequires = ["meson-python", "cython"]\n'
+                                             'build-backend = "mesonpy"\n'}) == (["meson-python", "cython"], "mesonpy")
+    assert build_requires({}) == (["setuptools", "wheel"], None)
     # astropy 3.2 (2019): no build-system; setup.cfg's setup_requires and Cython for its .pyx (setuptools would fetch
     # the first from the network mid-build; a checkout has no generated C without the second)
     setup_cfg = "[metadata]\nname = astropy\n\n[options]\nsetup_requires = numpy>=1.13\ninstall_requires = numpy\n"
-    assert build_requires("", setup_cfg, cython=True) == (["setuptools", "wheel", "numpy>=1.13", "cython"], None)
+    assert build_requires({"setup.cfg": setup_cfg}, cython=True) == \
+        (["setuptools", "wheel", "numpy>=1.13", "cython"], None)
     listed = "[options]\nsetup_requires =\n    numpy>=1.13\n    Cython>=0.29\n"
-    assert build_requires("", listed, cython=True)[0] == ["setuptools", "wheel", "numpy>=1.13", "Cython>=0.29"]
+    assert build_requires({"setup.cfg": listed}, cython=True)[0] == ["setuptools", "wheel", "numpy>=1.13",
+                                                                     "Cython>=0.29"]
+    # astropy 3.1 (2018) names its setup_requires in setup.py's code: a setup.py that names numpy builds against it
+    setup_py = ("min_numpy_version = 'numpy>=' + astropy.__minimum_numpy_version__\n"
+                "setup_requires = [min_numpy_version]\n")
+    assert build_requires({"setup.py": setup_py}, cython=True)[0] == ["setuptools", "wheel", "numpy", "cython"]
+    assert build_requires({"setup.py": "setup(name='pure')\n"})[0] == ["setuptools", "wheel"]
     declared = '[build-system]\nrequires = ["setuptools"]\n'  # a declared build-system is taken as it is
-    assert build_requires(declared, setup_cfg, cython=True) == (["setuptools"], None)
-    assert era_pins(build_requires("", setup_cfg, cython=True)[0], "2019-04-19") == \
+    assert build_requires({"pyproject.toml": declared, "setup.cfg": setup_cfg, "setup.py": setup_py}, cython=True) == \
+        (["setuptools"], None)
+    assert era_pins(build_requires({"setup.cfg": setup_cfg}, cython=True)[0], "2019-04-19") == \
         ["setuptools<60", "wheel", "numpy<1.24,>=1.13", "cython<3,>=0.29.32"]
     # its tests use nose-style setup methods, which pytest 7.2 warns about (an error under its filterwarnings)
-    assert setup_command("", "2019-04-19", setup_cfg, cython=True).endswith(" 'pytest<7.2'")
-    assert "pytest" not in setup_command('[build-system]\nrequires = ["setuptools"]\n', "2024-03-18")
+    assert setup_command({"setup.cfg": setup_cfg}, "2019-04-19", cython=True).endswith(" 'pytest<7.2'")
+    assert "pytest" not in setup_command({"pyproject.toml": declared}, "2024-03-18")
 
 
 def task(**fields) -> Task:

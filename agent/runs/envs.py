@@ -35,7 +35,7 @@ from pathlib import Path
 
 from perfagent.record import file_lock
 from perfagent.repos import builds
-from perfagent.runs.pins import setup_command
+from perfagent.runs.pins import BUILD_FILES, setup_command
 from perfagent.runs.tasks import Task
 from perfagent.sandbox import gitsafe
 
@@ -75,10 +75,9 @@ def builds_extensions(worktree: Path) -> bool:
 
 def compiled_setup(worktree: Path) -> str:
     """The default setup of a compiled repository (pins.setup_command) from its build files and commit day."""
-    def text(name: str) -> str:
-        return (worktree / name).read_text(encoding="utf-8") if (worktree / name).is_file() else ""
-    return setup_command(text("pyproject.toml"), gitsafe.git(worktree, "log", "-1", "--format=%cs").strip(),
-                         text("setup.cfg"), bool(gitsafe.git(worktree, "ls-files", "--", "*.pyx").strip()))
+    files = {name: (worktree / name).read_text(encoding="utf-8") for name in BUILD_FILES if (worktree / name).is_file()}
+    return setup_command(files, gitsafe.git(worktree, "log", "-1", "--format=%cs").strip(),
+                         bool(gitsafe.git(worktree, "ls-files", "--", "*.pyx").strip()))
 
 
 def first_error(log: str, worktree: Path) -> str:

@@ -15,6 +15,7 @@ import configparser
 import re
 import sys
 import tomllib
+from typing import Mapping
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -40,30 +41,39 @@ TEST_TOOLS = ["pytest"]  # run the repository's tests: capped for its era like i
 _RENAMED = {"oldest-supported-numpy": "numpy"}  # a meta-package of pins from before this interpreter
 
 
-def build_requires(pyproject: str, setup_cfg: str = "", cython: bool = False) -> tuple[list[str], str | None]:
-    """pyproject.toml's [build-system] `requires` and `build-backend`. A project without them builds with setuptools'
-    legacy backend, and needs what its setup.cfg's `setup_requires` names (setuptools would fetch them from the
-    network while building), and Cython when it has .pyx sources (`cython`: a checkout holds no generated C)."""
+BUILD_FILES = ("pyproject.toml", "setup.cfg", "setup.py")  # what build_requires reads
+
+
+def build_requires(files: Mapping[str, str], cython: bool = False) -> tuple[list[str], str | None]:
+    """The build requirements and backend of a project whose build files (BUILD_FILES) hold `files` (name -> text):
+    pyproject.toml's [build-system] `requires` and `build-backend`. A project without them builds with setuptools'
+    legacy backend and needs what it would have setuptools fetch from the network mid-build: setup.cfg's
+    `setup_requires`, numpy when its setup.py names it (for its headers), and Cython when it has .pyx sources
+    (`cython`: a checkout holds no generated C)."""
+    pyproject = files.get("pyproject.toml", "")
     system = tomllib.loads(pyproject).get("build-system", {}) if pyproject else {}
     if "requires" in system:
         return list(system["requires"]), system.get("build-backend")
     config = configparser.ConfigParser(interpolation=None)
     try:
-        config.read_string(setup_cfg)
+        config.read_string(files.get("setup.cfg", ""))
     except configparser.Error:
         pass  # pip would fail on it with its own error
     listed = config.get("options", "setup_requires", fallback="")
     requires = ["setuptools", "wheel", *(r.strip() for r in re.split(r"[;\n]", listed) if r.strip())]
-    if cython and not any(canonicalize_name(re.split(r"[^\w.-]", r, 1)[0]) == "cython" for r in requires):
+    named = {canonicalize_name(re.split(r"[^\w.-]", r, maxsplit=1)[0]) for r in requires}
+    if re.search(r"\bnumpy\b", files.get("setup.py", "")) and "numpy" not in named:
+        requires.append("numpy")
+    if cython and "cython" not in named:
         requires.append("cython")
     return requires, system.get("build-backend")
 
 
-def setup_command(pyproject: str, day: str, setup_cfg: str = "", cython: bool = False) -> str:
+def setup_command(files: Mapping[str, str], day: str, cython: bool = False) -> str:
     """How to build a repository in place with pip: its build requirements (build_requires) pinned for `day`, then
     the repository without build isolation (and its test extras, with the era's pytest), the pins repeated so that
     nothing installed with it moves them."""
-    pins = " ".join(f"'{p}'" for p in era_pins(build_requires(pyproject, setup_cfg, cython)[0], day))
+    pins = " ".join(f"'{p}'" for p in era_pins(build_requires(files, cython)[0], day))
     tests = "".join(f" '{p}'" for p in era_pins(TEST_TOOLS, day) if p not in TEST_TOOLS)  # only where capped
     return (f"python -m pip install --quiet {pins} && python -m pip install --quiet --no-build-isolation "
             f"-e '.[test,tests,testing]' {pins}{tests}")
