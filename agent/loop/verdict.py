@@ -35,6 +35,7 @@ from perfagent.sandbox.tree import snapshot
 
 RECOUNTS = 2  # runs of the unmodified code's tests when a candidate's had more tasks at once (Judge._recount)
 
+
 def candidate_limits(limits: Limits, baseline_seconds: float, floor_s: float) -> Limits:
     """Candidates get a generous multiple of the baseline's time, then are killed."""
     return replace(limits, timeout_s=max(floor_s, 10 * baseline_seconds))

@@ -94,7 +94,6 @@ class RepoCache:
                 if common is not None:  # a signal inside `git worktree add` leaves a record nothing else prunes
                     gitsafe.prune(common)
 
-
     def _fill_submodules(self, worktree: Path) -> None:
         """Put each submodule's files at its recorded commit into `worktree` (as `git submodule update` would, but
         from the cache's mirror of its repository and without a .git of its own: the task's git sees an unpopulated
@@ -111,8 +110,8 @@ class RepoCache:
                                                 capture_output=True).returncode:
                 continue
             target = worktree / path
-            if target.is_symlink() or target.exists() and not target.is_dir() or not target.resolve().is_relative_to(
-                    worktree.resolve()):
+            inside = target.resolve().is_relative_to(worktree.resolve())  # no link on the way leads out
+            if not inside or target.is_symlink() or target.exists() and not target.is_dir():
                 continue
             target.mkdir(parents=True, exist_ok=True)
             archive = subprocess.Popen(["git", "-C", str(mirror), "archive", "--format=tar", commit],

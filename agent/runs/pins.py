@@ -28,8 +28,8 @@ FLOORS = _FIRST_FOR_PYTHON.get(sys.version_info[:2], {})
 ERAS = {
     # 1.24 and 1.25 expired deprecations (1.24: np.int, np.float); 2.0 a new C API; each 2.x removes what 2.(x-2)
     # deprecated (2.4: np.in1d)
-    "numpy": [("2022-12-18", "1.24"), ("2023-06-17", "1.25"), ("2024-06-16", "2"), ("2024-08-18", "2.1"), ("2024-12-08", "2.2"),
-              ("2025-06-07", "2.3")],
+    "numpy": [("2022-12-18", "1.24"), ("2023-06-17", "1.25"), ("2024-06-16", "2"), ("2024-08-18", "2.1"),
+              ("2024-12-08", "2.2"), ("2025-06-07", "2.3")],
     "cython": [("2023-07-17", "3"), ("2025-05-08", "3.1")],  # 3.0 changed semantics; 3.1 dropped old syntax
     "setuptools": [("2021-12-19", "60"), ("2022-08-09", "65"), ("2024-07-28", "72")],  # 60: its own distutils;
     # 72: no more `setup.py test` (which older setup.py files import)
