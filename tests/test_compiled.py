@@ -148,6 +148,33 @@ def test_a_branch_from_a_checkout_never_built_is_built_before_anything_runs(tmp_
         workspaces.close()
 
 
+def test_a_branch_from_a_checkout_built_before_its_last_source_change_is_built_again(tmp_path):
+    """A checkout built after its last change is taken as built (the first rebuild builds nothing); one whose C source
+    changed after its module was built (edited and never rebuilt) is not: the first rebuild builds it."""
+    module = ('#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, NULL};\n'
+              "PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&m); }\n")
+    repo = make_repo(tmp_path / "tiny", {
+        "setup.py": "from setuptools import Extension, setup\n"
+                    "setup(ext_modules=[Extension('tiny._c', ['tiny/_c.c'])])\n",
+        "tiny/__init__.py": "", "tiny/_c.c": module, ".gitignore": "build/\n*.so\n__pycache__/\n"})
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=repo, check=True,
+                   capture_output=True)
+    [built] = (repo / "tiny").glob("_c.*.so")
+    for stale in (False, True):
+        if stale:  # the source saved again after the build, unchanged: git sees no change, the build tool does
+            later = built.stat().st_mtime + 60
+            os.utime(repo / "tiny" / "_c.c", (later, later))
+        workspaces = Workspaces(open_repo(repo), "tiny")
+        env = Environment(sys.executable, RLIMITS.limits(timeout_s=120), workspaces)
+        try:
+            branch = workspaces.branch(f"perfagent/tiny-{stale}", "HEAD")
+            env.adopt(branch)
+            assert env.rebuild(branch) is None
+            assert (env.build_seconds[branch] is not None) == stale, stale
+        finally:
+            workspaces.close()
+
+
 def test_a_branch_takes_the_checkouts_submodule_files_its_build_needs(tmp_path):
     """A setup.py that imports its build helpers from a submodule (astropy's astropy_helpers): the branch worktree,
     which git leaves without submodule files, takes them from the user's checkout (not the submodule's .git), and the

@@ -70,22 +70,19 @@ class Environment:
         """When the repository builds extensions, start the fresh `worktree` as the user's checkout is built: the
         build products git ignores there, and its files' times (builds.inherit), so that the first rebuild builds only
         what differs instead of everything. Files git does not ignore are not taken: uncommitted work is not the run's
-        code."""
+        code. A checkout that does not look built (_up_to_date) is not vouched for: the first rebuild runs the build."""
         self.build = self.build or detect(worktree, self.python, self.rebuild_cmd)
         if self.build.command is None:
             return
         repo = self.workspaces.repo
-        listed = set(repo.git.ls_files("-z").split("\0"))
+        tracked = set(repo.git.ls_files("-z").split("\0"))
         ignored = set(repo.git.ls_files("-z", "--others", "--ignored", "--exclude-standard").split("\0"))
-        listed.update(ignored)
         built = snapshot(Path(repo.working_tree_dir))
         # a submodule's files are the checkout's code too (a build may need them: astropy_helpers), not its git folder
         nested = tuple(f"{path}/" for path in gitsafe.gitlinks(repo.git.ls_files("-z", "--stage")))
-        kept = {p: e for p, e in built.entries.items()
-                if p in listed or stat.S_ISDIR(e[0]) or p.startswith(nested) and ".git" not in p.split("/")}
-        # a checkout without extension modules was never built (its bytecode and caches are no build): built here
-        modules = any(path.endswith(tuple(EXTENSION_SUFFIXES)) for path in ignored)
-        if inherit(Snapshot(built.root, kept), worktree) and modules:
+        kept = {p: e for p, e in built.entries.items() if p in tracked or p in ignored or stat.S_ISDIR(e[0])
+                or p.startswith(nested) and ".git" not in p.split("/")}
+        if inherit(Snapshot(built.root, kept), worktree) and _up_to_date(kept, tracked, ignored):
             self.ready[worktree] = snapshot(worktree)
 
     def take_build(self, built: Path, worktree: Path) -> None:
@@ -127,3 +124,11 @@ class Environment:
             self.ready.pop(path, None)
             self.build_seconds.pop(path, None)
             self.workspaces.discard(path)
+
+
+def _up_to_date(entries: dict[str, tuple], tracked: set[str], ignored: set[str]) -> bool:
+    """Whether a checkout (its snapshot `entries`) looks built: it has extension modules (bytecode and caches are no
+    build), and none of its compiled sources changed after the newest of them (a .pyx edited and never built)."""
+    modules = [e[3] for p, e in entries.items() if p in ignored and p.endswith(tuple(EXTENSION_SUFFIXES))]
+    sources = [e[3] for p, e in entries.items() if p in tracked and compiled.suffix(p) in compiled.SUFFIXES]
+    return bool(modules) and all(mtime <= max(modules) for mtime in sources)
