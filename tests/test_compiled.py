@@ -81,6 +81,11 @@ def test_the_build_is_detected_from_what_the_repository_declares(nearby, tmp_pat
                                            "plain.py": "x = 1\n"})
     assert detect(plain, sys.executable) == Build(NONE, None)
     assert detect(tmp_path, sys.executable) == Build(NONE, None)  # no setup.py at all
+    # astropy 3: setup.py calls astropy_helpers' setup(), which finds each subpackage's extensions itself
+    helpers = make_repo(tmp_path / "helpers", {"setup.py": "from astropy_helpers.setup_helpers import setup\nsetup()\n",
+                                               "pkg/setup_package.py": "def get_extensions():\n    return []\n",
+                                               "pkg/src/fast.c": "int f(void) { return 1; }\n"})
+    assert detect(helpers, sys.executable) == Build(SETUPTOOLS, "python setup.py build_ext --inplace")
     # a Python file runs from the worktree as it is; anything else the build may read
     build = detect(repo, sys.executable)
     assert not build.needed([PAIRS, "nearby/__pycache__/pairs.cpython-311.pyc", "docs/changes.rst", "README.md"])

@@ -11,9 +11,10 @@ is rebuilt only for what changed.
 
 The command runs in the worktree, in the sandbox (it may write only there), with the target's interpreter first on
 PATH. Systems:
-- setuptools (a setup.py that declares extensions: ext_modules, Extension, cythonize): `python setup.py build_ext
-  --inplace`, which regenerates a Cython file's C only when the .pyx is newer than it and recompiles an extension
-  only when one of its sources is newer than the built module;
+- setuptools (a setup.py that declares extensions: ext_modules, Extension, cythonize; or any setup.py in a repository
+  with C, C++ or Cython sources, as astropy 3's declares them elsewhere): `python setup.py build_ext --inplace`,
+  which regenerates a Cython file's C only when the .pyx is newer than it and recompiles an extension only when one
+  of its sources is newer than the built module;
 - meson-python (pyproject.toml's build-backend "mesonpy"): recognised, but no command is run (its build lives in a
   folder that names its source folder by absolute path, so one built for a worktree serves no other, and its
   editable install imports from that folder whatever the path says): a change to compiled sources cannot be built
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from perfagent.sandbox import gitsafe
 from perfagent.sandbox.tree import Snapshot, snapshot
 
 try:
@@ -45,6 +47,8 @@ SETUPTOOLS, MESON, COMMAND, NONE = "setuptools", "meson-python", "rebuild-cmd", 
 SETUPTOOLS_COMMAND = "python setup.py build_ext --inplace"
 # a setup.py that builds compiled code names one of these
 _DECLARES_EXTENSIONS = re.compile(r"\b(ext_modules|Extension|cythonize)\b")
+_EXTENSION_SOURCES = ("*.pyx", "*.c", "*.cc", "*.cpp", "*.cxx")  # what an extension compiles
+_EXTENSION_BUILD_FILES = ("setup.py", "meson.build")
 # an error as compilers (gcc, clang: "file:line:col: error: ...", also "fatal error") and Cython ("file.pyx:line:col:
 # message", its warnings start with "warning:") print it
 _ERROR = re.compile(r"^(?P<file>[^\s:][^:\n]*):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<say>.+)$", re.M)
@@ -74,19 +78,31 @@ def _needs_no_build(path: str) -> bool:
     return path.endswith(_NO_BUILD) or "__pycache__" in PurePosixPath(path).parts
 
 
+def builds_extensions(worktree: Path) -> bool:
+    """Whether the repository at `worktree` (a worktree perfagent made, or a repository's top folder) has extensions
+    to compile: C, C++ or Cython sources that git tracks, and a build file."""
+    if not any((Path(worktree) / name).exists() for name in _EXTENSION_BUILD_FILES):
+        return False
+    return bool(gitsafe.git(worktree, "ls-files", "--", *_EXTENSION_SOURCES).strip())
+
+
 def detect(repo: Path, python: str, explicit: str | None = None) -> Build:
     """The build of the repository checked out at `repo`, for the interpreter `python`: `explicit` (rebuild-cmd)
-    when given, else what its files declare."""
+    when given, else what its files declare. A setup.py builds with setuptools when it declares extensions, or when
+    the repository has sources to compile (astropy 3's setup.py leaves its extensions to each subpackage's
+    setup_package.py, through astropy_helpers); meson-python's backend is recognised without a command."""
     if explicit:
         return Build(COMMAND, explicit)
+    if _backend(Path(repo)) == "mesonpy":
+        return Build(MESON, None)
     setup = Path(repo) / "setup.py"
     try:
         declares = setup.is_file() and bool(_DECLARES_EXTENSIONS.search(setup.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError):
         declares = False
-    if declares:
+    if declares or setup.is_file() and builds_extensions(repo):
         return Build(SETUPTOOLS, compiler_cache(python) + SETUPTOOLS_COMMAND)
-    return Build(MESON if _backend(Path(repo)) == "mesonpy" else NONE, None)
+    return Build(NONE, None)
 
 
 def _backend(repo: Path) -> str | None:

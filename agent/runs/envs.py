@@ -43,8 +43,6 @@ DEFAULT_SETUP = "python -m pip install --quiet -e '.[test,tests,testing]'"  # pi
 _READY = "perfagent-ready"
 _PRODUCTS = "products"  # what the build left in the worktree
 _CCACHE = ".ccache"  # under the root: one compiler cache for every environment
-_SOURCES = ("*.pyx", "*.c", "*.cc", "*.cpp", "*.cxx")
-_BUILD_FILES = ("setup.py", "meson.build")
 # Lines of a build log that name its cause when no compiler or Cython did (builds.first_error): meson's ERROR, a
 # tool's `error:` (distutils', `meson-python: error:`), a Python exception. pip's own summaries of a failed build come
 # later and say nothing new.
@@ -64,13 +62,6 @@ class BuildError(EnvError):
     def __init__(self, message: str, first_error: str):
         super().__init__(message)
         self.first_error = first_error
-
-
-def builds_extensions(worktree: Path) -> bool:
-    """Whether the repository at `worktree` has extensions to compile: C, C++ or Cython sources and a build file."""
-    if not any((worktree / name).exists() for name in _BUILD_FILES):
-        return False
-    return bool(gitsafe.git(worktree, "ls-files", "--", *_SOURCES).strip())
 
 
 def compiled_setup(worktree: Path) -> str:
@@ -113,7 +104,7 @@ class Environments:
         """The interpreter of the task's environment, building the environment in `worktree` when it does not exist
         yet; for a compiled repository, `worktree` and `others` (more checkouts of the commit, unchanged yet) get the
         environment's build products."""
-        compiled = builds_extensions(worktree)
+        compiled = builds.builds_extensions(worktree)
         folder = self.root / self.key(task, compiled)
         with file_lock(self.root / f".{folder.name}.lock"):
             if not (folder / _READY).exists():
