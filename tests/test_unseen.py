@@ -5,10 +5,13 @@ import re
 import sys
 import textwrap
 
+import pytest
+
 from perfagent.loop.unseen import choose
 from perfagent.loop.verdict import Judge, Reference
 from perfagent.measure.workload import Workload, WorkloadRunner
 from perfagent.sandbox import isolation
+from perfagent.sandbox.cgroups import pids_root
 from perfagent.config import Settings
 from tests.conftest import make_repo
 
@@ -151,3 +154,37 @@ def test_without_recording_a_wrong_edit_under_a_workload_that_returns_none_goes_
     """What the recorder adds: the same wrong edit, judged without it, passes the result check (None == None)."""
     _, verdict = _verdict(tmp_path, COUNT, WRONG, ())
     assert verdict.reason != "result changed" and verdict.result_check == "identical", verdict.detail
+
+
+def test_what_importing_an_edited_module_does_is_the_unmodified_codes_too(tmp_path):
+    """A workload that never imports the module a candidate edits (SWE-fficiency's astropy-16295 copies the functions
+    into the workload): the recorder imports it to hold the edited function's calls, and its import starts threads.
+    The unmodified code's run with the same recorder starts them too, so that is not the candidate's behaviour."""
+    if pids_root() is None:
+        pytest.skip("no pids cgroup here: nothing counts tasks (RLIMIT_NPROC only caps them)")
+    threads = ''''''\
+        import threading
+
+        _idle = threading.Event()
+        for _ in range(3):
+            threading.Thread(target=_idle.wait, daemon=True).start()
+
+
+        def scale(x):
+            return x * 2
+        '''
+    files = {"mylib/__init__.py": "", "mylib/primes.py": PRIMES, "mylib/pool.py": threads, "bench.py": COUNT}
+    base = make_repo(tmp_path / "base", files)
+    runner = WorkloadRunner(Workload.parse("bench.py", base), sys.executable, tmp_path,
+                            Settings().limits(timeout_s=120, isolation=isolation.choose("auto")))
+    results, seconds = runner.results(base)
+    runner.calibrate(base, 0.1)
+    ref = Reference(base, set(), results, seconds, {}, set(), behaviour=frozenset(runner.behaviour(base)),
+                    digests=runner.sequence(base))
+    short = Settings(max_samples=5)
+    judge = Judge(runner, sys.executable, tmp_path / "tests", short.sampling(), (3,), "bench.py", 60.0,
+                  short.max_memory_growth)
+    edited = textwrap.dedent(threads).replace("return x * 2", "return x + x")
+    candidate = make_repo(tmp_path / "candidate", {**files, "mylib/pool.py": edited})
+    checked = judge.check(candidate, ref, [], targets=("mylib.pool:scale",))
+    assert getattr(checked, "reason", None) != "unsafe behaviour", checked.detail

@@ -280,6 +280,8 @@ class Judge:
             results, _ = self.runner.results(candidate, ref.results if self.compare_output else None, targets)
         except WorkloadFailed as exc:
             return self._run_failed(candidate, ref, exc, checked)
+        if targets:  # the unmodified code's run with the same recorder, which imports the targets' modules: what
+            self._reference_calls(ref, targets)  # that import does is no candidate's doing (a workload may not)
         unsafe = self._unsafe(candidate, ref, set(), checked)
         if unsafe:
             return unsafe
