@@ -162,7 +162,7 @@ def test_what_importing_an_edited_module_does_is_the_unmodified_codes_too(tmp_pa
     The unmodified code's run with the same recorder starts them too, so that is not the candidate's behaviour."""
     if pids_root() is None:
         pytest.skip("no pids cgroup here: nothing counts tasks (RLIMIT_NPROC only caps them)")
-    threads = ''''''\
+    threads = '''\
         import threading
 
         _idle = threading.Event()
