@@ -5,6 +5,7 @@ sandboxed processes; only the model is scripted. The whole runs of tests/test_op
 The phases share one repository and one baseline cache per module: the first baseline measures the unmodified code
 (about 15 s on a loaded machine), every later one takes it from the cache, as a second run on the same commit does."""
 import secrets
+import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from perfagent.model.llm import Budget, Session, Trajectory, make_model
 from perfagent.model.prompting import Target
 from perfagent.repos.cache import BaselineCache
 from perfagent.sandbox.workspace import Workspaces, commit_files, head, open_repo
-from tests.conftest import git, make_repo, scripted_session, search_replace
+from tests.conftest import SMALL_LIB, git, make_repo, scripted_session, search_replace
 from tests.test_optimize import CORE, GOOD, RENAMED, TOKENS, UNIQUE_BODY, UNIQUE_ONLY, _body
 
 pytestmark = pytest.mark.xdist_group("phases")  # one worker measures the shared baseline once
@@ -285,3 +286,24 @@ def test_the_final_measurement_times_the_branch_against_the_original(run):
     assert "measuring the final code against the original" in s.notes()
     assert s.progress("final")[-1] == speed["n_base"]
     assert after.samples > 0 and all(h.key != "mylib.core:tokens" for h in after.hotspots)
+
+
+def test_a_function_the_profile_missed_but_the_workload_calls_is_timed(tmp_path):
+    """A function too short for a profile's samples (called once per workload call, beside the quadratic
+    unique_sorted): the recorder sees the candidate's run call it, so a candidate that edits it is timed, not 'not run
+    by the workload' (ply calls a grammar rule's function per reduction, astropy-16813's expert edits them)."""
+    core = textwrap.dedent(SMALL_LIB[CORE]) + "\n\ndef describe(items):\n    return str(len(items)) + ' items'\n"
+    bench = textwrap.dedent(UNIQUE_ONLY["bench.py"]).replace("from mylib.core import unique_sorted",
+                                                             "from mylib.core import describe, unique_sorted")
+    bench = bench.replace("    return unique_sorted(items)", "    return unique_sorted(items), describe(items)")
+    repo = make_repo(tmp_path / "repo", {**UNIQUE_ONLY, CORE: core, "bench.py": bench})
+    edit = search_replace(CORE, "    return str(len(items)) + ' items'", "    return f'{len(items)} items'",
+                          "Format with an f-string.")
+    with stage(repo, tmp_path, tmp_path / "cache", [edit], profile_seconds=0.5, max_samples=5) as s:
+        baseline = s.baseline()
+        focus = s.focus(baseline)
+        assert "mylib.core:describe" not in {h.key for h in focus.measured.hotspots}, "the profile sampled it"
+        judge = baseline.judge(s.ctx.settings, s.ctx.env, s.ctx.workload)
+        [decided] = Trial(s.ctx, baseline, judge, s.branch).run(1, focus, [], [])
+    assert decided.verdict.reason != "not run by the workload", decided.verdict.detail
+    assert decided.verdict.speed is not None  # timed

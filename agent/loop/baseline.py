@@ -56,6 +56,7 @@ class Baseline:
     sampling: Sampling  # the decision rule, with the baseline's noise floor
     compare_output: bool
     measured: dict  # results, seconds, loops, cold_start, noise, behaviour, memory (cached as it is)
+    submodules: tuple[str, ...] = ()  # the repository's submodule paths, whose files no commit of the run can hold
 
     def record(self, cache_hits: int) -> dict:
         return {"workload_seconds": self.measured["seconds"], "loops": self.measured["loops"],
@@ -70,7 +71,7 @@ class Baseline:
                      python=env.python, tmp=env.tmpdir("tests"), sampling=self.sampling, ladder=self.ladder,
                      workload_path=workload.repo_relative, timeout_floor_s=settings.candidate_timeout_s,
                      allowed_edits=settings.allow_edits, compare_output=self.compare_output,
-                     submodules=tuple(gitsafe.submodules(env.workspaces.branch_tree)),
+                     submodules=self.submodules,
                      allowed_behaviour=settings.allow_behaviour, objective=settings.objective,
                      max_memory_growth=settings.max_memory_growth,
                      allow_cross_call_caching=settings.allow_cross_call_caching or not settings.generality_checks,
@@ -102,7 +103,8 @@ class BaselinePhase:
                               self.env.written(worktree), plan.excluded, from_records(measured["behaviour"]),
                               measured["memory"], tuple(measured["digests"])).with_tests(*plan.seen())
         sampling = replace(self.settings.sampling(), noise_floor=measured["noise"]["pair_spread"])
-        return Baseline(plan, runner, reference, ladder, sampling, compare_output, measured)
+        return Baseline(plan, runner, reference, ladder, sampling, compare_output, measured,
+                        tuple(gitsafe.submodules(worktree)))
 
     def _test_plan(self, worktree: Path, commit: str, files: list[str]) -> TestPlan:
         s = self.settings

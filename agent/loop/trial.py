@@ -166,10 +166,11 @@ class Trial:
         with self.ctx.desk.reviewer.validating(record.n, tests.files):
             checked = Verdict(BUILD_FAILED, failed) if failed else \
                 self.judge.check(tree, self.reference, tests.files, self._progress(record.n), entry.targets)
+        called = {target for target, calls in self.judge.runner.recorded.get(tree.resolve(), {}).items() if calls}
         if isinstance(checked, Verdict):
             record.verdict = checked
-        elif self._never_run(touched):
-            record.verdict = Verdict(NOT_RUN_BY_WORKLOAD, self._never_run(touched), checked.tests_run,
+        elif self._never_run(touched, called):
+            record.verdict = Verdict(NOT_RUN_BY_WORKLOAD, self._never_run(touched, called), checked.tests_run,
                                      result_check=checked.result_check)
         else:
             entry.tree, entry.checked = tree, checked
@@ -185,12 +186,14 @@ class Trial:
                                  f"callers' calls and the workload's result check it")
         return tuple(dict.fromkeys([*(s.key for s in edited if s.file.endswith(".py")), *self.hot]))
 
-    def _never_run(self, touched: list) -> str | None:
+    def _never_run(self, touched: list, called: set[str]) -> str | None:
         """Why timing the candidate would be wasted, or None: every function it edits is one the workload never ran
-        in the last profile (no sample), so no change there can make it faster. A module-level edit (an import, a
-        table built at import) could matter elsewhere, and a compiled function (Cython, C) may run unnamed: a profile
-        of Python frames never names one, a native profile not one the compiler inlined. Those are timed."""
-        ran = {h.key for h in self.sampled.hotspots}
+        in the last profile (no sample) nor in the candidate's result run (`called`: the recorded functions it called),
+        so no change there can make it faster. A short function runs between a profile's samples (ply calls a grammar
+        rule per reduction), and the recorder sees every call. A module-level edit (an import, a table built at
+        import) could matter elsewhere, and a compiled function (Cython, C) may run unnamed: a profile of Python frames
+        never names one, a native profile not one the compiler inlined. Those are timed."""
+        ran = {h.key for h in self.sampled.hotspots} | called
         if not touched or any(s.qualname == MODULE_LEVEL or s.key in ran or not s.file.endswith(".py")
                               for s in touched):
             return None
