@@ -50,27 +50,42 @@ PROJECTS = {
     "scipy/scipy": Project(),
 }
 
-# Instances whose base commit built here (Python 3.11, 2 cores, perfagent's environments; cold build seconds under a
-# loaded machine): astropy 6.0-6.1 (2024) in 290-460 s each, numpy 1.24.dev (2022) in 1851 s.
+# Instances whose base commit built here (Python 3.11, 2 cores, perfagent's environments; cold build seconds): astropy
+# 3.1-3.2 (2018-2019, through the astropy_helpers submodule) 140-200 s, astropy 5.1-5.2 (2022) 82-173 s, astropy
+# 6.0-7.0 (2024) 88-457 s (the first on an empty compiler cache), numpy 1.24.dev (2022) 1851 s.
 CURATED = [
+    "astropy__astropy-7924",
+    "astropy__astropy-8349",
+    "astropy__astropy-8494",
+    "astropy__astropy-8502",
+    "astropy__astropy-12699",
+    "astropy__astropy-13471",
+    "astropy__astropy-13898",
     "astropy__astropy-15900",
     "astropy__astropy-16088",
     "astropy__astropy-16096",
     "astropy__astropy-16222",
     "astropy__astropy-16243",
+    "astropy__astropy-16295",
     "astropy__astropy-16670",
+    "astropy__astropy-16673",
+    "astropy__astropy-16742",
+    "astropy__astropy-16813",
+    "astropy__astropy-17043",
     "numpy__numpy-21832",
 ]
 # Instances tried and left out, with the build's own first error. numpy from 1.26 (meson-python) keeps its build
-# backend, its meson and x86-simd-sort, highway, pocketfft in git submodules, which a mirror of numpy/numpy lacks.
+# backend, its meson and x86-simd-sort, highway, pocketfft in git submodules: perfagent fills them from the repository
+# cache when it holds their mirrors (numpy/meson, ...; these runs had none), and even then cannot build a meson-python
+# repository per worktree yet (repos/builds.py).
 LEFT_OUT = {
     "numpy__numpy-24610": "ModuleNotFoundError: No module named 'mesonpy' (backend-path vendored-meson/meson-python)",
     "numpy__numpy-27830": 'meson-python: error: Could not find the specified meson: "vendored-meson/meson/meson.py"',
     # numpy 1.22.dev (2021) predates Python 3.11, whose Py_SIZE() is no longer an lvalue
     "numpy__numpy-19599": "numpy/core/src/multiarray/arraytypes.c.src:65:26: error: lvalue required as left operand "
                           "of assignment",
-    # astropy 3.2.dev (2019) builds through astropy-helpers, a git submodule, which pip cannot find on the index
-    "astropy__astropy-8502": "ERROR: Could not find a version that satisfies the requirement astropy-helpers",
+    # astropy 3.1.dev (May 2018) predates Python 3.10, which removed the collections module's ABC aliases
+    "astropy__astropy-7422": "AttributeError: module 'collections' has no attribute 'MutableSequence'",
     # astropy 4.2.dev (2020) pins jinja2==2.10.3, which imports markupsafe's soft_unicode (gone in markupsafe 2.1)
     "astropy__astropy-10814": "ImportError: cannot import name 'soft_unicode' from 'markupsafe'",
 }
