@@ -275,14 +275,19 @@ class _Normalizer:
         if issubclass(cls, BaseException):  # its message may come from any argument's code: the arguments go too
             args = [self.visit(arg) for arg in BaseException.args.__get__(obj)]
             return {"$": "exception", "class": name, "message": _safe_str(obj), "args": args}
+        # a container by what it holds, read through its built-in base: a subclass's own __iter__ is its code, which
+        # may do anything (astropy's HDUList reads the rest of a file when iterated, mid-way through a read)
         if issubclass(cls, tuple) and hasattr(cls, "_fields"):  # namedtuple
-            return self._object(name, zip(cls._fields, obj))
+            return self._object(name, zip(cls._fields, tuple.__iter__(obj)))
         if issubclass(cls, (list, tuple, collections.deque)):  # a deque by its items: its repr runs theirs
             tag = "tuple" if issubclass(cls, tuple) else "list"
-            return {"$": tag, "class": name, "items": [self.visit(item) for item in obj]}
+            base = tuple if tag == "tuple" else list if issubclass(cls, list) else collections.deque
+            return {"$": tag, "class": name, "items": [self.visit(item) for item in base.__iter__(obj)]}
         if issubclass(cls, (set, frozenset)):
             tag = "frozenset" if issubclass(cls, frozenset) else "set"
-            return {"$": tag, "class": name, "items": sorted((self.visit(item) for item in obj), key=_sort_key)}
+            base = frozenset if tag == "frozenset" else set
+            return {"$": tag, "class": name,
+                    "items": sorted((self.visit(item) for item in base.__iter__(obj)), key=_sort_key)}
         if issubclass(cls, collections.abc.Mapping):
             return {"$": "dict", "class": name, "items": sorted(self._pairs(obj, cls), key=_sort_key)}
         state = self._state(obj, cls)
@@ -294,8 +299,9 @@ class _Normalizer:
         return {"$": "repr", "class": name, "repr": _safe_repr(obj)}
 
     def _pairs(self, mapping, cls: type) -> list:
-        """[key, value] normal forms: a dict's own items; for others, the keys iteration gives and their values."""
-        items = mapping.items() if cls is dict else [(key, mapping[key]) for key in list(mapping)]
+        """[key, value] normal forms: a dict's (or dict subclass's) own items; for other mappings, the keys iteration
+        gives and their values."""
+        items = dict.items(mapping) if issubclass(cls, dict) else [(key, mapping[key]) for key in list(mapping)]
         return [[self.visit(key), self.visit(value)] for key, value in items]
 
     def _state(self, obj, cls: type) -> dict | None:
