@@ -15,7 +15,8 @@ TASKS.jsonl comes from make_compiled_tasks.py. Steps, one build at a time (run i
 Per task it prints the environment's build (cold) and copy (warm) seconds, real_repos.py's columns (first verdict
 cold and warm, test files selected, the covering file among them, the expert patch's verdict and speedup, evaluate's
 ratio), the build seconds of each candidate's rebuild ("-": no build ran, as for a Python-only edit), and the
-profile's first hotspot in compiled code (a .pyx function and its hottest line, or a C function).
+profile's first hotspot in compiled code (a .pyx function and its hottest line, or a C function); then the first
+compiled hotspot of a workload whose time is inside an extension (NATIVE_PROBES).
 
 Targets: >= 8 tasks that build, the expert patch accepted on >= 6, the covering file selected, the variant
 rejected as "tests failed".
@@ -24,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 
-from batch_runs import summary as _summary
+from batch_runs import PERFAGENT, summary as _summary
 from real_repos import _fmt, run_file
 
 from perfagent.repos.repositories import RepoCache
@@ -96,6 +98,45 @@ def native_hotspot(folder: Path, instance_id: str) -> str:
     return f"{spot['file']}:{line} {spot['qualname']} ({spot['cum_share']:.0%})"
 
 
+# A workload whose time is inside an extension, for a repository of these tasks: astropy's fast CSV reader (the Cython
+# CParser of astropy/io/ascii/cparser.pyx and its C tokenizer). The tasks' own workloads mostly spend theirs in Python.
+NATIVE_PROBES = {"astropy/astropy": """\
+from astropy.io import ascii
+
+
+def setup():
+    global text
+    text = "\\n".join(",".join(f"{i * j + 0.5}" for j in range(20)) for i in range(20000))
+
+
+def workload():
+    ascii.read(text, format="csv", fast_reader=True, guess=False)
+"""}
+
+
+def native_probe(tasks: list[dict], args) -> str:
+    """`perfagent profile` of NATIVE_PROBES' workload on the first task of its repository (its checkout and
+    environment), as `file:line function (share)` of the first compiled hotspot, or why there is none."""
+    record = next((t for t in tasks if t["repo"] in NATIVE_PROBES), None)
+    if record is None:
+        return "no task of a repository with a probe"
+    task = Task.model_validate(record)
+    with RepoCache(args.repo_cache).checkout(task.repo, task.base_commit) as worktree:
+        python = Environments(args.env_cache).python_for(task, worktree)
+        probe = worktree.parent / "probe.py"
+        probe.write_text(NATIVE_PROBES[task.repo])
+        shown = subprocess.run([PERFAGENT, "profile", str(worktree), "-w", str(probe), "--python", python, "--json",
+                                "--top", "30"], capture_output=True, text=True)
+    if shown.returncode:
+        return f"perfagent profile failed: {shown.stderr.strip()[-300:]}"
+    hotspots = json.loads(shown.stdout).get("hotspots") or []
+    spot = next((h for h in hotspots if not h["file"].endswith(".py")), None)
+    if spot is None:
+        return "no compiled hotspot"
+    line = max(spot["lines"], key=lambda pair: pair[1])[0] if spot["lines"] else spot["start"]
+    return f"{task.instance_id}: {spot['file']}:{line} {spot['qualname']} ({spot['cum_share']:.0%})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tasks", type=Path)
@@ -130,6 +171,7 @@ def main() -> None:
     print(f"expert patch accepted on {accepted} of {len(rows) - sum(r['task'].endswith(BROKEN) for r in rows)} tasks "
           f"that build; variants: " + ", ".join(f"{r['task']} {r['verdict']}" for r in rows
                                                 if r["task"].endswith(BROKEN)))
+    print(f"hotspot of a workload whose time is inside an extension: {native_probe(runnable, args)}")
     failed = {i: e for i, e in built.items() if e.get("error")}
     for instance_id, row in failed.items():
         print(f"does not build here: {instance_id}: {row['error']}")
