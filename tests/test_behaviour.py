@@ -449,3 +449,62 @@ def test_a_task_count_the_unmodified_codes_tests_reach_again_is_not_evidence(tmp
     verdict = judge._tests(one_more, ref, ["tests/test_threads.py"])[1]
     assert verdict is not None and verdict.reason == "unsafe behaviour"
     assert f"{counted.count + 1} at once against {counted.count}, running" in verdict.detail
+
+
+ORDER_DEPENDENT = {
+    "mylib/__init__.py": "",
+    "bench.py": "from mylib.clock import double\n\n\ndef setup():\n    pass\n\n\ndef workload():\n    return double(2)\n",
+    "mylib/clock.py": """\
+        _warned = []
+
+
+        def leap_seconds():
+            if not _warned:  # the first caller in a process meets the expired table's warning, as an error
+                _warned.append(1)
+                raise RuntimeError("leap-second file is expired")
+            return 37
+
+
+        def double(x):
+            return 2 * x
+        """,
+    "tests/test_clock.py": """\
+        from mylib.clock import double, leap_seconds
+
+
+        def test_first_caller():
+            assert leap_seconds() == 37
+
+
+        def test_second_caller():
+            assert leap_seconds() == 37
+
+
+        def test_double():
+            assert double(2) == 4
+        """,
+}
+
+
+def test_a_test_that_fails_the_unmodified_code_under_the_same_command_rejects_nothing(tmp_path):
+    """A repository's tests can depend on their order (astropy 5.1's expired leap-second warning fails whichever test
+    first needs the table): the baseline's first caller fails and is left out, so in a candidate's run the next one
+    fails. The unmodified code fails it too under that very command: it guards nothing there, is left out, and the
+    tests run again. A test the candidate breaks still rejects it."""
+    from perfagent.loop.verdict import Judge, Reference
+
+    repo = make_repo(tmp_path / "repo", ORDER_DEPENDENT)
+    limits = Settings().limits(timeout_s=60)
+    runner = WorkloadRunner(Workload.parse("bench.py", repo), PY, tmp_path / "w", limits)
+    judge = Judge(runner, PY, tmp_path / "j", None, (1,), "bench.py", 5.0, Settings().max_memory_growth)
+    tests = "tests/test_clock.py"
+    ref = Reference(repo, frozenset({f"{tests}::test_second_caller", f"{tests}::test_double"}), {}, 1.0,
+                    {tests: 1.0}, frozenset(), excluded_tests=frozenset({f"{tests}::test_first_caller"}))
+    same = make_repo(tmp_path / "same", ORDER_DEPENDENT)
+    checked, verdict = judge._tests(same, ref, [tests])
+    assert verdict is None, verdict.detail
+    assert checked == [f"{tests}::test_double"]
+    broken = make_repo(tmp_path / "broken", {**ORDER_DEPENDENT, "mylib/clock.py": textwrap.dedent(
+        ORDER_DEPENDENT["mylib/clock.py"]).replace("return 2 * x", "return 3 * x")})
+    verdict = judge._tests(broken, ref, [tests])[1]
+    assert verdict is not None and verdict.reason == "tests failed" and verdict.tests_failed == [f"{tests}::test_double"]

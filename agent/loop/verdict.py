@@ -207,24 +207,33 @@ class Judge:
 
     def _tests(self, candidate: Path, ref: Reference, tests: list[str]) -> tuple[list[str], Verdict | None]:
         """Run the selected tests in order, stopping at the first failure; (the baseline-passing tests checked, a
-        rejection or None)."""
+        rejection or None). Tests that fail only the way the unmodified code fails them under the very same command
+        (_shared_failures) are no evidence: they are left out and the run is made once more without them."""
         checked = sorted(t for t in ref.passing_tests if any(t.startswith(s) for s in tests))
         if not tests:
             return checked, None
         tmp = self.tmp / candidate.name
         tmp.mkdir(parents=True, exist_ok=True)
-        run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref, tests),
-                         exitfirst=True, deselect=ref.excluded_tests, canary=True)
-        unsafe = self._unsafe(candidate, ref, set(run.process.behaviour), checked)
-        if unsafe and all(e["count"] is not None for e in unsafe.behaviour):
-            unsafe = self._recount(candidate, ref, tests, set(run.process.behaviour), checked)
-        if unsafe:
-            return checked, unsafe
-        if run.tampered:  # its outcomes cannot be believed, the failures it reports aside
-            return checked, Verdict(TESTS_TAMPERED, f"{run.tampered}\n{run.process.tail(15)}", checked)
-        failed = [t for t in checked if run.outcomes.get(t) in ("failed", "error")]
-        broken = [t for t in run.failing() if t.startswith("<")]  # collection errors, pytest itself
-        cut = run.cut_short()
+        deselect = set(ref.excluded_tests)
+        while True:
+            run = run_pytest(candidate, tests, python=self.python, tmp=tmp, limits=self.test_limits(ref, tests),
+                             exitfirst=True, deselect=deselect, canary=True)
+            unsafe = self._unsafe(candidate, ref, set(run.process.behaviour), checked)
+            if unsafe and all(e["count"] is not None for e in unsafe.behaviour):
+                unsafe = self._recount(candidate, ref, tests, set(run.process.behaviour), checked)
+            if unsafe:
+                return checked, unsafe
+            if run.tampered:  # its outcomes cannot be believed, the failures it reports aside
+                return checked, Verdict(TESTS_TAMPERED, f"{run.tampered}\n{run.process.tail(15)}", checked)
+            failed = [t for t in checked if run.outcomes.get(t) in ("failed", "error")]
+            broken = [t for t in run.failing() if t.startswith("<")]  # collection errors, pytest itself
+            cut = run.cut_short()
+            shared = set() if cut or broken or not failed or deselect != set(ref.excluded_tests) else \
+                self._shared_failures(ref, tests, deselect, failed)
+            if not shared:
+                break
+            deselect |= shared
+            checked = [t for t in checked if t not in shared]
         if cut:
             detail = f"the test run {cut}"
         elif failed or broken:
@@ -238,6 +247,17 @@ class Judge:
         else:
             return checked, None
         return checked, Verdict(TESTS_FAILED, f"{detail}\n{run.process.tail(15)}", checked, broken + failed)
+
+    def _shared_failures(self, ref: Reference, tests: list[str], deselect: set[str], failed: list[str]) -> set[str]:
+        """The tests that fail when the unmodified code runs the candidate's test command (all of it, not stopping
+        at a failure), when they include every test the candidate failed; else none. The baseline ran the tests
+        otherwise (each file alone, then together, without deselected tests), and a repository's tests can depend on
+        their order: astropy 5.1's warn about an expired leap-second file in whichever test first needs it, which is
+        another one once a failing one is deselected. Such a test guards nothing in this command."""
+        again = run_pytest(ref.worktree, tests, python=self.python, tmp=self.tmp / "shared-failures",
+                           limits=self.test_limits(ref, tests), deselect=deselect, canary=True)
+        failing = set(again.failing())
+        return failing if set(failed) <= failing else set()
 
     def _recount(self, candidate: Path, ref: Reference, tests: list[str], behaviour: set[Event],
                  checked: list[str]) -> Verdict | None:
