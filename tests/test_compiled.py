@@ -342,8 +342,9 @@ def test_a_compiled_function_is_never_taken_for_one_the_workload_does_not_run(bu
     compiled = touched_functions(index, {PYX: pyx}, {PYX: pyx.replace("count += 1", "count = count + 1")})
     python = touched_functions(index, {PAIRS: pairs}, {PAIRS: pairs.replace("counts = []", "counts = list()")})
     assert [span.key for span in compiled] == ["nearby/_core.pyx:count_close_pairs"]
-    assert trial._never_run(compiled) is None
-    assert trial._never_run(python).startswith("the workload never runs neighbour_counts")
+    assert trial._never_run(compiled, set()) is None
+    assert trial._never_run(python, set()).startswith("the workload never runs neighbour_counts")
+    assert trial._never_run(python, {"nearby.pairs:neighbour_counts"}) is None  # its result run called it
 
 
 def test_a_compiled_function_is_guarded_by_the_tests_of_its_packages_python_code(built):
