@@ -131,15 +131,19 @@ def test_a_meson_python_repository_runs_but_its_compiled_sources_are_not_built_w
         workspaces.close()
 
 
+# a package with one C extension module that does nothing, built by its setup.py
+TINY = {"setup.py": "from setuptools import Extension, setup\n"
+                    "setup(ext_modules=[Extension('tiny._c', ['tiny/_c.c'])])\n",
+        "tiny/__init__.py": "", ".gitignore": "build/\n*.so\n__pycache__/\n",
+        "tiny/_c.c": '#include <Python.h>\n'
+                     'static struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, NULL};\n'
+                     "PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&m); }\n"}
+
+
 def test_a_branch_from_a_checkout_never_built_is_built_before_anything_runs(tmp_path):
     """The run's branch worktree takes the user's build products (Environment.adopt): a checkout that has none was
     never built, so nothing is vouched for and the first rebuild builds."""
-    module = ('#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, NULL};\n'
-              "PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&m); }\n")
-    repo = make_repo(tmp_path / "tiny", {
-        "setup.py": "from setuptools import Extension, setup\n"
-                    "setup(ext_modules=[Extension('tiny._c', ['tiny/_c.c'])])\n",
-        "tiny/__init__.py": "", "tiny/_c.c": module, ".gitignore": "build/\n*.so\n__pycache__/\n"})
+    repo = make_repo(tmp_path / "tiny", TINY)
     (repo / "tiny" / "__pycache__").mkdir()
     (repo / "tiny" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"")  # ignored, and no build product
     workspaces = Workspaces(open_repo(repo), "tiny")
@@ -156,12 +160,7 @@ def test_a_branch_from_a_checkout_never_built_is_built_before_anything_runs(tmp_
 def test_a_branch_from_a_checkout_built_before_its_last_source_change_is_built_again(tmp_path):
     """A checkout built after its last change is taken as built (the first rebuild builds nothing); one whose C source
     changed after its module was built (edited and never rebuilt) is not: the first rebuild builds it."""
-    module = ('#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, NULL};\n'
-              "PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&m); }\n")
-    repo = make_repo(tmp_path / "tiny", {
-        "setup.py": "from setuptools import Extension, setup\n"
-                    "setup(ext_modules=[Extension('tiny._c', ['tiny/_c.c'])])\n",
-        "tiny/__init__.py": "", "tiny/_c.c": module, ".gitignore": "build/\n*.so\n__pycache__/\n"})
+    repo = make_repo(tmp_path / "tiny", TINY)
     subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=repo, check=True,
                    capture_output=True)
     [built] = (repo / "tiny").glob("_c.*.so")
@@ -184,13 +183,10 @@ def test_a_branch_takes_the_checkouts_submodule_files_its_build_needs(tmp_path):
     """A setup.py that imports its build helpers from a submodule (astropy's astropy_helpers): the branch worktree,
     which git leaves without submodule files, takes them from the user's checkout (not the submodule's .git), and the
     first rebuild builds there."""
-    module = ('#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, NULL};\n'
-              "PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&m); }\n")
     helpers = make_repo(tmp_path / "helpers", {"build_helpers.py": "SOURCES = ['tiny/_c.c']\n"})
-    repo = make_repo(tmp_path / "tiny", {
-        "setup.py": "import sys\nsys.path.insert(0, 'vendor')\nfrom build_helpers import SOURCES\n"
-                    "from setuptools import Extension, setup\nsetup(ext_modules=[Extension('tiny._c', SOURCES)])\n",
-        "tiny/__init__.py": "", "tiny/_c.c": module, ".gitignore": "build/\n*.so\n__pycache__/\n"})
+    repo = make_repo(tmp_path / "tiny", {**TINY, "setup.py": "import sys\nsys.path.insert(0, 'vendor')\n"
+                     "from build_helpers import SOURCES\nfrom setuptools import Extension, setup\n"
+                     "setup(ext_modules=[Extension('tiny._c', SOURCES)])\n"})
     git(repo, "submodule", "add", "-q", str(helpers), "vendor", env={"GIT_ALLOW_PROTOCOL": "file"})
     git(repo, "commit", "-qm", "build helpers")
     workspaces = Workspaces(open_repo(repo), "tiny")
